@@ -1,0 +1,1 @@
+"""CT ingestion, preprocessing, chest phantoms and the (views, CT) dataset."""

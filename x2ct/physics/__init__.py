@@ -1,0 +1,1 @@
+"""X-ray physics: attenuation, projection geometry and the differentiable DRR projector."""
