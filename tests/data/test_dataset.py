@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from x2ct.data.dataset import DatasetError, PatientDRRDataset
+from x2ct.data.layout import DatasetLayout
+
+
+def test_items_have_documented_shapes_and_ranges(tiny_dataset):
+    ds = PatientDRRDataset(tiny_dataset, "train")
+    assert len(ds) == len(DatasetLayout(tiny_dataset).split_file("train").read_text().split())
+    item = ds[0]
+    assert item["views"].shape == (2, 1, 32, 32) and item["views"].dtype == torch.float32
+    assert item["ct"].shape == (1, 24, 24, 24) and item["ct"].dtype == torch.float32
+    assert 0.0 <= item["ct"].min() and item["ct"].max() <= 1.0
+    assert 0.0 <= item["views"].min() and item["views"].max() <= 1.0 + 1e-6
+    # lungs are dark, the body bright: the normalised CT spans most of [0, 1]
+    assert item["ct"].max() - item["ct"].min() > 0.5
+    torch.testing.assert_close(item["angles_deg"], torch.tensor([0.0, 90.0]))
+
+
+def test_views_are_scaled_by_the_data_set_maximum(tiny_dataset):
+    layout = DatasetLayout(tiny_dataset)
+    scale = json.loads(layout.manifest.read_text())["views"]["scale"]
+    ds = PatientDRRDataset(tiny_dataset, "test")
+    pid = ds.patient_ids[0]
+    raw = np.load(layout.drr(pid))
+    np.testing.assert_allclose(ds[0]["views"][:, 0].numpy(), raw / scale, rtol=1e-6)
+
+
+def test_view_selection_by_name_and_index(tiny_dataset):
+    full = PatientDRRDataset(tiny_dataset, "train")[0]["views"]
+    lateral = PatientDRRDataset(tiny_dataset, "train", views=["lateral"])[0]
+    assert lateral["views"].shape == (1, 1, 32, 32)
+    torch.testing.assert_close(lateral["views"][0], full[1])
+    swapped = PatientDRRDataset(tiny_dataset, "train", views=[1, 0])[0]["views"]
+    torch.testing.assert_close(swapped, full.flip(0))
+    with pytest.raises(DatasetError, match=r"view 'ap' is not in the data set .*\['pa', 'lateral'\]"):
+        PatientDRRDataset(tiny_dataset, "train", views=["ap"])
+
+
+def test_on_the_fly_rendering_matches_stored_views_and_jitter_changes_them(tiny_dataset):
+    stored = PatientDRRDataset(tiny_dataset, "val")[0]["views"]
+    live = PatientDRRDataset(tiny_dataset, "val", render_on_the_fly=True)[0]["views"]
+    torch.testing.assert_close(live, stored, atol=1e-5, rtol=1e-4)
+    jittered = PatientDRRDataset(tiny_dataset, "val", render_on_the_fly=True, angle_jitter_deg=5.0)
+    torch.manual_seed(0)
+    a = jittered[0]
+    torch.manual_seed(0)
+    b = jittered[0]
+    torch.testing.assert_close(a["views"], b["views"])
+    assert not torch.allclose(a["views"], stored, atol=1e-3)
+    assert (a["angles_deg"] - torch.tensor([0.0, 90.0])).abs().max() <= 5.0
+
+
+def test_jitter_without_on_the_fly_rendering_is_refused(tiny_dataset):
+    with pytest.raises(ValueError, match="render_on_the_fly"):
+        PatientDRRDataset(tiny_dataset, "train", angle_jitter_deg=3.0)
+
+
+def test_poisson_noise_perturbs_views(tiny_dataset):
+    clean = PatientDRRDataset(tiny_dataset, "train")[0]["views"]
+    noisy = PatientDRRDataset(tiny_dataset, "train", noise_photons=1e4)[0]["views"]
+    assert noisy.shape == clean.shape
+    assert 0 < (noisy - clean).abs().mean() < 0.05
+
+
+def test_batches_through_a_dataloader(tiny_dataset):
+    batch = next(iter(DataLoader(PatientDRRDataset(tiny_dataset, "train"), batch_size=2)))
+    assert batch["views"].shape == (2, 2, 1, 32, 32)
+    assert batch["ct"].shape == (2, 1, 24, 24, 24)
+    assert len(batch["patient_id"]) == 2
+
+
+def test_missing_view_names_the_file(tiny_dataset, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_dataset, root)
+    ds = PatientDRRDataset(root, "train")
+    drr_path = DatasetLayout(root).drr(ds.patient_ids[0])
+    np.save(drr_path, np.load(drr_path)[:1])  # the lateral view is gone
+    with pytest.raises(DatasetError, match=rf"{drr_path.name}.*missing"):
+        ds[0]
+
+
+def test_not_a_data_set_folder(tmp_path):
+    with pytest.raises(DatasetError, match=r"dataset\.json"):
+        PatientDRRDataset(tmp_path, "train")

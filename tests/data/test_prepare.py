@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from tests.helpers import TINY_OVERRIDES, TINY_PROTOCOL, compose_config
+from x2ct.data.ct_volume import CTVolume
+from x2ct.data.layout import SPLITS, DatasetLayout
+from x2ct.data.prepare import (
+    PatientTask,
+    SplitConfig,
+    load_prepare_config,
+    make_splits,
+    prepare_dataset,
+    prepare_patient,
+    protocol_geometry,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_config(root, *extra):
+    base = TINY_PROTOCOL if "source=folder" in extra else TINY_OVERRIDES
+    return load_prepare_config(compose_config("prepare", [*base, f"output_dir={root}", *extra]))
+
+
+def test_prepared_dataset_has_every_file_and_consistent_metadata(tiny_dataset):
+    layout = DatasetLayout(tiny_dataset)
+    manifest = json.loads(layout.manifest.read_text())
+    assert manifest["patients"] == [f"phantom_{i:04d}" for i in range(5)]
+    assert manifest["views"]["names"] == ["pa", "lateral"]
+    assert manifest["views"]["angles_deg"] == [0.0, 90.0]
+    splits = {s: layout.split_file(s).read_text().split() for s in SPLITS}
+    assert sorted(pid for ids in splits.values() for pid in ids) == manifest["patients"]
+    assert all(len(ids) >= 1 for ids in splits.values())
+    maxima = []
+    for pid in manifest["patients"]:
+        meta = json.loads(layout.meta(pid).read_text())
+        drr = np.load(layout.drr(pid))
+        assert drr.shape == (2, 32, 32) and drr.dtype == np.float32
+        assert meta["views"]["max_line_integral"] == pytest.approx(float(drr.max()))
+        maxima.append(drr.max())
+        img = nib.load(layout.ct(pid))
+        assert img.shape == (24, 24, 24)
+        np.testing.assert_allclose(np.abs(np.diag(img.affine)[:3]), [352 / 24] * 3)
+        assert meta["source"]["kind"] == "phantom"
+    assert manifest["views"]["scale"] == pytest.approx(float(max(maxima)))
+    # nothing half-written left behind
+    assert not [p for p in tiny_dataset.rglob(".*") if p.name != ".hydra"]
+
+
+def test_preparation_is_deterministic(tiny_dataset, tmp_path):
+    report = prepare_dataset(tiny_config(tmp_path / "again", "source.num_patients=2"), progress=False)
+    assert report.ok
+    for pid in report.prepared:
+        a, b = DatasetLayout(tiny_dataset), DatasetLayout(tmp_path / "again")
+        np.testing.assert_array_equal(np.load(a.drr(pid)), np.load(b.drr(pid)))
+        np.testing.assert_array_equal(nib.load(a.ct(pid)).get_fdata(), nib.load(b.ct(pid)).get_fdata())
+
+
+def test_rerun_skips_complete_patients_and_redoes_missing_ones(tmp_path):
+    root = tmp_path / "ds"
+    cfg = tiny_config(root, "source.num_patients=3")
+    first = prepare_dataset(cfg, progress=False)
+    assert first.prepared == ["phantom_0000", "phantom_0001", "phantom_0002"]
+    layout = DatasetLayout(root)
+    shutil.rmtree(layout.patient_dir("phantom_0001"))
+    # a crashed run's half-built folder is ignored and replaced
+    (layout.patients_dir / ".phantom_0001.partial").mkdir()
+    (layout.patients_dir / ".phantom_0001.partial" / "ct.nii.gz").write_bytes(b"half")
+    second = prepare_dataset(cfg, progress=False)
+    assert second.prepared == ["phantom_0001"]
+    assert second.skipped == ["phantom_0000", "phantom_0002"]
+    assert not (layout.patients_dir / ".phantom_0001.partial").exists()
+
+
+def test_rerun_with_other_settings_into_the_same_folder_is_refused(tmp_path):
+    prepare_dataset(tiny_config(tmp_path / "ds", "source.num_patients=1"), progress=False)
+    with pytest.raises(ValueError, match="other source/protocol settings"):
+        prepare_dataset(tiny_config(tmp_path / "ds", "source.num_patients=1", "protocol.mu_water=0.02"),
+                        progress=False)
+
+
+def write_nifti(path, hu, spacing=(5.0, 5.0, 5.0)):
+    CTVolume(hu=hu.astype(np.float32), spacing=spacing).save_nifti(path)
+
+
+def test_folder_source_goes_on_past_a_corrupt_file_and_lists_it(tmp_path):
+    cts = tmp_path / "cts"
+    cts.mkdir()
+    hu = np.full((40, 40, 40), -1000.0)
+    hu[10:30, 8:32, 8:32] = 40.0
+    write_nifti(cts / "good.nii.gz", hu)
+    (cts / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08 not really gzip")
+    root = tmp_path / "ds"
+    report = prepare_dataset(tiny_config(root, "source=folder", f"source.path={cts}"), progress=False)
+    assert report.prepared == ["good"]
+    assert [f["patient_id"] for f in report.failures] == ["broken"]
+    assert "broken.nii.gz" in report.failures[0]["error"]
+    assert json.loads((root / "failures.json").read_text())[0]["patient_id"] == "broken"
+    assert json.loads((root / "dataset.json").read_text())["patients"] == ["good"]
+
+
+@pytest.mark.slow
+def test_prepare_entrypoint_exits_nonzero_on_failures_and_zero_when_clean(tmp_path):
+    cts = tmp_path / "cts"
+    cts.mkdir()
+    hu = np.full((30, 30, 30), -1000.0)
+    hu[5:25, 5:25, 5:25] = 0.0
+    write_nifti(cts / "ok.nii", hu)
+    args = [sys.executable, str(REPO / "prepare.py"), *TINY_PROTOCOL, "source=folder", f"source.path={cts}",
+            f"output_dir={tmp_path / 'ds'}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    clean = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    assert clean.returncode == 0, clean.stderr
+    assert "OK: no problems found" in clean.stdout
+    (cts / "bad.nii").write_bytes(b"not a NIfTI header " * 40)
+    failed = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    assert failed.returncode == 1
+    assert "bad.nii" in failed.stderr
+
+
+def test_parallel_workers_give_the_same_data_as_one_worker(tiny_dataset, tmp_path):
+    report = prepare_dataset(tiny_config(tmp_path / "par", "source.num_patients=2", "workers=2"), progress=False)
+    assert report.ok and report.prepared == ["phantom_0000", "phantom_0001"]
+    for pid in report.prepared:
+        np.testing.assert_array_equal(np.load(DatasetLayout(tmp_path / "par").drr(pid)),
+                                      np.load(DatasetLayout(tiny_dataset).drr(pid)))
+
+
+def test_splits_are_deterministic_disjoint_and_cover_everyone():
+    ids = [f"p{i:02d}" for i in range(20)]
+    split = SplitConfig(seed=3, train=0.7, val=0.15, test=0.15)
+    a = make_splits(ids, split)
+    assert a == make_splits(list(reversed(ids)), split)
+    assert sorted(a["train"] + a["val"] + a["test"]) == ids
+    assert (len(a["train"]), len(a["val"]), len(a["test"])) == (14, 3, 3)
+    assert make_splits(ids, SplitConfig(seed=4, train=0.7, val=0.15, test=0.15)) != a
+
+
+def test_config_typos_and_wrong_types_name_the_key():
+    cfg = compose_config("prepare", [])
+    bad = OmegaConf.to_container(cfg)
+    bad["protocol"]["geometry"]["pixel_spacing"] = [1, 1]
+    with pytest.raises(Exception, match="pixel_spacing"):
+        load_prepare_config(bad)
+    bad = OmegaConf.to_container(cfg)
+    bad["workers"] = "many"
+    with pytest.raises(Exception, match="workers"):
+        load_prepare_config(bad)
+    bad = OmegaConf.to_container(cfg)
+    bad["protocol"]["view_normalisation"] = "max"
+    with pytest.raises(ValueError, match=r"protocol\.view_normalisation"):
+        load_prepare_config(bad)
+
+
+def test_presets_match_the_published_protocols():
+    gan = load_prepare_config(compose_config("prepare", ["protocol=x2ct_gan"])).protocol
+    geometry, names = protocol_geometry(gan)
+    assert names == ["pa", "lateral"]
+    assert (geometry.source_to_isocenter_mm, geometry.source_to_detector_mm) == (541, 949)
+    assert geometry.detector_shape == (320, 320)
+    assert geometry.detector_shape[1] * geometry.pixel_spacing_mm[1] == pytest.approx(500.0)
+    assert gan.preprocess.size == [128, 128, 128] and gan.preprocess.fov_mm == [320, 320, 320]
+    assert gan.preprocess.spacing_mm == 1.0 and gan.preprocess.remove_bed
+    assert gan.preprocess.hu_window == [-1000, 1500]  # HU + 1000 clipped to [0, 2500]
+    assert gan.view_size == [128, 128] and gan.view_normalisation == "per_image_max"
+
+    c2rv = load_prepare_config(compose_config("prepare", ["protocol=c2rv", "protocol.geometry.num_views=6"]))
+    geometry, names = protocol_geometry(c2rv.protocol)
+    assert geometry.angles_deg == (0.0, 30.0, 60.0, 90.0, 120.0, 150.0)
+    assert names[1] == "angle_30"
+    assert (geometry.source_to_isocenter_mm, geometry.source_to_detector_mm) == (800, 1200)
+    assert geometry.detector_shape == (256, 256) and geometry.pixel_spacing_mm == (2.4, 2.4)
+    assert c2rv.protocol.preprocess.size == [256, 256, 256]
+    assert c2rv.protocol.preprocess.size[0] * c2rv.protocol.preprocess.spacing_mm == pytest.approx(409.6)
+    assert c2rv.protocol.preprocess.hu_window == [-1000, 1024]
+    assert c2rv.protocol.view_normalisation == "global_max"
+
+
+@pytest.mark.slow
+def test_x2ct_gan_preset_runs_end_to_end_on_a_phantom(tmp_path):
+    cfg = load_prepare_config(compose_config("prepare", [
+        "protocol=x2ct_gan", "source.num_patients=1", f"output_dir={tmp_path}", "workers=1"]))
+    meta = prepare_patient(PatientTask("phantom_0000", seed=0), cfg, tmp_path)
+    assert meta["views"]["shape"] == [2, 128, 128]
+    assert meta["ct"]["shape"] == [128, 128, 128]

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from verify import main as verify_main
+from x2ct.data.layout import DatasetLayout
+from x2ct.data.verify import verify_dataset
+
+
+@pytest.fixture
+def dataset_copy(tiny_dataset, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_dataset, root)
+    return root
+
+
+def test_fresh_data_set_passes(tiny_dataset, capsys):
+    report = verify_dataset(tiny_dataset)
+    assert report.ok, report.problems
+    assert report.summary["patients"] == 5
+    assert verify_main([str(tiny_dataset)]) == 0
+    assert "OK: no problems found" in capsys.readouterr().out
+
+
+def test_changed_file_fails_its_checksum(dataset_copy):
+    layout = DatasetLayout(dataset_copy)
+    drr = layout.drr("phantom_0001")
+    np.save(drr, np.load(drr) * 1.01)
+    report = verify_dataset(dataset_copy)
+    assert any("phantom_0001/drr.npy" in p and "checksum" in p for p in report.problems)
+    assert verify_main([str(dataset_copy)]) == 1
+
+
+def test_nan_views_and_missing_views_are_reported(dataset_copy):
+    layout = DatasetLayout(dataset_copy)
+    nan = np.load(layout.drr("phantom_0000"))
+    nan[0, 3, 3] = np.nan
+    np.save(layout.drr("phantom_0000"), nan)
+    np.save(layout.drr("phantom_0002"), np.load(layout.drr("phantom_0002"))[:1])
+    problems = verify_dataset(dataset_copy, checksums=False).problems
+    assert any("phantom_0000/drr.npy" in p and "NaN" in p for p in problems)
+    assert any("phantom_0002/drr.npy" in p and "missing view" in p for p in problems)
+
+
+def test_split_overlap_and_missing_patient_are_reported(dataset_copy):
+    layout = DatasetLayout(dataset_copy)
+    train = layout.split_file("train").read_text().split()
+    layout.split_file("test").write_text("\n".join([*layout.split_file("test").read_text().split(), train[0]]))
+    shutil.rmtree(layout.patient_dir("phantom_0003"))
+    problems = verify_dataset(dataset_copy).problems
+    assert any("splits train and test overlap" in p and train[0] in p for p in problems)
+    assert any("phantom_0003/meta.json" in p and "missing" in p for p in problems)
+
+
+def test_corrupt_ct_is_reported_with_its_file(dataset_copy):
+    layout = DatasetLayout(dataset_copy)
+    layout.ct("phantom_0004").write_bytes(layout.ct("phantom_0004").read_bytes()[:200])
+    problems = verify_dataset(dataset_copy, checksums=False).problems
+    assert any("phantom_0004/ct.nii.gz" in p for p in problems)
+
+
+def test_empty_folder_is_not_a_data_set(tmp_path):
+    report = verify_dataset(tmp_path)
+    assert not report.ok and "dataset.json" in report.problems[0]

@@ -1,0 +1,138 @@
+"""`PatientDRRDataset`: (X-ray views, CT) pairs of one split of a prepared data set.
+
+Ranges the model sees:
+
+- ``ct``: ``(1, D, H, W)`` float32 in [0, 1], the HU window of the data set mapped linearly (values outside
+  clipped).
+- ``views``: ``(V, 1, rows, cols)`` float32 line integrals divided by the data set's view scale
+  (``global_max``: the largest line integral of the whole data set, so [0, 1]; ``per_image_max``: each image's
+  own maximum, [0, 1]; ``fixed``: a chosen constant; ``none``: raw line integrals).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from x2ct.data.layout import SPLITS, DatasetLayout
+from x2ct.data.preprocess import window_normalise
+from x2ct.data.views import render_views
+from x2ct.physics.geometry import ProjectionGeometry
+from x2ct.physics.radiograph import add_poisson_noise, normalise_views
+
+
+class DatasetError(ValueError):
+    """A prepared data set that is incomplete or inconsistent; the message names the file."""
+
+
+class PatientDRRDataset(Dataset):
+    """One split of a data set written by ``prepare.py``.
+
+    Args:
+        root: the data set folder (holds ``dataset.json``).
+        split: ``train``, ``val`` or ``test``.
+        views: which views to return, by name (``'pa'``, ``'lateral'``, ``'angle_45'``) or index into the data
+            set's views; ``None`` returns all, in stored order.
+        render_on_the_fly: render views from the stored CT at every access instead of reading ``drr.npy``.
+        angle_jitter_deg: with on-the-fly rendering, add a uniform random offset in [-j, j] degrees to every
+            view's gantry angle (drawn from torch's global RNG, so DataLoader seeding applies).
+        noise_photons: if set, add Poisson noise for this many photons per unattenuated pixel.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", views: Sequence[str | int] | None = None,
+                 render_on_the_fly: bool = False, angle_jitter_deg: float = 0.0,
+                 noise_photons: float | None = None) -> None:
+        self.layout = DatasetLayout(root)
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if not self.layout.manifest.exists():
+            raise DatasetError(f"{self.layout.manifest}: not found; is {root} a data set made by prepare.py?")
+        self.manifest = json.loads(self.layout.manifest.read_text())
+        self.split = split
+        self.patient_ids = _read_split(self.layout.split_file(split))
+        names = self.manifest["views"]["names"]
+        self.view_indices = _select_views(views, names, self.layout.manifest)
+        self.view_names = [names[i] for i in self.view_indices]
+        self.geometry = ProjectionGeometry.from_dict(self.manifest["geometry"])
+        self.hu_window = tuple(self.manifest["ct"]["hu_window"])
+        self.normalisation = self.manifest["views"]["normalisation"]
+        self.view_scale = self.manifest["views"]["scale"]
+        self.render_on_the_fly = render_on_the_fly
+        self.angle_jitter_deg = float(angle_jitter_deg)
+        self.noise_photons = noise_photons
+        if angle_jitter_deg and not render_on_the_fly:
+            raise ValueError("angle_jitter_deg needs render_on_the_fly=True (stored views have fixed angles)")
+
+    def __len__(self) -> int:
+        return len(self.patient_ids)
+
+    def __getitem__(self, index: int) -> dict:
+        patient_id = self.patient_ids[index]
+        ct = self._load_ct(patient_id)
+        angles = torch.tensor([self.geometry.angles_deg[i] for i in self.view_indices])
+        if self.render_on_the_fly:
+            if self.angle_jitter_deg:
+                angles = angles + (torch.rand(len(angles)) * 2 - 1) * self.angle_jitter_deg
+            geometry = self.geometry.with_angles(angles.tolist())
+            line_integrals = render_views(ct, geometry, self.manifest["mu_water"])
+        else:
+            line_integrals = torch.from_numpy(self._load_drr(patient_id)[self.view_indices])
+        if self.noise_photons:
+            line_integrals = add_poisson_noise(line_integrals, self.noise_photons)
+        views = normalise_views(line_integrals, self.normalisation, self.view_scale)
+        volume = torch.from_numpy(window_normalise(ct.hu, self.hu_window).astype(np.float32))
+        return {"views": views[:, None].float(), "ct": volume[None], "patient_id": patient_id,
+                "angles_deg": angles.float()}
+
+    def _load_ct(self, patient_id: str):
+        from x2ct.data.readers import read_nifti
+
+        path = self.layout.ct(patient_id)
+        if not path.exists():
+            raise DatasetError(f"{path}: CT file missing for patient {patient_id}")
+        return read_nifti(path)
+
+    def _load_drr(self, patient_id: str) -> np.ndarray:
+        path = self.layout.drr(patient_id)
+        if not path.exists():
+            raise DatasetError(f"{path}: views file missing for patient {patient_id}")
+        try:
+            drr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise DatasetError(f"{path}: unreadable views file ({err})") from err
+        expected = (len(self.manifest["views"]["names"]), *self.geometry.detector_shape)
+        if drr.shape != expected:
+            raise DatasetError(f"{path}: views have shape {drr.shape}, expected {expected} "
+                               f"(views {self.manifest['views']['names']}); a view is missing or the file is stale")
+        return drr
+
+
+def _read_split(path: Path) -> list[str]:
+    if not path.exists():
+        raise DatasetError(f"{path}: split file not found")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _select_views(views: Sequence[str | int] | None, names: list[str], manifest: Path) -> list[int]:
+    if views is None:
+        return list(range(len(names)))
+    if len(views) == 0:
+        raise ValueError("views is empty: select at least one view (or None for all)")
+    indices = []
+    for view in views:
+        if isinstance(view, str):
+            if view.lower() not in names:
+                raise DatasetError(f"view {view!r} is not in the data set ({manifest}): it has {names}")
+            indices.append(names.index(view.lower()))
+        else:
+            if not 0 <= int(view) < len(names):
+                raise DatasetError(f"view index {view} out of range: the data set ({manifest}) has {len(names)} "
+                                   f"views {names}")
+            indices.append(int(view))
+    return indices

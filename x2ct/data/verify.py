@@ -1,0 +1,143 @@
+"""Check a prepared data set folder before training on it: counts, shapes, ranges, NaNs, missing views, split
+overlap and checksums. Every problem names the file; ``python verify.py DIR`` exits non-zero on any."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from x2ct.data.layout import SPLITS, DatasetLayout, sha256_file
+
+# A preprocessed CT outside this HU range is almost surely corrupt (wrong units or scaling).
+PLAUSIBLE_HU = (-2048.0, 4096.0)
+
+
+@dataclass
+class VerifyReport:
+    root: Path
+    problems: list[str] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self) -> str:
+        lines = [f"data set {self.root}"]
+        lines += [f"  {key}: {value}" for key, value in self.summary.items()]
+        if self.problems:
+            lines.append(f"{len(self.problems)} problem(s):")
+            lines += [f"  - {p}" for p in self.problems]
+        else:
+            lines.append("OK: no problems found")
+        return "\n".join(lines)
+
+
+def verify_dataset(root: str | os.PathLike, checksums: bool = True) -> VerifyReport:
+    layout = DatasetLayout(root)
+    report = VerifyReport(Path(root))
+    if not layout.manifest.exists():
+        report.problems.append(f"{layout.manifest}: missing (not a data set made by prepare.py, or it never finished)")
+        return report
+    try:
+        manifest = json.loads(layout.manifest.read_text())
+        names = manifest["views"]["names"]
+        detector = tuple(manifest["geometry"]["detector_shape"])
+        ct_size = tuple(manifest["ct"]["size"])
+        patients = manifest["patients"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        report.problems.append(f"{layout.manifest}: unreadable or incomplete ({err!r})")
+        return report
+    if layout.failures.exists():
+        failed = json.loads(layout.failures.read_text())
+        report.problems.append(f"{layout.failures}: {len(failed)} patient(s) failed during prepare: "
+                               + ", ".join(f["patient_id"] for f in failed))
+
+    ct_range, view_range = [np.inf, -np.inf], [np.inf, -np.inf]
+    for pid in patients:
+        _check_patient(layout, pid, names, detector, ct_size, checksums, report, ct_range, view_range)
+    on_disk = sorted(p.name for p in layout.patients_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if layout.patients_dir.exists() else []
+    extra = sorted(set(on_disk) - set(patients))
+    if extra:
+        report.problems.append(f"{layout.patients_dir}: folders not listed in dataset.json: {extra}")
+
+    splits = {}
+    for split in SPLITS:
+        path = layout.split_file(split)
+        if not path.exists():
+            report.problems.append(f"{path}: split file missing")
+            continue
+        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        splits[split] = ids
+        unknown = sorted(set(ids) - set(patients))
+        if unknown:
+            report.problems.append(f"{path}: patients not in the data set: {unknown}")
+        if len(set(ids)) != len(ids):
+            report.problems.append(f"{path}: lists a patient twice")
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1:]:
+            overlap = sorted(set(splits.get(a, [])) & set(splits.get(b, [])))
+            if overlap:
+                report.problems.append(f"splits {a} and {b} overlap: {overlap}")
+    unassigned = sorted(set(patients) - set().union(*splits.values())) if splits else []
+    if unassigned:
+        report.problems.append(f"patients in no split: {unassigned}")
+
+    report.summary = {
+        "protocol": manifest.get("protocol"),
+        "patients": len(patients),
+        "splits": {s: len(ids) for s, ids in splits.items()},
+        "views": f"{len(names)} x {detector[0]}x{detector[1]} {names}",
+        "ct grid": "x".join(map(str, ct_size)),
+        "ct HU range": [round(float(v), 1) for v in ct_range] if patients else None,
+        "line integral range": [round(float(v), 4) for v in view_range] if patients else None,
+        "view normalisation": f"{manifest['views'].get('normalisation')} (scale {manifest['views'].get('scale')})",
+    }
+    return report
+
+
+def _check_patient(layout, pid, names, detector, ct_size, checksums, report, ct_range, view_range) -> None:
+    meta_path = layout.meta(pid)
+    if not meta_path.exists():
+        report.problems.append(f"{meta_path}: missing (patient {pid} listed in dataset.json)")
+        return
+    meta = json.loads(meta_path.read_text())
+    for name, path in (("ct.nii.gz", layout.ct(pid)), ("drr.npy", layout.drr(pid))):
+        if not path.exists():
+            report.problems.append(f"{path}: missing")
+        elif checksums and sha256_file(path) != meta["checksums"][name]:
+            report.problems.append(f"{path}: checksum differs from meta.json (file changed or corrupt)")
+    if layout.drr(pid).exists():
+        try:
+            drr = np.load(layout.drr(pid), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            report.problems.append(f"{layout.drr(pid)}: unreadable ({err})")
+        else:
+            if drr.shape != (len(names), *detector):
+                report.problems.append(f"{layout.drr(pid)}: shape {drr.shape}, expected {(len(names), *detector)} "
+                                       f"for views {names} (missing view?)")
+            if not np.isfinite(drr).all():
+                report.problems.append(f"{layout.drr(pid)}: {int((~np.isfinite(drr)).sum())} NaN/inf values")
+            elif drr.min() < 0:
+                report.problems.append(f"{layout.drr(pid)}: negative line integrals (min {drr.min():.4g})")
+            else:
+                view_range[0], view_range[1] = min(view_range[0], drr.min()), max(view_range[1], drr.max())
+    if layout.ct(pid).exists():
+        from x2ct.data.readers import CTReadError, read_nifti
+
+        try:
+            ct = read_nifti(layout.ct(pid))
+        except CTReadError as err:
+            report.problems.append(str(err))
+            return
+        if ct.shape != ct_size:
+            report.problems.append(f"{layout.ct(pid)}: CT shape {ct.shape}, expected {ct_size}")
+        lo, hi = float(ct.hu.min()), float(ct.hu.max())
+        if lo < PLAUSIBLE_HU[0] or hi > PLAUSIBLE_HU[1]:
+            report.problems.append(f"{layout.ct(pid)}: HU range [{lo:.0f}, {hi:.0f}] outside plausible {PLAUSIBLE_HU}")
+        ct_range[0], ct_range[1] = min(ct_range[0], lo), max(ct_range[1], hi)
