@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from tests.helpers import TINY_OVERRIDES, TINY_PROTOCOL, compose_config
 from x2ct.data.ct_volume import CTVolume
-from x2ct.data.layout import SPLITS, DatasetLayout
+from x2ct.data.layout import SPLITS, DatasetLayout, sha256_file
 from x2ct.data.prepare import (
     PatientTask,
     SplitConfig,
@@ -192,3 +192,20 @@ def test_x2ct_gan_preset_runs_end_to_end_on_a_phantom(tmp_path):
     meta = prepare_patient(PatientTask("phantom_0000", seed=0), cfg, tmp_path)
     assert meta["views"]["shape"] == [2, 128, 128]
     assert meta["ct"]["shape"] == [128, 128, 128]
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("protocol", ["default", "x2ct_gan"])
+def test_real_example_ct_prepares_and_verifies(example_ct_file, tmp_path, monkeypatch, protocol):
+    from x2ct.data.verify import verify_dataset
+
+    monkeypatch.setenv("X2CT_EXAMPLE_CT_DIR", str(example_ct_file.parent))
+    cfg = load_prepare_config(compose_config("prepare", [
+        "source=example_ct", f"protocol={protocol}", f"output_dir={tmp_path / 'ds'}", "workers=1"]))
+    report = prepare_dataset(cfg, progress=False)
+    assert report.ok and report.prepared == ["example_cxr"]
+    check = verify_dataset(tmp_path / "ds")
+    assert check.ok, check.problems
+    meta = json.loads(DatasetLayout(tmp_path / "ds").meta("example_cxr").read_text())
+    assert meta["original"]["shape"] == [133, 512, 512]
+    assert meta["source"]["sha256"] == sha256_file(example_ct_file)

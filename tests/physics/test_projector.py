@@ -182,3 +182,18 @@ def test_source_inside_the_volume_is_rejected():
                               source_to_isocenter_mm=50.0, source_to_detector_mm=400.0)
     with pytest.raises(ValueError, match="source_to_isocenter_mm"):
         render_drr(torch.zeros(1, 1, 8, 128, 128), (1, 1, 1), geom)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_and_backpropagates():
+    torch.manual_seed(0)
+    vol = torch.rand(2, 1, 32, 40, 36)
+    geom = ProjectionGeometry(kind="cone", angles_deg=(0.0, 90.0, 45.0), detector_shape=(48, 40),
+                              pixel_spacing_mm=(2.0, 2.0), source_to_isocenter_mm=300.0, source_to_detector_mm=500.0)
+    cpu = render_drr(vol, (1.0, 1.1, 0.9), geom)
+    gpu_vol = vol.cuda().requires_grad_(True)
+    gpu = render_drr(gpu_vol, (1.0, 1.1, 0.9), geom)
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
+    gpu.sum().backward()
+    assert gpu_vol.grad is not None and torch.isfinite(gpu_vol.grad).all()

@@ -20,7 +20,9 @@ from torch import nn
 
 from x2ct.physics.geometry import ProjectionGeometry
 
-DEFAULT_MAX_ELEMENTS = 2**24
+# Elements (planes x batch x rays) per chunk. On CPU, temporaries above glibc's mmap threshold are mapped and
+# page-faulted afresh for every chunk, which costs 2-4x (benchmarks/results/drr_cpu.md); GPUs like big chunks.
+DEFAULT_MAX_ELEMENTS = {"cpu": 2**22, "cuda": 2**26}
 
 # For rays that run mostly along volume dim `a` (2=D/z, 3=H/y, 4=W/x of (B, 1, D, H, W)): the two in-plane
 # dims in (rows, cols) order of the 2D plane that grid_sample reads, and the world-axis index (x=0, y=1, z=2)
@@ -40,7 +42,7 @@ def render_drr(
     geometry: ProjectionGeometry,
     *,
     rays: tuple[torch.Tensor, torch.Tensor] | None = None,
-    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    max_elements: int | None = None,
 ) -> torch.Tensor:
     """Render line integrals ``sum(mu * length)`` through ``volume`` for every view of ``geometry``.
 
@@ -50,7 +52,8 @@ def render_drr(
         spacing_mm: voxel size ``(D, H, W)`` in mm; anisotropic is fine.
         geometry: source/detector layout and gantry angles.
         rays: optional precomputed ``geometry.rays(...)`` on the volume's device and dtype (saves recomputation).
-        max_elements: bound on ``planes * batch * rays`` per chunk, which bounds peak memory.
+        max_elements: bound on ``planes * batch * rays`` per chunk, which bounds peak memory; ``None`` takes
+            ``DEFAULT_MAX_ELEMENTS`` for the volume's device type.
 
     Returns:
         ``(B, V, rows, cols)`` line integrals (dimensionless).
@@ -68,6 +71,8 @@ def render_drr(
             sizes[0] * float(spacing_mm[0]) / 2]
     _check_source_outside(geometry, half)
 
+    if max_elements is None:
+        max_elements = DEFAULT_MAX_ELEMENTS.get(volume.device.type, DEFAULT_MAX_ELEMENTS["cuda"])
     if rays is None:
         rays = geometry.rays(dtype=volume.dtype, device=volume.device)
     origins, directions = (r.reshape(-1, 3) for r in rays)
@@ -91,7 +96,8 @@ def _integrate_along(volume, spacing_mm, half, world_axis, origins, directions, 
     n_planes = volume.shape[plane_dim]
     step = float(spacing_mm[plane_dim - 2])
     # (P, B, rows, cols): planes become grid_sample's batch, the volume batch its channels.
-    planes = volume[:, 0].permute(plane_dim - 1, 0, row_dim - 1, col_dim - 1)
+    # contiguous once here, or grid_sample copies the whole volume for every chunk
+    planes = volume[:, 0].permute(plane_dim - 1, 0, row_dim - 1, col_dim - 1).contiguous()
     plane_coord = (torch.arange(n_planes, dtype=volume.dtype, device=volume.device) - (n_planes - 1) / 2) * step
 
     batch = volume.shape[0]
@@ -133,7 +139,7 @@ class DRRProjector(nn.Module):
     """
 
     def __init__(self, geometry: ProjectionGeometry, spacing_mm: Sequence[float],
-                 max_elements: int = DEFAULT_MAX_ELEMENTS) -> None:
+                 max_elements: int | None = None) -> None:
         super().__init__()
         self.geometry = geometry
         self.spacing_mm = tuple(float(s) for s in spacing_mm)
