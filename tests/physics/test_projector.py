@@ -154,12 +154,27 @@ def test_chunking_does_not_change_the_result():
     torch.testing.assert_close(render_drr(vol[1:], (1.0, 1.0, 1.0), geom), whole[1:])
 
 
+def test_half_precision_volumes_render_in_float32():
+    torch.manual_seed(0)
+    vol = torch.rand(1, 1, 32, 32, 32)
+    geom = ProjectionGeometry(kind="cone", angles_deg=(0.0, 90.0), detector_shape=(24, 24),
+                              pixel_spacing_mm=(4.0, 4.0), source_to_isocenter_mm=500.0, source_to_detector_mm=800.0)
+    reference = render_drr(vol.bfloat16().float(), (2.0, 2.0, 2.0), geom)
+    low = vol.bfloat16().requires_grad_(True)
+    out = render_drr(low, (2.0, 2.0, 2.0), geom)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, reference)
+    out.sum().backward()
+    assert low.grad.dtype == torch.bfloat16
+
+
 def test_projector_module_caches_rays_and_matches_function():
     vol = torch.rand(1, 1, 8, 8, 8)
     geom = ProjectionGeometry(kind="parallel", angles_deg=(0.0, 90.0), detector_shape=(8, 8), pixel_spacing_mm=(1, 1))
     proj = DRRProjector(geom, (1.0, 1.0, 1.0))
     torch.testing.assert_close(proj(vol), render_drr(vol, (1.0, 1.0, 1.0), geom))
-    assert len(proj._rays) == 1
+    torch.testing.assert_close(proj(vol.bfloat16()), render_drr(vol.bfloat16(), (1.0, 1.0, 1.0), geom))
+    assert len(proj._rays) == 1  # float32 and bfloat16 volumes share the float32 rays
 
 
 @pytest.mark.parametrize(

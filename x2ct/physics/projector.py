@@ -56,7 +56,8 @@ def render_drr(
             ``DEFAULT_MAX_ELEMENTS`` for the volume's device type.
 
     Returns:
-        ``(B, V, rows, cols)`` line integrals (dimensionless).
+        ``(B, V, rows, cols)`` line integrals (dimensionless), float64 for a float64 volume, else float32
+        (half-precision volumes, e.g. under autocast, are rendered in float32).
     """
     if volume.ndim != 5 or volume.shape[1] != 1:
         raise ValueError(f"render_drr expects a volume of shape (B, 1, D, H, W), got {tuple(volume.shape)}")
@@ -64,6 +65,7 @@ def render_drr(
         raise ValueError(f"render_drr: spacing_mm must be three positive values (D, H, W), got {spacing_mm}")
     if not volume.is_floating_point():
         raise TypeError(f"render_drr: volume must be a floating-point tensor, got {volume.dtype}")
+    volume = volume.to(working_dtype(volume.dtype))
     batch = volume.shape[0]
     sizes = volume.shape[2:]  # (D, H, W)
     # half extents per world axis (x, y, z), voxel edge to voxel edge
@@ -87,6 +89,11 @@ def render_drr(
         out = out.index_copy(1, idx, _integrate_along(volume, spacing_mm, half, world_axis, origins[idx],
                                                       directions[idx], max_elements))
     return out.reshape(batch, geometry.num_views, rows, cols)
+
+
+def working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Ray positions in half precision would be off by up to a voxel: low-precision volumes render in float32."""
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
 def _integrate_along(volume, spacing_mm, half, world_axis, origins, directions, max_elements):
@@ -147,8 +154,8 @@ class DRRProjector(nn.Module):
         self._rays: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
-        key = (volume.device, volume.dtype)
+        key = (volume.device, working_dtype(volume.dtype))
         if key not in self._rays:
-            self._rays[key] = self.geometry.rays(dtype=volume.dtype, device=volume.device)
+            self._rays[key] = self.geometry.rays(dtype=key[1], device=volume.device)
         return render_drr(volume, self.spacing_mm, self.geometry, rays=self._rays[key],
                           max_elements=self.max_elements)
