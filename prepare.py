@@ -11,7 +11,11 @@ from x2ct.data.verify import verify_dataset
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="prepare")
 def main(cfg: DictConfig) -> None:
-    report = prepare_dataset(load_prepare_config(cfg))
+    try:
+        report = prepare_dataset(load_prepare_config(cfg))
+    except (ValueError, FileNotFoundError) as err:  # bad config or source: say what, no traceback
+        print(f"prepare: error: {err}", file=sys.stderr)
+        sys.exit(2)
     print(f"{report.root}: {len(report.prepared)} prepared, {len(report.skipped)} already complete, "
           f"{len(report.failures)} failed")
     print(verify_dataset(report.root, checksums=False).format())

@@ -92,3 +92,14 @@ def test_missing_view_names_the_file(tiny_dataset, tmp_path):
 def test_not_a_data_set_folder(tmp_path):
     with pytest.raises(DatasetError, match=r"dataset\.json"):
         PatientDRRDataset(tmp_path, "train")
+
+
+def test_intensity_radiographs_follow_beer_lambert(tiny_dataset):
+    layout = DatasetLayout(tiny_dataset)
+    ds = PatientDRRDataset(tiny_dataset, "train", radiograph="intensity")
+    raw = np.load(layout.drr(ds.patient_ids[0]))
+    views = ds[0]["views"][:, 0].numpy()
+    np.testing.assert_allclose(views, np.exp(-raw), rtol=1e-6)
+    assert views.max() <= 1.0 and views.min() > 0.0
+    with pytest.raises(ValueError, match="radiograph"):
+        PatientDRRDataset(tiny_dataset, "train", radiograph="linear")

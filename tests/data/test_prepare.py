@@ -209,3 +209,34 @@ def test_real_example_ct_prepares_and_verifies(example_ct_file, tmp_path, monkey
     meta = json.loads(DatasetLayout(tmp_path / "ds").meta("example_cxr").read_text())
     assert meta["original"]["shape"] == [133, 512, 512]
     assert meta["source"]["sha256"] == sha256_file(example_ct_file)
+
+
+def test_folder_with_dicom_series_and_nifti_files_one_patient_each(tmp_path):
+    from tests.data.test_readers import write_axial_series
+
+    cts = tmp_path / "cts"
+    hu = np.full((12, 32, 32), -1000.0, dtype=np.float32)
+    hu[2:10, 8:24, 8:24] = 50.0
+    write_axial_series(cts / "patient_a" / "series1", hu, dz=10.0, pixel_spacing=(10.0, 10.0))
+    write_nifti(cts / "patient_b.nii.gz", hu, spacing=(10.0, 10.0, 10.0))
+    gappy = write_axial_series(cts / "patient_c", hu, dz=10.0, pixel_spacing=(10.0, 10.0))
+    gappy[5].unlink()
+    report = prepare_dataset(tiny_config(tmp_path / "ds", "source=folder", f"source.path={cts}"), progress=False)
+    assert report.prepared == ["patient_a_series1", "patient_b"]
+    assert [f["patient_id"] for f in report.failures] == ["patient_c"]
+    assert "missing slice" in report.failures[0]["error"] and "patient_c" in report.failures[0]["error"]
+    # the same box read from DICOM and from NIfTI renders to the same views
+    layout = DatasetLayout(tmp_path / "ds")
+    np.testing.assert_allclose(np.load(layout.drr("patient_a_series1")), np.load(layout.drr("patient_b")),
+                               atol=1e-4)
+
+
+@pytest.mark.slow
+def test_prepare_entrypoint_reports_an_empty_source_folder_cleanly(tmp_path):
+    (tmp_path / "empty").mkdir()
+    args = [sys.executable, str(REPO / "prepare.py"), "source=folder", f"source.path={tmp_path / 'empty'}",
+            f"output_dir={tmp_path / 'ds'}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    result = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{tmp_path / 'empty'}: no CT files found" in result.stderr
+    assert "Traceback" not in result.stderr

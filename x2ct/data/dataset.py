@@ -4,9 +4,11 @@ Ranges the model sees:
 
 - ``ct``: ``(1, D, H, W)`` float32 in [0, 1], the HU window of the data set mapped linearly (values outside
   clipped).
-- ``views``: ``(V, 1, rows, cols)`` float32 line integrals divided by the data set's view scale
-  (``global_max``: the largest line integral of the whole data set, so [0, 1]; ``per_image_max``: each image's
-  own maximum, [0, 1]; ``fixed``: a chosen constant; ``none``: raw line integrals).
+- ``views``: ``(V, 1, rows, cols)`` float32. With ``radiograph="log"`` (default): line integrals divided by the
+  data set's view scale (``global_max``: the largest line integral of the whole data set, so [0, 1];
+  ``per_image_max``: each image's own maximum, [0, 1]; ``fixed``: a chosen constant; ``none``: raw line
+  integrals). With ``radiograph="intensity"``: Beer-Lambert transmission ``exp(-p)`` in (0, 1], bright where
+  little attenuates, like a raw detector image.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from x2ct.data.layout import SPLITS, DatasetLayout
 from x2ct.data.preprocess import window_normalise
 from x2ct.data.views import render_views
 from x2ct.physics.geometry import ProjectionGeometry
-from x2ct.physics.radiograph import add_poisson_noise, normalise_views
+from x2ct.physics.radiograph import add_poisson_noise, normalise_views, to_intensity
 
 
 class DatasetError(ValueError):
@@ -43,11 +45,12 @@ class PatientDRRDataset(Dataset):
         angle_jitter_deg: with on-the-fly rendering, add a uniform random offset in [-j, j] degrees to every
             view's gantry angle (drawn from torch's global RNG, so DataLoader seeding applies).
         noise_photons: if set, add Poisson noise for this many photons per unattenuated pixel.
+        radiograph: ``"log"`` (normalised line integrals) or ``"intensity"`` (transmission ``exp(-p)``).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", views: Sequence[str | int] | None = None,
                  render_on_the_fly: bool = False, angle_jitter_deg: float = 0.0,
-                 noise_photons: float | None = None) -> None:
+                 noise_photons: float | None = None, radiograph: str = "log") -> None:
         self.layout = DatasetLayout(root)
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -66,6 +69,9 @@ class PatientDRRDataset(Dataset):
         self.render_on_the_fly = render_on_the_fly
         self.angle_jitter_deg = float(angle_jitter_deg)
         self.noise_photons = noise_photons
+        if radiograph not in ("log", "intensity"):
+            raise ValueError(f"radiograph must be 'log' or 'intensity', got {radiograph!r}")
+        self.radiograph = radiograph
         if angle_jitter_deg and not render_on_the_fly:
             raise ValueError("angle_jitter_deg needs render_on_the_fly=True (stored views have fixed angles)")
 
@@ -85,7 +91,10 @@ class PatientDRRDataset(Dataset):
             line_integrals = torch.from_numpy(self._load_drr(patient_id)[self.view_indices])
         if self.noise_photons:
             line_integrals = add_poisson_noise(line_integrals, self.noise_photons)
-        views = normalise_views(line_integrals, self.normalisation, self.view_scale)
+        if self.radiograph == "intensity":
+            views = to_intensity(line_integrals)
+        else:
+            views = normalise_views(line_integrals, self.normalisation, self.view_scale)
         volume = torch.from_numpy(window_normalise(ct.hu, self.hu_window).astype(np.float32))
         return {"views": views[:, None].float(), "ct": volume[None], "patient_id": patient_id,
                 "angles_deg": angles.float()}
