@@ -1,0 +1,64 @@
+import pytest
+import torch
+from torch import nn
+
+from x2ct.losses import LOSS_COMPONENTS, ReconstructionLoss, register_loss_component
+
+
+@pytest.fixture
+def with_mean_pred():
+    """A second component, so weights and skipping can be seen: the mean of pred."""
+    saved = dict(LOSS_COMPONENTS)
+
+    @register_loss_component("mean_pred")
+    class MeanPred(nn.Module):
+        def forward(self, pred, target):
+            return pred.mean()
+
+    yield
+    LOSS_COMPONENTS.clear()
+    LOSS_COMPONENTS.update(saved)
+
+
+def volumes():
+    pred = torch.tensor([0.0, 0.5, 1.0, 0.25]).view(1, 1, 1, 2, 2).requires_grad_()
+    target = torch.tensor([1.0, 0.5, 0.0, 0.75]).view(1, 1, 1, 2, 2)
+    return pred, target  # l1 = (1 + 0 + 1 + 0.5) / 4 = 0.625; mean(pred) = 0.4375
+
+
+def test_l1_total_matches_a_hand_computation_and_has_gradients():
+    pred, target = volumes()
+    total, parts = ReconstructionLoss({"l1": 1.0})(pred, target)
+    assert total.item() == pytest.approx(0.625)
+    assert parts == {"l1": pytest.approx(0.625)}
+    total.backward()
+    # d/dpred mean|pred - target| = sign(pred - target) / 4
+    torch.testing.assert_close(pred.grad.flatten(), torch.tensor([-0.25, 0.0, 0.25, -0.25]))
+
+
+def test_weights_scale_the_total_and_parts_stay_unweighted_and_detached(with_mean_pred):
+    pred, target = volumes()
+    total, parts = ReconstructionLoss({"l1": 2.0, "mean_pred": 0.5})(pred, target)
+    assert total.item() == pytest.approx(2.0 * 0.625 + 0.5 * 0.4375)
+    assert parts["l1"].item() == pytest.approx(0.625)
+    assert parts["mean_pred"].item() == pytest.approx(0.4375)
+    assert all(v.ndim == 0 and not v.requires_grad for v in parts.values())
+
+
+def test_zero_weight_components_are_skipped(with_mean_pred):
+    loss = ReconstructionLoss({"l1": 1.0, "mean_pred": 0.0})
+    assert list(loss.components) == ["l1"]
+    total, parts = loss(*volumes())
+    assert set(parts) == {"l1"}
+    assert total.item() == pytest.approx(0.625)
+
+
+def test_unknown_or_invalid_weights_are_rejected():
+    with pytest.raises(ValueError, match=r"unknown loss component 'ssmi'; known components: \['l1'"):
+        ReconstructionLoss({"l1": 1.0, "ssmi": 0.0})
+    with pytest.raises(ValueError, match=r"weight for 'l1' must be a finite number >= 0, got -1"):
+        ReconstructionLoss({"l1": -1.0})
+    with pytest.raises(ValueError, match=r"at least one component with a positive weight"):
+        ReconstructionLoss({"l1": 0.0})
+    with pytest.raises(ValueError, match=r"unknown loss component 'ssim'"):
+        ReconstructionLoss({"l1": 1.0}, component_kwargs={"ssim": {"sigma": 1.5}})

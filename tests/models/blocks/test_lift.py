@@ -1,0 +1,116 @@
+import pytest
+import torch
+
+from x2ct.models.blocks.lift import ChannelsToDepth, ViewLift, backproject, view_to_volume
+from x2ct.physics.geometry import ProjectionGeometry
+from x2ct.physics.projector import render_drr
+
+N = 8
+
+
+def delta_image(r: int, c: int, n: int = N) -> torch.Tensor:
+    img = torch.zeros(1, 1, n, n)
+    img[0, 0, r, c] = 1.0
+    return img
+
+
+def lit_voxels(volume: torch.Tensor) -> set[tuple[int, int, int]]:
+    return {tuple(i) for i in torch.nonzero(volume[0, 0] > 0.5).tolist()}
+
+
+def test_pa_pixel_lands_on_its_ray_along_h():
+    # PA: rows run head->feet (decreasing D), columns patient right->left (decreasing W), the ray runs along H
+    r, c = 1, 2
+    vol = view_to_volume(backproject(delta_image(r, c), N), 0.0)
+    assert lit_voxels(vol) == {(N - 1 - r, h, N - 1 - c) for h in range(N)}
+
+
+def test_lateral_pixel_lands_on_its_ray_along_w():
+    # left lateral: rows decreasing D, columns anterior->posterior (decreasing H), the ray runs along W
+    r, c = 1, 2
+    vol = view_to_volume(backproject(delta_image(r, c), N), 90.0)
+    assert lit_voxels(vol) == {(N - 1 - r, N - 1 - c, w) for w in range(N)}
+
+
+@pytest.mark.parametrize("angle", [0.0, 90.0, 180.0, 270.0, 45.0])
+def test_first_ray_sample_sits_on_the_source_side(angle):
+    # view-block index T = 0 is the source end of every ray; the source direction comes from the physics geometry
+    block = torch.zeros(1, 1, N, N, N)
+    block[:, :, 0] = 1.0
+    vol = view_to_volume(block, angle)[0, 0]
+    _, h, w = torch.meshgrid(*(torch.arange(N, dtype=torch.float32) - (N - 1) / 2,) * 3, indexing="ij")
+    centroid_xy = torch.stack([(vol * w).sum(), (vol * h).sum()]) / vol.sum()  # RAS x = W, y = H
+    e_s, _, _ = ProjectionGeometry(kind="parallel", angles_deg=(angle,), detector_shape=(N, N),
+                                   pixel_spacing_mm=(1.0, 1.0)).frames()
+    assert torch.dot(centroid_xy, e_s[0, :2]) > 0.4 * N
+
+
+@pytest.mark.parametrize("angle", [0.0, 90.0, 180.0, 270.0, 45.0, 30.0])
+def test_backprojection_of_a_rendered_point_passes_through_the_point(angle):
+    # render a one-voxel volume with the real projector, lift the image back: the brightest ray hits that voxel
+    n, point = 16, (11, 4, 2)
+    vol = torch.zeros(1, 1, n, n, n, dtype=torch.float64)
+    vol[(0, 0, *point)] = 1.0
+    geom = ProjectionGeometry(kind="parallel", angles_deg=(angle,), detector_shape=(n, n), pixel_spacing_mm=(1, 1))
+    img = render_drr(vol, (1.0, 1.0, 1.0), geom)[:, :1].float()  # (1, 1, n, n)
+    back = view_to_volume(backproject(img, n), angle)[0, 0]
+    assert back[point] == pytest.approx(back.max().item(), rel=1e-6)
+    assert back[point] > 0.5 * img.max()
+
+
+def test_pa_and_lateral_backprojections_meet_only_at_the_point():
+    n, point = 16, (3, 12, 6)
+    vol = torch.zeros(1, 1, n, n, n, dtype=torch.float64)
+    vol[(0, 0, *point)] = 1.0
+    geom = ProjectionGeometry(kind="parallel", angles_deg=(0.0, 90.0), detector_shape=(n, n), pixel_spacing_mm=(1, 1))
+    img = render_drr(vol, (1.0, 1.0, 1.0), geom).float()
+    both = sum(view_to_volume(backproject(img[:, i : i + 1], n), a) for i, a in enumerate((0.0, 90.0)))[0, 0]
+    assert lit_voxels((both > 1.5).float()[None, None]) == {point}
+
+
+@pytest.mark.parametrize("angle", [0.0, 90.0, 180.0, 270.0, -90.0, 450.0])
+def test_general_rotation_matches_the_exact_quarter_turns(angle):
+    block = torch.rand(2, 3, N, 5, N, generator=torch.Generator().manual_seed(0))
+    exact = view_to_volume(block, angle)
+    rotated = view_to_volume(block, angle, exact_quarter_turns=False)
+    assert exact.shape == (2, 3, 5, N, N)
+    torch.testing.assert_close(rotated, exact, atol=1e-5, rtol=0)
+
+
+def test_view_to_volume_rejects_a_block_with_unequal_ray_and_column_counts():
+    with pytest.raises(ValueError, match=r"T == K"):
+        view_to_volume(torch.zeros(1, 1, 4, 8, 8), 0.0)
+
+
+def test_channels_to_depth_orders_channel_groups_along_the_ray():
+    lift = ChannelsToDepth(in_channels=2, out_channels=3, depth=4, norm="none")
+    assert lift(torch.rand(5, 2, 6, 6)).shape == (5, 3, 4, 6, 6)
+    # channel c * depth + t of the 1x1 convolution becomes feature c at ray position t
+    with torch.no_grad():
+        lift.conv.weight.zero_()
+        lift.conv.bias.zero_()
+        lift.conv.bias[1 * 4 + 2] = 1.0
+    out = lift(torch.zeros(1, 2, 6, 6))
+    assert torch.nonzero(out[0].amax(dim=(2, 3))).tolist() == [[1, 2]]
+
+
+def test_view_lift_places_every_view_by_its_own_angle():
+    feats = torch.rand(2, 3, 4, N, N)
+    out = ViewLift((0.0, 90.0, 30.0), "backproject", in_channels=4, grid_size=N)(feats)
+    assert out.shape == (2, 3, 4, N, N, N)
+    torch.testing.assert_close(out[:, 1], view_to_volume(backproject(feats[:, 1], N), 90.0))
+    torch.testing.assert_close(out[:, 2], view_to_volume(backproject(feats[:, 2], N), 30.0))
+    learned = ViewLift((0.0, 90.0, 30.0), "channels_to_depth", in_channels=4, grid_size=N, out_channels=5)
+    assert learned(feats).shape == (2, 3, 5, N, N, N)
+
+
+def test_view_lift_rejects_a_wrong_number_of_views_or_size():
+    lift = ViewLift((0.0, 90.0), "backproject", in_channels=4, grid_size=N)
+    with pytest.raises(ValueError, match=r"one view per angle"):
+        lift(torch.rand(1, 3, 4, N, N))
+    with pytest.raises(ValueError, match=r"\(B, 2, C, 8, 8\)"):
+        lift(torch.rand(1, 2, 4, N, N + 1))
+    with pytest.raises(ValueError, match=r"unknown lift mode 'splat'"):
+        ViewLift((0.0,), "splat", in_channels=4, grid_size=N)
+    with pytest.raises(ValueError, match=r"keeps the channels"):
+        ViewLift((0.0,), "backproject", in_channels=4, grid_size=N, out_channels=8)

@@ -1,0 +1,27 @@
+import pytest
+import torch
+from torch import nn
+
+from x2ct.models.blocks.activation import make_activation
+from x2ct.models.blocks.norm import make_norm
+
+
+def test_make_norm_builds_the_named_layer():
+    assert isinstance(make_norm("instance", 4, 3), nn.InstanceNorm3d)
+    assert make_norm("instance", 4, 3).affine
+    assert isinstance(make_norm("batch", 4, 2), nn.BatchNorm2d)
+    assert isinstance(make_norm("none", 4, 2), nn.Identity)
+    # 12 channels cannot be split in 8 groups: the largest divisor not above 8 is 4
+    assert make_norm("group", 12, 3).num_groups == 4
+    assert make_norm("group", 32, 3).num_groups == 8
+
+
+def test_unknown_names_are_rejected_with_the_choices():
+    with pytest.raises(ValueError, match=r"unknown norm 'layer'.*instance"):
+        make_norm("layer", 4, 3)
+    with pytest.raises(ValueError, match=r"unknown activation 'tanh'.*leaky_relu"):
+        make_activation("tanh")
+
+
+def test_leaky_relu_slope():
+    torch.testing.assert_close(make_activation("leaky_relu")(torch.tensor([-1.0, 2.0])), torch.tensor([-0.2, 2.0]))

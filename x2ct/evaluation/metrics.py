@@ -1,0 +1,89 @@
+"""Validation metrics on CT volumes in [0, 1]: pure functions of tensors, batched, on any device.
+
+Inputs are ``(B, 1, D, H, W)`` or a single ``(D, H, W)`` volume (a batch of one); each metric returns ``(B,)``
+values in float64, one per volume.
+
+Definitions (``R`` = ``data_range``, the width of the value range):
+
+- ``psnr = 10 * log10(R^2 / mean((pred - target)^2))`` per volume, in dB; ``inf`` when the volumes are equal.
+  Matches ``skimage.metrics.peak_signal_noise_ratio(target, pred, data_range=R)``.
+- ``ssim3d``: the mean over the valid region of the local SSIM map (Wang et al. 2004)
+  ``((2 mu_x mu_y + C1)(2 s_xy + C2)) / ((mu_x^2 + mu_y^2 + C1)(s_x^2 + s_y^2 + C2))`` with ``C1 = (K1 R)^2``,
+  ``C2 = (K2 R)^2``, ``K1 = 0.01``, ``K2 = 0.03``. Local means, variances and the covariance are weighted by a
+  separable 3D Gaussian window of standard deviation ``sigma`` truncated at radius ``r = int(3.5 sigma + 0.5)``
+  (weights normalised to sum 1; an 11-tap window for sigma 1.5), with population (not sample) statistics:
+  ``s_x^2 = G*(x^2) - (G*x)^2``. The valid region is where the whole window fits inside the volume, i.e. the
+  volume less ``r`` voxels on every face. Matches ``skimage.metrics.structural_similarity(target, pred,
+  gaussian_weights=True, sigma=sigma, use_sample_covariance=False, data_range=R)``, which filters the whole
+  volume with reflected borders and then crops the same ``r``-voxel border away.
+
+Both are computed in float64 (``dtype``) so that they agree with the NumPy references to ~1e-6.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+SSIM_TRUNCATE = 3.5  # window radius in sigmas, as scikit-image's gaussian_weights=True
+
+
+def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Peak signal-to-noise ratio in dB, ``(B,)``; see the module docstring."""
+    pred, target = _as_batch(pred, target, "psnr")
+    mse = (pred.to(dtype) - target.to(dtype)).square().flatten(1).mean(dim=1)
+    return 10.0 * torch.log10(data_range**2 / mse)
+
+
+def ssim3d(pred: Tensor, target: Tensor, data_range: float = 1.0, sigma: float = 1.5,
+           dtype: torch.dtype = torch.float64) -> Tensor:
+    """Mean 3D structural similarity with a Gaussian window, ``(B,)``; see the module docstring."""
+    pred, target = _as_batch(pred, target, "ssim3d")
+    if sigma <= 0:
+        raise ValueError(f"ssim3d: sigma must be positive, got {sigma}")
+    window = gaussian_window(sigma, dtype=dtype, device=pred.device)
+    if min(pred.shape[2:]) < window.numel():
+        raise ValueError(f"ssim3d: volumes of shape {tuple(pred.shape[2:])} are smaller than the "
+                         f"{window.numel()}-voxel window (sigma={sigma}) along some axis")
+    x, y = pred.to(dtype), target.to(dtype)
+    # one filtering pass for all five local moments: (5B, 1, D, H, W)
+    moments = _filter_valid(torch.cat([x, y, x * x, y * y, x * y]), window).chunk(5)
+    mu_x, mu_y, xx, yy, xy = moments
+    var_x, var_y, cov = xx - mu_x * mu_x, yy - mu_y * mu_y, xy - mu_x * mu_y
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x.square() + mu_y.square() + c1) * (var_x + var_y + c2))
+    return ssim_map.flatten(1).mean(dim=1)
+
+
+def gaussian_window(sigma: float, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+                    ) -> Tensor:
+    """1D Gaussian weights ``(2r + 1,)`` summing to 1, radius ``r = int(3.5 * sigma + 0.5)`` (as scipy.ndimage)."""
+    radius = int(SSIM_TRUNCATE * sigma + 0.5)
+    offsets = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    return weights / weights.sum()
+
+
+def _filter_valid(volumes: Tensor, window: Tensor) -> Tensor:
+    """``(N, 1, D, H, W) -> (N, 1, D - 2r, H - 2r, W - 2r)``: separable correlation with ``window``, no padding."""
+    n = window.numel()
+    for shape in ((n, 1, 1), (1, n, 1), (1, 1, n)):
+        volumes = F.conv3d(volumes, window.view(1, 1, *shape))
+    return volumes
+
+
+def _as_batch(pred: Tensor, target: Tensor, metric: str) -> tuple[Tensor, Tensor]:
+    """Check shapes and return both as ``(B, 1, D, H, W)``."""
+    if pred.shape != target.shape:
+        raise ValueError(f"{metric}: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    if pred.ndim == 3:
+        return pred[None, None], target[None, None]
+    if pred.ndim != 5 or pred.shape[1] != 1:
+        raise ValueError(f"{metric}: expected volumes (B, 1, D, H, W) or (D, H, W), got {tuple(pred.shape)}")
+    return pred, target
+
+
+__all__ = ["gaussian_window", "psnr", "ssim3d"]

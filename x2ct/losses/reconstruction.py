@@ -1,0 +1,45 @@
+"""The reconstruction objective: a weighted sum of named loss components."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from x2ct.losses.registry import LOSS_COMPONENTS, build_loss_component
+
+
+class ReconstructionLoss(nn.Module):
+    """``total = sum_k weights[k] * component_k(pred, target)`` over the components with a non-zero weight.
+
+    Args:
+        weights: component name -> weight (>= 0). A weight of 0 skips the component entirely (not built, not
+            computed, not logged); names are checked against the registry either way, so a typo fails loudly.
+        component_kwargs: optional component name -> constructor arguments (e.g. a window size).
+
+    ``forward(pred, target)`` returns ``(total, parts)``: ``total`` a scalar with gradients, ``parts`` the
+    *unweighted* value of each active component, detached, for logging.
+    """
+
+    def __init__(self, weights: Mapping[str, float], component_kwargs: Mapping[str, Mapping] | None = None) -> None:
+        super().__init__()
+        component_kwargs = dict(component_kwargs or {})
+        for name in [*weights, *component_kwargs]:
+            if name not in LOSS_COMPONENTS:
+                raise ValueError(f"unknown loss component {name!r}; known components: {sorted(LOSS_COMPONENTS)}")
+        for name, weight in weights.items():
+            if not math.isfinite(float(weight)) or float(weight) < 0:
+                raise ValueError(f"loss weight for {name!r} must be a finite number >= 0, got {weight}")
+        self.weights = {name: float(w) for name, w in weights.items() if float(w) > 0}
+        if not self.weights:
+            raise ValueError(f"ReconstructionLoss needs at least one component with a positive weight, "
+                             f"got {dict(weights)}")
+        self.components = nn.ModuleDict(
+            {name: build_loss_component(name, **component_kwargs.get(name, {})) for name in self.weights})
+
+    def forward(self, pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        parts = {name: component(pred, target) for name, component in self.components.items()}
+        total = torch.stack([self.weights[name] * value for name, value in parts.items()]).sum()
+        return total, {name: value.detach() for name, value in parts.items()}

@@ -1,0 +1,16 @@
+"""Networks that map X-ray views ``(B, V, 1, H, W)`` to CT volumes ``(B, 1, D, H, W)``.
+
+One file per variant; shared pieces live in ``x2ct.models.blocks``.
+"""
+
+from torch import nn
+
+from x2ct.models.baseline_unet import BaselineUNet
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of scalar parameters (only those with ``requires_grad`` unless ``trainable_only=False``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+__all__ = ["BaselineUNet", "count_parameters"]

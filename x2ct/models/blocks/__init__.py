@@ -1,0 +1,34 @@
+"""Reusable network pieces, one concern per file; every model variant composes these.
+
+2D/3D blocks take ``spatial_dims`` (2 or 3). Shapes: ``(B, C, H, W)`` images, ``(B, C, D, H, W)`` volumes,
+``(B, V, ...)`` when a view axis is carried along.
+"""
+
+from x2ct.models.blocks.activation import ACTIVATIONS, make_activation
+from x2ct.models.blocks.conditioning import ViewFiLM
+from x2ct.models.blocks.conv import ConvNormAct
+from x2ct.models.blocks.fusion import FUSION_MODES, ViewFusion
+from x2ct.models.blocks.lift import LIFT_MODES, ChannelsToDepth, ViewLift, backproject, view_to_volume
+from x2ct.models.blocks.norm import NORMS, make_norm
+from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
+from x2ct.models.blocks.residual import ResidualBlock
+
+__all__ = [
+    "ACTIVATIONS",
+    "FUSION_MODES",
+    "LIFT_MODES",
+    "NORMS",
+    "ChannelsToDepth",
+    "ConvNormAct",
+    "Downsample",
+    "ResidualBlock",
+    "Upsample",
+    "ViewFiLM",
+    "ViewFusion",
+    "ViewLift",
+    "backproject",
+    "make_activation",
+    "make_norm",
+    "resize2d",
+    "view_to_volume",
+]

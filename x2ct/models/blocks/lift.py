@@ -1,0 +1,143 @@
+"""Lift 2D view features into the 3D volume, placed where each view's rays run.
+
+Two frames meet here. A **view block** ``(B, C, T, R, K)`` holds features on the rays of one view:
+
+- ``T``: position along the ray, from the source side (``t = 0``) to the detector side;
+- ``R``: image row, head to feet (as the image is displayed);
+- ``K``: image column, as displayed (PA: patient right to left; left lateral: anterior to posterior).
+
+The **volume frame** ``(B, C, D, H, W)`` is that of ``CTVolume``: D toward superior, H toward anterior, W toward
+patient right. For gantry angle ``a`` (``x2ct.physics.geometry``: rays run along ``(-sin a, cos a, 0)`` in RAS
+``(x, y, z)``, columns along ``(-cos a, -sin a, 0)``, rows along ``-z``):
+
+=======  ===========================  =============================
+angle    rows, columns                ray (source -> detector)
+=======  ===========================  =============================
+0 (PA)   decreasing D, decreasing W   increasing H (posterior -> anterior)
+90 (LL)  decreasing D, decreasing H   decreasing W (right -> left)
+180 (AP) decreasing D, increasing W   decreasing H
+270      decreasing D, increasing H   increasing W
+=======  ===========================  =============================
+
+The lift assumes each image spans the volume's extent with parallel rays (cone-beam magnification is left for
+the network to absorb). Multiples of 90 degrees map by exact permutes and flips; other angles rotate about the D
+axis with trilinear ``grid_sample``, and volume corners that no ray of the block reaches read zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from x2ct.models.blocks.activation import make_activation
+from x2ct.models.blocks.norm import make_norm
+
+LIFT_MODES = ("backproject", "channels_to_depth")
+
+# Quarter turns: (permutation of the view block's dims (B, C, T, R, K) into (D, H, W), dims to flip afterwards).
+_QUARTER_TURNS = {
+    0: ((0, 1, 3, 2, 4), (2, 4)),      # D <- -R, H <- T, W <- -K
+    1: ((0, 1, 3, 4, 2), (2, 3, 4)),   # D <- -R, H <- -K, W <- -T
+    2: ((0, 1, 3, 2, 4), (2, 3)),      # D <- -R, H <- -T, W <- K
+    3: ((0, 1, 3, 4, 2), (2,)),        # D <- -R, H <- K, W <- T
+}
+_QUARTER_TURN_TOLERANCE_DEG = 1e-6
+
+
+def view_to_volume(block: Tensor, angle_deg: float, exact_quarter_turns: bool = True) -> Tensor:
+    """Place a view block in the volume frame: ``(B, C, T, R, K) -> (B, C, R, K, K)`` as ``(B, C, D, H, W)``.
+
+    Needs ``T == K`` (the rotation turns the T-K plane into the H-W plane). ``exact_quarter_turns=False`` sends
+    multiples of 90 degrees through the general ``grid_sample`` path too (tests compare the two).
+    """
+    if block.ndim != 5:
+        raise ValueError(f"view_to_volume expects a view block (B, C, T, R, K), got shape {tuple(block.shape)}")
+    if block.shape[2] != block.shape[4]:
+        raise ValueError(f"view_to_volume needs as many ray samples as image columns (T == K), got block shape "
+                         f"{tuple(block.shape)}")
+    turns = angle_deg / 90.0
+    if exact_quarter_turns and abs(turns - round(turns)) * 90.0 < _QUARTER_TURN_TOLERANCE_DEG:
+        order, flips = _QUARTER_TURNS[round(turns) % 4]
+        return block.permute(order).flip(flips)
+    return _rotate_about_d(block, math.radians(angle_deg))
+
+
+def _rotate_about_d(block: Tensor, angle_rad: float) -> Tensor:
+    # For every output voxel at normalised volume coordinates (x=W, y=H, z=D), the view-frame coordinates to read:
+    # K = -x cos a - y sin a, R = -z, T = -x sin a + y cos a (grid_sample's last grid dim is ordered K, R, T).
+    c, s = math.cos(angle_rad), math.sin(angle_rad)
+    theta = torch.tensor([[-c, -s, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [-s, c, 0.0, 0.0]],
+                         dtype=block.dtype, device=block.device)
+    b, ch, _, r, k = block.shape
+    grid = F.affine_grid(theta.expand(b, 3, 4), [b, ch, r, k, k], align_corners=False)
+    return F.grid_sample(block, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def backproject(features: Tensor, depth: int) -> Tensor:
+    """``(B, C, R, K) -> (B, C, depth, R, K)`` view block: every pixel's feature copied along its whole ray.
+
+    Unfiltered backprojection: parameter-free, so it suits skip connections at high resolution.
+    """
+    return features.unsqueeze(2).expand(-1, -1, depth, -1, -1)
+
+
+class ChannelsToDepth(nn.Module):
+    """``(B, in_channels, R, K) -> (B, out_channels, depth, R, K)`` view block, learned per ray position.
+
+    A 1x1 convolution makes ``out_channels * depth`` channels that are split into ``depth`` slices along the ray
+    (the X2CT-GAN lift), followed by a 3D normalisation and activation.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, depth: int, norm: str = "instance",
+                 act: str = "leaky_relu") -> None:
+        super().__init__()
+        self.out_channels, self.depth = out_channels, depth
+        self.conv = nn.Conv2d(in_channels, out_channels * depth, kernel_size=1)
+        self.norm = make_norm(norm, out_channels, spatial_dims=3)
+        self.act = make_activation(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, r, k = x.shape
+        return self.act(self.norm(self.conv(x).view(b, self.out_channels, self.depth, r, k)))
+
+
+class ViewLift(nn.Module):
+    """All views into the volume frame: ``(B, V, C_in, n, n) -> (B, V, C_out, n, n, n)``.
+
+    Args:
+        angles_deg: gantry angle of each view (``V`` values), as in ``ProjectionGeometry``.
+        mode: ``"backproject"`` (copy along the ray, no parameters, ``C_out = C_in``) or ``"channels_to_depth"``
+            (learned, ``ChannelsToDepth``; weights shared by all views).
+        in_channels, out_channels: feature channels before and after (``out_channels`` defaults to
+            ``in_channels``).
+        grid_size: ``n``, the side of the square feature maps and of the cubic volume grid.
+    """
+
+    def __init__(self, angles_deg: Sequence[float], mode: str, in_channels: int, grid_size: int,
+                 out_channels: int | None = None, norm: str = "instance", act: str = "leaky_relu") -> None:
+        super().__init__()
+        if mode not in LIFT_MODES:
+            raise ValueError(f"unknown lift mode {mode!r}; expected one of {LIFT_MODES}")
+        out_channels = out_channels or in_channels
+        if mode == "backproject" and out_channels != in_channels:
+            raise ValueError(f"lift mode 'backproject' keeps the channels: in_channels={in_channels} but "
+                             f"out_channels={out_channels}")
+        self.angles_deg = tuple(float(a) for a in angles_deg)
+        self.mode, self.grid_size = mode, grid_size
+        self.to_depth = (ChannelsToDepth(in_channels, out_channels, grid_size, norm=norm, act=act)
+                         if mode == "channels_to_depth" else None)
+
+    def forward(self, features: Tensor) -> Tensor:
+        b, v, c, h, w = features.shape
+        if v != len(self.angles_deg) or (h, w) != (self.grid_size, self.grid_size):
+            raise ValueError(f"ViewLift expects (B, {len(self.angles_deg)}, C, {self.grid_size}, {self.grid_size}) "
+                             f"features (one view per angle {self.angles_deg}), got {tuple(features.shape)}")
+        if self.to_depth is not None:
+            blocks = self.to_depth(features.reshape(b * v, c, h, w)).unflatten(0, (b, v))
+        else:
+            blocks = backproject(features.reshape(b * v, c, h, w), self.grid_size).unflatten(0, (b, v))
+        return torch.stack([view_to_volume(blocks[:, i], a) for i, a in enumerate(self.angles_deg)], dim=1)
