@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 import x2ct
 from x2ct.atomic_io import atomic_directory, write_json_atomic, write_text_atomic
@@ -32,6 +31,7 @@ from x2ct.data.layout import FORMAT_VERSION, SPLITS, DatasetLayout, sha256_file,
 from x2ct.data.preprocess import Preprocessing, crop_or_pad, remove_bed, resample_isotropic, resize_to
 from x2ct.data.views import render_views, resized_geometry, view_names
 from x2ct.physics.geometry import ProjectionGeometry, angles_for_views
+from x2ct.progress import Progress
 
 # ----------------------------------------------------------------------------------------------- config schema
 # Values live in conf/ (YAML); these schemas give every key a type, so a typo or a wrong type fails at start
@@ -317,8 +317,7 @@ def prepare_dataset(cfg: PrepareConfig, progress: bool = True) -> PrepareReport:
     threads = max(1, (os.cpu_count() or 1) // workers)
 
     prepared, failures = [], []
-    bar = tqdm(total=len(todo), desc=f"prepare {root.name}", unit="patient", disable=not progress,
-               file=sys.stderr)
+    bar = Progress(total=len(todo), desc=f"prepare {root.name}", enabled=progress, log_every=max(1, len(todo) // 10))
     if workers == 1:
         results = (_run_task(t, cfg, str(root), threads) for t in todo)
         _collect(results, prepared, failures, bar, tasks)
@@ -345,9 +344,8 @@ def _collect(results, prepared, failures, bar, tasks) -> None:
             prepared.append(patient_id)
         else:
             failures.append({"patient_id": patient_id, "source": paths.get(patient_id) or "phantom", "error": error})
-            bar.write(f"FAILED {patient_id}: {error}")
-        bar.update(1)
-        bar.set_postfix(done=len(prepared), failed=len(failures))
+            print(f"FAILED {patient_id}: {error}", file=sys.stderr, flush=True)
+        bar.update(1, done=len(prepared), failed=len(failures))
 
 
 def _settings_record(cfg: PrepareConfig) -> dict:

@@ -1,0 +1,224 @@
+"""x2ct/engine/checkpoint.py: exact resume, unwrapped keys, NaN refusal, atomic writes, clear load errors."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+import x2ct
+from x2ct.engine.checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    find_resume_checkpoint,
+    load_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+)
+from x2ct.engine.ema import ModelEMA
+from x2ct.engine.schedule import cosine_with_warmup
+from x2ct.engine.seeding import capture_rng_state, seed_everything
+
+CONFIG = {"model": {"name": "tiny", "width": 8}, "trainer": {"lr": 0.01, "betas": [0.9, 0.99]}, "seed": 0}
+
+
+class Parts:
+    """A tiny training setup with every stateful piece a checkpoint covers (dropout makes RNG matter)."""
+
+    def __init__(self) -> None:
+        self.model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.3), nn.ReLU(), nn.Linear(8, 1))
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=0.01)
+        self.scheduler = cosine_with_warmup(self.optimizer, warmup_steps=2, total_steps=10, min_lr_ratio=0.1)
+        self.scaler = torch.amp.GradScaler("cpu", init_scale=256.0)
+        self.ema = ModelEMA(self.model, decay=0.9)
+
+    def train(self, steps: int) -> None:
+        for _ in range(steps):
+            x = torch.randn(6, 4)
+            loss = (self.model(x) - x.sum(1, keepdim=True)).square().mean()
+            self.optimizer.zero_grad()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.ema.update(self.model)
+
+    def save(self, path: Path, **overrides) -> Path:
+        kwargs = dict(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
+                      ema=self.ema, epoch=1, step=3, best_metric=0.5, config=CONFIG, wandb_run_id="abc123",
+                      extra={"note": "test"})
+        kwargs.update(overrides)
+        return save_checkpoint(path, **kwargs)
+
+    def restore(self, ckpt: dict, **overrides) -> None:
+        kwargs = dict(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
+                      ema=self.ema)
+        kwargs.update(overrides)
+        restore_training_state(ckpt, **kwargs)
+
+
+def _assert_nested_equal(a, b, where="state"):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_nested_equal(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_nested_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    seed_everything(0)
+    run = Parts()
+    run.train(3)
+    path = run.save(checkpoint_path(tmp_path, "last"))
+    saved_optimizer = copy.deepcopy(run.optimizer.state_dict())
+    run.train(3)
+    rng_after = capture_rng_state()
+
+    seed_everything(99)  # a fresh process: other weights, other RNG
+    resumed = Parts()
+    ckpt = load_checkpoint(path)
+    resumed.restore(ckpt)
+    _assert_nested_equal(resumed.optimizer.state_dict(), saved_optimizer, "optimizer")
+    assert resumed.scheduler.last_epoch == 3 and resumed.scaler.get_scale() == run.scaler.get_scale()
+    assert resumed.ema.updates == 3
+    resumed.train(3)
+
+    _assert_nested_equal(resumed.model.state_dict(), run.model.state_dict(), "model")
+    _assert_nested_equal(resumed.ema.state_dict(), run.ema.state_dict(), "ema")
+    _assert_nested_equal(resumed.optimizer.state_dict(), run.optimizer.state_dict(), "optimizer")
+    _assert_nested_equal(capture_rng_state(), rng_after, "rng")
+    assert (ckpt["epoch"], ckpt["step"], ckpt["best_metric"]) == (1, 3, 0.5)
+    assert ckpt["config"] == CONFIG and ckpt["wandb_run_id"] == "abc123" and ckpt["extra"] == {"note": "test"}
+    assert ckpt["x2ct_version"] == x2ct.__version__
+
+
+def test_wrapped_model_is_saved_without_prefixes(tmp_path):
+    run = Parts()
+    path = run.save(tmp_path / "c.pt", model=nn.DataParallel(torch.compile(run.model)))
+    keys = list(load_checkpoint(path)["model"])
+    assert keys == list(run.model.state_dict())
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in keys)
+
+
+def test_non_finite_model_or_ema_is_refused_and_old_file_kept(tmp_path):
+    run = Parts()
+    path = run.save(tmp_path / "last.pt")
+    before = path.read_bytes()
+    with torch.no_grad():
+        run.model[4].weight[0, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"model tensor '4\.weight' has 1 non-finite"):
+        run.save(path)
+    with torch.no_grad():
+        run.model[4].weight.zero_()
+        run.ema.module[0].bias.fill_(float("inf"))
+    with pytest.raises(ValueError, match=r"EMA tensor '0\.bias' has 8 non-finite"):
+        run.save(path)
+    assert path.read_bytes() == before
+
+
+def test_config_must_be_plain(tmp_path):
+    run = Parts()
+    with pytest.raises(TypeError, match="config is a DictConfig"):
+        run.save(tmp_path / "c.pt", config=OmegaConf.create(CONFIG))
+    nested = {"model": OmegaConf.create({"width": 8})}
+    with pytest.raises(TypeError, match=r"config\['model'\] is a DictConfig"):
+        run.save(tmp_path / "c.pt", config=nested)
+    with pytest.raises(TypeError, match=r"extra\['path'\] is a PosixPath"):
+        run.save(tmp_path / "c.pt", extra={"path": tmp_path})
+    with pytest.raises(TypeError, match=r"extra\['psnr'\] is a float64"):  # a float subclass; weights_only refuses
+        run.save(tmp_path / "c.pt", extra={"psnr": np.float64(27.0)})
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_crash_during_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    run = Parts()
+    path = run.save(tmp_path / "last.pt")
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        run.save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary left behind
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+    path = Parts().save(tmp_path / "good.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"truncated\.pt"):
+        load_checkpoint(truncated)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty\.pt"):
+        load_checkpoint(empty)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": OmegaConf.create({"a": 1})}, foreign)  # an object weights_only refuses
+    with pytest.raises(CheckpointError, match=r"foreign\.pt"):
+        load_checkpoint(foreign)
+    partial = tmp_path / "partial.pt"
+    torch.save({"model": {}}, partial)
+    with pytest.raises(CheckpointError, match=r"partial\.pt lacks \['optimizer'"):
+        load_checkpoint(partial)
+
+
+def test_paths_and_resume_lookup(tmp_path):
+    assert checkpoint_path(tmp_path, "last") == tmp_path / "checkpoints" / "last.pt"
+    assert checkpoint_path(tmp_path, "best") == tmp_path / "checkpoints" / "best.pt"
+    assert checkpoint_path(tmp_path, "epoch", 7) == tmp_path / "checkpoints" / "epoch_0007.pt"
+    with pytest.raises(ValueError, match="epoch"):
+        checkpoint_path(tmp_path, "epoch")
+    with pytest.raises(ValueError, match="kind"):
+        checkpoint_path(tmp_path, "latest")
+    assert find_resume_checkpoint(tmp_path) is None
+    Parts().save(checkpoint_path(tmp_path, "last"))
+    assert find_resume_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.pt"
+
+
+def test_optional_parts_and_missing_state_warn(tmp_path):
+    run = Parts()
+    run.train(2)
+    path = run.save(tmp_path / "c.pt", scaler=None, ema=None, scheduler=None)
+    ckpt = load_checkpoint(path)
+    assert ckpt["scaler"] is None and ckpt["ema"] is None and ckpt["scheduler"] is None
+    fresh = Parts()
+    with pytest.warns(UserWarning, match="no EMA state"), pytest.warns(UserWarning, match="no GradScaler"):
+        fresh.restore(ckpt, scheduler=None)
+    _assert_nested_equal(fresh.ema.module.state_dict(), run.model.state_dict(), "ema from model")
+    with pytest.raises(CheckpointError, match="no scheduler state"):
+        fresh.restore(ckpt)
+
+
+def test_rng_state_is_restored_per_rank(tmp_path):
+    seed_everything(10)
+    rank0 = capture_rng_state()
+    seed_everything(11)
+    rank1 = capture_rng_state()
+    expected_rank1 = torch.rand(3)
+    path = Parts().save(tmp_path / "c.pt", rng_states=[rank0, rank1])
+    ckpt = load_checkpoint(path)
+    run = Parts()
+    run.restore(ckpt, rank=1)
+    assert torch.equal(torch.rand(3), expected_rank1)
+    before = torch.get_rng_state()
+    with pytest.warns(UserWarning, match="rank 2 keeps its current RNG"):
+        run.restore(ckpt, rank=2)
+    assert torch.equal(torch.get_rng_state(), before)

@@ -1,0 +1,145 @@
+"""The training entrypoint end to end on tiny configs: files, resume equality, NaN handling, config errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from tests.helpers import compose_config
+from x2ct.engine.config_schema import validate_train_config
+from x2ct.engine.launch import register_resolvers
+from x2ct.engine.metrics_log import read_metrics
+from x2ct.engine.trainer import NonFiniteLossError, train
+
+
+def tiny_train_overrides(data_root, out_dir, *extra):
+    return ["trainer=debug", "logger=none", f"data.root={data_root}", "data.prepare=null", "data.batch_size=2",
+            "data.num_workers=0", "model.base_channels=4", "model.depth=2", "scheduler.warmup_steps=1",
+            f"paths.output_dir={out_dir}", *extra]
+
+
+def tiny_cfg(data_root, out_dir, *extra):
+    register_resolvers()
+    return compose_config("train", tiny_train_overrides(data_root, out_dir, *extra))
+
+
+def run(cfg, run_dir):
+    return train(cfg, run_dir=run_dir)
+
+
+def test_train_end_to_end_writes_metrics_checkpoints_and_config(tiny_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    best = run(tiny_cfg(tiny_dataset, tmp_path), run_dir)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    val = [r for r in rows if r["split"] == "val"]
+    assert len(val) == 2 and best == pytest.approx(max(r["psnr"] for r in val))
+    assert [r for r in rows if r["split"] == "val_mean_volume"]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert {"loss", "loss_l1", "lr", "samples_per_s", "grad_norm"} <= set(train_rows[0])
+    for name in ("last.pt", "best.pt", "epoch_0001.pt", "epoch_0002.pt"):
+        state = torch.load(run_dir / "checkpoints" / name, weights_only=True)
+        assert not any(k.startswith(("module.", "_orig_mod.")) for k in state["model"])
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["config"]["model"]["num_views"] == 2
+    assert state["config"]["model"]["view_angles_deg"] == [0.0, 90.0]
+    saved = OmegaConf.load(run_dir / "config_resolved.yaml")
+    assert saved.model.volume_size == 24 and saved.trainer.max_epochs == 2
+    test = json.loads((run_dir / "test_metrics.json").read_text())
+    assert test["psnr"] > 0 and 0 < test["ssim"] <= 1
+
+
+def test_resumed_run_matches_an_unbroken_one(tiny_dataset, tmp_path):
+    extra = ("trainer.max_epochs=3", "trainer.checkpoint_every_epochs=1", "trainer.limit_train_batches=null")
+    unbroken = tmp_path / "unbroken"
+    run(tiny_cfg(tiny_dataset, tmp_path, *extra), unbroken)
+    # the state a run stopped after its first epoch leaves behind
+    stopped = tmp_path / "stopped"
+    (stopped / "checkpoints").mkdir(parents=True)
+    shutil.copy(unbroken / "checkpoints" / "epoch_0001.pt", stopped / "checkpoints" / "last.pt")
+    best = torch.load(unbroken / "checkpoints" / "epoch_0001.pt", weights_only=True)
+    torch.save(best, stopped / "checkpoints" / "best.pt")
+    run(tiny_cfg(tiny_dataset, tmp_path, *extra, "resume=auto"), stopped)
+
+    a = torch.load(unbroken / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(stopped / "checkpoints" / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"]
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+    assert train_losses(unbroken, after_epoch=0) == train_losses(stopped, after_epoch=0)
+
+
+def train_losses(run_dir, after_epoch):
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    return [r["loss"] for r in rows if r["split"] == "train" and r["epoch"] > after_epoch]
+
+
+def test_fresh_run_into_a_folder_with_checkpoints_is_refused(tiny_dataset, tmp_path):
+    run(tiny_cfg(tiny_dataset, tmp_path, "trainer.max_epochs=1"), tmp_path / "run")
+    with pytest.raises(FileExistsError, match="resume=auto"):
+        run(tiny_cfg(tiny_dataset, tmp_path, "trainer.max_epochs=1"), tmp_path / "run")
+
+
+class NaNFirstModel(torch.nn.Module):
+    """Predicts NaN for its first ``bad_calls`` forward passes in training, then a learnable constant."""
+
+    def __init__(self, bad_calls: int = 1, **_: object) -> None:
+        super().__init__()
+        self.value = torch.nn.Parameter(torch.tensor(0.5))
+        self.bad_calls = bad_calls
+        self.calls = 0
+
+    def forward(self, views):
+        self.calls += 1
+        out = self.value.expand(views.shape[0], 1, 24, 24, 24)
+        return out * float("nan") if self.training and self.calls <= self.bad_calls else out
+
+
+def test_a_nonfinite_step_is_skipped_and_counted(tiny_dataset, tmp_path):
+    cfg = tiny_cfg(tiny_dataset, tmp_path, "+model.bad_calls=1")
+    cfg.model._target_ = f"{__name__}.NaNFirstModel"
+    run(cfg, tmp_path / "run")
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert sum(r.get("skipped_nonfinite", 0) for r in rows) == 1
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert torch.isfinite(state["model"]["value"])
+
+
+def test_nonfinite_loss_in_a_row_stops_with_a_clear_error_and_no_nan_checkpoint(tiny_dataset, tmp_path):
+    cfg = tiny_cfg(tiny_dataset, tmp_path, "+model.bad_calls=1000", "trainer.max_nonfinite_steps=2")
+    cfg.model._target_ = f"{__name__}.NaNFirstModel"
+    with pytest.raises(NonFiniteLossError, match="2 optimizer steps in a row"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_config_typos_and_wrong_types_name_the_key(tmp_path):
+    register_resolvers()
+    with pytest.raises(ConfigCompositionException, match=r"trainer\.max_epoch"):
+        compose_config("train", ["trainer.max_epoch=3"])
+    cfg = compose_config("train", [])
+    bad = OmegaConf.to_container(cfg)
+    bad["trainer"]["grad_clip"] = 1.0  # a typo inside a YAML file
+    with pytest.raises(Exception, match="grad_clip"):
+        validate_train_config(OmegaConf.create(bad))
+    bad = OmegaConf.to_container(cfg)
+    bad["trainer"]["max_epochs"] = "many"
+    with pytest.raises(Exception, match="max_epochs"):
+        validate_train_config(OmegaConf.create(bad))
+    bad = OmegaConf.to_container(cfg)
+    bad["trainer"]["precision"] = "fp8"
+    with pytest.raises(ValueError, match=r"trainer\.precision"):
+        validate_train_config(OmegaConf.create(bad))
+
+
+@pytest.mark.parametrize("experiment", ["demo", "baseline"])
+def test_every_experiment_composes_and_trains_on_tiny_settings(experiment, tiny_dataset, tmp_path):
+    register_resolvers()
+    cfg = compose_config("train", [f"experiment={experiment}",
+                                   *tiny_train_overrides(tiny_dataset, tmp_path, "trainer.max_epochs=1")])
+    validate_train_config(cfg)
+    assert run(cfg, tmp_path / "run") > 0

@@ -1,0 +1,14 @@
+"""Training machinery: the loop and what it leans on.
+
+- ``distributed``: torchrun process group, collectives that also work in one process, ``unwrap_model``.
+- ``seeding``: seeds, deterministic mode, RNG state capture/restore.
+- ``checkpoint``: atomic save, ``weights_only`` load, exact resume.
+- ``ema``: exponential moving average of the weights.
+- ``schedule``: warmup + cosine learning rate.
+- ``metrics_log``: the run's JSON-lines metrics file.
+- ``wandb_logger``: W&B on rank 0 (``NullLogger`` elsewhere).
+- progress display: ``x2ct.progress`` (shared with data preparation).
+
+Import from the submodules (``from x2ct.engine.checkpoint import save_checkpoint``); this package imports
+nothing so that e.g. ``wandb`` is only needed by code that logs to it.
+"""

@@ -1,0 +1,114 @@
+"""Typed schema of the training config: every key of conf/train.yaml's groups gets a type, so a typo or a wrong
+type fails at start with the full key named. Values live in the YAML files; the schema holds none.
+
+Groups whose keys depend on the chosen class (model, optimizer, scheduler) stay open dicts with a ``_target_``;
+the class itself rejects unknown arguments (and the loss rejects unknown component names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    root: str = MISSING
+    views: list[Any] = MISSING
+    render_on_the_fly: bool = MISSING
+    angle_jitter_deg: float = MISSING
+    noise_photons: float | None = MISSING
+    radiograph: str = MISSING
+    batch_size: int = MISSING
+    num_workers: int = MISSING
+    prepare: list[str] | None = MISSING
+
+
+@dataclass
+class LossConfig:
+    weights: dict[str, float] = MISSING
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = MISSING
+    accelerator: str = MISSING
+    precision: str = MISSING
+    grad_clip_norm: float | None = MISSING
+    accumulate_grad_batches: int = MISSING
+    ema_decay: float | None = MISSING
+    compile: bool = MISSING
+    deterministic: bool = MISSING
+    val_every_epochs: int = MISSING
+    checkpoint_every_epochs: int = MISSING
+    log_every_steps: int = MISSING
+    max_nonfinite_steps: int = MISSING
+    limit_train_batches: int | None = MISSING
+    limit_val_batches: int | None = MISSING
+
+
+@dataclass
+class LoggerConfig:
+    enabled: bool = MISSING
+    project: str = MISSING
+    entity: str | None = MISSING
+    mode: str = MISSING
+    tags: list[str] = MISSING
+    image_every_epochs: int = MISSING
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] = MISSING
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: dict[str, Any] = MISSING
+    scheduler: dict[str, Any] = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = MISSING
+    run_name: str = MISSING
+    resume: str | None = MISSING
+    test_after_training: bool = MISSING
+
+
+_CHOICES = {
+    "trainer.accelerator": ("auto", "cpu", "cuda"),
+    "trainer.precision": ("auto", "fp32", "bf16", "fp16"),
+    "logger.mode": ("online", "offline", "disabled"),
+    "data.radiograph": ("log", "intensity"),
+}
+
+
+def validate_train_config(cfg: DictConfig) -> DictConfig:
+    """Check ``cfg`` (as composed by Hydra, without the ``hydra`` node) against the schema.
+
+    Raises an omegaconf ValidationError / ConfigKeyError naming the key for a wrong type or unknown key, and
+    ValueError for an invalid choice. Returns the merged, typed config (struct mode).
+    """
+    schema = OmegaConf.structured(TrainConfig)
+    plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    merged = OmegaConf.merge(schema, plain)
+    for key, allowed in _CHOICES.items():
+        value = OmegaConf.select(merged, key)
+        if value not in allowed:
+            raise ValueError(f"config key {key}={value!r} is not one of {list(allowed)}")
+    for key in ("trainer.max_epochs", "trainer.accumulate_grad_batches", "trainer.val_every_epochs",
+                "trainer.checkpoint_every_epochs", "trainer.log_every_steps", "trainer.max_nonfinite_steps",
+                "data.batch_size"):
+        if OmegaConf.select(merged, key) < 1:
+            raise ValueError(f"config key {key} must be >= 1, got {OmegaConf.select(merged, key)}")
+    for group in ("model", "optimizer", "scheduler"):
+        if "_target_" not in merged[group]:
+            raise ValueError(f"config group {group} needs a _target_ (the class or function to build)")
+    return merged

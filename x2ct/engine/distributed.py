@@ -1,0 +1,145 @@
+"""Process-group setup and the few collectives the trainer needs, safe to call in a single process.
+
+Under ``torchrun`` every process gets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` in its environment;
+``init_distributed`` reads them and joins the process group. Without them (``python train.py``, a notebook, a
+test) everything here degrades to the single-process answer, so the trainer never branches on "am I
+distributed?" except to decide who writes files (``DistInfo.is_main``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+_ENV_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: global ``rank``, ``local_rank`` (GPU index on its node), ``world_size``."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only process that writes checkpoints, logs, W&B and Hydra files."""
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer (set by torchrun)") from None
+
+
+def dist_info_from_env() -> DistInfo:
+    """Read torchrun's ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``; absent variables mean a single process."""
+    present = [k for k in _ENV_KEYS if os.environ.get(k)]
+    if present and "WORLD_SIZE" not in present:
+        raise ValueError(f"{present} set but WORLD_SIZE missing; launch with torchrun or set all of {_ENV_KEYS}")
+    info = DistInfo(rank=_env_int("RANK", 0), local_rank=_env_int("LOCAL_RANK", 0),
+                    world_size=_env_int("WORLD_SIZE", 1))
+    if info.world_size < 1 or not 0 <= info.rank < info.world_size or info.local_rank < 0:
+        raise ValueError(f"inconsistent torchrun environment: {info}")
+    return info
+
+
+def is_dist_ready() -> bool:
+    """True when a process group is up (collectives must be called on every rank)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def init_distributed(backend: str | None = None) -> DistInfo:
+    """Join the process group described by torchrun's environment; a no-op for a single process.
+
+    Args:
+        backend: ``"nccl"``, ``"gloo"``, ...; default ``nccl`` when CUDA is available, else ``gloo``.
+
+    With CUDA, the current device is set to ``LOCAL_RANK`` before the group starts, so later ``.cuda()`` calls
+    and NCCL collectives use this process's own GPU. Calling it again once the group is up returns the same
+    ``DistInfo``.
+    """
+    if is_dist_ready():
+        return DistInfo(rank=dist.get_rank(), local_rank=_env_int("LOCAL_RANK", 0), world_size=dist.get_world_size())
+    info = dist_info_from_env()
+    if not info.is_distributed:
+        return info
+    cuda = torch.cuda.is_available()
+    backend = backend or ("nccl" if cuda else "gloo")
+    device_id = None
+    if cuda:
+        if info.local_rank >= torch.cuda.device_count():
+            raise RuntimeError(f"LOCAL_RANK={info.local_rank} but only {torch.cuda.device_count()} CUDA devices "
+                               "are visible; use torchrun --nproc_per_node <= the GPU count")
+        torch.cuda.set_device(info.local_rank)
+        if backend == "nccl":
+            device_id = torch.device("cuda", info.local_rank)  # binds the group to this GPU (no barrier guesswork)
+    dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size, device_id=device_id)
+    return info
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group if one is up (call in a ``finally`` so a crash does not hang the other ranks)."""
+    if is_dist_ready():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank; no-op in a single process."""
+    if is_dist_ready():
+        dist.barrier()
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean of ``tensor`` over ranks, as a new detached tensor (the input is left unchanged).
+
+    Every rank must call it with the same shape. With NCCL the tensor must live on this rank's GPU. Integer
+    tensors come back as floating point. In a single process it returns a detached copy.
+    """
+    reduced = tensor.detach().clone()
+    if not is_dist_ready():
+        return reduced if reduced.is_floating_point() else reduced.to(torch.get_default_dtype())
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    return reduced / dist.get_world_size()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Return rank ``src``'s ``obj`` on every rank (pickled; for small things such as a run folder or run id).
+
+    Other ranks' ``obj`` arguments are ignored. In a single process it returns ``obj``.
+    """
+    if not is_dist_ready():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module under DDP / DataParallel (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers.
+
+    Its ``state_dict`` keys carry no ``module.`` / ``_orig_mod.`` prefixes, so checkpoints load into a bare
+    model whatever wrapped the one that was trained.
+    """
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model

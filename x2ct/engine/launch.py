@@ -1,0 +1,69 @@
+"""What must happen before Hydra starts, so that every torchrun rank agrees on one run folder.
+
+Under torchrun every rank runs ``@hydra.main`` itself; a folder named by ``${now:...}`` then differs from rank to
+rank (hydra issue 2070, lightning-hydra-template issue 393). Here rank 0 picks the timestamp, the process group
+(needed for DDP anyway) broadcasts it, and the ``x2ct.run_stamp`` resolver reads it on every rank. Ranks other
+than 0 also tell Hydra not to write its own files and logs, so only rank 0 writes ``.hydra/`` and the log.
+
+The run folder itself comes from the ``x2ct.run_dir`` resolver: ``<output_dir>/runs/<run_name>``, or the folder of
+the run being resumed, so a resumed (or requeued) job lands where it left off (hydra issue 1822).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+RUN_STAMP_ENV = "X2CT_RUN_STAMP"
+STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S"
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def register_resolvers() -> None:
+    """``${x2ct.run_stamp:}`` and ``${x2ct.run_dir:output_dir,run_name,resume}`` (idempotent)."""
+    OmegaConf.register_new_resolver("x2ct.run_stamp", run_stamp, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("x2ct.run_dir", run_dir, replace=True)
+
+
+def run_stamp() -> str:
+    """The launch's timestamp: set once per launch (shared by all ranks), else now."""
+    return os.environ.get(RUN_STAMP_ENV) or datetime.now().strftime(STAMP_FORMAT)
+
+
+def run_dir(output_dir: str, run_name: str, resume: str | None = None) -> str:
+    """The run folder: the resumed run's own folder when ``resume`` names one (or a checkpoint inside one)."""
+    if resume not in (None, "", "auto"):
+        path = Path(resume)
+        if path.is_dir():
+            return str(path)
+        if path.parent.name == "checkpoints":
+            return str(path.parent.parent)
+    return str(Path(output_dir) / "runs" / run_name)
+
+
+def prepare_launch(argv: list[str], environ: os._Environ | dict = os.environ) -> list[str]:
+    """Call before ``@hydra.main``; returns the argv Hydra should see.
+
+    Single process: fixes the run stamp. Under torchrun (``WORLD_SIZE > 1``): refuses ``-m`` (a sweep must not
+    run inside torchrun; hydra issue 2231), initialises the process group, broadcasts rank 0's stamp, and keeps
+    Hydra's file output to rank 0.
+    """
+    register_resolvers()
+    world_size = int(environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        environ.setdefault(RUN_STAMP_ENV, datetime.now().strftime(STAMP_FORMAT))
+        return argv
+    if any(flag in argv for flag in MULTIRUN_FLAGS):
+        raise SystemExit("train.py: a multirun (-m) cannot run inside torchrun: run the sweep with plain python "
+                         "and let each job start its own DDP job (e.g. hydra/launcher=slurm), see README")
+    from x2ct.engine.distributed import broadcast_object, init_distributed
+
+    info = init_distributed()
+    stamp = broadcast_object(datetime.now().strftime(STAMP_FORMAT) if info.rank == 0 else None, src=0)
+    environ[RUN_STAMP_ENV] = stamp
+    if info.rank != 0:
+        argv = [*argv, "hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    return argv
