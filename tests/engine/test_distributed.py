@@ -133,3 +133,16 @@ def test_two_process_gloo_collectives(tmp_path):
         assert len(result["rng_states"]) == world_size
         assert torch.equal(result["rng_states"][rank]["torch"], result["own_rng"]["torch"])
     assert not torch.equal(result["rng_states"][0]["torch"], result["rng_states"][1]["torch"])
+
+
+def test_slurm_env_is_ignored_for_single_task_jobs_and_under_torchrun(monkeypatch):
+    from x2ct.engine.distributed import export_slurm_env
+
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert export_slurm_env() is False  # one task: a plain single process
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert export_slurm_env() is False  # torchrun's variables win

@@ -143,3 +143,15 @@ def test_every_experiment_composes_and_trains_on_tiny_settings(experiment, tiny_
                                    *tiny_train_overrides(tiny_dataset, tmp_path, "trainer.max_epochs=1")])
     validate_train_config(cfg)
     assert run(cfg, tmp_path / "run") > 0
+
+
+def test_accumulation_and_ema_change_what_a_step_is_and_what_is_saved(tiny_dataset, tmp_path):
+    # 3 train patients, batch 1, 2 epochs: 6 batches; accumulating 2 gives 2 optimizer steps per epoch
+    cfg = tiny_cfg(tiny_dataset, tmp_path, "data.batch_size=1", "trainer.limit_train_batches=null",
+                   "trainer.accumulate_grad_batches=2", "trainer.ema_decay=0.5")
+    run(cfg, tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 4
+    assert state["ema"] is not None and state["ema"]["updates"] == 4
+    ema_weights = state["ema"]["module"]
+    assert any(not torch.equal(ema_weights[k], state["model"][k]) for k in state["model"])

@@ -47,8 +47,26 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={raw!r} is not an integer (set by torchrun)") from None
 
 
+def export_slurm_env() -> bool:
+    """Inside a multi-task SLURM job (e.g. hydra-submitit-launcher with ``tasks_per_node`` = GPUs) and without
+    torchrun's variables, export ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` from SLURM's
+    through submitit (which started the tasks). Returns whether it did."""
+    torchrun = any(os.environ.get(k) for k in _ENV_KEYS)
+    if torchrun or _env_int("SLURM_NTASKS", 1) <= 1 or "SLURM_PROCID" not in os.environ:
+        return False
+    try:
+        from submitit.helpers import TorchDistributedEnvironment
+    except ImportError as err:
+        raise RuntimeError("a multi-task SLURM job needs submitit (pip install hydra-submitit-launcher) to set up "
+                           "the process group, or start it with torchrun") from err
+    TorchDistributedEnvironment().export()
+    return True
+
+
 def dist_info_from_env() -> DistInfo:
-    """Read torchrun's ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``; absent variables mean a single process."""
+    """Read torchrun's ``RANK``/``LOCAL_RANK``/``WORLD_SIZE`` (or a SLURM job's, via ``export_slurm_env``);
+    absent variables mean a single process."""
+    export_slurm_env()
     present = [k for k in _ENV_KEYS if os.environ.get(k)]
     if present and "WORLD_SIZE" not in present:
         raise ValueError(f"{present} set but WORLD_SIZE missing; launch with torchrun or set all of {_ENV_KEYS}")

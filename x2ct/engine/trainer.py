@@ -304,7 +304,7 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
         logger.summary({"val/psnr_mean_volume": reference["psnr"], "val/ssim_mean_volume": reference["ssim"]})
 
     nonfinite_in_a_row = 0
-    val = {}
+    val, rate = {}, None
     for epoch in range(start_epoch, cfg.trainer.max_epochs):
         train_sampler.set_epoch(epoch)
         train_loader.generator.manual_seed(epoch_seed(cfg.seed, epoch, dist.rank))
@@ -372,9 +372,10 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
                     values["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
                 metrics.log(step=step, epoch=epoch, split="train", **values)
                 logger.log({f"train/{k}": v for k, v in values.items()} | {"epoch": epoch}, step=step)
+                rate = values["samples_per_s"]
                 window_start, window_samples = time.perf_counter(), 0
             progress.update(1, loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                            psnr=f"{val['psnr']:.2f}" if val else "-")
+                            samples_per_s=f"{rate:.1f}" if rate else "-", val_psnr=f"{val['psnr']:.2f}" if val else "-")
         progress.close()
 
         last_epoch = epoch + 1 == cfg.trainer.max_epochs
