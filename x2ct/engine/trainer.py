@@ -249,7 +249,7 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
         cfg.model.num_views = len(train_set.view_indices)
         cfg.model.view_size = int(sample["views"].shape[-1])
         cfg.model.volume_size = int(sample["ct"].shape[-1])
-        cfg.model.view_angles_deg = [float(a) for a in sample["angles_deg"]]
+        cfg.model.view_angles_deg = [float(train_set.geometry.angles_deg[i]) for i in train_set.view_indices]
     config_dict = OmegaConf.to_container(cfg, resolve=True)
 
     model = instantiate(cfg.model).to(device)
