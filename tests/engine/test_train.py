@@ -117,6 +117,14 @@ def test_nonfinite_loss_in_a_row_stops_with_a_clear_error_and_no_nan_checkpoint(
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_experiments_override_top_level_keys_and_the_command_line_overrides_them():
+    register_resolvers()
+    assert compose_config("train", ["experiment=demo"]).run_name.startswith("demo_")
+    assert compose_config("train", ["experiment=demo", "run_name=mine"]).run_name == "mine"
+    assert compose_config("train", ["experiment=demo"]).trainer.max_epochs == 30
+    assert compose_config("train", ["experiment=demo", "trainer.max_epochs=3"]).trainer.max_epochs == 3
+
+
 def test_config_typos_and_wrong_types_name_the_key(tmp_path):
     register_resolvers()
     with pytest.raises(ConfigCompositionException, match=r"trainer\.max_epoch"):

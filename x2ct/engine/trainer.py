@@ -491,8 +491,11 @@ def _log_slices(logger, model, loader, device, precision, step) -> None:
     target = batch["ct"][0, 0]
     d, h, w = target.shape
     images, captions = [], []
-    for name, take in (("axial", lambda v: v[d // 2]), ("coronal", lambda v: v[:, h // 2].flip(0)),
-                       ("sagittal", lambda v: v[:, :, w // 2].flip(0))):
+    # radiological display: axial anterior up and patient right on the left; coronal and sagittal head up,
+    # patient right / anterior on the left (volume axes D, H, W run superior, anterior, patient right)
+    for name, take in (("axial", lambda v: v[d // 2].flip(0).flip(1)),
+                       ("coronal", lambda v: v[:, h // 2].flip(0).flip(1)),
+                       ("sagittal", lambda v: v[:, :, w // 2].flip(0).flip(1))):
         images.append(torch.cat([take(pred), take(target)], dim=0).clamp(0, 1).numpy())
         captions.append(f"{name}: prediction (top) / target (bottom), {batch['patient_id'][0]}")
     logger.log_images("val/slices", images, step=step, captions=captions)
