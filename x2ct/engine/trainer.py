@@ -263,7 +263,14 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
     batches = len(train_loader) if cfg.trainer.limit_train_batches is None else min(
         len(train_loader), cfg.trainer.limit_train_batches)
     steps_per_epoch = math.ceil(batches / accumulate)
-    scheduler = instantiate(cfg.scheduler)(optimizer=optimizer, total_steps=steps_per_epoch * cfg.trainer.max_epochs)
+    total_steps = steps_per_epoch * cfg.trainer.max_epochs
+    schedule_args = {"optimizer": optimizer, "total_steps": total_steps}
+    if cfg.scheduler.get("warmup_steps", 0) > total_steps:  # short (debug) runs: warm up over the whole run
+        schedule_args["warmup_steps"] = total_steps
+        if dist.is_main:
+            print(f"scheduler.warmup_steps={cfg.scheduler.warmup_steps} exceeds this run's {total_steps} optimizer "
+                  f"steps: warming up over all {total_steps}", flush=True)
+    scheduler = instantiate(cfg.scheduler)(**schedule_args)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
     ema = ModelEMA(model, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None
 
