@@ -95,9 +95,15 @@ class PatientDRRDataset(Dataset):
             views = to_intensity(line_integrals)
         else:
             views = normalise_views(line_integrals, self.normalisation, self.view_scale)
-        volume = torch.from_numpy(window_normalise(ct.hu, self.hu_window).astype(np.float32))
-        return {"views": views[:, None].float(), "ct": volume[None], "patient_id": patient_id,
+        return {"views": views[:, None].float(), "ct": self._normalised(ct), "patient_id": patient_id,
                 "angles_deg": angles.float()}
+
+    def ct(self, index: int) -> torch.Tensor:
+        """Only the CT of item ``index``, ``(1, D, H, W)`` in [0, 1]: no views are read or rendered."""
+        return self._normalised(self._load_ct(self.patient_ids[index]))
+
+    def _normalised(self, ct) -> torch.Tensor:
+        return torch.from_numpy(window_normalise(ct.hu, self.hu_window).astype(np.float32))[None]
 
     def _load_ct(self, patient_id: str):
         from x2ct.data.readers import read_nifti

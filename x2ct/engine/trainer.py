@@ -151,7 +151,7 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 def mean_volume(dataset: PatientDRRDataset, limit: int = 64) -> torch.Tensor:
     """Mean training CT ``(1, D, H, W)``: the reference a model must beat ("predict the average patient")."""
     n = min(limit, len(dataset))
-    return torch.stack([dataset[i]["ct"] for i in range(n)]).mean(dim=0)
+    return torch.stack([dataset.ct(i) for i in range(n)]).mean(dim=0)
 
 
 # ---------------------------------------------------------------------------------------------------- evaluate
