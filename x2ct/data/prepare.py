@@ -29,6 +29,14 @@ from x2ct.atomic_io import atomic_directory, write_json_atomic, write_text_atomi
 from x2ct.data.ct_volume import CTVolume
 from x2ct.data.layout import FORMAT_VERSION, SPLITS, DatasetLayout, sha256_file, sha256_tree
 from x2ct.data.preprocess import Preprocessing, crop_or_pad, remove_bed, resample_isotropic, resize_to
+from x2ct.data.regions import (
+    REGIONS,
+    legend_region_map,
+    phantom_region_map,
+    read_structure_legend,
+    regions_on_grid,
+    save_regions,
+)
 from x2ct.data.views import render_views, resized_geometry, view_names
 from x2ct.physics.geometry import ProjectionGeometry, angles_for_views
 from x2ct.progress import Progress
@@ -211,7 +219,7 @@ def _patient_id(path: Path, root: Path) -> str:
 def prepare_patient(task: PatientTask, cfg: PrepareConfig, root: Path) -> dict:
     """Build one patient's folder atomically; returns its metadata."""
     layout = DatasetLayout(root)
-    ct, source_record = _load(task, cfg.source)
+    ct, source_record, source_regions = _load(task, cfg.source)
     prep = preprocessing(cfg.protocol)
     original = {"shape": list(ct.shape), "spacing_mm": list(ct.spacing), "origin_mm": list(ct.origin)}
     if prep.remove_bed:
@@ -222,6 +230,8 @@ def prepare_patient(task: PatientTask, cfg: PrepareConfig, root: Path) -> dict:
     grid_ct = fov_ct if exact else resize_to(fov_ct, prep.size, extent_mm=prep.fov_mm)
     _check_finite(grid_ct, task)
 
+    regions = regions_on_grid(source_regions, ct, grid_ct) if source_regions is not None else None
+
     geometry, names = protocol_geometry(cfg.protocol)
     render_ct = fov_ct if cfg.protocol.render_from == "fov" else grid_ct
     drr = render_views(render_ct, geometry, cfg.protocol.mu_water, cfg.protocol.view_size).numpy()
@@ -231,6 +241,8 @@ def prepare_patient(task: PatientTask, cfg: PrepareConfig, root: Path) -> dict:
     with atomic_directory(layout.patient_dir(task.patient_id)) as tmp:
         grid_ct.save_nifti(tmp / "ct.nii.gz")
         np.save(tmp / "drr.npy", drr.astype(np.float32))
+        if regions is not None:
+            save_regions(regions, grid_ct, tmp / "regions.nii.gz")
         meta = {
             "patient_id": task.patient_id,
             "source": source_record,
@@ -240,27 +252,45 @@ def prepare_patient(task: PatientTask, cfg: PrepareConfig, root: Path) -> dict:
                    "hu_range": [float(grid_ct.hu.min()), float(grid_ct.hu.max())]},
             "views": {"names": names, "angles_deg": list(geometry.angles_deg), "shape": list(drr.shape),
                       "max_line_integral": float(drr.max()), "rendered_from": cfg.protocol.render_from},
-            "checksums": {"ct.nii.gz": sha256_file(tmp / "ct.nii.gz"), "drr.npy": sha256_file(tmp / "drr.npy")},
+            "checksums": {name: sha256_file(tmp / name) for name in ("ct.nii.gz", "drr.npy", "regions.nii.gz")
+                          if (tmp / name).exists()},
         }
+        if regions is not None:
+            meta["regions"] = {name: int((regions == label).sum()) for name, label in REGIONS.items()}
         write_json_atomic(tmp / "meta.json", meta)
     return meta
 
 
-def _load(task: PatientTask, source: SourceConfig) -> tuple[CTVolume, dict]:
+def _load(task: PatientTask, source: SourceConfig) -> tuple[CTVolume, dict, np.ndarray | None]:
+    """The CT, a record of where it came from, and its region map (`x2ct.data.regions`) when the source has one."""
     if task.seed is not None:
         from x2ct.data.phantom import PhantomConfig, generate_chest_phantom
 
         config = PhantomConfig(**source.phantom) if source.phantom else None
-        ct = generate_chest_phantom(task.seed, shape=tuple(source.shape), spacing_mm=tuple(source.spacing_mm),
-                                    config=config)
-        return ct, {"kind": "phantom", "seed": task.seed, "generator": f"x2ct {x2ct.__version__}",
-                    "shape": list(source.shape), "spacing_mm": list(source.spacing_mm)}
+        ct, labels = generate_chest_phantom(task.seed, shape=tuple(source.shape),
+                                            spacing_mm=tuple(source.spacing_mm), config=config, with_labels=True)
+        record = {"kind": "phantom", "seed": task.seed, "generator": f"x2ct {x2ct.__version__}",
+                  "shape": list(source.shape), "spacing_mm": list(source.spacing_mm)}
+        return ct, record, phantom_region_map(labels)
     from x2ct.data.readers import read_ct
 
     path = Path(task.path)
     ct = read_ct(path)
     checksum = sha256_tree(path) if path.is_dir() else sha256_file(path)
-    return ct, {"kind": "file", "path": str(path.resolve()), "sha256": checksum}
+    record = {"kind": "file", "path": str(path.resolve()), "sha256": checksum}
+    regions = _example_ct_regions(path, ct) if source.kind == "example_ct" else None
+    return ct, record, regions
+
+
+def _example_ct_regions(ct_path: Path, ct: CTVolume) -> np.ndarray:
+    """The example CT's TotalSegmentator mask (shipped beside it) as a region map on the CT's grid."""
+    from x2ct.data.example_ct import MASK_NAME, STRUCTURES_NAME
+    from x2ct.data.readers import read_nifti
+
+    mask = read_nifti(ct_path.parent / MASK_NAME)
+    if mask.shape != ct.shape or not np.allclose(mask.affine, ct.affine, atol=1e-3):
+        raise ValueError(f"{mask.source}: label map grid {mask.shape} does not match its CT {ct_path} {ct.shape}")
+    return legend_region_map(np.rint(mask.hu), read_structure_legend(ct_path.parent / STRUCTURES_NAME))
 
 
 def _check_finite(ct: CTVolume, task: PatientTask) -> None:
@@ -380,6 +410,7 @@ def _write_manifest(cfg: PrepareConfig, layout: DatasetLayout, complete: list[st
                   "stored_as": "line_integral"},
         "geometry": stored_geometry.to_dict(),
         "render_geometry": geometry.to_dict(),
+        "regions": dict(REGIONS) if any(layout.regions(pid).exists() for pid in complete) else None,
         "ct": {"size": list(cfg.protocol.preprocess.size), "fov_mm": list(cfg.protocol.preprocess.fov_mm),
                "hu_window": list(cfg.protocol.preprocess.hu_window), "stored_as": "HU"},
         "mu_water": cfg.protocol.mu_water,

@@ -107,7 +107,10 @@ def _check_patient(layout, pid, names, detector, ct_size, checksums, report, ct_
         report.problems.append(f"{meta_path}: missing (patient {pid} listed in dataset.json)")
         return
     meta = json.loads(meta_path.read_text())
-    for name, path in (("ct.nii.gz", layout.ct(pid)), ("drr.npy", layout.drr(pid))):
+    files = [("ct.nii.gz", layout.ct(pid)), ("drr.npy", layout.drr(pid))]
+    if "regions.nii.gz" in meta["checksums"]:
+        files.append(("regions.nii.gz", layout.regions(pid)))
+    for name, path in files:
         if not path.exists():
             report.problems.append(f"{path}: missing")
         elif checksums and sha256_file(path) != meta["checksums"][name]:
