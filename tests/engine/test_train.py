@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tests.helpers import compose_config
@@ -15,6 +16,7 @@ from x2ct.engine.config_schema import validate_train_config
 from x2ct.engine.launch import register_resolvers
 from x2ct.engine.metrics_log import read_metrics
 from x2ct.engine.trainer import NonFiniteLossError, train
+from x2ct.models import count_parameters
 
 
 def tiny_train_overrides(data_root, out_dir, *extra):
@@ -51,6 +53,12 @@ def test_train_end_to_end_writes_metrics_checkpoints_and_config(tiny_dataset, tm
     assert saved.model.volume_size == 24 and saved.trainer.max_epochs == 2
     test = json.loads((run_dir / "test_metrics.json").read_text())
     assert test["psnr"] > 0 and 0 < test["ssim"] <= 1
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["status"] == "finished" and info["sessions"] == 1 and info["model"].endswith("BaselineUNet")
+    assert info["parameters"] == count_parameters(instantiate(state["config"]["model"]))
+    assert 0 < info["wall_time_s"] <= info["finished"] - info["started"] + 1e-6
+    spec = state["extra"]["input_spec"]
+    assert spec["views"] == ["pa", "lateral"] and spec["view_shape"] == [32, 32] and spec["ct_size"] == [24, 24, 24]
 
 
 def test_resumed_run_matches_an_unbroken_one(tiny_dataset, tmp_path):
@@ -115,6 +123,7 @@ def test_nonfinite_loss_in_a_row_stops_with_a_clear_error_and_no_nan_checkpoint(
     with pytest.raises(NonFiniteLossError, match="2 optimizer steps in a row"):
         run(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
+    assert json.loads((tmp_path / "run" / "run_info.json").read_text())["status"] == "failed"
 
 
 def test_experiments_override_top_level_keys_and_the_command_line_overrides_them():

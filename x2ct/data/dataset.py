@@ -98,6 +98,28 @@ class PatientDRRDataset(Dataset):
         return {"views": views[:, None].float(), "ct": self._normalised(ct), "patient_id": patient_id,
                 "angles_deg": angles.float()}
 
+    def input_spec(self) -> dict:
+        """What a model trained on this data expects, as plain JSON types (stored in checkpoints for predict.py).
+
+        Views (names, angles, shape, radiograph kind, normalisation and scale) and the CT grid (size, field of
+        view, HU window) that the [0, 1] output volumes live on.
+        """
+        return {
+            "protocol": self.manifest.get("protocol"),
+            "views": list(self.view_names),
+            "angles_deg": [float(self.geometry.angles_deg[i]) for i in self.view_indices],
+            "view_shape": [int(n) for n in self.geometry.detector_shape],
+            "radiograph": self.radiograph,
+            "normalisation": self.normalisation,
+            "scale": self.view_scale,
+            "hu_window": [float(v) for v in self.hu_window],
+            "ct_size": [int(n) for n in self.manifest["ct"]["size"]],
+            "ct_fov_mm": [float(v) for v in self.manifest["ct"]["fov_mm"]],
+            "mu_water": float(self.manifest["mu_water"]),
+            "geometry": self.geometry.with_angles(
+                [float(self.geometry.angles_deg[i]) for i in self.view_indices]).to_dict(),
+        }
+
     def ct(self, index: int) -> torch.Tensor:
         """Only the CT of item ``index``, ``(1, D, H, W)`` in [0, 1]: no views are read or rendered."""
         return self._normalised(self._load_ct(self.patient_ids[index]))

@@ -27,6 +27,7 @@ from x2ct.engine.config_schema import validate_train_config
 from x2ct.engine.distributed import DistInfo, all_reduce_mean, barrier, cleanup_distributed, init_distributed
 from x2ct.engine.ema import ModelEMA
 from x2ct.engine.metrics_log import MetricsLog
+from x2ct.engine.run_info import RunInfo
 from x2ct.engine.seeding import gather_rng_states, seed_everything, set_deterministic
 from x2ct.engine.wandb_logger import NullLogger, WandbLogger
 from x2ct.evaluation.metrics import psnr, ssim3d
@@ -208,6 +209,7 @@ class _RunLogger:
 
     def __init__(self) -> None:
         self.wandb: WandbLogger | NullLogger = NullLogger()
+        self.run_info: RunInfo | None = None
 
 
 def train(cfg: DictConfig, run_dir: str | Path | None = None) -> float:
@@ -226,6 +228,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> float:
         exit_code = 0
         return best
     finally:
+        if log.run_info is not None:
+            log.run_info.close("finished" if exit_code == 0 else "failed")
         log.wandb.finish(exit_code=exit_code)
         cleanup_distributed()
 
@@ -251,6 +255,7 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
         cfg.model.volume_size = int(sample["ct"].shape[-1])
         cfg.model.view_angles_deg = [float(train_set.geometry.angles_deg[i]) for i in train_set.view_indices]
     config_dict = OmegaConf.to_container(cfg, resolve=True)
+    input_spec = train_set.input_spec()  # what predict.py needs to feed the model without the data set
 
     model = instantiate(cfg.model).to(device)
     reference_volume = mean_volume(train_set)
@@ -293,6 +298,8 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(config_dict))
+        log.run_info = RunInfo(run_dir, model=cfg.model._target_, parameters=n_params, device=str(device),
+                               precision=precision.name, world_size=dist.world_size)
         log.wandb = WandbLogger.create(
             config_dict, enabled=cfg.logger.enabled, project=cfg.logger.project, entity=cfg.logger.entity,
             mode=cfg.logger.mode, group=_sweep_group(), name=_run_name(run_dir), run_dir=run_dir, run_id=wandb_id,
@@ -407,7 +414,7 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
         if dist.is_main:
             state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "ema": ema,
                      "epoch": epoch, "step": step, "best_metric": best_psnr, "config": config_dict,
-                     "wandb_run_id": logger.run_id, "rng_states": rng_states}
+                     "wandb_run_id": logger.run_id, "rng_states": rng_states, "extra": {"input_spec": input_spec}}
             ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, "last"), **state)
             if improved:
                 ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, "best"), **state)
