@@ -1,5 +1,11 @@
-"""Evaluation: validation metrics (``metrics``: pure functions on tensors)."""
+"""Evaluation: metrics (pure functions on tensors), published protocols, summaries, figures, the evaluator.
 
-from x2ct.evaluation.metrics import psnr, ssim3d
+``figures``, ``evaluator`` and ``report`` are imported from their modules (they pull in matplotlib and the data
+stack); the package itself exports the light pure functions.
+"""
 
-__all__ = ["psnr", "ssim3d"]
+from x2ct.evaluation.metrics import mae, psnr, ssim3d
+from x2ct.evaluation.protocols import slice_ssim, x2ct_gan_metrics
+from x2ct.evaluation.summary import summarise, write_rows_csv, write_summary
+
+__all__ = ["mae", "psnr", "slice_ssim", "ssim3d", "summarise", "write_rows_csv", "write_summary", "x2ct_gan_metrics"]

@@ -17,7 +17,17 @@ Definitions (``R`` = ``data_range``, the width of the value range):
   gaussian_weights=True, sigma=sigma, use_sample_covariance=False, data_range=R)``, which filters the whole
   volume with reflected borders and then crops the same ``r``-voxel border away.
 
-Both are computed in float64 (``dtype``) so that they agree with the NumPy references to ~1e-6.
+- ``mae = mean(|pred - target|)`` per volume, in the units of the inputs (pass HU tensors for MAE in HU).
+
+All are computed in float64 (``dtype``) so that they agree with the NumPy references to ~1e-6.
+
+Region masks: every metric takes an optional boolean ``mask`` (keyword-only in ``psnr`` and ``ssim3d``), either
+the shape of ``pred`` or one ``(D, H, W)`` mask shared by the whole batch. The metric is then averaged over the
+voxels in the mask only: ``psnr`` and ``mae`` use the squared / absolute errors of those voxels; ``ssim3d``
+averages its SSIM map over the mask voxels inside the valid region (the mask is cropped by the same ``r``
+voxels per face as the map, so a mask that lies wholly within ``r`` voxels of a face counts as empty). A volume
+whose (cropped) mask is empty gets NaN rather than an exception, so that one patient without, say, a lung region
+does not stop an evaluation: summaries skip and count NaNs (``x2ct.evaluation.summary``).
 """
 
 from __future__ import annotations
@@ -31,17 +41,30 @@ SSIM_K2 = 0.03
 SSIM_TRUNCATE = 3.5  # window radius in sigmas, as scikit-image's gaussian_weights=True
 
 
-def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0, dtype: torch.dtype = torch.float64) -> Tensor:
-    """Peak signal-to-noise ratio in dB, ``(B,)``; see the module docstring."""
+def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0, dtype: torch.dtype = torch.float64, *,
+         mask: Tensor | None = None) -> Tensor:
+    """Peak signal-to-noise ratio in dB, ``(B,)``, over the ``mask`` voxels if given; see the module docstring."""
     pred, target = _as_batch(pred, target, "psnr")
-    mse = (pred.to(dtype) - target.to(dtype)).square().flatten(1).mean(dim=1)
+    mask = _as_mask(mask, pred.shape, "psnr")
+    mse = _masked_mean((pred.to(dtype) - target.to(dtype)).square(), mask)
     return 10.0 * torch.log10(data_range**2 / mse)
 
 
+def mae(pred: Tensor, target: Tensor, mask: Tensor | None = None, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Mean absolute error ``(B,)`` in the units of the inputs, over the ``mask`` voxels if given."""
+    pred, target = _as_batch(pred, target, "mae")
+    mask = _as_mask(mask, pred.shape, "mae")
+    return _masked_mean((pred.to(dtype) - target.to(dtype)).abs(), mask)
+
+
 def ssim3d(pred: Tensor, target: Tensor, data_range: float = 1.0, sigma: float = 1.5,
-           dtype: torch.dtype = torch.float64) -> Tensor:
-    """Mean 3D structural similarity with a Gaussian window, ``(B,)``; see the module docstring."""
+           dtype: torch.dtype = torch.float64, *, mask: Tensor | None = None) -> Tensor:
+    """Mean 3D structural similarity with a Gaussian window, ``(B,)``; see the module docstring.
+
+    With ``mask``, the mean of the SSIM map over the mask voxels inside the valid region.
+    """
     pred, target = _as_batch(pred, target, "ssim3d")
+    mask = _as_mask(mask, pred.shape, "ssim3d")
     if sigma <= 0:
         raise ValueError(f"ssim3d: sigma must be positive, got {sigma}")
     window = gaussian_window(sigma, dtype=dtype, device=pred.device)
@@ -55,7 +78,10 @@ def ssim3d(pred: Tensor, target: Tensor, data_range: float = 1.0, sigma: float =
     var_x, var_y, cov = xx - mu_x * mu_x, yy - mu_y * mu_y, xy - mu_x * mu_y
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x.square() + mu_y.square() + c1) * (var_x + var_y + c2))
-    return ssim_map.flatten(1).mean(dim=1)
+    if mask is not None:
+        r, (d, h, w) = window.numel() // 2, mask.shape[2:]
+        mask = mask[..., r:d - r, r:h - r, r:w - r]  # the map covers the valid region only
+    return _masked_mean(ssim_map, mask)
 
 
 def gaussian_window(sigma: float, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
@@ -75,6 +101,29 @@ def _filter_valid(volumes: Tensor, window: Tensor) -> Tensor:
     return volumes
 
 
+def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    """``(B, 1, D, H, W) -> (B,)``: mean over all voxels, or over the ``mask`` voxels (NaN where none)."""
+    if mask is None:
+        return values.flatten(1).mean(dim=1)
+    mask = mask.to(values.device)
+    total = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
+    return total.flatten(1).sum(dim=1) / mask.flatten(1).sum(dim=1).to(values.dtype)  # 0 / 0 = NaN when empty
+
+
+def _as_mask(mask: Tensor | None, shape: torch.Size, metric: str) -> Tensor | None:
+    """Check a boolean region mask and return it as ``(B, 1, D, H, W)`` for volumes of ``shape``."""
+    if mask is None:
+        return None
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{metric}: mask must be a boolean tensor, got dtype {mask.dtype}")
+    if mask.ndim == 3 and mask.shape == shape[2:]:
+        return mask[None, None].expand(shape)
+    if mask.ndim == 5 and mask.shape == shape:
+        return mask
+    raise ValueError(f"{metric}: mask of shape {tuple(mask.shape)} fits neither the volumes {tuple(shape)} nor "
+                     f"one (D, H, W) = {tuple(shape[2:])} volume")
+
+
 def _as_batch(pred: Tensor, target: Tensor, metric: str) -> tuple[Tensor, Tensor]:
     """Check shapes and return both as ``(B, 1, D, H, W)``."""
     if pred.shape != target.shape:
@@ -86,4 +135,4 @@ def _as_batch(pred: Tensor, target: Tensor, metric: str) -> tuple[Tensor, Tensor
     return pred, target
 
 
-__all__ = ["gaussian_window", "psnr", "ssim3d"]
+__all__ = ["gaussian_window", "mae", "psnr", "ssim3d"]
