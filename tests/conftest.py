@@ -18,3 +18,15 @@ def tiny_dataset(tmp_path_factory) -> Path:
     report = prepare_dataset(load_prepare_config(cfg), progress=False)
     assert report.ok, report.failures
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
+    """A tiny baseline trained for two epochs on ``tiny_dataset`` (a few seconds); returns its run folder."""
+    from tests.engine.test_train import tiny_cfg
+    from x2ct.engine.trainer import train
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    run_dir = out / "run"
+    train(tiny_cfg(tiny_dataset, out), run_dir=run_dir)
+    return run_dir

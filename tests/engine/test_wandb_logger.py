@@ -138,3 +138,16 @@ def test_image_to_uint8_clips_floats_and_keeps_uint8():
     assert image_to_uint8(raw) is raw
     with pytest.raises(ValueError, match="dtype int64"):
         image_to_uint8(np.array([[1, 2]]))
+
+
+def test_tables_keep_every_column_and_row(tmp_path):
+    import json
+
+    rows = [{"patient_id": "a", "psnr": 30.5}, {"patient_id": "b", "psnr": 28.0, "lungs_psnr": 25.0}]
+    with _create(tmp_path / "run") as logger:
+        logger.log_table("test/per_patient", rows)
+    written = sorted((tmp_path / "run" / "wandb").glob("offline-run-*/files/media/table/test/per_patient_*.json"))
+    assert len(written) == 1
+    table = json.loads(written[0].read_text())
+    assert table["columns"] == ["patient_id", "psnr", "lungs_psnr"]
+    assert table["data"] == [["a", 30.5, None], ["b", 28.0, 25.0]]

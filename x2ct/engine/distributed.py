@@ -148,6 +148,16 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` as a list indexed by rank, on every rank (pickled; for small things such as metric
+    rows). In a single process it returns ``[obj]``."""
+    if not is_dist_ready():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The plain module under DDP / DataParallel (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers.
 

@@ -65,6 +65,9 @@ class NullLogger:
                    captions: Sequence[str] | None = None) -> None:
         pass
 
+    def log_table(self, name: str, rows: Sequence[dict[str, Any]]) -> None:
+        pass
+
     def summary(self, values: dict[str, Any]) -> None:
         pass
 
@@ -158,6 +161,15 @@ class WandbLogger(NullLogger):
         media = [wandb.Image(image_to_uint8(image, f"{name}[{i}]"), caption=None if captions is None else captions[i])
                  for i, image in enumerate(images)]
         self._run.log({name: media}, step=int(step))
+
+    def log_table(self, name: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Log rows of dicts as one W&B table; columns in order of first appearance, missing cells None."""
+        import wandb
+
+        self._check_open()
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        table = wandb.Table(columns=columns, data=[[_scalar(row.get(c)) for c in columns] for row in rows])
+        self._run.log({name: table})
 
     def summary(self, values: dict[str, Any]) -> None:
         """Set run summary values (shown in the W&B runs table), e.g. ``{"best/val_psnr": 27.3}``."""

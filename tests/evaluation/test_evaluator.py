@@ -1,0 +1,168 @@
+"""evaluate.py end to end on a tiny trained run: metrics vs scikit-image, NIfTI geometry, files, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+import evaluate as evaluate_cli
+from x2ct.data.dataset import PatientDRRDataset
+from x2ct.data.layout import DatasetLayout
+from x2ct.data.preprocess import denormalise
+from x2ct.data.regions import REGIONS, load_regions
+from x2ct.evaluation.evaluator import EvaluationSettings, evaluate
+from x2ct.evaluation.trained_model import load_trained_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def evaluation(tiny_run, tiny_dataset, tmp_path_factory):
+    """The train split (3 patients, enough for statistics) evaluated once for the tests below."""
+    out = tmp_path_factory.mktemp("eval") / "train_split"
+    result = evaluate(EvaluationSettings(checkpoint=tiny_run / "checkpoints" / "best.pt", split="train", out_dir=out))
+    return result
+
+
+def predictions(checkpoint, dataset):
+    trained = load_trained_model(checkpoint)
+    with torch.no_grad():
+        return {dataset.patient_ids[i]: trained.model(dataset[i]["views"][None]).clamp(0, 1)[0, 0].double()
+                for i in range(len(dataset))}
+
+
+def test_per_patient_metrics_agree_with_scikit_image(evaluation, tiny_run, tiny_dataset):
+    dataset = PatientDRRDataset(tiny_dataset, "train")
+    preds = predictions(tiny_run / "checkpoints" / "best.pt", dataset)
+    assert [r["patient_id"] for r in evaluation.rows] == dataset.patient_ids
+    for i, row in enumerate(evaluation.rows):
+        pred, target = preds[row["patient_id"]].numpy(), dataset[i]["ct"][0].double().numpy()
+        assert row["psnr"] == pytest.approx(peak_signal_noise_ratio(target, pred, data_range=1), abs=1e-4)
+        reference_ssim = structural_similarity(target, pred, gaussian_weights=True, sigma=1.5,
+                                               use_sample_covariance=False, data_range=1)
+        assert row["ssim"] == pytest.approx(reference_ssim, abs=1e-4)
+        # X2CT-GAN's PSNR sits 20 log10(4095 / 2500) = 4.29 dB above the true one for the same volumes
+        assert row["x2ct_gan_psnr_3d"] - row["psnr"] == pytest.approx(20 * math.log10(4095 / 2500), abs=0.05)
+
+
+def test_hu_and_region_metrics_follow_their_definitions(evaluation, tiny_run, tiny_dataset):
+    dataset = PatientDRRDataset(tiny_dataset, "train")
+    preds = predictions(tiny_run / "checkpoints" / "best.pt", dataset)
+    layout = DatasetLayout(tiny_dataset)
+    lo, hi = dataset.hu_window
+    for row in evaluation.rows:
+        pid = row["patient_id"]
+        pred_hu = denormalise(preds[pid].numpy(), dataset.hu_window)
+        target_hu = nib.load(layout.ct(pid)).get_fdata().transpose(2, 1, 0)  # canonical RAS file: (W,H,D)->(D,H,W)
+        assert row["mae_hu"] == pytest.approx(np.abs(pred_hu - target_hu).mean(), rel=1e-5)
+        assert row["psnr_hu"] == pytest.approx(
+            peak_signal_noise_ratio(target_hu, pred_hu, data_range=hi - lo), abs=1e-4)
+        regions = load_regions(layout.regions(pid))
+        lungs = regions == REGIONS["lungs"]
+        pred01, target01 = preds[pid].numpy(), np.clip((target_hu - lo) / (hi - lo), 0, 1)
+        mse = np.mean((pred01[lungs] - target01[lungs]) ** 2)
+        assert row["lungs_psnr"] == pytest.approx(10 * np.log10(1 / mse), abs=1e-4)
+        assert row["bone_mae_hu"] == pytest.approx(
+            np.abs(pred_hu - target_hu)[regions == REGIONS["bone"]].mean(), rel=1e-5)
+        assert 0 < row["heart_ssim"] <= 1 and row["ref_psnr"] > 0
+
+
+def test_predicted_volume_overlays_the_target_in_a_viewer(evaluation, tiny_dataset):
+    layout = DatasetLayout(tiny_dataset)
+    for row in evaluation.rows:
+        pred = nib.load(evaluation.out_dir / row["volume"])
+        target = nib.load(layout.ct(row["patient_id"]))
+        assert pred.shape == target.shape
+        np.testing.assert_allclose(pred.affine, target.affine, atol=1e-6)
+        assert pred.header.get_zooms() == pytest.approx(target.header.get_zooms())
+        assert pred.header["sform_code"] == 1 and pred.header["qform_code"] == 1
+        values = pred.get_fdata()
+        lo, hi = PatientDRRDataset(tiny_dataset, "train").hu_window
+        assert values.min() >= lo - 1e-3 and values.max() <= hi + 1e-3  # HU, within the model's window
+
+
+def test_files_summary_and_report(evaluation):
+    out = evaluation.out_dir
+    rows = list(csv.DictReader(open(out / "per_patient.csv")))
+    assert [r["patient_id"] for r in rows] == [r["patient_id"] for r in evaluation.rows]
+    summary = json.loads((out / "summary.json").read_text())
+    psnrs = np.array([r["psnr"] for r in evaluation.rows])
+    stats = summary["metrics"]["psnr"]
+    assert stats["mean"] == pytest.approx(psnrs.mean()) and stats["std"] == pytest.approx(psnrs.std(ddof=1))
+    assert stats["median"] == pytest.approx(np.median(psnrs))
+    assert stats["ci95_low"] == pytest.approx(np.percentile(psnrs, 2.5))
+    assert summary["context"]["split"] == "train" and summary["context"]["patients"] == 3
+    assert "psnr" in summary["definitions"] and "x2ct_gan_psnr_3d" in summary["definitions"]
+    assert {r["metric"] for r in csv.DictReader(open(out / "summary.csv"))} >= {"psnr", "ssim", "mae_hu",
+                                                                             "lungs_psnr", "x2ct_gan_psnr_3d"}
+    report = (out / "report.md").read_text()
+    assert "## True 3D metrics" in report and "## X2CT-GAN protocol" in report and "## Per region" in report
+    for row in evaluation.rows:
+        assert (out / row["figure"]).stat().st_size > 10_000
+        assert f"]({row['figure']})" in report
+    assert not list(out.rglob("*.tmp*"))  # everything written atomically
+
+
+def test_test_split_matches_the_trainers_own_test_numbers(tiny_run, tmp_path):
+    result = evaluate(EvaluationSettings(checkpoint=tiny_run / "checkpoints" / "best.pt", out_dir=tmp_path / "e",
+                                         save_volumes=False, save_figures=False))
+    trainer = json.loads((tiny_run / "test_metrics.json").read_text())
+    assert result.summary["psnr"]["mean"] == pytest.approx(trainer["psnr"], abs=1e-4)
+    assert result.summary["ssim"]["mean"] == pytest.approx(trainer["ssim"], abs=1e-4)
+    assert not (tmp_path / "e" / "volumes").exists() and not (tmp_path / "e" / "figures").exists()
+
+
+def test_default_output_folder_is_inside_the_run(tiny_run, capsys):
+    assert evaluate_cli.main([str(tiny_run / "checkpoints" / "last.pt"), "--no-figures", "--no-volumes"]) == 0
+    assert (tiny_run / "evaluation" / "last_test" / "report.md").exists()
+    assert "report:" in capsys.readouterr().out
+
+
+def test_bad_inputs_fail_with_a_message_naming_them(tiny_run, tiny_dataset, tmp_path, capsys):
+    best = str(tiny_run / "checkpoints" / "best.pt")
+    assert evaluate_cli.main([best, "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 1
+    assert "nowhere" in capsys.readouterr().err
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    assert evaluate_cli.main([str(broken), "--out", str(tmp_path / "o")]) == 1
+    assert "broken.pt" in capsys.readouterr().err
+    # a data set prepared at another view size than the model was trained on
+    from tests.helpers import TINY_OVERRIDES, compose_config
+    from x2ct.data.prepare import load_prepare_config, prepare_dataset
+
+    other = tmp_path / "other"
+    prepare_dataset(load_prepare_config(compose_config("prepare", [
+        *TINY_OVERRIDES, "source.num_patients=3", "protocol.geometry.detector_shape=[16,16]",
+        "protocol.geometry.pixel_spacing_mm=[32,32]", f"output_dir={other}"])), progress=False)
+    assert evaluate_cli.main([best, "--data-root", str(other), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "[16, 16]" in err and "[32, 32]" in err
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_share_the_patients_and_rank0_writes_one_report(tiny_run, tmp_path, evaluation):
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "ddp"
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            str(REPO / "evaluate.py"), str(tiny_run / "checkpoints" / "best.pt"), "--split", "train",
+            "--out", str(out), "--no-figures"]
+    result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = json.loads((out / "per_patient.json").read_text())
+    assert [r["patient_id"] for r in rows] == [r["patient_id"] for r in evaluation.rows]  # each patient once
+    for mine, single in zip(rows, evaluation.rows, strict=True):
+        assert mine["psnr"] == pytest.approx(single["psnr"], abs=1e-6)
+    assert len(list((out / "volumes").iterdir())) == 3
+    assert result.stdout.count("report:") == 1

@@ -1,0 +1,269 @@
+"""Evaluate a checkpoint on a split of a prepared data set: per-patient metrics, volumes, figures, a summary.
+
+One patient at a time (a test set of any size streams through bounded memory); under torchrun every rank takes
+every ``world_size``-th patient and the metric rows are gathered on rank 0, which writes the summary. Per
+patient the prediction is written as NIfTI with the target's affine and a comparison figure; at the end
+``per_patient.{csv,json}``, ``summary.{json,csv}`` and ``report.md`` (see ``x2ct.evaluation.report``).
+
+Metrics per patient (definitions in ``METRIC_DEFINITIONS``, written into summary.json and the report):
+
+- the true 3D figures: ``psnr`` and ``ssim`` on the [0, 1] volumes (the HU window mapped linearly, as the model
+  sees them), ``psnr_hu`` and ``mae_hu`` in HU against the stored target without clipping;
+- per region when the data set has region maps (lungs, bone, heart): ``<region>_psnr``, ``<region>_ssim``,
+  ``<region>_mae_hu``;
+- the X2CT-GAN protocol's numbers, labelled ``x2ct_gan_*`` (see ``x2ct.evaluation.protocols``);
+- ``ref_psnr``, ``ref_ssim``: the mean training volume scored the same way, the bar any model must clear.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from x2ct.atomic_io import write_json_atomic
+from x2ct.data.ct_volume import CTVolume
+from x2ct.data.dataset import PatientDRRDataset
+from x2ct.data.preprocess import denormalise
+from x2ct.data.readers import read_nifti
+from x2ct.data.regions import REGIONS, load_regions
+from x2ct.evaluation.metrics import mae, psnr, ssim3d
+from x2ct.evaluation.protocols import x2ct_gan_metrics
+from x2ct.evaluation.summary import summarise, write_rows_csv, write_summary
+from x2ct.evaluation.trained_model import TrainedModel, load_trained_model
+from x2ct.progress import Progress
+
+METRIC_DEFINITIONS: dict[str, str] = {
+    "psnr": "10 log10(1 / MSE) over the whole volume, both volumes in [0, 1] (the data set's HU window mapped "
+            "linearly, target clipped to it); equals skimage peak_signal_noise_ratio(data_range=1)",
+    "ssim": "3D SSIM on the [0, 1] volumes: Gaussian window sigma 1.5 (11 voxels), K1 0.01, K2 0.03, population "
+            "statistics, mean over voxels whose window fits inside the volume; equals skimage "
+            "structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1)",
+    "psnr_hu": "10 log10(W^2 / MSE_HU), W the HU window's width, prediction in HU against the stored target in HU "
+               "without clipping (errors outside the window count)",
+    "mae_hu": "mean |prediction - target| in HU over the volume, target not clipped",
+    "<region>_*": "the same, over the voxels of a region (lungs, bone, heart; a voxel belongs to the region of the "
+                  "label at its centre); region SSIM averages the 3D SSIM map over the region",
+    "x2ct_gan_psnr_3d": "X2CT-GAN protocol: volumes rescaled to [0, 2500] and truncated to integers, PSNR with peak "
+                        "4095 over the volume (about 4.29 dB above psnr)",
+    "x2ct_gan_psnr_slice": "X2CT-GAN protocol: the same PSNR per 2D slice (100 dB for an exact slice), averaged "
+                           "over slices and the 3 axes; _d/_h/_w: one axis",
+    "x2ct_gan_ssim_slice": "X2CT-GAN protocol: 2D SSIM (skimage defaults: 7x7 uniform window, sample covariance) "
+                           "per slice of the [0, 1] volumes (data_range 1, as their test script), averaged over "
+                           "slices and the 3 axes; _d/_h/_w: one axis",
+    "x2ct_gan_mae": "X2CT-GAN protocol: mean absolute difference on the [0, 2500] integer scale",
+    "ref_psnr, ref_ssim": "psnr and ssim of the mean training volume (predict-the-average reference)",
+}
+
+
+@dataclass
+class EvaluationSettings:
+    """What to evaluate and what to write (``evaluate.py``'s command line)."""
+
+    checkpoint: Path
+    data_root: Path | None = None  # default: the data.root saved in the checkpoint's config
+    split: str = "test"
+    out_dir: Path | None = None  # default: <run>/evaluation/<checkpoint>_<split>
+    device: str = "auto"
+    weights: str = "auto"
+    save_volumes: bool = True
+    save_figures: bool = True
+    limit: int | None = None  # first N patients only (quick looks; never for reported numbers)
+    reference: bool = True  # score the mean training volume too
+    wandb: bool = False
+
+
+@dataclass
+class EvaluationResult:
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    summary: dict[str, dict[str, float]]
+
+
+def default_out_dir(trained: TrainedModel, split: str) -> Path:
+    return trained.run_dir / "evaluation" / f"{trained.path.stem}_{split}"
+
+
+def patient_metrics(pred: torch.Tensor, target: torch.Tensor, target_hu: torch.Tensor,
+                    hu_window: tuple[float, float], regions: torch.Tensor | None = None,
+                    reference: torch.Tensor | None = None) -> dict[str, float]:
+    """All metrics of one patient; ``pred``, ``target`` ``(D, H, W)`` in [0, 1], ``target_hu`` ``(D, H, W)`` in HU,
+    ``regions`` ``(D, H, W)`` integer ids of ``REGIONS`` (or None), ``reference`` the mean volume in [0, 1]."""
+    width = float(hu_window[1] - hu_window[0])
+    pred_hu = denormalise(pred.double(), hu_window)
+    target_hu = target_hu.double()
+    row = {"psnr": psnr(pred, target).item(), "ssim": ssim3d(pred, target).item(),
+           "psnr_hu": psnr(pred_hu, target_hu, data_range=width).item(), "mae_hu": mae(pred_hu, target_hu).item()}
+    if regions is not None:
+        for name, label in REGIONS.items():
+            mask = regions == label
+            row[f"{name}_psnr"] = psnr(pred, target, mask=mask).item()
+            row[f"{name}_ssim"] = ssim3d(pred, target, mask=mask).item()
+            row[f"{name}_mae_hu"] = mae(pred_hu, target_hu, mask=mask).item()
+    row.update({f"x2ct_gan_{k}": float(v) for k, v in x2ct_gan_metrics(pred, target).items()})
+    if reference is not None:
+        row["ref_psnr"] = psnr(reference, target).item()
+        row["ref_ssim"] = ssim3d(reference, target).item()
+    return row
+
+
+def evaluate(settings: EvaluationSettings) -> EvaluationResult | None:
+    """Run the evaluation; returns the result on rank 0 (None on other ranks)."""
+    from x2ct.engine.distributed import cleanup_distributed, gather_objects, init_distributed
+
+    dist = init_distributed()
+    try:
+        device = _device(settings.device, dist.local_rank)
+        trained = load_trained_model(settings.checkpoint, device=device, weights=settings.weights)
+        dataset, hu_window = _dataset(trained, settings)
+        out_dir = Path(settings.out_dir) if settings.out_dir else default_out_dir(trained, settings.split)
+        count = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
+        if count == 0:
+            raise ValueError(f"the {settings.split} split of {dataset.layout.root} is empty: nothing to evaluate")
+        reference = _reference_volume(dataset, trained) if settings.reference else None
+        mine = list(range(dist.rank, count, dist.world_size))
+        rows = _evaluate_patients(trained, dataset, mine, hu_window, reference, out_dir, settings, device,
+                                  progress=dist.is_main)
+        rows = [row for part in gather_objects(rows) for row in part]
+        if not dist.is_main:
+            return None
+        order = {pid: i for i, pid in enumerate(dataset.patient_ids)}
+        rows.sort(key=lambda r: order[r["patient_id"]])
+        result = _write_results(rows, out_dir, trained, dataset, settings)
+        if settings.wandb:
+            _log_wandb(result, trained, settings)
+        return result
+    finally:
+        cleanup_distributed()
+
+
+# ------------------------------------------------------------------------------------------------- internals
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda but CUDA is not available")
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def _dataset(trained: TrainedModel, settings: EvaluationSettings) -> tuple[PatientDRRDataset, tuple[float, float]]:
+    data_cfg = trained.config.get("data", {})
+    root = settings.data_root or data_cfg.get("root")
+    if root is None:
+        raise ValueError(f"checkpoint {trained.path} names no data set (data.root); pass --data-root")
+    if not (Path(root) / "dataset.json").exists():
+        raise FileNotFoundError(f"data set {root} (from {'--data-root' if settings.data_root else 'the checkpoint'}"
+                                f") has no dataset.json; pass --data-root with the prepared data set to evaluate on")
+    dataset = PatientDRRDataset(root, settings.split, views=trained.view_names,
+                                radiograph=data_cfg.get("radiograph", "log"))
+    model_cfg = trained.config["model"]
+    view_shape = list(dataset.geometry.detector_shape)
+    ct_size = list(dataset.manifest["ct"]["size"])
+    expected_view = [model_cfg.get("view_size")] * 2
+    expected_ct = [model_cfg.get("volume_size")] * 3
+    if view_shape != expected_view or ct_size != expected_ct:
+        raise ValueError(f"data set {root} has views of {view_shape} and CTs of {ct_size}, but the model of "
+                         f"{trained.path} was trained on views of {expected_view} and CTs of {expected_ct}")
+    spec = trained.input_spec
+    if spec is not None and (spec["normalisation"], spec["scale"]) != (dataset.normalisation, dataset.view_scale):
+        raise ValueError(f"data set {root} normalises its views by {dataset.normalisation} (scale "
+                         f"{dataset.view_scale}), the model of {trained.path} was trained with {spec['normalisation']}"
+                         f" (scale {spec['scale']}): its inputs would be on another scale")
+    return dataset, tuple(float(v) for v in dataset.hu_window)
+
+
+def _reference_volume(dataset: PatientDRRDataset, trained: TrainedModel) -> torch.Tensor | None:
+    from x2ct.engine.trainer import mean_volume
+
+    train = PatientDRRDataset(dataset.layout.root, "train", views=trained.view_names)
+    return mean_volume(train)[0].double() if len(train) else None
+
+
+@torch.no_grad()
+def _evaluate_patients(trained, dataset, indices, hu_window, reference, out_dir, settings, device,
+                       progress: bool) -> list[dict[str, Any]]:
+    rows = []
+    bar = Progress(total=len(indices), desc=f"evaluate {settings.split}", enabled=progress,
+                   log_every=max(1, len(indices) // 10))
+    for index in indices:
+        item = dataset[index]
+        pid = item["patient_id"]
+        ct = read_nifti(dataset.layout.ct(pid))
+        regions_path = dataset.layout.regions(pid)
+        regions = torch.from_numpy(load_regions(regions_path)) if regions_path.exists() else None
+        pred = trained.model(item["views"][None].to(device)).float().clamp(0, 1)[0, 0].cpu().double()
+        target = item["ct"][0].double()
+        row = {"patient_id": pid, **patient_metrics(pred, target, torch.from_numpy(ct.hu), hu_window, regions,
+                                                   reference)}
+        pred_hu = denormalise(pred.float().numpy(), hu_window)
+        if settings.save_volumes:
+            volume = CTVolume(hu=pred_hu, spacing=ct.spacing, origin=ct.origin, source=str(trained.path))
+            row["volume"] = str(volume.save_nifti(out_dir / "volumes" / f"{pid}.nii.gz").relative_to(out_dir))
+        if settings.save_figures:
+            from x2ct.evaluation.figures import comparison_figure
+
+            title = (f"{pid}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, MAE {row['mae_hu']:.0f} HU "
+                     f"({trained.path.name}, {settings.split})")
+            path = comparison_figure(out_dir / "figures" / f"{pid}.png", item["views"][:, 0].numpy(),
+                                     dataset.view_names, pred_hu, ct.hu, spacing_mm=ct.spacing,
+                                     hu_window=hu_window, title=title)
+            row["figure"] = str(path.relative_to(out_dir))
+        rows.append(row)
+        bar.update(1, psnr=f"{row['psnr']:.2f}")
+    bar.close()
+    return rows
+
+
+def _write_results(rows, out_dir: Path, trained: TrainedModel, dataset: PatientDRRDataset,
+                   settings: EvaluationSettings) -> EvaluationResult:
+    from x2ct.evaluation.report import write_report
+
+    numeric = [k for k in rows[0] if k not in ("patient_id", "volume", "figure")]
+    summary = summarise(rows, numeric)
+    context = {
+        "checkpoint": str(trained.path), "epoch": trained.epoch, "weights": trained.weights,
+        "model": trained.config["model"]["_target_"], "data_root": str(dataset.layout.root),
+        "split": settings.split, "patients": len(rows), "limited": settings.limit is not None,
+        "hu_window": list(dataset.hu_window), "views": dataset.view_names, "time": time.time(),
+    }
+    write_rows_csv(rows, out_dir / "per_patient.csv")
+    write_json_atomic(out_dir / "per_patient.json", rows)
+    write_summary(summary, out_dir / "summary.json", out_dir / "summary.csv")
+    # the JSON summary carries what was evaluated and the definitions beside the numbers
+    data = json.loads((out_dir / "summary.json").read_text())
+    write_json_atomic(out_dir / "summary.json", {"context": context, "definitions": METRIC_DEFINITIONS,
+                                                 "metrics": data})
+    write_report(out_dir / "report.md", rows, summary, context, METRIC_DEFINITIONS)
+    return EvaluationResult(out_dir=out_dir, rows=rows, summary=summary)
+
+
+def _log_wandb(result: EvaluationResult, trained: TrainedModel, settings: EvaluationSettings) -> None:
+    """The per-patient table, the summary and the figures, as a W&B run of its own (job type evaluation)."""
+    from PIL import Image
+
+    from x2ct.engine.wandb_logger import WandbLogger
+
+    logger_cfg = trained.config.get("logger", {})
+    mode = os.environ.get("WANDB_MODE", logger_cfg.get("mode", "offline"))
+    run_name = trained.run_dir.name
+    with WandbLogger.create({"checkpoint": str(trained.path), "split": settings.split, "train": trained.config},
+                            enabled=True, project=logger_cfg.get("project", "x2ct"), entity=logger_cfg.get("entity"),
+                            mode=mode, group=run_name, name=f"eval_{run_name}_{trained.path.stem}_{settings.split}",
+                            run_dir=result.out_dir, tags=["evaluation"]) as logger:
+        logger.log_table(f"{settings.split}/per_patient", result.rows)
+        logger.summary({f"{settings.split}/{metric}_{stat}": value for metric, stats in result.summary.items()
+                        for stat, value in stats.items() if stat in ("mean", "std", "median")})
+        figures = [r for r in result.rows if "figure" in r]
+        if figures:
+            images = [np.asarray(Image.open(result.out_dir / r["figure"]).convert("RGB")) for r in figures]
+            logger.log_images(f"{settings.split}/figures", images, step=0, captions=[r["patient_id"] for r in figures])

@@ -1,0 +1,88 @@
+"""``report.md``: an evaluation a reader can put beside a paper's table, with each number's definition.
+
+Three tables, never mixed: the true 3D metrics (what x2ct reports), the same per region, and the X2CT-GAN
+protocol's numbers (what most published X-ray-to-CT tables use; several dB higher for the same volumes). Then
+the mean-volume reference, the definitions, and one line per patient with a link to its figure.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from x2ct.atomic_io import write_text_atomic
+from x2ct.data.regions import REGIONS
+
+MAIN_METRICS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "psnr_hu": "PSNR over the HU window (dB)",
+                "mae_hu": "MAE (HU)"}
+REGION_METRICS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mae_hu": "MAE (HU)"}
+X2CT_GAN_METRICS = {"x2ct_gan_psnr_3d": "PSNR 3D, [0, 2500] / peak 4095 (dB)",
+                    "x2ct_gan_psnr_slice": "PSNR, slice average over 3 axes (dB)",
+                    "x2ct_gan_ssim_slice": "SSIM, 2D slices averaged over 3 axes",
+                    "x2ct_gan_mae": "MAE on the [0, 2500] scale"}
+
+
+def write_report(path: str | os.PathLike, rows: list[dict[str, Any]], summary: dict[str, dict[str, float]],
+                 context: dict[str, Any], definitions: dict[str, str]) -> Path:
+    """Write the Markdown report atomically; ``summary`` as from ``x2ct.evaluation.summary.summarise``."""
+    lines = [
+        f"# Evaluation: {Path(context['checkpoint']).name} on the {context['split']} split",
+        "",
+        f"- checkpoint: `{context['checkpoint']}` (epoch {context['epoch'] + 1}, {context['weights']} weights)",
+        f"- model: `{context['model']}`",
+        f"- data: `{context['data_root']}`, split `{context['split']}`, {context['patients']} patients"
+        + (" (**limited to the first patients: not for reporting**)" if context.get("limited") else ""),
+        f"- views: {', '.join(context['views'])}; HU window {context['hu_window']}",
+        f"- evaluated {datetime.fromtimestamp(context['time']).strftime('%Y-%m-%d %H:%M')}",
+        "",
+        "## True 3D metrics",
+        "",
+        *_table(summary, MAIN_METRICS),
+    ]
+    if "ref_psnr" in summary:
+        ref = summary["ref_psnr"]
+        ours = summary["psnr"]
+        lines += ["", f"Mean training volume (predict-the-average reference): PSNR {_pm(ref)} dB, SSIM "
+                      f"{_pm(summary['ref_ssim'], 4)}; the model is {ours['mean'] - ref['mean']:+.2f} dB above it."]
+    region_rows = {f"{region}_{metric}": f"{region}: {label}" for region in REGIONS
+                   for metric, label in REGION_METRICS.items() if f"{region}_{metric}" in summary}
+    if region_rows:
+        lines += ["", "## Per region", "", *_table(summary, region_rows)]
+    if any(k in summary for k in X2CT_GAN_METRICS):
+        lines += ["", "## X2CT-GAN protocol (for comparison with published tables only)", "",
+                  "Published X-ray-to-CT results (X2CT-GAN and most work that compares with it) use these "
+                  "definitions. They are not the true 3D figures above: the PSNR is about 4.3 dB higher by "
+                  "construction (peak 4095 over a [0, 2500] range), and the SSIM averages 2D slices.", "",
+                  *_table(summary, X2CT_GAN_METRICS)]
+    lines += ["", "## Definitions", "", *[f"- `{name}`: {text}" for name, text in definitions.items()],
+              "- mean +- std: over patients (sample std); 95% interval: 2.5th-97.5th percentile of the patients' "
+              "values (their spread, not a confidence interval of the mean)",
+              "", "## Per patient", "", "| patient | PSNR (dB) | SSIM | MAE (HU) | figure |", "|---|---|---|---|---|"]
+    for row in rows:
+        figure = f"[png]({row['figure']})" if "figure" in row else "-"
+        lines.append(f"| {row['patient_id']} | {row['psnr']:.2f} | {row['ssim']:.4f} | {row['mae_hu']:.1f} | "
+                     f"{figure} |")
+    return write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _table(summary: dict[str, dict[str, float]], metrics: dict[str, str]) -> list[str]:
+    out = ["| metric | mean +- std | median | 95% interval | n |", "|---|---|---|---|---|"]
+    for key, label in metrics.items():
+        if key not in summary:
+            continue
+        s = summary[key]
+        digits = 4 if "ssim" in key else 2
+        out.append(f"| {label} | {_pm(s, digits)} | {_f(s['median'], digits)} | "
+                   f"{_f(s['ci95_low'], digits)} - {_f(s['ci95_high'], digits)} | {s['n']} |")
+    return out
+
+
+def _pm(stats: dict[str, float], digits: int = 2) -> str:
+    return f"{_f(stats['mean'], digits)} +- {_f(stats['std'], digits)}"
+
+
+def _f(value: float, digits: int) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"

@@ -1,0 +1,97 @@
+"""A trained model back from its checkpoint: the network rebuilt from the config saved inside, and its weights.
+
+Used by ``evaluate.py`` and ``predict.py``. The checkpoint is read with ``torch.load(weights_only=True)``; the
+model is whatever ``config["model"]["_target_"]`` names, built with the saved (data-derived) sizes, so no other
+file is needed. EMA weights are used when the run kept them (training validated and chose ``best`` with them).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from x2ct.engine.checkpoint import CheckpointError, load_checkpoint
+
+WEIGHTS = ("auto", "ema", "model")
+
+
+@dataclass
+class TrainedModel:
+    """The network in eval mode, on its device, with what is needed to feed it and to place its output."""
+
+    model: nn.Module
+    config: dict[str, Any]
+    input_spec: dict[str, Any] | None  # views, normalisation, CT grid; None for checkpoints older than it
+    path: Path
+    weights: str  # "ema" or "model": which weights were loaded
+    epoch: int
+
+    @property
+    def run_dir(self) -> Path:
+        """The training run's folder (``<run>/checkpoints/x.pt`` -> ``<run>``), else the checkpoint's folder."""
+        parent = self.path.parent
+        return parent.parent if parent.name == "checkpoints" else parent
+
+    @property
+    def view_names(self) -> list[str]:
+        if self.input_spec is not None:
+            return list(self.input_spec["views"])
+        return [str(v) for v in self.config["data"]["views"]]
+
+
+def load_trained_model(path: str | os.PathLike, device: torch.device | str = "cpu",
+                       weights: str = "auto") -> TrainedModel:
+    """Rebuild and load the model of checkpoint ``path``.
+
+    Args:
+        weights: ``auto`` (EMA if the checkpoint has it, else the raw weights), ``ema`` or ``model``.
+
+    Raises ``FileNotFoundError`` / ``CheckpointError`` naming the file: not an x2ct checkpoint, a config that
+    names no known model, or weights that do not fit the model the config describes (another model).
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    path = Path(path)
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    state = load_checkpoint(path, map_location="cpu")
+    model_cfg = (state.get("config") or {}).get("model")
+    if not isinstance(model_cfg, dict) or "_target_" not in model_cfg:
+        raise CheckpointError(f"checkpoint {path}: its config has no model._target_; cannot rebuild the model")
+    try:
+        model = instantiate(model_cfg)
+    except InstantiationException as err:
+        raise CheckpointError(f"checkpoint {path}: cannot build model {model_cfg['_target_']!r} from its saved "
+                              f"config ({err}); was it written by another version of x2ct?") from err
+    use_ema = state["ema"] is not None if weights == "auto" else weights == "ema"
+    if use_ema and state["ema"] is None:
+        raise CheckpointError(f"checkpoint {path} has no EMA weights (trainer.ema_decay was off); use weights=model")
+    weights_state = state["ema"]["module"] if use_ema else state["model"]
+    _load_weights(model, weights_state, path, model_cfg["_target_"])
+    model.to(device).eval()
+    extra = state.get("extra") or {}
+    return TrainedModel(model=model, config=state["config"], input_spec=extra.get("input_spec"), path=path,
+                        weights="ema" if use_ema else "model", epoch=int(state["epoch"]))
+
+
+def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: Path, target: str) -> None:
+    """``load_state_dict`` with an error that says which tensors do not fit, instead of torch's wall of text."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong_shape = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                   if k in weights and weights[k].shape != v.shape]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if items:
+                parts.append(f"{len(items)} {label} (e.g. {', '.join(items[:3])})")
+        raise CheckpointError(f"checkpoint {path}: its weights do not fit the model {target} built from its "
+                              f"config: {'; '.join(parts)}. Is it a checkpoint of another model?")
+    model.load_state_dict(weights)
