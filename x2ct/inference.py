@@ -1,0 +1,99 @@
+"""Reconstruct a CT from X-ray files with a trained checkpoint: read, check, normalise as in training, predict.
+
+The checkpoint carries the model's input spec (views, image size, radiograph convention, normalisation, HU
+window, CT grid; see ``PatientDRRDataset.input_spec``), so inference needs no data set. Images are read by
+``x2ct.data.xray_io`` into the model's input convention ("log" radiographs: [0, 1], bone bright); raw line
+integrals (``.npy`` as in a data set's ``drr.npy``) are normalised exactly as the training data were.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from x2ct.data.ct_volume import CTVolume
+from x2ct.data.preprocess import denormalise
+from x2ct.data.xray_io import XrayReadError, read_xray
+from x2ct.evaluation.trained_model import TrainedModel
+from x2ct.physics.radiograph import normalise_views, to_intensity
+
+
+class InputSpecError(ValueError):
+    """The checkpoint does not say how its inputs were prepared, or the inputs do not match it."""
+
+
+def input_spec(trained: TrainedModel) -> dict:
+    """The checkpoint's input spec; for checkpoints older than it, read from the data set it was trained on."""
+    if trained.input_spec is not None:
+        return trained.input_spec
+    from x2ct.data.dataset import PatientDRRDataset
+
+    data = trained.config.get("data", {})
+    root = data.get("root")
+    if root is None or not (Path(root) / "dataset.json").exists():
+        raise InputSpecError(f"checkpoint {trained.path} predates stored input specs and its data set {root} is not "
+                             "here: cannot tell how its inputs were normalised")
+    return PatientDRRDataset(root, "train", views=list(data["views"]), radiograph=data.get("radiograph", "log")
+                             ).input_spec()
+
+
+def order_view_files(files: Sequence[str], view_names: Sequence[str]) -> list[Path]:
+    """Files in the model's view order. Either plain paths, in that order, or ``name=path`` for every view."""
+    named = [f for f in files if "=" in f and f.split("=", 1)[0] in view_names]
+    if len(files) != len(view_names):
+        raise InputSpecError(f"the model takes {len(view_names)} views ({', '.join(view_names)}), got "
+                             f"{len(files)} file(s): {', '.join(files) or 'none'}")
+    if not named:
+        return [Path(f) for f in files]
+    if len(named) != len(files):
+        raise InputSpecError(f"mix of named and unnamed views {list(files)}: name all (e.g. {view_names[0]}=FILE) "
+                             "or none")
+    by_name = dict(f.split("=", 1) for f in files)
+    missing = [v for v in view_names if v not in by_name]
+    if missing:
+        raise InputSpecError(f"no file for view(s) {missing}; the model takes {list(view_names)}")
+    return [Path(by_name[v]) for v in view_names]
+
+
+def load_views(paths: Sequence[str | os.PathLike], spec: dict, line_integrals: bool = False) -> torch.Tensor:
+    """Read and prepare the views: ``(V, 1, rows, cols)`` float32, as the model saw its training views.
+
+    ``line_integrals``: the files hold raw line integrals (a data set's ``drr.npy`` convention), normalised here
+    with the training normalisation (or turned into transmission for ``radiograph=intensity`` models).
+    """
+    shape = tuple(spec["view_shape"])
+    images = []
+    for path in paths:
+        image = read_xray(path, expected_shape=shape)
+        if line_integrals and (image < 0).any():
+            raise XrayReadError(f"{path}: negative values cannot be line integrals (min {image.min():.4g})")
+        images.append(torch.from_numpy(np.ascontiguousarray(image)))
+    views = torch.stack(images)
+    if line_integrals:
+        if spec["radiograph"] == "intensity":
+            views = to_intensity(views)
+        else:
+            views = normalise_views(views, spec["normalisation"], spec["scale"])
+    return views[:, None].float()
+
+
+def ct_grid(spec: dict) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Spacing (D, H, W) and RAS origin (x, y, z) of the output grid, centred on the isocentre (the world origin)."""
+    size, fov = spec["ct_size"], spec["ct_fov_mm"]
+    spacing = tuple(f / n for f, n in zip(fov, size, strict=True))
+    d, h, w = (-(n - 1) / 2 * s for n, s in zip(size, spacing, strict=True))
+    return spacing, (w, h, d)
+
+
+@torch.no_grad()
+def predict_volume(trained: TrainedModel, views: torch.Tensor, spec: dict) -> CTVolume:
+    """``views`` ``(V, 1, rows, cols)`` -> the predicted CT in HU on the training grid."""
+    device = next(trained.model.parameters()).device
+    pred = trained.model(views[None].to(device)).float().clamp(0, 1)[0, 0].cpu().numpy()
+    spacing, origin = ct_grid(spec)
+    return CTVolume(hu=denormalise(pred, spec["hu_window"]).astype(np.float32), spacing=spacing, origin=origin,
+                    source=str(trained.path), metadata={"views": spec["views"]})
