@@ -321,8 +321,11 @@ def _slice_hu(ds) -> np.ndarray:
 
 
 def _looks_like_dicom(path: Path) -> bool:
-    if path.suffix.lower() == ".dcm":
-        return True
+    return path.suffix.lower() == ".dcm" or has_dicom_preamble(path)
+
+
+def has_dicom_preamble(path: str | os.PathLike) -> bool:
+    """True if the file starts with DICOM's 128-byte preamble and ``DICM`` (files named without .dcm)."""
     try:
         with open(path, "rb") as f:
             head = f.read(_DICOM_PREAMBLE_BYTES + len(_DICOM_MAGIC))

@@ -30,6 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from pydicom.errors import InvalidDicomError
 
 from x2ct.atomic_io import atomic_path
+from x2ct.data.readers import has_dicom_preamble
 
 NPY_SUFFIXES = (".npy",)
 PIL_SUFFIXES = (".png", ".tif", ".tiff")
@@ -50,8 +51,6 @@ _GREY_MODE_SCALE: dict[str, float | None] = {
 }
 _COLOUR_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "P", "PA", "LA", "La", "CMYK", "YCbCr", "LAB", "HSV")
 
-_DICOM_PREAMBLE_BYTES = 128
-_DICOM_MAGIC = b"DICM"
 
 # Slack for float rounding when checking that rescaled DICOM values lie in [0, 1].
 _RANGE_TOLERANCE = 1e-6
@@ -75,7 +74,7 @@ def read_xray(path: str | os.PathLike, expected_shape: tuple[int, int] | None = 
         image = _read_npy(path)
     elif suffix in PIL_SUFFIXES:
         image = _read_pil(path)
-    elif suffix in DICOM_SUFFIXES or _has_dicom_preamble(path):
+    elif suffix in DICOM_SUFFIXES or has_dicom_preamble(path):
         image = _read_dicom(path)
     else:
         raise XrayReadError(f"{path}: unknown X-ray format {suffix or '(no suffix)'!r}; expected .npy, "
@@ -151,13 +150,6 @@ def _read_pil(path: Path) -> np.ndarray:
     return (array.astype(np.float64) / scale).astype(np.float32)
 
 
-def _has_dicom_preamble(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(_DICOM_PREAMBLE_BYTES + len(_DICOM_MAGIC))
-    except OSError:
-        return False
-    return head[_DICOM_PREAMBLE_BYTES:] == _DICOM_MAGIC
 
 
 def _read_dicom(path: Path) -> np.ndarray:
