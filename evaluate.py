@@ -1,6 +1,7 @@
 """Evaluate a trained checkpoint on a split of a prepared data set.
 
     python evaluate.py outputs/runs/NAME/checkpoints/best.pt [--split test] [--data-root DIR] [--out DIR]
+    python evaluate.py CHECKPOINT --data example_ct_demo      (a data config of conf/data/, prepared if missing)
     torchrun --nproc_per_node=4 evaluate.py CHECKPOINT ...   (patients shared among GPUs; one report)
 
 Writes, under --out (default: <run>/evaluation/<checkpoint>_<split>/): per_patient.{csv,json}, summary.{json,csv}
@@ -24,6 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--data-root", type=Path, default=None,
                         help="prepared data set (default: data.root saved in the checkpoint)")
+    parser.add_argument("--data", default=None, metavar="NAME",
+                        help="a data config of conf/data/ (e.g. example_ct_demo), prepared first if missing")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     parser.add_argument("--weights", default="auto", choices=["auto", "ema", "model"],
@@ -34,7 +37,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="first N patients only (a quick look)")
     parser.add_argument("--wandb", action="store_true",
                         help="also log the table, summary and figures to W&B (mode from WANDB_MODE, default offline)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.data and args.data_root:
+        parser.error("give --data or --data-root, not both")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from x2ct.evaluation.evaluator import EvaluationSettings, evaluate
 
     settings = EvaluationSettings(
-        checkpoint=args.checkpoint, data_root=args.data_root, split=args.split, out_dir=args.out,
+        checkpoint=args.checkpoint, data_root=args.data_root, data_config=args.data, split=args.split, out_dir=args.out,
         device=args.device, weights=args.weights, save_volumes=not args.no_volumes,
         save_figures=not args.no_figures, limit=args.limit, reference=not args.no_reference, wandb=args.wandb)
     try:

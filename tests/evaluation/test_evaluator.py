@@ -166,3 +166,68 @@ def test_torchrun_ranks_share_the_patients_and_rank0_writes_one_report(tiny_run,
         assert mine["psnr"] == pytest.approx(single["psnr"], abs=1e-6)
     assert len(list((out / "volumes").iterdir())) == 3
     assert result.stdout.count("report:") == 1
+
+
+def test_another_data_set_is_fed_as_the_model_was_trained(tiny_run, tmp_path, capsys):
+    """Views of another data set are scaled by the training data's view scale, not by that set's own maximum."""
+    from tests.helpers import TINY_OVERRIDES, compose_config
+    from x2ct.data.prepare import load_prepare_config, prepare_dataset
+
+    other = tmp_path / "other"
+    prepare_dataset(load_prepare_config(compose_config("prepare", [
+        *TINY_OVERRIDES, "source.num_patients=3", "source.seed=7", f"output_dir={other}"])), progress=False)
+    trained = load_trained_model(tiny_run / "checkpoints" / "best.pt")
+    model_scale = trained.input_spec["scale"]
+    assert PatientDRRDataset(other, "test").view_scale != pytest.approx(model_scale)
+    result = evaluate(EvaluationSettings(checkpoint=trained.path, data_root=other, out_dir=tmp_path / "e",
+                                         save_figures=False, save_volumes=False))
+    assert "normalised as in training" in capsys.readouterr().out
+    context = json.loads((tmp_path / "e" / "summary.json").read_text())["context"]
+    assert context["view_normalisation"] == ["global_max", model_scale]
+    # the reference volume is still the model's own training mean, and the numbers are those of that feeding
+    pid = result.rows[0]["patient_id"]
+    drr = torch.from_numpy(np.load(DatasetLayout(other).drr(pid)))
+    with torch.no_grad():
+        pred = trained.model((drr / model_scale)[None, :, None]).clamp(0, 1)[0, 0].double()
+    target = PatientDRRDataset(other, "test")[0]["ct"][0].double().numpy()
+    assert result.rows[0]["psnr"] == pytest.approx(peak_signal_noise_ratio(target, pred.numpy(), data_range=1),
+                                                   abs=1e-4)
+    assert "ref_psnr" in result.rows[0]
+
+
+def test_unknown_data_config_lists_the_choices(tiny_run, capsys):
+    assert evaluate_cli.main([str(tiny_run / "checkpoints" / "best.pt"), "--data", "phantomz"]) == 1
+    err = capsys.readouterr().err
+    assert "--data phantomz: no such data config" in err and "example_ct_demo" in err
+
+
+def test_wandb_gets_the_table_summary_and_figures(tiny_run, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    for key, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_CONSOLE": "off",
+                       "WANDB_DISABLE_GIT": "true", "WANDB_DISABLE_CODE": "true"}.items():
+        monkeypatch.setenv(key, value)
+    for key in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(key, str(tmp_path / "wandb_home" / key.lower()))
+    out = tmp_path / "e"
+    evaluate(EvaluationSettings(checkpoint=tiny_run / "checkpoints" / "best.pt", out_dir=out, save_volumes=False,
+                                wandb=True))
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    tables = list(runs[0].glob("files/media/table/test/per_patient_*.json"))
+    assert len(tables) == 1 and "psnr" in json.loads(tables[0].read_text())["columns"]
+    assert len(list(runs[0].glob("files/media/images/test/figures_*.png"))) == 1
+
+
+@pytest.mark.realdata
+def test_data_config_prepares_the_real_ct_on_the_demo_grid(example_ct_file, tmp_path, monkeypatch):
+    from x2ct.data.verify import verify_dataset
+    from x2ct.engine.distributed import DistInfo
+    from x2ct.evaluation.evaluator import prepared_data_root
+
+    monkeypatch.setenv("X2CT_EXAMPLE_CT_DIR", str(example_ct_file.parent))
+    monkeypatch.chdir(tmp_path)
+    root = prepared_data_root("example_ct_demo", DistInfo(rank=0, world_size=1, local_rank=0))
+    assert root == Path("data/example_ct_demo") and verify_dataset(root).ok
+    dataset = PatientDRRDataset(root, "test")
+    assert dataset.patient_ids == ["example_cxr"] and dataset[0]["ct"].shape == (1, 32, 32, 32)
+    assert DatasetLayout(root).regions("example_cxr").exists()

@@ -58,7 +58,8 @@ METRIC_DEFINITIONS: dict[str, str] = {
                            "per slice of the [0, 1] volumes (data_range 1, as their test script), averaged over "
                            "slices and the 3 axes; _d/_h/_w: one axis",
     "x2ct_gan_mae": "X2CT-GAN protocol: mean absolute difference on the [0, 2500] integer scale",
-    "ref_psnr, ref_ssim": "psnr and ssim of the mean training volume (predict-the-average reference)",
+    "ref_psnr, ref_ssim": "psnr and ssim of the mean CT of the model's training split (predict-the-average "
+                          "reference)",
 }
 
 
@@ -68,6 +69,7 @@ class EvaluationSettings:
 
     checkpoint: Path
     data_root: Path | None = None  # default: the data.root saved in the checkpoint's config
+    data_config: str | None = None  # instead of data_root: a conf/data/ config, prepared if missing
     split: str = "test"
     out_dir: Path | None = None  # default: <run>/evaluation/<checkpoint>_<split>
     device: str = "auto"
@@ -121,6 +123,8 @@ def evaluate(settings: EvaluationSettings) -> EvaluationResult | None:
     try:
         device = _device(settings.device, dist.local_rank)
         trained = load_trained_model(settings.checkpoint, device=device, weights=settings.weights)
+        if settings.data_config is not None:
+            settings.data_root = prepared_data_root(settings.data_config, dist)
         dataset, hu_window = _dataset(trained, settings)
         out_dir = Path(settings.out_dir) if settings.out_dir else default_out_dir(trained, settings.split)
         count = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
@@ -144,6 +148,25 @@ def evaluate(settings: EvaluationSettings) -> EvaluationResult | None:
 
 
 # ------------------------------------------------------------------------------------------------- internals
+
+
+def prepared_data_root(name: str, dist) -> Path:
+    """The root of data config ``conf/data/<name>.yaml``, prepared (by rank 0) if it does not exist yet."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    from x2ct.engine.launch import register_resolvers
+    from x2ct.engine.trainer import ensure_dataset
+
+    register_resolvers()
+    conf_dir = str(Path(__file__).resolve().parents[2] / "conf")
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=conf_dir):
+            cfg = compose("train", overrides=[f"data={name}"])
+    except (MissingConfigException, ConfigCompositionException) as err:
+        choices = sorted(p.stem for p in (Path(conf_dir) / "data").glob("*.yaml"))
+        raise ValueError(f"--data {name}: no such data config in {conf_dir}/data (choices: {choices})") from err
+    return ensure_dataset(cfg.data, dist)
 
 
 def _device(name: str, local_rank: int) -> torch.device:
@@ -176,17 +199,28 @@ def _dataset(trained: TrainedModel, settings: EvaluationSettings) -> tuple[Patie
                          f"{trained.path} was trained on views of {expected_view} and CTs of {expected_ct}")
     spec = trained.input_spec
     if spec is not None and (spec["normalisation"], spec["scale"]) != (dataset.normalisation, dataset.view_scale):
-        raise ValueError(f"data set {root} normalises its views by {dataset.normalisation} (scale "
-                         f"{dataset.view_scale}), the model of {trained.path} was trained with {spec['normalisation']}"
-                         f" (scale {spec['scale']}): its inputs would be on another scale")
+        # another data set (e.g. the real CT for a phantom-trained model): its line integrals are scaled as the
+        # model's training views were, not by that data set's own maximum
+        print(f"views of {root} are normalised as in training ({spec['normalisation']}, scale {spec['scale']}), "
+              f"not by the data set's own {dataset.normalisation} (scale {dataset.view_scale})", flush=True)
+        dataset.normalisation, dataset.view_scale = spec["normalisation"], spec["scale"]
+    if spec is not None and list(spec["hu_window"]) != list(dataset.hu_window):
+        raise ValueError(f"data set {root} maps the HU window {list(dataset.hu_window)} to [0, 1], the model of "
+                         f"{trained.path} was trained on {spec['hu_window']}: its volumes would mean other HU")
     return dataset, tuple(float(v) for v in dataset.hu_window)
 
 
 def _reference_volume(dataset: PatientDRRDataset, trained: TrainedModel) -> torch.Tensor | None:
+    """The mean CT of the model's own training split (the evaluated data set's, if the training data are not
+    here); None when neither has training patients."""
     from x2ct.engine.trainer import mean_volume
 
-    train = PatientDRRDataset(dataset.layout.root, "train", views=trained.view_names)
-    return mean_volume(train)[0].double() if len(train) else None
+    trained_on = trained.config.get("data", {}).get("root")
+    root = trained_on if trained_on and (Path(trained_on) / "dataset.json").exists() else dataset.layout.root
+    train = PatientDRRDataset(root, "train", views=trained.view_names)
+    if not len(train) or train.manifest["ct"]["size"] != dataset.manifest["ct"]["size"]:
+        return None
+    return mean_volume(train)[0].double()
 
 
 @torch.no_grad()
@@ -235,6 +269,7 @@ def _write_results(rows, out_dir: Path, trained: TrainedModel, dataset: PatientD
         "model": trained.config["model"]["_target_"], "data_root": str(dataset.layout.root),
         "split": settings.split, "patients": len(rows), "limited": settings.limit is not None,
         "hu_window": list(dataset.hu_window), "views": dataset.view_names, "time": time.time(),
+        "view_normalisation": [dataset.normalisation, dataset.view_scale],
     }
     write_rows_csv(rows, out_dir / "per_patient.csv")
     write_json_atomic(out_dir / "per_patient.json", rows)
