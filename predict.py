@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
         figure = comparison_figure(out / "prediction.png", views[:, 0].numpy(), spec["views"], volume.hu,
                                    spacing_mm=volume.spacing, hu_window=tuple(spec["hu_window"]),
-                                   title=f"prediction from {', '.join(p.name for p in paths)} ({args.checkpoint})")
+                                   title=f"from {', '.join(p.name for p in paths)} ({trained.run_dir.name}/"
+                                         f"{trained.path.name})")
         print(f"figure: {figure}")
     return 0
 

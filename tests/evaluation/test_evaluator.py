@@ -65,6 +65,7 @@ def test_hu_and_region_metrics_follow_their_definitions(evaluation, tiny_run, ti
         pid = row["patient_id"]
         pred_hu = denormalise(preds[pid].numpy(), dataset.hu_window)
         target_hu = nib.load(layout.ct(pid)).get_fdata().transpose(2, 1, 0)  # canonical RAS file: (W,H,D)->(D,H,W)
+        target_hu = np.maximum(target_hu, -1000.0)  # below air is padding
         assert row["mae_hu"] == pytest.approx(np.abs(pred_hu - target_hu).mean(), rel=1e-5)
         assert row["psnr_hu"] == pytest.approx(
             peak_signal_noise_ratio(target_hu, pred_hu, data_range=hi - lo), abs=1e-4)
@@ -231,3 +232,18 @@ def test_data_config_prepares_the_real_ct_on_the_demo_grid(example_ct_file, tmp_
     dataset = PatientDRRDataset(root, "test")
     assert dataset.patient_ids == ["example_cxr"] and dataset[0]["ct"].shape == (1, 32, 32, 32)
     assert DatasetLayout(root).regions("example_cxr").exists()
+
+
+def test_hu_metrics_count_padding_below_air_as_air():
+    from x2ct.evaluation.evaluator import patient_metrics
+
+    window = (-1000.0, 1500.0)
+    target01 = torch.zeros(12, 12, 12, dtype=torch.float64)
+    target_hu = torch.full((12, 12, 12), -1000.0, dtype=torch.float64)
+    target_hu[:, :2] = -2048.0  # scanner padding outside the reconstruction circle
+    target_hu[5, 5, 5] = 3000.0  # metal above the window: counts in full
+    pred = torch.zeros_like(target01)  # -1000 HU everywhere
+    row = patient_metrics(pred, target01, target_hu, window)
+    assert row["mae_hu"] == pytest.approx(4000.0 / 12**3)
+    assert row["psnr_hu"] == pytest.approx(10 * math.log10(2500.0**2 / (4000.0**2 / 12**3)))
+    assert row["psnr"] == math.inf or row["psnr"] > 100  # [0, 1] volumes agree exactly

@@ -30,7 +30,7 @@ import torch
 from x2ct.atomic_io import write_json_atomic
 from x2ct.data.ct_volume import CTVolume
 from x2ct.data.dataset import PatientDRRDataset
-from x2ct.data.preprocess import denormalise
+from x2ct.data.preprocess import AIR_HU, denormalise
 from x2ct.data.readers import read_nifti
 from x2ct.data.regions import REGIONS, load_regions
 from x2ct.evaluation.metrics import mae, psnr, ssim3d
@@ -45,9 +45,10 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "ssim": "3D SSIM on the [0, 1] volumes: Gaussian window sigma 1.5 (11 voxels), K1 0.01, K2 0.03, population "
             "statistics, mean over voxels whose window fits inside the volume; equals skimage "
             "structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1)",
-    "psnr_hu": "10 log10(W^2 / MSE_HU), W the HU window's width, prediction in HU against the stored target in HU "
-               "without clipping (errors outside the window count)",
-    "mae_hu": "mean |prediction - target| in HU over the volume, target not clipped",
+    "psnr_hu": "10 log10(W^2 / MSE_HU), W the HU window's width, prediction in HU against the stored target in HU, "
+               "not clipped to the window (errors above it count); target values below air (-1000 HU: scanner "
+               "padding) count as air",
+    "mae_hu": "mean |prediction - target| in HU over the volume, target as for psnr_hu",
     "<region>_*": "the same, over the voxels of a region (lungs, bone, heart; a voxel belongs to the region of the "
                   "label at its centre); region SSIM averages the 3D SSIM map over the region",
     "x2ct_gan_psnr_3d": "X2CT-GAN protocol: volumes rescaled to [0, 2500] and truncated to integers, PSNR with peak "
@@ -99,7 +100,9 @@ def patient_metrics(pred: torch.Tensor, target: torch.Tensor, target_hu: torch.T
     ``regions`` ``(D, H, W)`` integer ids of ``REGIONS`` (or None), ``reference`` the mean volume in [0, 1]."""
     width = float(hu_window[1] - hu_window[0])
     pred_hu = denormalise(pred.double(), hu_window)
-    target_hu = target_hu.double()
+    # nothing attenuates less than air: values below it are scanner padding (e.g. -2048 outside the reconstruction
+    # circle of the example CT), not anatomy a model should be charged for
+    target_hu = target_hu.double().clamp(min=AIR_HU)
     row = {"psnr": psnr(pred, target).item(), "ssim": ssim3d(pred, target).item(),
            "psnr_hu": psnr(pred_hu, target_hu, data_range=width).item(), "mae_hu": mae(pred_hu, target_hu).item()}
     if regions is not None:
@@ -237,7 +240,8 @@ def _evaluate_patients(trained, dataset, indices, hu_window, reference, out_dir,
         regions = torch.from_numpy(load_regions(regions_path)) if regions_path.exists() else None
         pred = trained.model(item["views"][None].to(device)).float().clamp(0, 1)[0, 0].cpu().double()
         target = item["ct"][0].double()
-        row = {"patient_id": pid, **patient_metrics(pred, target, torch.from_numpy(ct.hu), hu_window, regions,
+        target_hu = np.maximum(ct.hu, np.float32(AIR_HU))  # as patient_metrics counts it (figure's error maps)
+        row = {"patient_id": pid, **patient_metrics(pred, target, torch.from_numpy(target_hu), hu_window, regions,
                                                    reference)}
         pred_hu = denormalise(pred.float().numpy(), hu_window)
         if settings.save_volumes:
@@ -249,7 +253,7 @@ def _evaluate_patients(trained, dataset, indices, hu_window, reference, out_dir,
             title = (f"{pid}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, MAE {row['mae_hu']:.0f} HU "
                      f"({trained.path.name}, {settings.split})")
             path = comparison_figure(out_dir / "figures" / f"{pid}.png", item["views"][:, 0].numpy(),
-                                     dataset.view_names, pred_hu, ct.hu, spacing_mm=ct.spacing,
+                                     dataset.view_names, pred_hu, target_hu, spacing_mm=ct.spacing,
                                      hu_window=hu_window, title=title)
             row["figure"] = str(path.relative_to(out_dir))
         rows.append(row)

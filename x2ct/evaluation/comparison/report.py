@@ -182,8 +182,8 @@ def val_psnr_figure(groups: list[RunGroup]) -> Figure | None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     entries = len(ax.get_legend_handles_labels()[1])
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
-              ncol=1 + (entries - 1) // LEGEND_ROWS_PER_COLUMN)
+    # below the axes: the curves keep the full width however long the run names are
+    fig.legend(fontsize="small", loc="outside lower center", ncol=1 + (entries - 1) // LEGEND_ROWS_PER_COLUMN)
     return fig
 
 
