@@ -231,6 +231,11 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> float:
         if log.run_info is not None:
             log.run_info.close("finished" if exit_code == 0 else "failed")
         log.wandb.finish(exit_code=exit_code)
+        if exit_code == 0:
+            # ranks leave the group together: a rank that tears gloo down while rank 0 is still finishing W&B
+            # was seen to abort at exit ("terminate called without an active exception"); after a failure the
+            # other ranks may never get here, so no barrier then
+            barrier()
         cleanup_distributed()
 
 

@@ -120,9 +120,10 @@ def patient_metrics(pred: torch.Tensor, target: torch.Tensor, target_hu: torch.T
 
 def evaluate(settings: EvaluationSettings) -> EvaluationResult | None:
     """Run the evaluation; returns the result on rank 0 (None on other ranks)."""
-    from x2ct.engine.distributed import cleanup_distributed, gather_objects, init_distributed
+    from x2ct.engine.distributed import barrier, cleanup_distributed, gather_objects, init_distributed
 
     dist = init_distributed()
+    succeeded = False
     try:
         device = _device(settings.device, dist.local_rank)
         trained = load_trained_model(settings.checkpoint, device=device, weights=settings.weights)
@@ -138,15 +139,18 @@ def evaluate(settings: EvaluationSettings) -> EvaluationResult | None:
         rows = _evaluate_patients(trained, dataset, mine, hu_window, reference, out_dir, settings, device,
                                   progress=dist.is_main)
         rows = [row for part in gather_objects(rows) for row in part]
-        if not dist.is_main:
-            return None
-        order = {pid: i for i, pid in enumerate(dataset.patient_ids)}
-        rows.sort(key=lambda r: order[r["patient_id"]])
-        result = _write_results(rows, out_dir, trained, dataset, settings)
-        if settings.wandb:
-            _log_wandb(result, trained, settings)
+        result = None
+        if dist.is_main:
+            order = {pid: i for i, pid in enumerate(dataset.patient_ids)}
+            rows.sort(key=lambda r: order[r["patient_id"]])
+            result = _write_results(rows, out_dir, trained, dataset, settings)
+            if settings.wandb:
+                _log_wandb(result, trained, settings)
+        succeeded = True
         return result
     finally:
+        if succeeded:
+            barrier()  # ranks leave the group together (see x2ct.engine.trainer.train)
         cleanup_distributed()
 
 
