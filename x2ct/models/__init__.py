@@ -6,6 +6,7 @@ One file per variant; shared pieces live in ``x2ct.models.blocks``.
 from torch import nn
 
 from x2ct.models.baseline_unet import BaselineUNet
+from x2ct.models.hybrid_vit import HybridViT
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
@@ -13,4 +14,4 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["BaselineUNet", "count_parameters"]
+__all__ = ["BaselineUNet", "HybridViT", "count_parameters"]

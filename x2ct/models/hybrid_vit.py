@@ -1,0 +1,173 @@
+"""Milestone 1: the hybrid CNN-ViT. Convolutions for local detail, shifted-window attention for global context.
+
+    views (B, V, 1, S, S)
+      -> multi-scale X-ray pyramid per view (weights shared by the views; blocks/pyramid.py):
+         features at S, S/2, S/4, S/8, each resized to the volume grid n and merged by a 1x1 convolution
+      -> cross-view attention between the views (blocks/cross_view.py): every view's tokens attend to all other
+         views' tokens (frontal <-> lateral for two views), on a pooled grid, added back as a residual
+      -> lift each view into the volume frame by its gantry angle (blocks/lift.py), then fuse the views
+         (blocks/fusion.py). Lifting comes before fusing: orthogonal views share no pixel, only voxels.
+      -> 3D U-Net encoder, level i at n / 2^i with c_i channels: a residual dense block (blocks/dense.py), or a
+         transformer-enhanced block (conv + Swin branches, blocks/hybrid.py) at the mid level; strided downsampling
+      -> bottleneck: transformer-enhanced block (its Swin window covers the whole deepest grid when n / 2^L <= 4)
+      -> 3D decoder: upsample; attention gate on the skip (blocks/attention_gate.py); concatenate, merge; residual
+         dense block, or a transformer-enhanced block at the mid level
+      -> 1x1x1 head: volume (B, 1, n, n, n), linear in training, clipped to [0, 1] in eval;
+         deep supervision: a 1x1x1 head on each coarser decoder level (n/2, n/4, ... ; 4 scales with the output)
+
+Depth: the source design asks for an "8-level" U-Net, which a 64^3 grid cannot halve eight times. The default is
+4 downsamplings (levels 64, 32, 16, 8, 4): the deepest that keeps one whole 4^3 Swin window in the bottleneck.
+``count_parameters`` at the defaults (base_channels 32, 64^3, two 512^2 views) is in the README and in
+``experiments/milestone1.yaml``.
+
+In training mode ``forward`` returns ``{"volume": (B, 1, n, n, n), "deep_supervision": [(B, 1, n/2, ...), ...]}``
+(finest first); in eval mode the volume tensor only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from x2ct.models.blocks.attention_gate import AttentionGate3D
+from x2ct.models.blocks.conv import ConvNormAct
+from x2ct.models.blocks.cross_view import CrossViewAttention
+from x2ct.models.blocks.dense import ResidualDenseBlock3D
+from x2ct.models.blocks.fusion import ViewFusion
+from x2ct.models.blocks.hybrid import TransformerEnhancedBlock3D
+from x2ct.models.blocks.lift import ViewLift
+from x2ct.models.blocks.pyramid import MultiScaleFeaturePyramid
+from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
+
+
+class HybridViT(nn.Module):
+    """Views ``(B, V, 1, view_size, view_size)`` -> volume ``(B, 1, volume_size, volume_size, volume_size)``.
+
+    Args:
+        num_views, view_size, volume_size, view_angles_deg: as the data set gives them (the trainer fills them in).
+        base_channels: channels of the finest 3D level; level ``i`` has ``base_channels * channel_multipliers[i]``.
+        depth: number of downsamplings of the 3D U-Net (``depth + 1`` resolution levels); ``volume_size`` must be
+            divisible by ``2 ** depth``.
+        channel_multipliers: one per level (``depth + 1`` values).
+        transformer_levels: encoder/decoder levels that use a transformer-enhanced block instead of a residual
+            dense block (default: the middle level); the bottleneck always does.
+        num_heads: attention heads of the Swin branches, per level (``depth + 1`` values) or one for all.
+        window_size: Swin window side; swin_depth: Swin blocks per transformer-enhanced block (W-MSA, SW-MSA).
+        pyramid_scales: scales of the X-ray pyramid (1, 1/2, 1/4, 1/8 for 4); pyramid_channels its finest width.
+        cross_view_grid: side of the pooled grid the views attend over (tokens per view = grid^2);
+            cross_view_heads: its heads.
+        lift: ``"channels_to_depth"`` (learned along each ray) or ``"backproject"`` (copied along each ray).
+        fusion: ``"concat"`` or ``"mean"`` (blocks/fusion.py).
+        deep_supervision: return the coarser decoder outputs in training mode.
+        checkpointing: recompute each 3D block in the backward pass instead of keeping its activations
+            (activation checkpointing; trades compute for memory so 128^3 fits on one 80 GB GPU).
+    """
+
+    def __init__(self, num_views: int = 2, view_size: int = 512, volume_size: int = 64, base_channels: int = 32,
+                 depth: int = 4, view_angles_deg: Sequence[float] = (0.0, 90.0),
+                 channel_multipliers: Sequence[int] = (1, 2, 4, 12, 24), transformer_levels: Sequence[int] = (2,),
+                 num_heads: int | Sequence[int] = (2, 4, 8, 12, 24), window_size: int = 4, swin_depth: int = 2,
+                 pyramid_scales: int = 4, pyramid_channels: int = 16, cross_view_grid: int = 16,
+                 cross_view_heads: int = 4, lift: str = "channels_to_depth", fusion: str = "concat",
+                 norm: str = "instance", act: str = "leaky_relu", deep_supervision: bool = True,
+                 checkpointing: bool = False) -> None:
+        super().__init__()
+        if len(view_angles_deg) != num_views:
+            raise ValueError(f"HybridViT: view_angles_deg has {len(view_angles_deg)} angles {list(view_angles_deg)} "
+                             f"but num_views={num_views}")
+        if depth < 1 or volume_size % 2**depth:
+            raise ValueError(f"HybridViT: volume_size={volume_size} must be divisible by 2**depth={2**depth}")
+        if len(channel_multipliers) != depth + 1:
+            raise ValueError(f"HybridViT: channel_multipliers needs depth + 1 = {depth + 1} values, got "
+                             f"{list(channel_multipliers)}")
+        heads = [num_heads] * (depth + 1) if isinstance(num_heads, int) else list(num_heads)
+        if len(heads) != depth + 1:
+            raise ValueError(f"HybridViT: num_heads needs depth + 1 = {depth + 1} values, got {heads}")
+        bad_levels = [level for level in transformer_levels if not 0 <= level < depth]
+        if bad_levels:
+            raise ValueError(f"HybridViT: transformer_levels {bad_levels} outside the levels 0..{depth - 1}")
+        self.num_views, self.view_size, self.volume_size = num_views, view_size, volume_size
+        self.deep_supervision, self.checkpointing = deep_supervision, checkpointing
+        chans = [base_channels * m for m in channel_multipliers]
+
+        # per view: multi-scale X-ray features, merged on the volume grid
+        self.pyramid = MultiScaleFeaturePyramid(1, pyramid_channels, num_scales=pyramid_scales, norm=norm, act=act)
+        self.merge_scales = ConvNormAct(2, sum(self.pyramid.out_channels), chans[0], kernel_size=1, norm=norm,
+                                        act=act)
+        # between views: cross-view attention on a pooled grid
+        self.cross_view_grid = min(cross_view_grid, volume_size)
+        self.cross_view = CrossViewAttention(chans[0], cross_view_heads)
+        # into the volume, then one volume from all views
+        self.lift = ViewLift(view_angles_deg, lift, chans[0], volume_size, norm=norm, act=act)
+        self.fuse = ViewFusion(chans[0], num_views, mode=fusion, norm=norm, act=act)
+
+        def block(level: int, channels: int) -> nn.Module:
+            if level in transformer_levels:
+                return TransformerEnhancedBlock3D(channels, channels, heads[level], window_size=window_size,
+                                                  depth=swin_depth, norm=norm, act=act)
+            return ResidualDenseBlock3D(channels, norm=norm, act=act)
+
+        # 3D U-Net
+        self.encoder = nn.ModuleList([block(i, chans[i]) for i in range(depth)])
+        self.down = nn.ModuleList([Downsample(3, chans[i], chans[i + 1], norm=norm, act=act) for i in range(depth)])
+        self.bottleneck = TransformerEnhancedBlock3D(chans[depth], chans[depth], heads[depth],
+                                                     window_size=window_size, depth=swin_depth, norm=norm, act=act)
+        self.up = nn.ModuleList([Upsample(3, chans[i + 1], chans[i], norm=norm, act=act) for i in range(depth)])
+        self.gates = nn.ModuleList([AttentionGate3D(chans[i], chans[i + 1], norm=norm) for i in range(depth)])
+        self.merge = nn.ModuleList([ConvNormAct(3, 2 * chans[i], chans[i], kernel_size=1, norm=norm, act=act)
+                                    for i in range(depth)])
+        self.decoder = nn.ModuleList([block(i, chans[i]) for i in range(depth)])
+        self.head = nn.Conv3d(chans[0], 1, kernel_size=1)
+        # deep supervision on decoder levels 1..min(3, depth - 1): with the output, 4 scales
+        self.aux_heads = nn.ModuleList([nn.Conv3d(chans[i], 1, kernel_size=1) for i in range(1, min(4, depth))])
+
+    def forward(self, views: Tensor) -> Tensor | dict[str, Tensor | list[Tensor]]:
+        b, v = views.shape[:2]
+        if views.shape[1:] != (self.num_views, 1, self.view_size, self.view_size):
+            raise ValueError(f"HybridViT expects views (B, {self.num_views}, 1, {self.view_size}, {self.view_size}),"
+                             f" got {tuple(views.shape)}")
+        n = self.volume_size
+        scales = self.pyramid(views.flatten(0, 1))                           # [(B*V, p_k, S/2^k, S/2^k)]
+        x = self.merge_scales(torch.cat([resize2d(s, n) for s in scales], dim=1))  # (B*V, c0, n, n)
+        x = x.unflatten(0, (b, v))                                           # (B, V, c0, n, n)
+        x = x + self._cross_view(x)
+        volume = self.fuse(self.lift(x))                                     # (B, c0, n, n, n)
+
+        skips = []
+        for enc, down in zip(self.encoder, self.down, strict=True):
+            volume = self._run(enc, volume)                                  # (B, c_i, n/2^i, ...)
+            skips.append(volume)
+            volume = down(volume)
+        y = self._run(self.bottleneck, volume)                               # (B, c_L, n/2^L, ...)
+
+        aux = []
+        for i in reversed(range(len(self.decoder))):
+            up = self.up[i](y)                                               # (B, c_i, n/2^i, ...)
+            gated = self.gates[i](skips[i], y)                               # skip weighted by the coarser signal
+            y = self._run(self.decoder[i], self.merge[i](torch.cat([up, gated], dim=1)))
+            if self.training and self.deep_supervision and 1 <= i <= len(self.aux_heads):
+                aux.append(self.aux_heads[i - 1](y))
+        out = self.head(y)                                                   # (B, 1, n, n, n)
+        if not self.training:
+            return out.clamp(0.0, 1.0)
+        if not self.deep_supervision:
+            return out
+        return {"volume": out, "deep_supervision": aux[::-1]}                # finest first
+
+    def _cross_view(self, x: Tensor) -> Tensor:
+        """The cross-view update of ``x`` (B, V, C, n, n), computed on a pooled grid and upsampled back."""
+        b, v, _, n, _ = x.shape
+        g = self.cross_view_grid
+        pooled = F.adaptive_avg_pool2d(x.flatten(0, 1), g).unflatten(0, (b, v))       # (B, V, C, g, g)
+        update = self.cross_view.forward_maps(pooled) - pooled
+        return F.interpolate(update.flatten(0, 1), size=(n, n), mode="bilinear", align_corners=False).unflatten(
+            0, (b, v))
+
+    def _run(self, block: nn.Module, x: Tensor) -> Tensor:
+        if self.checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, x, use_reentrant=False)
+        return block(x)
