@@ -30,6 +30,8 @@ class DataConfig:
 @dataclass
 class LossConfig:
     weights: dict[str, float] = MISSING
+    # per-component constructor settings, e.g. {perceptual: {weights: imagenet}}; checked by each component
+    components: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -191,6 +191,15 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, p
     return out
 
 
+def _in_float32(pred):
+    """A model's output (a volume, or a dict with the volume and its deep-supervision list) cast to float32, so
+    losses are computed in full precision after an autocast forward."""
+    if isinstance(pred, dict):
+        return {key: [p.float() for p in value] if isinstance(value, list) else value.float()
+                for key, value in pred.items()}
+    return pred.float()
+
+
 def _world_size() -> int:
     return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
 
@@ -267,7 +276,9 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
     if hasattr(model, "initialise_prior"):  # models with a template volume start from the average patient
         model.initialise_prior(reference_volume.to(device))
     n_params = count_parameters(model)
-    criterion = ReconstructionLoss(dict(cfg.loss.weights))
+    components = cfg.loss.get("components")
+    criterion = ReconstructionLoss(dict(cfg.loss.weights),
+                                   OmegaConf.to_container(components, resolve=True) if components else None)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
     accumulate = cfg.trainer.accumulate_grad_batches
     batches = len(train_loader) if cfg.trainer.limit_train_batches is None else min(
@@ -343,7 +354,7 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
             with sync:
                 with autocast(device, precision):
                     pred = train_model(views)
-                loss, parts = criterion(pred.float(), target)
+                loss, parts = criterion(_in_float32(pred), target)
                 step_is_finite &= bool(torch.isfinite(loss))
                 (scaler.scale(loss / accumulate) if scaler else loss / accumulate).backward()
             window_samples += len(target) * dist.world_size

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from x2ct.losses.registry import LOSS_COMPONENTS, build_loss_component
+
+
+def split_outputs(pred: Tensor | Mapping[str, Any]) -> tuple[Tensor, list[Tensor]]:
+    """A model's output as ``(volume, deep-supervision volumes)``: a plain tensor has no auxiliary outputs."""
+    if isinstance(pred, Mapping):
+        if "volume" not in pred:
+            raise ValueError(f"model output dict has keys {sorted(pred)}; expected 'volume' (and 'deep_supervision')")
+        return pred["volume"], list(pred.get("deep_supervision") or [])
+    return pred, []
 
 
 class ReconstructionLoss(nn.Module):
@@ -20,7 +30,9 @@ class ReconstructionLoss(nn.Module):
         component_kwargs: optional component name -> constructor arguments (e.g. a window size).
 
     ``forward(pred, target)`` returns ``(total, parts)``: ``total`` a scalar with gradients, ``parts`` the
-    *unweighted* value of each active component, detached, for logging.
+    *unweighted* value of each active component, detached, for logging. ``pred`` is the volume ``(B, 1, D, H, W)``
+    or a model's training output ``{"volume": ..., "deep_supervision": [coarser volumes, ...]}``: components
+    whose class sets ``uses_deep_supervision = True`` get that list, the others the volume.
     """
 
     def __init__(self, weights: Mapping[str, float], component_kwargs: Mapping[str, Mapping] | None = None) -> None:
@@ -39,7 +51,16 @@ class ReconstructionLoss(nn.Module):
         self.components = nn.ModuleDict(
             {name: build_loss_component(name, **component_kwargs.get(name, {})) for name in self.weights})
 
-    def forward(self, pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        parts = {name: component(pred, target) for name, component in self.components.items()}
+    def forward(self, pred: Tensor | Mapping[str, Any], target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        volume, auxiliary = split_outputs(pred)
+        parts = {}
+        for name, component in self.components.items():
+            if getattr(component, "uses_deep_supervision", False):
+                if not auxiliary:
+                    raise ValueError(f"loss component {name!r} has weight {self.weights[name]} but the model returns "
+                                     "no deep-supervision outputs; set loss.weights." + name + "=0 for this model")
+                parts[name] = component(auxiliary, target)
+            else:
+                parts[name] = component(volume, target)
         total = torch.stack([self.weights[name] * value for name, value in parts.items()]).sum()
         return total, {name: value.detach() for name, value in parts.items()}
