@@ -54,11 +54,28 @@ def test_zero_weight_components_are_skipped(with_mean_pred):
 
 
 def test_unknown_or_invalid_weights_are_rejected():
-    with pytest.raises(ValueError, match=r"unknown loss component 'ssmi'; known components: \['l1'"):
+    with pytest.raises(ValueError, match=r"unknown loss component 'ssmi'; known components: \[.*'l1'"):
         ReconstructionLoss({"l1": 1.0, "ssmi": 0.0})
     with pytest.raises(ValueError, match=r"weight for 'l1' must be a finite number >= 0, got -1"):
         ReconstructionLoss({"l1": -1.0})
     with pytest.raises(ValueError, match=r"at least one component with a positive weight"):
         ReconstructionLoss({"l1": 0.0})
-    with pytest.raises(ValueError, match=r"unknown loss component 'ssim'"):
-        ReconstructionLoss({"l1": 1.0}, component_kwargs={"ssim": {"sigma": 1.5}})
+    with pytest.raises(ValueError, match=r"unknown loss component 'ssim3'"):
+        ReconstructionLoss({"l1": 1.0}, component_kwargs={"ssim3": {"sigma": 1.5}})
+
+
+def test_deep_supervision_outputs_go_to_their_component_and_the_volume_to_the_others():
+    target = torch.rand(2, 1, 8, 8, 8)
+    coarse = torch.nn.functional.interpolate(target, scale_factor=0.5, mode="area")
+    loss = ReconstructionLoss({"l1": 1.0, "deep_supervision": 0.5})
+    total, parts = loss({"volume": target + 0.1, "deep_supervision": [coarse + 0.2]}, target)
+    assert parts["l1"].item() == pytest.approx(0.1, abs=1e-6)
+    assert parts["deep_supervision"].item() == pytest.approx(0.2, abs=1e-6)
+    assert total.item() == pytest.approx(0.1 + 0.5 * 0.2, abs=1e-6)
+    # a plain volume is fine for validation (volume_only), an error in training
+    total, parts = loss(target + 0.1, target, volume_only=True)
+    assert set(parts) == {"l1"} and total.item() == pytest.approx(0.1, abs=1e-6)
+    with pytest.raises(ValueError, match="model returns no deep-supervision outputs"):
+        loss(target + 0.1, target)
+    with pytest.raises(ValueError, match="expected 'volume'"):
+        loss({"vol": target}, target)

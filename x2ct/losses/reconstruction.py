@@ -51,16 +51,23 @@ class ReconstructionLoss(nn.Module):
         self.components = nn.ModuleDict(
             {name: build_loss_component(name, **component_kwargs.get(name, {})) for name in self.weights})
 
-    def forward(self, pred: Tensor | Mapping[str, Any], target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, pred: Tensor | Mapping[str, Any], target: Tensor,
+                volume_only: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        """``volume_only``: skip the deep-supervision components (validation: models return the volume alone in
+        eval mode, and the validation loss is that of the final volume)."""
         volume, auxiliary = split_outputs(pred)
         parts = {}
         for name, component in self.components.items():
             if getattr(component, "uses_deep_supervision", False):
+                if volume_only:
+                    continue
                 if not auxiliary:
                     raise ValueError(f"loss component {name!r} has weight {self.weights[name]} but the model returns "
                                      "no deep-supervision outputs; set loss.weights." + name + "=0 for this model")
                 parts[name] = component(auxiliary, target)
             else:
                 parts[name] = component(volume, target)
+        if not parts:
+            raise ValueError(f"no loss component applies to the final volume (weights {self.weights})")
         total = torch.stack([self.weights[name] * value for name, value in parts.items()]).sum()
         return total, {name: value.detach() for name, value in parts.items()}
