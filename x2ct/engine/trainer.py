@@ -181,7 +181,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, p
         totals[0] += psnr(pred, target).sum().double()
         totals[1] += ssim3d(pred, target).sum().double()
         if criterion is not None:
-            totals[2] += criterion(pred, target)[0].double() * len(target)
+            totals[2] += criterion(pred, target, volume_only=True)[0].double() * len(target)
         totals[3] += len(target)
     totals = all_reduce_mean(totals) * _world_size()  # sums over ranks
     count = totals[3].clamp(min=1)
@@ -278,7 +278,7 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
     n_params = count_parameters(model)
     components = cfg.loss.get("components")
     criterion = ReconstructionLoss(dict(cfg.loss.weights),
-                                   OmegaConf.to_container(components, resolve=True) if components else None)
+                                   OmegaConf.to_container(components, resolve=True) if components else None).to(device)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
     accumulate = cfg.trainer.accumulate_grad_batches
     batches = len(train_loader) if cfg.trainer.limit_train_batches is None else min(
