@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -172,3 +173,25 @@ def test_accumulation_and_ema_change_what_a_step_is_and_what_is_saved(tiny_datas
     assert state["ema"] is not None and state["ema"]["updates"] == 4
     ema_weights = state["ema"]["module"]
     assert any(not torch.equal(ema_weights[k], state["model"][k]) for k in state["model"])
+
+
+def test_milestone1_recipe_trains_at_tiny_size_and_logs_each_loss_component(tiny_dataset, tmp_path):
+    """experiment=milestone1 with the debug trainer: the hybrid CNN-ViT and all six loss terms, end to end."""
+    cfg = tiny_cfg(tiny_dataset, tmp_path, "experiment=milestone1", "trainer=debug", "logger=none",
+                   "loss.components.perceptual.weights=random", "loss.components.perceptual.slices_per_axis=2",
+                   "model.base_channels=4", "model.depth=3", "model.channel_multipliers=[1,2,4,8]",
+                   "model.num_heads=2", "model.transformer_levels=[1]", "model.pyramid_channels=4",
+                   "model.cross_view_grid=4", "model.cross_view_heads=2")
+    assert cfg.trainer.max_epochs == 2  # trainer=debug wins over the recipe's 60 epochs
+    run_dir = tmp_path / "run"
+    best = run(cfg, run_dir)
+    train_rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "train"]
+    parts = {f"loss_{name}" for name in ("l1", "ssim", "perceptual", "edge", "deep_supervision", "frequency")}
+    assert parts <= set(train_rows[-1]) and all(math.isfinite(train_rows[-1][p]) for p in parts)
+    weights = {"l1": 1.0, "ssim": 0.3, "perceptual": 0.2, "edge": 0.2, "deep_supervision": 0.2, "frequency": 0.3}
+    assert train_rows[-1]["loss"] == pytest.approx(sum(w * train_rows[-1][f"loss_{k}"] for k, w in weights.items()),
+                                                   rel=1e-5)
+    val = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "val"]
+    assert best == pytest.approx(max(r["psnr"] for r in val)) and all(math.isfinite(r["loss"]) for r in val)
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["config"]["model"]["_target_"] == "x2ct.models.hybrid_vit.HybridViT"
