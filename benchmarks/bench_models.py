@@ -4,6 +4,8 @@ Run from the repository root::
 
     python benchmarks/bench_models.py                 # CPU: tiny widths; CUDA (when present): the real sizes, bf16
     python benchmarks/bench_models.py --device cpu --models hybrid_vit --volumes 32
+    python benchmarks/bench_models.py --device cpu --models hybrid_vit --volumes 64 --base-channels 32 --view 512 \
+        --steps 2 --tag _m1_full                      # milestone 1's real size, on the CPU (slow)
 
 Per case (a model config from conf/model/ at a volume size): parameters (``count_parameters``), FLOPs of one
 training sample (forward + backward, ``torch.utils.flop_counter.FlopCounterMode``), training samples/s (forward,
@@ -158,13 +160,18 @@ def run_in_subprocess(spec: dict, timeout_s: float) -> dict:
 
 
 def run_device(device: str, args: argparse.Namespace) -> dict:
-    setup = DEVICE_SETUPS[device]
+    setup = dict(DEVICE_SETUPS[device])
+    if args.base_channels is not None:
+        setup["base_channels"] = args.base_channels
+    if args.view is not None:
+        setup["view_ratio"], setup["view"] = None, args.view
     volumes = args.volumes or setup["volumes"]
     rows = []
     for name in args.models:
         for volume in volumes:
             for checkpointing in ((False, True) if device == "cuda" and name == "hybrid_vit" else (False,)):
-                view = CUDA_VIEW_SIZE if setup["view_ratio"] is None else volume * setup["view_ratio"]
+                ratio = setup["view_ratio"]
+                view = setup.get("view", CUDA_VIEW_SIZE) if ratio is None else volume * ratio
                 spec = {"device": device, "batch": setup["batch"], "precision": setup["precision"], "view": view,
                         "steps": args.steps, "min_steps": args.min_steps, "budget_s": args.budget_s,
                         "model": model_config(name, volume, view, setup["base_channels"], checkpointing)}
@@ -222,6 +229,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="auto: CUDA when available, else CPU")
     parser.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS))
     parser.add_argument("--volumes", type=lambda s: tuple(int(v) for v in s.split(",")), default=None)
+    parser.add_argument("--base-channels", type=int, default=None, help="instead of the device's default width")
+    parser.add_argument("--view", type=int, default=None, help="view size instead of the device's default")
+    parser.add_argument("--tag", default="", help="suffix of the output files (models_<device><tag>.json)")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps at most")
     parser.add_argument("--min-steps", type=int, default=2)
     parser.add_argument("--budget-s", type=float, default=30.0, help="stop timing a case after this long")
@@ -241,9 +251,10 @@ def main(argv: list[str] | None = None) -> int:
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     report = run_device(device, args)
-    write_json_atomic(args.out / f"models_{device}.json", report)
-    write_text_atomic(args.out / f"models_{device}.md", markdown(report))
-    print(f"wrote {args.out / f'models_{device}.json'} and .md")
+    stem = f"models_{device}{args.tag}"
+    write_json_atomic(args.out / f"{stem}.json", report)
+    write_text_atomic(args.out / f"{stem}.md", markdown(report))
+    print(f"wrote {args.out / stem}.json and .md")
     return 0
 
 
