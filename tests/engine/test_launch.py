@@ -89,3 +89,22 @@ def test_multirun_inside_torchrun_is_refused(tmp_path):
     result = launch(args, cwd=tmp_path, timeout=120)
     assert result.returncode != 0
     assert "multirun (-m) cannot run inside torchrun" in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_torchrun_trains_the_milestone1_recipe_with_deep_supervision(tiny_dataset, tmp_path):
+    """DDP with the hybrid CNN-ViT and all six loss terms: every parameter gets a gradient on every rank."""
+    out = tmp_path / "out"
+    overrides = tiny_train_overrides(
+        tiny_dataset, out, "experiment=milestone1", "trainer=debug", "logger=none", "run_name=m1",
+        "loss.components.perceptual.weights=random", "loss.components.perceptual.slices_per_axis=2",
+        "model.base_channels=4", "model.depth=3", "model.channel_multipliers=[1,2,4,8]", "model.num_heads=2",
+        "model.transformer_levels=[1]", "model.pyramid_channels=4", "model.cross_view_grid=4",
+        "model.cross_view_heads=2")
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            str(REPO / "train.py"), *overrides]
+    result = launch(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = read_metrics(out / "runs" / "m1" / "metrics.jsonl")
+    assert [r["epoch"] for r in rows if r["split"] == "val"] == [0, 1]
+    assert "loss_deep_supervision" in [r for r in rows if r["split"] == "train"][-1]

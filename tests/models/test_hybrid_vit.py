@@ -26,6 +26,14 @@ def test_training_output_has_the_volume_and_deep_supervision_at_each_coarser_sca
         (1, 1, 4, 4, 4)  # depth 4: three auxiliary scales (16, 8, 4) and the output: 4 scales
 
 
+def test_without_deep_supervision_every_parameter_still_gets_a_gradient():
+    model = tiny(deep_supervision=False)
+    out = model(torch.rand(1, 2, 1, 32, 32))
+    assert isinstance(out, torch.Tensor)
+    out.mean().backward()
+    assert all(p.grad is not None for p in model.parameters())  # DDP needs no find_unused_parameters
+
+
 def test_eval_returns_the_volume_clipped_to_the_unit_range():
     model = tiny().eval()
     with torch.no_grad():

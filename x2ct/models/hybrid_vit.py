@@ -122,8 +122,10 @@ class HybridViT(nn.Module):
                                     for i in range(depth)])
         self.decoder = nn.ModuleList([block(i, chans[i]) for i in range(depth)])
         self.head = nn.Conv3d(chans[0], 1, kernel_size=1)
-        # deep supervision on decoder levels 1..min(3, depth - 1): with the output, 4 scales
-        self.aux_heads = nn.ModuleList([nn.Conv3d(chans[i], 1, kernel_size=1) for i in range(1, min(4, depth))])
+        # deep supervision on decoder levels 1..min(3, depth - 1): with the output, 4 scales (none when off, so DDP
+        # never meets parameters without gradients)
+        self.aux_heads = nn.ModuleList([nn.Conv3d(chans[i], 1, kernel_size=1) for i in range(1, min(4, depth))]
+                                       if deep_supervision else [])
 
     def forward(self, views: Tensor) -> Tensor | dict[str, Tensor | list[Tensor]]:
         b, v = views.shape[:2]
