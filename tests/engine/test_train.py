@@ -133,6 +133,10 @@ def test_experiments_override_top_level_keys_and_the_command_line_overrides_them
     assert compose_config("train", ["experiment=demo", "run_name=mine"]).run_name == "mine"
     assert compose_config("train", ["experiment=demo"]).trainer.max_epochs == 30
     assert compose_config("train", ["experiment=demo", "trainer.max_epochs=3"]).trainer.max_epochs == 3
+    # a recipe's schedule is a trainer choice of its own, so trainer=debug replaces it whole
+    for experiment in ("demo", "milestone1"):
+        debug = compose_config("train", [f"experiment={experiment}", "trainer=debug"]).trainer
+        assert (debug.max_epochs, debug.limit_train_batches) == (2, 2)
 
 
 def test_config_typos_and_wrong_types_name_the_key(tmp_path):
