@@ -1,0 +1,59 @@
+"""What the projection discriminator sees: DRRs of a [0, 1] volume, rendered as the data set's input views were.
+
+Real and generated volumes go through the same pipeline that made the training views (`x2ct.data.views.
+render_views` then `PatientDRRDataset`'s normalisation): [0, 1] -> HU -> mu -> line integrals -> normalised
+views. Everything is differentiable with respect to the volume, so the projection discriminator's gradient
+reaches the generator through the projector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from x2ct.data.preprocess import denormalise
+from x2ct.physics.attenuation import hu_to_mu
+from x2ct.physics.geometry import ProjectionGeometry
+from x2ct.physics.projector import render_drr
+from x2ct.physics.radiograph import Normalisation, normalise_views
+
+
+def render_projections(volume01: Tensor, hu_window: Sequence[float], mu_water: float, spacing_mm: Sequence[float],
+                       geometry: ProjectionGeometry, normalisation: Normalisation,
+                       scale: float | None) -> Tensor:
+    """Normalised views ``(B, V, rows, cols)`` of volumes ``(B, 1, D, H, W)`` in [0, 1] at ``geometry``'s angles.
+
+    Args:
+        volume01: the HU window mapped onto [0, 1] (the model's output space). Not clamped: values below 0 give
+            HU below the window and are clipped to mu = 0 only where they fall under -1000 HU.
+        hu_window: (min, max) HU of the data set (``PatientDRRDataset.hu_window``).
+        mu_water: attenuation of water in 1/mm (the data set manifest's ``mu_water``).
+        spacing_mm: voxel size (D, H, W) in mm (``ct.fov_mm / ct.size`` of the manifest).
+        geometry: the data set's stored geometry, e.g. ``dataset.geometry.with_angles(angles)``.
+        normalisation, scale: the data set's view normalisation and scale (``dataset.normalisation``,
+            ``dataset.view_scale``).
+
+    The stored views may differ slightly from these where the protocol rendered a larger detector and
+    resampled it (``view_size``): this renders directly on the stored detector. CTs with HU outside the window
+    also differ, since [0, 1] volumes are clipped to it.
+    """
+    if volume01.ndim != 5 or volume01.shape[1] != 1:
+        raise ValueError(f"render_projections expects volumes of shape (B, 1, D, H, W), got {tuple(volume01.shape)}")
+    mu = hu_to_mu(denormalise(volume01, hu_window), mu_water)
+    return normalise_views(render_drr(mu, spacing_mm, geometry), normalisation, scale)
+
+
+def random_angles(generator: torch.Generator | None, count: int, low: float = 0.0,
+                  high: float = 180.0) -> list[float]:
+    """``count`` gantry angles in degrees drawn uniformly from [low, high), for views the input never had.
+
+    A seeded ``generator`` makes the draw reproducible (and resumable) independently of the global RNG.
+    """
+    if count < 1:
+        raise ValueError(f"random_angles: count must be >= 1, got {count}")
+    if not high > low:
+        raise ValueError(f"random_angles: need high > low, got low={low}, high={high}")
+    draws = torch.rand(count, generator=generator, dtype=torch.float64)
+    return (low + (high - low) * draws).tolist()
