@@ -78,6 +78,8 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    # off: {enabled: false}; on: x2ct/engine/adversarial.py's settings (conf/adversarial/default.yaml)
+    adversarial: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
     seed: int = MISSING
     run_name: str = MISSING
     resume: str | None = MISSING

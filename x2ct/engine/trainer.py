@@ -32,6 +32,7 @@ from x2ct.engine.seeding import gather_rng_states, seed_everything, set_determin
 from x2ct.engine.wandb_logger import NullLogger, WandbLogger
 from x2ct.evaluation.metrics import psnr, ssim3d
 from x2ct.losses import ReconstructionLoss
+from x2ct.losses.reconstruction import split_outputs
 from x2ct.models import count_parameters
 from x2ct.progress import Progress
 
@@ -194,10 +195,25 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, p
 def _in_float32(pred):
     """A model's output (a volume, or a dict with the volume and its deep-supervision list) cast to float32, so
     losses are computed in full precision after an autocast forward."""
-    if isinstance(pred, dict):
-        return {key: [p.float() for p in value] if isinstance(value, list) else value.float()
-                for key, value in pred.items()}
-    return pred.float()
+    def cast(value):
+        if isinstance(value, list):
+            return [cast(v) for v in value]
+        return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+
+    return {key: cast(value) for key, value in pred.items()} if isinstance(pred, dict) else pred.float()
+
+
+def _build_adversarial(cfg: DictConfig, input_spec: dict, device: torch.device, precision: Precision,
+                       dist: DistInfo, total_steps: int):
+    """The adversarial extension when ``cfg.adversarial.enabled``, else None (the plain supervised step)."""
+    adv_cfg = cfg.get("adversarial")
+    if adv_cfg is None or not adv_cfg.get("enabled", False):
+        return None
+    from x2ct.engine.adversarial import AdversarialTraining
+
+    scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
+    return AdversarialTraining(OmegaConf.to_container(adv_cfg, resolve=True), input_spec, device,
+                               lambda: autocast(device, precision), scaler, dist.world_size, total_steps)
 
 
 def _world_size() -> int:
@@ -294,6 +310,8 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
     scheduler = instantiate(cfg.scheduler)(**schedule_args)
     scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
     ema = ModelEMA(model, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None
+    # milestone 3: discriminators and their own optimiser, as hooks around the supervised step (off by default)
+    adversarial = _build_adversarial(cfg, input_spec, device, precision, dist, total_steps)
 
     start_epoch, step, best_psnr, wandb_id = 0, 0, -math.inf, None
     resume_from = _resume_checkpoint(cfg.resume, run_dir)
@@ -302,6 +320,12 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
         ckpt.restore_training_state(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                                     ema=ema, rank=dist.rank)
         start_epoch, step, best_psnr = state["epoch"] + 1, state["step"], state["best_metric"]
+        if adversarial is not None:
+            saved = (state.get("extra") or {}).get("adversarial")
+            if saved is None:
+                raise ckpt.CheckpointError(f"checkpoint {resume_from} has no discriminator state, but "
+                                           "adversarial.enabled=true; resume it without adversarial training")
+            adversarial.load_state_dict(saved)
         wandb_id = state.get("wandb_run_id")
 
     train_model = torch.compile(model) if cfg.trainer.compile else model
@@ -355,6 +379,10 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
                 with autocast(device, precision):
                     pred = train_model(views)
                 loss, parts = criterion(_in_float32(pred), target)
+                if adversarial is not None:
+                    volume = split_outputs(pred)[0]
+                    adv_loss, adv_parts = adversarial.generator_term(volume, epoch)
+                    loss, parts = loss + adv_loss, parts | adv_parts
                 step_is_finite &= bool(torch.isfinite(loss))
                 (scaler.scale(loss / accumulate) if scaler else loss / accumulate).backward()
             window_samples += len(target) * dist.world_size
@@ -391,6 +419,8 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
             scheduler.step()
             if ema:
                 ema.update(model)
+            if adversarial is not None:
+                parts = parts | adversarial.discriminator_step(volume.detach(), target, epoch)
             step += 1
 
             if dist.is_main and (step % cfg.trainer.log_every_steps == 0 or i + 1 == batches):
@@ -430,7 +460,9 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
         if dist.is_main:
             state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "ema": ema,
                      "epoch": epoch, "step": step, "best_metric": best_psnr, "config": config_dict,
-                     "wandb_run_id": logger.run_id, "rng_states": rng_states, "extra": {"input_spec": input_spec}}
+                     "wandb_run_id": logger.run_id, "rng_states": rng_states,
+                     "extra": {"input_spec": input_spec}
+                     | ({"adversarial": adversarial.state_dict()} if adversarial is not None else {})}
             ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, "last"), **state)
             if improved:
                 ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, "best"), **state)

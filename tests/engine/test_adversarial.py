@@ -1,0 +1,132 @@
+"""Adversarial training (milestone 3): the two hooks, their effect on each network, and exact resume."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from tests.engine.test_train import run, tiny_cfg, train_losses
+from x2ct.data.dataset import PatientDRRDataset
+from x2ct.engine.adversarial import AdversarialTraining
+from x2ct.engine.metrics_log import read_metrics
+from x2ct.models import BaselineUNet
+
+TINY_D = {"base_channels": 4, "num_layers": 2}
+ADV = ("adversarial=default", "adversarial.start_epoch=0", "adversarial.ramp_epochs=0", "adversarial.weight=0.1",
+       *(f"adversarial.discriminators.{d}.{k}={v}" for d in ("volume", "projection") for k, v in TINY_D.items()))
+
+
+def settings(**overrides):
+    base = {"objective": "lsgan", "weight": 0.1, "start_epoch": 0, "ramp_epochs": 0, "d_steps": 1, "r1_gamma": 0.0,
+            "grad_clip_norm": 1.0, "lr": 1e-3, "betas": [0.5, 0.999], "weight_decay": 0.0, "random_angles": 1,
+            "discriminators": {
+                "volume": {"_target_": "x2ct.adversarial.discriminators.PatchGAN3D", **TINY_D},
+                "projection": {"_target_": "x2ct.adversarial.discriminators.PatchGAN2D", **TINY_D}}}
+    return base | overrides
+
+
+def setup(tiny_dataset, **overrides):
+    import contextlib
+
+    torch.manual_seed(0)
+    data = PatientDRRDataset(tiny_dataset, "train")
+    batch = [data[i] for i in range(2)]
+    views, target = torch.stack([b["views"] for b in batch]), torch.stack([b["ct"] for b in batch])
+    generator = BaselineUNet(view_size=32, volume_size=24, base_channels=4, depth=2, learned_prior=False)
+    adversarial = AdversarialTraining(settings(**overrides), data.input_spec(), torch.device("cpu"),
+                                      contextlib.nullcontext, None, 1, total_steps=100)
+    return generator, adversarial, views, target
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before, module):
+    return {k for k, v in module.state_dict().items() if not torch.equal(before[k], v)}
+
+
+def test_each_step_updates_its_own_network_only(tiny_dataset):
+    generator, adversarial, views, target = setup(tiny_dataset)
+    g_optimizer = torch.optim.SGD(generator.parameters(), lr=0.1)
+    g0, d0 = snapshot(generator), snapshot(adversarial.nets)
+    fake = generator(views)
+    g_loss, parts = adversarial.generator_term(fake, epoch=0)
+    assert {"adv_g_volume", "adv_g_projection"} <= set(parts) and g_loss.item() > 0
+    g_loss.backward()
+    assert all(p.grad is None for p in adversarial.nets.parameters())  # D is frozen during G's loss
+    g_optimizer.step()
+    assert changed(g0, generator) and not changed(d0, adversarial.nets)
+    g1 = snapshot(generator)
+    d_parts = adversarial.discriminator_step(fake.detach(), target, epoch=0)
+    assert {"adv_d_volume", "adv_d_projection_real", "adv_d_grad_norm"} <= set(d_parts)
+    assert changed(d0, adversarial.nets) and not changed(g1, generator)
+
+
+def test_discriminator_loss_falls_while_the_generator_is_frozen(tiny_dataset):
+    generator, adversarial, views, target = setup(tiny_dataset, random_angles=0)
+    with torch.no_grad():
+        fake = generator(views)
+    losses = [adversarial.discriminator_step(fake, target, epoch=0)["adv_d_volume"] for _ in range(30)]
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+
+def test_projection_discriminator_gradients_reach_the_generator_through_the_projector(tiny_dataset):
+    generator, adversarial, views, _ = setup(tiny_dataset, discriminators={
+        "projection": {"_target_": "x2ct.adversarial.discriminators.PatchGAN2D", **TINY_D}})
+    assert set(adversarial.nets) == {"projection"}
+    g_loss, _ = adversarial.generator_term(generator(views), epoch=0)
+    g_loss.backward()
+    grads = [p.grad for p in generator.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_before_the_start_epoch_there_is_no_adversarial_term(tiny_dataset):
+    generator, adversarial, views, target = setup(tiny_dataset, start_epoch=3)
+    d0 = snapshot(adversarial.nets)
+    loss, parts = adversarial.generator_term(generator(views), epoch=2)
+    assert loss.item() == 0 and parts == {}
+    assert adversarial.discriminator_step(generator(views).detach(), target, epoch=2) == {}
+    assert not changed(d0, adversarial.nets)
+
+
+def test_training_logs_both_networks_and_resumes_exactly(tiny_dataset, tmp_path):
+    extra = (*ADV, "trainer.max_epochs=3", "trainer.checkpoint_every_epochs=1", "trainer.limit_train_batches=null")
+    unbroken = tmp_path / "unbroken"
+    run(tiny_cfg(tiny_dataset, tmp_path, *extra), unbroken)
+    rows = [r for r in read_metrics(unbroken / "metrics.jsonl") if r["split"] == "train"]
+    assert {"loss_adv_g_volume", "loss_adv_g_projection", "loss_adv_d_volume", "loss_adv_d_volume_real",
+            "loss_adv_d_volume_fake", "loss_adv_d_grad_norm", "grad_norm"} <= set(rows[-1])
+
+    stopped = tmp_path / "stopped"
+    (stopped / "checkpoints").mkdir(parents=True)
+    shutil.copy(unbroken / "checkpoints" / "epoch_0001.pt", stopped / "checkpoints" / "last.pt")
+    shutil.copy(unbroken / "checkpoints" / "epoch_0001.pt", stopped / "checkpoints" / "best.pt")
+    run(tiny_cfg(tiny_dataset, tmp_path, *extra, "resume=auto"), stopped)
+    a = torch.load(unbroken / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(stopped / "checkpoints" / "last.pt", weights_only=True)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+    d_a, d_b = a["extra"]["adversarial"]["nets"], b["extra"]["adversarial"]["nets"]
+    for key in d_a:
+        torch.testing.assert_close(d_a[key], d_b[key], rtol=0, atol=0, msg=key)
+    assert train_losses(unbroken, after_epoch=0) == train_losses(stopped, after_epoch=0)
+
+
+def test_resuming_a_plain_run_with_adversarial_training_is_refused(tiny_dataset, tmp_path):
+    from x2ct.engine.checkpoint import CheckpointError
+
+    run_dir = tmp_path / "run"
+    run(tiny_cfg(tiny_dataset, tmp_path), run_dir)
+    with pytest.raises(CheckpointError, match="no discriminator state"):
+        run(tiny_cfg(tiny_dataset, tmp_path, *ADV, "trainer.max_epochs=3", "resume=auto"), run_dir)
+
+
+def test_r1_penalty_is_applied_and_logged(tiny_dataset):
+    generator, adversarial, views, target = setup(tiny_dataset, r1_gamma=10.0)
+    with torch.no_grad():
+        fake = generator(views)
+    parts = adversarial.discriminator_step(fake, target, epoch=0)
+    assert parts["adv_r1"] > 0

@@ -1,0 +1,167 @@
+"""Adversarial training (milestone 3) as an extension of the supervised step: the trainer stays one loop.
+
+The trainer calls three hooks when ``cfg.adversarial.enabled``; with it off none of this is built or run:
+
+- ``generator_term(volume, epoch)``: the generator's adversarial loss, added to the reconstruction loss before
+  the generator's backward (the discriminators are used frozen, unwrapped, so no DDP hook fires for them);
+- ``discriminator_step(volume.detach(), target, epoch)``: after the generator's optimizer step, ``d_steps``
+  updates of the discriminators with their own optimiser, schedule, gradient clipping, AMP scaler and DDP wrapper;
+- ``state_dict`` / ``load_state_dict``: saved in the checkpoint's ``extra["adversarial"]``, so resume is exact.
+
+Discriminators (``conf/discriminator/``): a 3D PatchGAN on volumes, and a 2D PatchGAN on projections, i.e. DRRs
+of the predicted and the real volume rendered by the project's differentiable projector at the input angles and
+at ``random_angles`` new ones per step, normalised as the input views (``x2ct.adversarial.projection``).
+Objectives, R1 and the weight ramp: ``x2ct.adversarial.objectives``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from x2ct.adversarial.objectives import adversarial_weight, discriminator_loss, generator_loss, r1_penalty
+from x2ct.adversarial.projection import random_angles, render_projections
+from x2ct.engine.schedule import cosine_with_warmup
+from x2ct.physics.geometry import ProjectionGeometry
+
+
+class AdversarialTraining:
+    """Discriminators, their optimiser / schedule / scaler, and the two hooks the trainer calls.
+
+    Args:
+        cfg: the ``adversarial`` config (plain dict): objective, weight, start_epoch, ramp_epochs, d_steps,
+            r1_gamma, grad_clip_norm, lr, betas, weight_decay, random_angles, discriminators {volume, projection}
+            (each a ``_target_`` config or None).
+        input_spec: the data set's ``input_spec()`` (geometry, HU window, normalisation, CT grid) for projections.
+        device, autocast: where and in which precision the discriminators run (``autocast`` a context factory).
+        scaler: a GradScaler for fp16, else None. world_size: wrap the discriminators in DDP when > 1.
+        total_steps: optimizer steps of the run, for the discriminators' cosine schedule.
+    """
+
+    def __init__(self, cfg: dict[str, Any], input_spec: dict[str, Any], device: torch.device, autocast,
+                 scaler: torch.amp.GradScaler | None, world_size: int, total_steps: int) -> None:
+        self.cfg = cfg
+        self.autocast = autocast
+        self.scaler = scaler
+        self.spec = input_spec
+        specs = cfg.get("discriminators") or {}
+        self.nets = nn.ModuleDict({name: instantiate(spec).to(device) for name, spec in specs.items() if spec})
+        if not len(self.nets):
+            raise ValueError("adversarial.enabled=true but adversarial.discriminators names none (volume, projection)")
+        self.trained = {name: (DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
+                                                       else None) if world_size > 1 else net)
+                        for name, net in self.nets.items()}
+        self.optimizer = torch.optim.AdamW(self.nets.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]),
+                                           weight_decay=cfg["weight_decay"])
+        self.scheduler = cosine_with_warmup(self.optimizer, warmup_steps=0, total_steps=max(1, total_steps),
+                                            min_lr_ratio=cfg.get("min_lr_ratio", 0.01))
+        geometry = ProjectionGeometry.from_dict(input_spec["geometry"])
+        self.geometry = geometry
+        size, fov = input_spec["ct_size"], input_spec["ct_fov_mm"]
+        self.spacing_mm = tuple(f / n for f, n in zip(fov, size, strict=True))
+
+    # ------------------------------------------------------------------------------------------------ hooks
+
+    def weight(self, epoch: int) -> float:
+        c = self.cfg
+        return adversarial_weight(epoch, c["start_epoch"], c["ramp_epochs"], c["weight"])
+
+    def generator_term(self, volume: Tensor, epoch: int) -> tuple[Tensor, dict[str, float]]:
+        """``weight * generator_loss(D(fake))`` summed over discriminators; zero (no D forward) before start."""
+        w = self.weight(epoch)
+        if w == 0.0:
+            return volume.new_zeros(()), {}
+        angles = self._angles()
+        with _frozen(self.nets), self.autocast():
+            logits = self._logits(self.nets, volume, angles)  # unwrapped: no DDP reduction for D here
+        losses = {name: generator_loss(self.cfg["objective"], value.float()) for name, value in logits.items()}
+        total = w * torch.stack(list(losses.values())).sum()
+        return total, {f"adv_g_{name}": value.item() for name, value in losses.items()} | {"adv_weight": w}
+
+    def discriminator_step(self, fake: Tensor, real: Tensor, epoch: int) -> dict[str, float]:
+        """``d_steps`` updates of the discriminators on real targets against the detached prediction."""
+        if self.weight(epoch) == 0.0:
+            return {}
+        out: dict[str, float] = {}
+        for _ in range(self.cfg["d_steps"]):
+            self.optimizer.zero_grad(set_to_none=True)
+            angles = self._angles()
+            real_input = real.detach().requires_grad_(self.cfg["r1_gamma"] > 0)
+            with self.autocast():
+                real_logits = self._logits(self.trained, real_input, angles)
+                fake_logits = self._logits(self.trained, fake.detach(), angles)
+            loss = real.new_zeros(())
+            for name in real_logits:
+                d_loss = discriminator_loss(self.cfg["objective"], real_logits[name].float(),
+                                            fake_logits[name].float())
+                out[f"adv_d_{name}"] = d_loss.item()
+                out[f"adv_d_{name}_real"] = real_logits[name].detach().float().mean().item()
+                out[f"adv_d_{name}_fake"] = fake_logits[name].detach().float().mean().item()
+                loss = loss + d_loss
+            if self.cfg["r1_gamma"] > 0:
+                penalty = r1_penalty([v.float() for v in real_logits.values()], real_input)
+                out["adv_r1"] = penalty.item()
+                loss = loss + 0.5 * self.cfg["r1_gamma"] * penalty
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(self.nets.parameters(), self.cfg["grad_clip_norm"] or math.inf)
+            out["adv_d_grad_norm"] = float(norm)
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            elif torch.isfinite(norm):
+                self.optimizer.step()
+        self.scheduler.step()
+        return out
+
+    # ------------------------------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"nets": self.nets.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.nets.load_state_dict(state["nets"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+    # -------------------------------------------------------------------------------------- internals
+
+    def _angles(self) -> list[float]:
+        """The input views' angles plus ``random_angles`` new ones (torch's global RNG: seeded, resumed)."""
+        extra = random_angles(None, int(self.cfg.get("random_angles", 0))) if self.cfg.get("random_angles") else []
+        return [*self.spec["angles_deg"], *extra]
+
+    def _logits(self, nets, volume: Tensor, angles: list[float]) -> dict[str, Tensor]:
+        out = {}
+        if "volume" in nets:
+            out["volume"] = nets["volume"](volume)
+        if "projection" in nets:
+            projections = render_projections(volume.float(), self.spec["hu_window"], self.spec["mu_water"],
+                                             self.spacing_mm, self.geometry.with_angles(angles),
+                                             self.spec["normalisation"], self.spec["scale"])
+            out["projection"] = nets["projection"](projections.flatten(0, 1)[:, None])  # (B*V', 1, r, c)
+        return out
+
+
+@contextlib.contextmanager
+def _frozen(nets: nn.Module):
+    """Discriminator parameters without gradients while the generator's loss goes through them."""
+    flags = [p.requires_grad for p in nets.parameters()]
+    for p in nets.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(nets.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
