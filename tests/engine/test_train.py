@@ -199,3 +199,26 @@ def test_milestone1_recipe_trains_at_tiny_size_and_logs_each_loss_component(tiny
     assert best == pytest.approx(max(r["psnr"] for r in val)) and all(math.isfinite(r["loss"]) for r in val)
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["config"]["model"]["_target_"] == "x2ct.models.hybrid_vit.HybridViT"
+
+
+def test_milestone2_cascade_trains_on_patches_at_tiny_size(tiny_dataset, tmp_path):
+    """experiment=milestone2 with the debug trainer: a hybrid coarse stage at 12^3, a refiner at 24^3 trained on
+    12^3 patches (the loss crops the target), whole-volume validation."""
+    register_resolvers()
+    base = [o for o in tiny_train_overrides(tiny_dataset, tmp_path) if not o.startswith("model.")]  # baseline keys
+    cfg = compose_config("train", [
+        *base, "experiment=milestone2", "trainer=debug", "logger=none",
+        "loss.components.perceptual.weights=random", "loss.components.perceptual.slices_per_axis=2",
+        "model.stage_sizes=[12,24]", "model.train_patch_size=12", "model.refiner_channels=4",
+        "model.coarse_kwargs.base_channels=4", "model.coarse_kwargs.depth=2",
+        "model.coarse_kwargs.channel_multipliers=[1,2,4]", "model.coarse_kwargs.num_heads=2",
+        "model.coarse_kwargs.transformer_levels=[1]", "+model.coarse_kwargs.pyramid_channels=4",
+        "+model.coarse_kwargs.cross_view_grid=4", "+model.coarse_kwargs.cross_view_heads=2"])
+    run_dir = tmp_path / "run"
+    run(cfg, run_dir)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert {"loss_l1", "loss_deep_supervision", "loss_perceptual"} <= set(train_rows[-1])
+    assert all(math.isfinite(r["psnr"]) for r in rows if r["split"] == "val")
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["config"]["model"]["_target_"] == "x2ct.models.multires.MultiResCascade"

@@ -79,3 +79,15 @@ def test_deep_supervision_outputs_go_to_their_component_and_the_volume_to_the_ot
         loss(target + 0.1, target)
     with pytest.raises(ValueError, match="expected 'volume'"):
         loss({"vol": target}, target)
+
+
+def test_a_patch_output_is_compared_with_the_same_crop_of_the_target():
+    target = torch.rand(2, 1, 8, 8, 8)
+    origins = torch.tensor([[0, 2, 4], [4, 4, 0]])
+    patch = torch.stack([target[0, :, 0:4, 2:6, 4:8], target[1, :, 4:8, 4:8, 0:4]]) + 0.25
+    coarse = torch.nn.functional.interpolate(target, scale_factor=0.5, mode="area")
+    loss = ReconstructionLoss({"l1": 1.0, "deep_supervision": 1.0})
+    _, parts = loss({"volume": patch, "patch_origins": origins, "patch_size": 4, "deep_supervision": [coarse]},
+                    target)
+    assert parts["l1"].item() == pytest.approx(0.25, abs=1e-6)
+    assert parts["deep_supervision"].item() == pytest.approx(0.0, abs=1e-6)  # whole coarse volumes, whole target

@@ -32,7 +32,9 @@ class ReconstructionLoss(nn.Module):
     ``forward(pred, target)`` returns ``(total, parts)``: ``total`` a scalar with gradients, ``parts`` the
     *unweighted* value of each active component, detached, for logging. ``pred`` is the volume ``(B, 1, D, H, W)``
     or a model's training output ``{"volume": ..., "deep_supervision": [coarser volumes, ...]}``: components
-    whose class sets ``uses_deep_supervision = True`` get that list, the others the volume.
+    whose class sets ``uses_deep_supervision = True`` get that list, the others the volume. A dict with
+    ``"patch_origins"`` (B, 3) and ``"patch_size"`` (a cascade trained on patches) holds a patch as its volume: the
+    volume components then compare it with the same crop of the target (deep supervision still sees whole volumes).
     """
 
     def __init__(self, weights: Mapping[str, float], component_kwargs: Mapping[str, Mapping] | None = None) -> None:
@@ -56,6 +58,11 @@ class ReconstructionLoss(nn.Module):
         """``volume_only``: skip the deep-supervision components (validation: models return the volume alone in
         eval mode, and the validation loss is that of the final volume)."""
         volume, auxiliary = split_outputs(pred)
+        volume_target = target
+        if isinstance(pred, Mapping) and "patch_origins" in pred:  # a cascade's fine stage trained on one patch
+            from x2ct.models.patches import crop_patches
+
+            volume_target = crop_patches(target, pred["patch_origins"], (int(pred["patch_size"]),) * 3)
         parts = {}
         for name, component in self.components.items():
             if getattr(component, "uses_deep_supervision", False):
@@ -66,7 +73,7 @@ class ReconstructionLoss(nn.Module):
                                      "no deep-supervision outputs; set loss.weights." + name + "=0 for this model")
                 parts[name] = component(auxiliary, target)
             else:
-                parts[name] = component(volume, target)
+                parts[name] = component(volume, volume_target)
         if not parts:
             raise ValueError(f"no loss component applies to the final volume (weights {self.weights})")
         total = torch.stack([self.weights[name] * value for name, value in parts.items()]).sum()

@@ -7,6 +7,8 @@ from torch import nn
 
 from x2ct.models.baseline_unet import BaselineUNet
 from x2ct.models.hybrid_vit import HybridViT
+from x2ct.models.multires import MultiResCascade
+from x2ct.models.registry import MODELS, build_model
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
@@ -14,4 +16,4 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["BaselineUNet", "HybridViT", "count_parameters"]
+__all__ = ["MODELS", "BaselineUNet", "HybridViT", "MultiResCascade", "build_model", "count_parameters"]

@@ -1,0 +1,290 @@
+"""Milestone 2: a coarse-to-fine cascade, so volumes reach 128^3 (and 256^3) without a 256^3 U-Net.
+
+    views (B, V, 1, S, S)
+      -> stage 1: any registered model (registry.py; default hybrid_vit) at n_1 = stage_sizes[0]: (B, 1, n_1^3)
+      -> stage k = 2..K at n_k = stage_sizes[k - 1], a Refiner:
+           views -> 2D stem at S, resized to n_k (blocks/resample.py), residual block: per-view features
+             (B, V, c, n_k, n_k), weights shared by the views
+           -> backprojected along each view's rays by its gantry angle (blocks/lift.py), averaged over the views
+           -> concatenated with the previous stage's volume upsampled to n_k (trilinear, align_corners=False)
+           -> a small 3D U-Net of residual dense blocks, ``refiner_levels`` resolution levels
+           -> 1x1x1 head, zero at initialisation: a residual added to the upsampled previous volume, so an untrained
+              cascade is exactly its coarse stage upsampled
+      -> volume (B, 1, N, N, N), N = stage_sizes[-1] = volume_size
+
+Output contract:
+
+- Training mode: ``{"volume": (B, 1, N, N, N), "deep_supervision": [stage K-1, ..., stage 1, stage 1's own deep
+  supervision outputs ...]}``, finest first. The ``deep_supervision`` loss compares each entry with the target
+  area-averaged to its size, so the loss reaches every stage (its ``scale_weights``, if given, need one weight per
+  entry). A coarse model that returns a dict in training mode adds its own outputs; a frozen one (eval) adds none.
+- Patch training (``train_patch_size = p``): the LAST stage runs on one random ``p^3`` patch per sample, with the
+  upsampled previous volume and the lifted view features cropped at the same place (x2ct/models/patches.py).
+  ``"volume"`` is then ``(B, 1, p, p, p)``, ``"patch_origins"`` ``(B, 3)`` long, the patch's first voxel (D, H, W)
+  in the ``N^3`` grid, and ``"patch_size"`` the int ``p``: the loss compares ``"volume"`` with
+  ``crop_patches(target, patch_origins, (p, p, p))``. Earlier stages run on whole volumes, so ``"deep_supervision"``
+  still holds whole coarser volumes, compared with the whole target as before; the last stage is the large one
+  (8x the voxels of the one before), so it is the one that needs patches.
+- Eval mode: the final volume only, clamped to [0, 1]; every stage's volume is clamped before the next refines it.
+  With ``infer_patch_size`` the fine stages run tile by tile (``sliding_window_inference``, Gaussian blending);
+  ``stage_outputs`` gives every stage's volume for per-stage validation metrics.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from x2ct.models.blocks.conv import ConvNormAct
+from x2ct.models.blocks.dense import ResidualDenseBlock3D
+from x2ct.models.blocks.fusion import ViewFusion
+from x2ct.models.blocks.lift import ViewLift
+from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
+from x2ct.models.blocks.residual import ResidualBlock
+from x2ct.models.patches import crop_context, crop_patches, sample_patch_origins, sliding_window_inference
+from x2ct.models.registry import build_model
+
+
+def load_coarse_weights(model: nn.Module, path: str) -> None:
+    """Start stage 1 from a trained checkpoint (e.g. milestone 1's ``best.pt``): its EMA weights if it kept them,
+    else its model weights, read with ``torch.load(weights_only=True)``; the stage must be built alike."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ... depending on the damage
+        raise ValueError(f"coarse_checkpoint {path}: cannot read it ({str(err).splitlines()[0]})") from err
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"coarse_checkpoint {path}: not an x2ct checkpoint (no 'model' weights)")
+    weights = state["ema"]["module"] if state.get("ema") else state["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        first_line = str(err).splitlines()[0]
+        raise ValueError(f"coarse_checkpoint {path}: its weights do not fit the coarse model built from "
+                         f"coarse_model / coarse_kwargs ({first_line}); build it as that run did") from err
+
+
+class Refiner(nn.Module):
+    """One fine stage on an ``n^3`` grid: views + previous (coarser) volume -> volume ``(B, 1, n, n, n)``.
+
+    Split in two so patches can be cut between them: ``view_features`` (whole grid, the views' evidence placed in
+    the volume) and ``refine`` (any grid: whole volume, training patch or inference tile).
+
+    Args:
+        num_views, view_angles_deg: the views and their gantry angles.
+        grid_size: ``n``; divisible by ``2 ** (levels - 1)``.
+        channels: width of the view features and of the finest 3D level; level ``i`` has ``channels * 2 ** i``.
+        levels: resolution levels of the 3D U-Net (1: no downsampling, one residual dense block).
+    """
+
+    def __init__(self, num_views: int, view_angles_deg: Sequence[float], grid_size: int, channels: int = 16,
+                 levels: int = 2, norm: str = "instance", act: str = "leaky_relu") -> None:
+        super().__init__()
+        self.grid_size = grid_size
+        chans = [channels * 2**i for i in range(levels)]
+        # 2D: the stem sees the views at their own resolution, the residual block at the stage's
+        self.stem = ConvNormAct(2, 1, channels, norm=norm, act=act)
+        self.view_block = ResidualBlock(2, channels, norm=norm, act=act)
+        # into the volume: parameter-free backprojection, cheap at 256^3
+        self.lift = ViewLift(view_angles_deg, "backproject", channels, grid_size)
+        self.fuse = ViewFusion(channels, num_views, mode="mean")
+        # 3D U-Net on [view features, previous volume]
+        self.inlet = ConvNormAct(3, channels + 1, chans[0], norm=norm, act=act)
+        self.encoder = nn.ModuleList([ResidualDenseBlock3D(c, norm=norm, act=act) for c in chans[:-1]])
+        self.down = nn.ModuleList([Downsample(3, chans[i], chans[i + 1], norm=norm, act=act)
+                                   for i in range(levels - 1)])
+        self.bottleneck = ResidualDenseBlock3D(chans[-1], norm=norm, act=act)
+        self.up = nn.ModuleList([Upsample(3, chans[i + 1], chans[i], norm=norm, act=act) for i in range(levels - 1)])
+        self.merge = nn.ModuleList([ConvNormAct(3, 2 * c, c, kernel_size=1, norm=norm, act=act) for c in chans[:-1]])
+        self.decoder = nn.ModuleList([ResidualDenseBlock3D(c, norm=norm, act=act) for c in chans[:-1]])
+        self.head = nn.Conv3d(chans[0], 1, kernel_size=1)
+        nn.init.zeros_(self.head.weight)  # start as the identity on the upsampled previous volume
+        nn.init.zeros_(self.head.bias)
+
+    def view_features(self, views: Tensor) -> Tensor:
+        """``(B, V, 1, S, S)`` -> ``(B, c, n, n, n)``: per-view 2D features, backprojected and averaged."""
+        b, v = views.shape[:2]
+        x = self.stem(views.flatten(0, 1))                                   # (B*V, c, S, S)
+        x = self.view_block(resize2d(x, self.grid_size))                     # (B*V, c, n, n)
+        return self.fuse(self.lift(x.unflatten(0, (b, v))))                  # (B, c, n, n, n)
+
+    def refine(self, features: Tensor, context: Tensor) -> Tensor:
+        """``features`` ``(B, c, d, h, w)`` and ``context`` (the upsampled previous volume, ``(B, 1, d, h, w)``) on
+        the same grid -> ``context + residual`` ``(B, 1, d, h, w)``; sides divisible by ``2 ** (levels - 1)``."""
+        y = self.inlet(torch.cat([features, context], dim=1))
+        skips = []
+        for enc, down in zip(self.encoder, self.down, strict=True):
+            y = enc(y)
+            skips.append(y)
+            y = down(y)
+        y = self.bottleneck(y)
+        for i in reversed(range(len(self.decoder))):
+            y = self.decoder[i](self.merge[i](torch.cat([self.up[i](y), skips[i]], dim=1)))
+        return context + self.head(y)
+
+    def upsample(self, previous: Tensor) -> Tensor:
+        """``(B, 1, m, m, m)`` -> ``(B, 1, n, n, n)``, trilinear with ``align_corners=False`` (as ``crop_context``)."""
+        return F.interpolate(previous, scale_factor=self.grid_size / previous.shape[-1], mode="trilinear",
+                             align_corners=False)
+
+    def forward(self, views: Tensor, previous: Tensor) -> Tensor:
+        """Whole volume: views ``(B, V, 1, S, S)``, previous ``(B, 1, m, m, m)`` -> ``(B, 1, n, n, n)``."""
+        return self.refine(self.view_features(views), self.upsample(previous))
+
+
+class MultiResCascade(nn.Module):
+    """Views ``(B, V, 1, view_size, view_size)`` -> volume ``(B, 1, volume_size, volume_size, volume_size)``.
+
+    Args:
+        num_views, view_size, volume_size, view_angles_deg: as the data set gives them (the trainer fills them in).
+        coarse_model: registered name of stage 1 (``x2ct.models.registry.MODELS``).
+        coarse_kwargs: its other constructor arguments (its ``volume_size`` is ``stage_sizes[0]``).
+        stage_sizes: grid side of each stage, coarse first; the last is ``volume_size``, each divides the next.
+        refiner_channels, refiner_levels: width and resolution levels of each fine stage's ``Refiner``.
+        freeze_coarse: stage 1 keeps its weights (no gradients) and stays in eval mode (trained stage by stage,
+            e.g. from a milestone-1 checkpoint loaded into ``.coarse``).
+        train_patch_size: train the last stage on one random patch of this side per sample (None: whole volume).
+        infer_patch_size: run the fine stages tile by tile in eval mode, tiles of this side (capped at each
+            stage's size) overlapping by ``infer_overlap`` (None: whole volume at once).
+    """
+
+    def __init__(self, num_views: int = 2, view_size: int = 128, volume_size: int = 128,
+                 view_angles_deg: Sequence[float] = (0.0, 90.0), coarse_model: str = "hybrid_vit",
+                 coarse_kwargs: Mapping[str, Any] | None = None, stage_sizes: Sequence[int] = (64, 128),
+                 refiner_channels: int = 16, refiner_levels: int = 2, freeze_coarse: bool = False,
+                 train_patch_size: int | None = None, infer_patch_size: int | None = None,
+                 infer_overlap: float = 0.5, norm: str = "instance", act: str = "leaky_relu",
+                 coarse_checkpoint: str | None = None) -> None:
+        super().__init__()
+        stage_sizes = [int(s) for s in stage_sizes]
+        _check_settings(num_views, volume_size, view_angles_deg, stage_sizes, refiner_levels, train_patch_size,
+                        infer_patch_size, infer_overlap)
+        self.num_views, self.view_size, self.volume_size = num_views, view_size, volume_size
+        self.stage_sizes, self.freeze_coarse = stage_sizes, freeze_coarse
+        self.train_patch_size = train_patch_size  # plain attributes: a caller may switch patching per run
+        self.infer_patch_size, self.infer_overlap = infer_patch_size, infer_overlap
+
+        self.coarse = build_model(coarse_model, num_views=num_views, view_size=view_size, volume_size=stage_sizes[0],
+                                  view_angles_deg=view_angles_deg, **dict(coarse_kwargs or {}))
+        self.refiners = nn.ModuleList([
+            Refiner(num_views, view_angles_deg, n, refiner_channels, refiner_levels, norm=norm, act=act)
+            for n in stage_sizes[1:]])
+        if coarse_checkpoint:
+            load_coarse_weights(self.coarse, coarse_checkpoint)
+        if freeze_coarse:
+            self.coarse.requires_grad_(False)
+            self.coarse.eval()
+
+    def train(self, mode: bool = True) -> MultiResCascade:
+        """As ``nn.Module.train``, but a frozen coarse stage stays in eval mode (its norms and dropout fixed)."""
+        super().train(mode)
+        if self.freeze_coarse:
+            self.coarse.eval()
+        return self
+
+    def forward(self, views: Tensor) -> Tensor | dict[str, Any]:
+        if views.shape[1:] != (self.num_views, 1, self.view_size, self.view_size):
+            raise ValueError(f"MultiResCascade expects views (B, {self.num_views}, 1, {self.view_size}, "
+                             f"{self.view_size}), got {tuple(views.shape)}")
+        if not self.training:
+            return self.stage_outputs(views)[-1]
+        volume, coarse_aux = self._coarse(views)
+        volumes = [volume]                                                   # (B, 1, n_k^3), coarse first
+        out: dict[str, Any] = {}
+        for k, refiner in enumerate(self.refiners):
+            if self.train_patch_size is not None and k == len(self.refiners) - 1:
+                patch, origins = self._refine_patch(refiner, views, volumes[-1])
+                volumes.append(patch)
+                out.update(patch_origins=origins, patch_size=self.train_patch_size)
+            else:
+                volumes.append(refiner(views, volumes[-1]))
+        return {"volume": volumes[-1], "deep_supervision": volumes[-2::-1] + coarse_aux, **out}
+
+    def stage_outputs(self, views: Tensor) -> list[Tensor]:
+        """Eval mode: every stage's volume, clamped to [0, 1], coarse first: ``[(B, 1, n_k, n_k, n_k), ...]``."""
+        if self.training:
+            raise RuntimeError("MultiResCascade.stage_outputs gives the eval-mode volumes: call model.eval() first")
+        volumes = [self._coarse(views)[0]]
+        for refiner in self.refiners:
+            volumes.append(self._infer_stage(refiner, views, volumes[-1]).clamp(0.0, 1.0))
+        return volumes
+
+    @torch.no_grad()
+    def initialise_prior(self, mean_volume: Tensor) -> None:
+        """Hand a mean CT ``(1, N, N, N)`` (or ``(1, 1, N, N, N)``), area-averaged to stage 1's grid, to a coarse
+        model with a template volume (``BaselineUNet``); a frozen coarse stage keeps its own."""
+        if self.freeze_coarse or not hasattr(self.coarse, "initialise_prior"):
+            return
+        n = self.stage_sizes[0]
+        volume = mean_volume.reshape(1, 1, *mean_volume.shape[-3:]).float()
+        self.coarse.initialise_prior(F.interpolate(volume, size=(n, n, n), mode="area"))
+
+    def _coarse(self, views: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Stage 1 -> (volume ``(B, 1, n_1^3)``, its own deep-supervision outputs, finest first)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_coarse):
+            out = self.coarse(views)
+        if isinstance(out, Mapping):
+            return out["volume"], list(out.get("deep_supervision") or [])
+        return out, []
+
+    def _refine_patch(self, refiner: Refiner, views: Tensor, previous: Tensor) -> tuple[Tensor, Tensor]:
+        """One random ``p^3`` patch per sample of ``refiner``'s output -> (``(B, 1, p, p, p)``, origins ``(B, 3)``).
+
+        The view features are lifted on the whole grid and cropped (the lift is a cheap parameter-free copy); the
+        context is read from the coarse volume at the patch's voxels, never upsampled whole.
+        """
+        n, p = refiner.grid_size, (self.train_patch_size,) * 3
+        origins = sample_patch_origins((n, n, n), p, views.shape[0]).to(views.device)
+        features = crop_patches(refiner.view_features(views), origins, p)            # (B, c, p, p, p)
+        context = crop_context(previous, origins, p, scale=n / previous.shape[-1])    # (B, 1, p, p, p)
+        return refiner.refine(features, context), origins
+
+    def _infer_stage(self, refiner: Refiner, views: Tensor, previous: Tensor) -> Tensor:
+        """Eval-mode output of one fine stage ``(B, 1, n, n, n)``, whole or tile by tile."""
+        if self.infer_patch_size is None:
+            return refiner(views, previous)
+        n = refiner.grid_size
+        p = (min(self.infer_patch_size, n),) * 3
+        features = refiner.view_features(views)                                      # (B, c, n, n, n)
+        scale = n / previous.shape[-1]
+
+        def predict(region: tuple[slice, slice, slice]) -> Tensor:
+            origin = torch.tensor([s.start for s in region], device=views.device)
+            return refiner.refine(features[(..., *region)], crop_context(previous, origin, p, scale))
+
+        return sliding_window_inference(predict, (n, n, n), p, self.infer_overlap)
+
+
+def _check_settings(num_views: int, volume_size: int, view_angles_deg: Sequence[float], stage_sizes: list[int],
+                    refiner_levels: int, train_patch_size: int | None, infer_patch_size: int | None,
+                    infer_overlap: float) -> None:
+    """Clear errors for settings the cascade cannot build or tile."""
+    where = "MultiResCascade (conf/model/multires.yaml)"
+    if len(view_angles_deg) != num_views:
+        raise ValueError(f"{where}: view_angles_deg has {len(view_angles_deg)} angles {list(view_angles_deg)} but "
+                         f"num_views={num_views}")
+    if len(stage_sizes) < 2:
+        raise ValueError(f"{where}: stage_sizes needs a coarse and at least one fine stage, got {stage_sizes} "
+                         f"(for one stage use the coarse model itself)")
+    if stage_sizes[-1] != volume_size:
+        raise ValueError(f"{where}: the last of stage_sizes {stage_sizes} must equal volume_size={volume_size}")
+    for coarse, fine in itertools.pairwise(stage_sizes):
+        if coarse < 1 or fine <= coarse or fine % coarse:
+            raise ValueError(f"{where}: stage_sizes {stage_sizes} must increase, each dividing the next "
+                             f"({coarse} -> {fine})")
+    if refiner_levels < 1:
+        raise ValueError(f"{where}: refiner_levels must be >= 1, got {refiner_levels}")
+    multiple = 2 ** (refiner_levels - 1)
+    for name, size in [("fine stage size", s) for s in stage_sizes[1:]] + [("train_patch_size", train_patch_size),
+                                                                           ("infer_patch_size", infer_patch_size)]:
+        if size is not None and (size < 1 or size % multiple):
+            raise ValueError(f"{where}: {name} {size} must be a positive multiple of 2**(refiner_levels - 1) = "
+                             f"{multiple}")
+    if train_patch_size is not None and train_patch_size > volume_size:
+        raise ValueError(f"{where}: train_patch_size={train_patch_size} is larger than volume_size={volume_size}")
+    if not 0.0 <= infer_overlap < 1.0:
+        raise ValueError(f"{where}: infer_overlap must be in [0, 1), got {infer_overlap}")
