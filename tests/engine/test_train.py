@@ -219,6 +219,7 @@ def test_milestone2_cascade_trains_on_patches_at_tiny_size(tiny_dataset, tmp_pat
     rows = read_metrics(run_dir / "metrics.jsonl")
     train_rows = [r for r in rows if r["split"] == "train"]
     assert {"loss_l1", "loss_deep_supervision", "loss_perceptual"} <= set(train_rows[-1])
-    assert all(math.isfinite(r["psnr"]) for r in rows if r["split"] == "val")
+    val = [r for r in rows if r["split"] == "val"]
+    assert all(math.isfinite(r["psnr"]) and math.isfinite(r["psnr_stage1"]) and "ssim_stage1" in r for r in val)
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["config"]["model"]["_target_"] == "x2ct.models.multires.MultiResCascade"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.nn.parallel import DistributedDataParallel
@@ -24,7 +25,14 @@ from x2ct.atomic_io import write_json_atomic, write_text_atomic
 from x2ct.data.dataset import PatientDRRDataset
 from x2ct.engine import checkpoint as ckpt
 from x2ct.engine.config_schema import validate_train_config
-from x2ct.engine.distributed import DistInfo, all_reduce_mean, barrier, cleanup_distributed, init_distributed
+from x2ct.engine.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+    unwrap_model,
+)
 from x2ct.engine.ema import ModelEMA
 from x2ct.engine.metrics_log import MetricsLog
 from x2ct.engine.run_info import RunInfo
@@ -35,6 +43,8 @@ from x2ct.losses import ReconstructionLoss
 from x2ct.losses.reconstruction import split_outputs
 from x2ct.models import count_parameters
 from x2ct.progress import Progress
+
+MIN_SSIM_SIZE = 11  # the 3D SSIM window (sigma 1.5) needs this many voxels per axis
 
 
 class NonFiniteLossError(RuntimeError):
@@ -165,30 +175,50 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, p
              constant: torch.Tensor | None = None) -> dict[str, float]:
     """Mean PSNR / 3D SSIM (and loss) over a split, summed per sample and all-reduced across ranks.
 
-    ``constant`` evaluates a fixed prediction instead of the model (the mean-volume reference).
+    ``constant`` evaluates a fixed prediction instead of the model (the mean-volume reference). A model with
+    ``stage_outputs`` (the multi-resolution cascade) is also scored at every earlier stage's size, against the
+    target area-averaged to it: ``psnr_stage<k>`` (and ``ssim_stage<k>`` where the 11-voxel window fits).
     """
     model.eval()
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # psnr, ssim, loss, count
+    staged = constant is None and hasattr(unwrap_model(model), "stage_outputs")
+    totals: torch.Tensor | None = None  # psnr, ssim, loss, count, then psnr/ssim per earlier stage
+    sizes: list[int] = []
     for i, batch in enumerate(loader):
         if limit is not None and i >= limit:
             break
         views, target = batch["views"].to(device), batch["ct"].to(device)
+        stages = []
         if constant is not None:
             pred = constant.to(device).expand_as(target)
         else:
             with autocast(device, precision):
-                pred = model(views)
-            pred = pred.float()
+                stages = unwrap_model(model).stage_outputs(views) if staged else [model(views)]
+            stages = [s.float() for s in stages]
+            pred = stages[-1]
+        if totals is None:
+            sizes = [s.shape[-1] for s in stages[:-1]]
+            totals = torch.zeros(4 + 2 * len(sizes), dtype=torch.float64, device=device)
         totals[0] += psnr(pred, target).sum().double()
         totals[1] += ssim3d(pred, target).sum().double()
         if criterion is not None:
             totals[2] += criterion(pred, target, volume_only=True)[0].double() * len(target)
         totals[3] += len(target)
+        for k, stage in enumerate(stages[:-1]):
+            coarse_target = F.interpolate(target, size=stage.shape[-3:], mode="area")
+            totals[4 + 2 * k] += psnr(stage, coarse_target).sum().double()
+            if min(stage.shape[-3:]) >= MIN_SSIM_SIZE:
+                totals[5 + 2 * k] += ssim3d(stage, coarse_target).sum().double()
+    if totals is None:
+        totals = torch.zeros(4, dtype=torch.float64, device=device)
     totals = all_reduce_mean(totals) * _world_size()  # sums over ranks
     count = totals[3].clamp(min=1)
     out = {"psnr": (totals[0] / count).item(), "ssim": (totals[1] / count).item()}
     if criterion is not None:
         out["loss"] = (totals[2] / count).item()
+    for k, size in enumerate(sizes):
+        out[f"psnr_stage{k + 1}"] = (totals[4 + 2 * k] / count).item()
+        if size >= MIN_SSIM_SIZE:
+            out[f"ssim_stage{k + 1}"] = (totals[5 + 2 * k] / count).item()
     return out
 
 
