@@ -39,7 +39,9 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without in
 
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
 
-MODELS = ("baseline_unet", "hybrid_vit")
+MODELS = ("baseline_unet", "hybrid_vit", "multires")
+# the cascade is for large volumes: on CUDA it runs at 128^3 and 256^3 (the others at 64^3 and 128^3)
+CUDA_VOLUMES = {"multires": (128, 256)}
 # what each device runs: CPU a tiny width (minutes on 2 cores), CUDA the source design's sizes
 DEVICE_SETUPS = {
     "cpu": {"volumes": (32, 64), "base_channels": 8, "view_ratio": 2, "batch": 1, "precision": "fp32"},
@@ -56,6 +58,15 @@ def model_config(name: str, volume: int, view: int, base_channels: int, checkpoi
                base_channels=base_channels)
     if checkpointing and "checkpointing" in cfg:
         cfg["checkpointing"] = True
+    if name == "multires":  # coarse stage at half the size with the same width; patches for 256^3
+        cfg.pop("base_channels")
+        cfg["stage_sizes"] = [volume // 2, volume] if volume <= 128 else [volume // 4, volume // 2, volume]
+        cfg["coarse_kwargs"] = {**cfg["coarse_kwargs"], "base_channels": base_channels}
+        if volume >= 256:
+            cfg["train_patch_size"] = volume // 4
+        if volume // 2 < 2 ** cfg["coarse_kwargs"]["depth"] * 2:  # tiny CPU sizes: a shallower coarse stage
+            cfg["coarse_kwargs"].update(depth=2, channel_multipliers=[1, 2, 4], transformer_levels=[1],
+                                        num_heads=[2, 4, 8])
     return cfg
 
 
@@ -165,9 +176,9 @@ def run_device(device: str, args: argparse.Namespace) -> dict:
         setup["base_channels"] = args.base_channels
     if args.view is not None:
         setup["view_ratio"], setup["view"] = None, args.view
-    volumes = args.volumes or setup["volumes"]
     rows = []
     for name in args.models:
+        volumes = args.volumes or (CUDA_VOLUMES.get(name, setup["volumes"]) if device == "cuda" else setup["volumes"])
         for volume in volumes:
             for checkpointing in ((False, True) if device == "cuda" and name == "hybrid_vit" else (False,)):
                 ratio = setup["view_ratio"]
