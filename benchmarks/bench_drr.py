@@ -45,6 +45,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without installing x2ct
     sys.path.insert(0, str(REPO_ROOT))
 
+from peak_memory import PeakMemory, proc_status_kb  # noqa: E402  (benchmarks/peak_memory.py)
+
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
 from x2ct.physics.attenuation import hu_to_mu  # noqa: E402
 from x2ct.physics.geometry import ProjectionGeometry  # noqa: E402
@@ -163,50 +165,6 @@ def _ellipsoid_volume(side: int) -> BenchVolume:
 
 
 # --- what runs inside one case's subprocess -------------------------------------------------------------------
-def _proc_status_kb(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(f"/proc/self/status has no {key}")
-
-
-class PeakMemory:
-    """Peak memory added by the code run between ``start()`` and ``peak_mb()`` (see the module docstring)."""
-
-    def __init__(self, device) -> None:
-        self.device = device
-
-    def start(self) -> None:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device)
-            self.method = "cuda max_memory_allocated - memory_allocated before"
-            return
-        self.base = _proc_status_kb("VmRSS") * 1024
-        try:  # "5" resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0)
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            self.method = "VmHWM (reset before warm-up) - VmRSS before"
-        except OSError:  # peak since process start; the child does little before this point
-            self.method = "ru_maxrss (since process start) - VmRSS before"
-
-    def peak_mb(self) -> float:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            return (torch.cuda.max_memory_allocated(self.device) - self.base) / MB
-        if self.method.startswith("VmHWM"):
-            peak = _proc_status_kb("VmHWM") * 1024
-        else:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return max(0.0, (peak - self.base) / MB)
-
-
 def _x2ct_renderer(mu, spacing_mm, geometry, max_elements: int | None = None):
     from x2ct.physics.projector import render_drr
 
@@ -298,7 +256,7 @@ def run_case(spec: dict) -> dict:
 
     meter = PeakMemory(device)
     meter.start()
-    rss_before_mb = _proc_status_kb("VmRSS") / 1024
+    rss_before_mb = proc_status_kb("VmRSS") / 1024
     warmup_s, image = timed_call()
     seconds = []
     for _ in range(spec["repeats"]):

@@ -37,6 +37,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without installing x2ct
     sys.path.insert(0, str(REPO_ROOT))
 
+from peak_memory import PeakMemory  # noqa: E402  (benchmarks/peak_memory.py)
+
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
 
 MODELS = ("baseline_unet", "hybrid_vit", "multires")
@@ -97,7 +99,7 @@ def run_case(spec: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    peak = _PeakMemory(device)
+    peak = PeakMemory(device, include_existing=True)  # CUDA: weights, optimiser state, activations, gradients
     peak.start()
     step()  # warm-up (allocates the optimiser state)
     sync()
@@ -121,38 +123,6 @@ def run_case(spec: dict) -> dict:
     return {"parameters": count_parameters(model), "gflops_per_sample": counter.get_total_flops() / 1e9,
             "seconds_per_step": seconds, "samples_per_s": spec["batch"] / seconds, "steps_timed": len(times),
             "peak_mb": peak_mb}
-
-
-class _PeakMemory:
-    """CUDA: max_memory_allocated. CPU: rise of VmHWM (peak RSS) over the RSS when ``start`` was called."""
-
-    def __init__(self, device) -> None:
-        self.device = device
-
-    def start(self) -> None:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = 0
-            return
-        with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS
-            f.write("5")
-        self.base = _proc_status_kb("VmRSS")
-
-    def peak_mb(self) -> float:
-        import torch
-
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        return (_proc_status_kb("VmHWM") - self.base) / 1024
-
-
-def _proc_status_kb(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {key}")
 
 
 def run_in_subprocess(spec: dict, timeout_s: float) -> dict:
