@@ -247,3 +247,26 @@ def test_hu_metrics_count_padding_below_air_as_air():
     assert row["mae_hu"] == pytest.approx(4000.0 / 12**3)
     assert row["psnr_hu"] == pytest.approx(10 * math.log10(2500.0**2 / (4000.0**2 / 12**3)))
     assert row["psnr"] == math.inf or row["psnr"] > 100  # [0, 1] volumes agree exactly
+
+
+def test_a_cascade_is_scored_at_every_stage(tiny_dataset, tmp_path):
+    from x2ct.evaluation.evaluator import _evaluate_patients
+    from x2ct.evaluation.trained_model import TrainedModel
+    from x2ct.models import MultiResCascade
+
+    torch.manual_seed(0)
+    model = MultiResCascade(view_size=32, volume_size=24, stage_sizes=(12, 24), coarse_model="baseline_unet",
+                            coarse_kwargs={"base_channels": 4, "depth": 2, "learned_prior": False},
+                            refiner_channels=4).eval()
+    trained = TrainedModel(model=model, config={}, input_spec=None, path=tmp_path / "ckpt.pt", weights="model",
+                           epoch=0)
+    dataset = PatientDRRDataset(tiny_dataset, "test")
+    settings = EvaluationSettings(checkpoint=trained.path, save_volumes=False, save_figures=False)
+    [row] = _evaluate_patients(trained, dataset, [0], dataset.hu_window, None, tmp_path, settings,
+                               torch.device("cpu"), progress=False)
+    with torch.no_grad():
+        coarse = model.stage_outputs(dataset[0]["views"][None])[0]
+    target = torch.nn.functional.interpolate(dataset[0]["ct"][None].double(), size=(12, 12, 12), mode="area")
+    assert row["psnr_stage1"] == pytest.approx(peak_signal_noise_ratio(
+        target[0, 0].numpy(), coarse[0, 0].double().numpy(), data_range=1), abs=1e-4)
+    assert "psnr_stage2" not in row and row["psnr"] > 0

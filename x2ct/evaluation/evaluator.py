@@ -59,6 +59,7 @@ METRIC_DEFINITIONS: dict[str, str] = {
                            "per slice of the [0, 1] volumes (data_range 1, as their test script), averaged over "
                            "slices and the 3 axes; _d/_h/_w: one axis",
     "x2ct_gan_mae": "X2CT-GAN protocol: mean absolute difference on the [0, 2500] integer scale",
+    "psnr_stage<k>": "a cascade's (model=multires) stage k volume against the target area-averaged to its size",
     "ref_psnr, ref_ssim": "psnr and ssim of the mean CT of the model's training split (predict-the-average "
                           "reference)",
 }
@@ -242,11 +243,18 @@ def _evaluate_patients(trained, dataset, indices, hu_window, reference, out_dir,
         ct = read_nifti(dataset.layout.ct(pid))
         regions_path = dataset.layout.regions(pid)
         regions = torch.from_numpy(load_regions(regions_path)) if regions_path.exists() else None
-        pred = trained.model(item["views"][None].to(device)).float().clamp(0, 1)[0, 0].cpu().double()
+        views = item["views"][None].to(device)
+        # a cascade also gives its earlier stages, scored at their own size against the area-averaged target
+        stages = trained.model.stage_outputs(views) if hasattr(trained.model, "stage_outputs") else \
+            [trained.model(views)]
+        pred = stages[-1].float().clamp(0, 1)[0, 0].cpu().double()
         target = item["ct"][0].double()
         target_hu = np.maximum(ct.hu, np.float32(AIR_HU))  # as patient_metrics counts it (figure's error maps)
         row = {"patient_id": pid, **patient_metrics(pred, target, torch.from_numpy(target_hu), hu_window, regions,
                                                    reference)}
+        for k, stage in enumerate(stages[:-1], start=1):
+            coarse = torch.nn.functional.interpolate(target[None, None], size=stage.shape[-3:], mode="area")
+            row[f"psnr_stage{k}"] = psnr(stage.float().clamp(0, 1).cpu().double(), coarse).item()
         pred_hu = denormalise(pred.float().numpy(), hu_window)
         if settings.save_volumes:
             volume = CTVolume(hu=pred_hu, spacing=ct.spacing, origin=ct.origin, source=str(trained.path))
