@@ -108,3 +108,19 @@ def test_torchrun_trains_the_milestone1_recipe_with_deep_supervision(tiny_datase
     rows = read_metrics(out / "runs" / "m1" / "metrics.jsonl")
     assert [r["epoch"] for r in rows if r["split"] == "val"] == [0, 1]
     assert "loss_deep_supervision" in [r for r in rows if r["split"] == "train"][-1]
+
+
+@pytest.mark.slow
+def test_torchrun_trains_with_discriminators(tiny_dataset, tmp_path):
+    """DDP with adversarial training: generator and discriminators each under their own DDP wrapper."""
+    from tests.engine.test_adversarial import ADV
+
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            str(REPO / "train.py"), *tiny_train_overrides(tiny_dataset, out, *ADV, "logger=none", "run_name=gan")]
+    result = launch(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = [r for r in read_metrics(out / "runs" / "gan" / "metrics.jsonl") if r["split"] == "train"]
+    assert {"loss_adv_d_volume", "loss_adv_d_projection", "loss_adv_g_volume"} <= set(rows[-1])
+    state = torch.load(out / "runs" / "gan" / "checkpoints" / "last.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state["extra"]["adversarial"]["nets"])

@@ -94,8 +94,11 @@ class AdversarialTraining:
             angles = self._angles()
             real_input = real.detach().requires_grad_(self.cfg["r1_gamma"] > 0)
             with self.autocast():
-                real_logits = self._logits(self.trained, real_input, angles)
-                fake_logits = self._logits(self.trained, fake.detach(), angles)
+                # real and fake in ONE forward per discriminator: DDP allows one forward per backward (and
+                # instance norm keeps samples apart)
+                both = self._logits(self.trained, torch.cat([real_input, fake.detach()]), angles)
+            real_logits = {name: value[: value.shape[0] // 2] for name, value in both.items()}
+            fake_logits = {name: value[value.shape[0] // 2:] for name, value in both.items()}
             loss = real.new_zeros(())
             for name in real_logits:
                 d_loss = discriminator_loss(self.cfg["objective"], real_logits[name].float(),
