@@ -181,8 +181,9 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, p
     """
     model.eval()
     staged = constant is None and hasattr(unwrap_model(model), "stage_outputs")
-    totals: torch.Tensor | None = None  # psnr, ssim, loss, count, then psnr/ssim per earlier stage
-    sizes: list[int] = []
+    # sizes known up front: every rank all-reduces the same shape, even one whose shard is empty
+    sizes = [int(n) for n in unwrap_model(model).stage_sizes[:-1]] if staged else []
+    totals = torch.zeros(4 + 2 * len(sizes), dtype=torch.float64, device=device)  # psnr, ssim, loss, count, stages
     for i, batch in enumerate(loader):
         if limit is not None and i >= limit:
             break
@@ -195,9 +196,6 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, p
                 stages = unwrap_model(model).stage_outputs(views) if staged else [model(views)]
             stages = [s.float() for s in stages]
             pred = stages[-1]
-        if totals is None:
-            sizes = [s.shape[-1] for s in stages[:-1]]
-            totals = torch.zeros(4 + 2 * len(sizes), dtype=torch.float64, device=device)
         totals[0] += psnr(pred, target).sum().double()
         totals[1] += ssim3d(pred, target).sum().double()
         if criterion is not None:
@@ -208,8 +206,6 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, p
             totals[4 + 2 * k] += psnr(stage, coarse_target).sum().double()
             if min(stage.shape[-3:]) >= MIN_SSIM_SIZE:
                 totals[5 + 2 * k] += ssim3d(stage, coarse_target).sum().double()
-    if totals is None:
-        totals = torch.zeros(4, dtype=torch.float64, device=device)
     totals = all_reduce_mean(totals) * _world_size()  # sums over ranks
     count = totals[3].clamp(min=1)
     out = {"psnr": (totals[0] / count).item(), "ssim": (totals[1] / count).item()}
