@@ -17,7 +17,6 @@ Metrics per patient (definitions in ``METRIC_DEFINITIONS``, written into summary
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -289,11 +288,9 @@ def _write_results(rows, out_dir: Path, trained: TrainedModel, dataset: PatientD
     }
     write_rows_csv(rows, out_dir / "per_patient.csv")
     write_json_atomic(out_dir / "per_patient.json", rows)
-    write_summary(summary, out_dir / "summary.json", out_dir / "summary.csv")
     # the JSON summary carries what was evaluated and the definitions beside the numbers
-    data = json.loads((out_dir / "summary.json").read_text())
-    write_json_atomic(out_dir / "summary.json", {"context": context, "definitions": METRIC_DEFINITIONS,
-                                                 "metrics": data})
+    write_summary(summary, out_dir / "summary.json", out_dir / "summary.csv",
+                  extra={"context": context, "definitions": METRIC_DEFINITIONS})
     write_report(out_dir / "report.md", rows, summary, context, METRIC_DEFINITIONS)
     return EvaluationResult(out_dir=out_dir, rows=rows, summary=summary)
 

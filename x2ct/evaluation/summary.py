@@ -79,13 +79,16 @@ def write_rows_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -
 
 
 def write_summary(summary: Mapping[str, Mapping[str, Any]], json_path: str | os.PathLike,
-                  csv_path: str | os.PathLike) -> tuple[Path, Path]:
+                  csv_path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
     """Write a ``summarise`` result as JSON (``{metric: {statistic: value}}``) and as CSV (one line per metric:
     ``metric`` then the statistics), both atomically. NaN is written as JSON ``NaN`` / CSV ``nan``, which
-    Python's ``json`` and ``float`` read back."""
+    Python's ``json`` and ``float`` read back. With ``extra`` (e.g. what was evaluated, the definitions) the JSON
+    is ``{**extra, "metrics": {metric: {statistic: value}}}``."""
     fields = list(dict.fromkeys(field for stats_ in summary.values() for field in stats_))
     text = _csv_text(["metric", *fields], ([metric, *(s.get(f) for f in fields)] for metric, s in summary.items()))
     json_obj = {metric: {field: _plain(value) for field, value in s.items()} for metric, s in summary.items()}
+    if extra is not None:
+        json_obj = {**extra, "metrics": json_obj}
     return write_json_atomic(json_path, json_obj), write_text_atomic(csv_path, text)
 
 
