@@ -1,5 +1,7 @@
 """``python -m x2ct.compare PATH [PATH ...] [--out DIR] [--wandb-project ENTITY/PROJECT] [--sort psnr|name]
-[--no-plot]``: print a table comparing runs and write ``comparison.md``, ``comparison.json``, ``val_psnr.png``.
+[--no-plot] [--over KEY [--x KEY]]``: print a table comparing runs and write ``comparison.md``,
+``comparison.json``, ``val_psnr.png``. ``--over seed`` adds a table of mean +- std over runs that differ only in
+the seed (x2ct/evaluation/comparison/aggregate.py); ``--x data.num_views`` a plot of test PSNR / SSIM against it.
 
 Each PATH is a run folder or a folder searched (recursively) for run folders, e.g. ``outputs/``. Output goes to
 ``--out``, by default ``<first PATH>/comparison/`` (``./comparison/`` when only ``--wandb-project`` is given).
@@ -18,6 +20,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from x2ct.evaluation.comparison.aggregate import aggregate_runs, format_aggregate_markdown
 from x2ct.evaluation.comparison.report import write_report
 from x2ct.evaluation.comparison.runs import CONFIG_FILE, METRICS_FILE, find_run_dirs, read_runs
 from x2ct.evaluation.comparison.table import SORT_KEYS, format_text_table, group_runs
@@ -39,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sort", choices=SORT_KEYS, default="psnr",
                         help="psnr: best validation PSNR first (default); name: by run name")
     parser.add_argument("--no-plot", action="store_true", help="do not draw val_psnr.png")
+    parser.add_argument("--over", metavar="KEY", default=None,
+                        help="also merge runs that differ only in this override (e.g. seed): mean +- std table")
+    parser.add_argument("--x", dest="x_key", metavar="KEY", default=None,
+                        help="with --over: plot test PSNR/SSIM against this numeric override (e.g. data.num_views)")
     return parser
 
 
@@ -48,6 +55,8 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if not args.paths and not args.wandb_project:
         parser.error("give at least one run folder (or folder of runs), or --wandb-project")
+    if args.x_key and not args.over:
+        parser.error("--x needs --over (the plot shows means over the merged runs)")
     run_dirs = find_all_run_dirs(parser, args.paths)
 
     with warnings.catch_warnings():
@@ -70,10 +79,14 @@ def main(argv: Sequence[str]) -> int:
 
         groups = group_runs(rows, args.sort)
         print(format_text_table(groups), end="")
+        settings = aggregate_runs([r for g in groups for r in g.rows], args.over) if args.over else []
+        if settings:
+            print(f"\nmean +- std over {args.over}:\n" + format_aggregate_markdown(settings, args.over), end="")
         out = args.out or (args.paths[0] / DEFAULT_OUT_NAME if args.paths else Path(DEFAULT_OUT_NAME))
         sources = [str(p) for p in args.paths] + ([f"wandb:{args.wandb_project}"] if args.wandb_project else [])
         written = write_report(groups, out, plot=not args.no_plot, sort=args.sort, sources=sources,
-                               command=f"{PROG} {shlex.join(str(a) for a in argv)}")
+                               command=f"{PROG} {shlex.join(str(a) for a in argv)}", settings=settings,
+                               over=args.over, x_key=args.x_key)
     print(f"\nwrote {', '.join(p.name for p in written.values())} to {out}")
     return 0
 

@@ -15,6 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from x2ct.atomic_io import write_atomic, write_json_atomic, write_text_atomic
+from x2ct.evaluation.comparison.aggregate import (
+    Setting,
+    format_aggregate_markdown,
+    natural_key,
+    numeric_override,
+    series_label,
+    shared_setting_overrides,
+)
 from x2ct.evaluation.comparison.runs import RunRow
 from x2ct.evaluation.comparison.table import COLUMNS, RunGroup, format_markdown_table, name_key
 
@@ -24,6 +32,7 @@ if TYPE_CHECKING:
 MARKDOWN_FILE = "comparison.md"
 JSON_FILE = "comparison.json"
 PLOT_FILE = "val_psnr.png"
+AGGREGATE_PLOT_FILE = "{metric}_vs_{x}.png"
 
 # What each column means; printed in the report and stored in the JSON so a number is never read without it.
 DEFINITIONS = {
@@ -70,19 +79,33 @@ LEGEND_ROWS_PER_COLUMN = 20
 
 
 def write_report(groups: list[RunGroup], out_dir: str | os.PathLike, *, plot: bool = True, sort: str = "psnr",
-                 command: str | None = None, sources: Sequence[str] = ()) -> dict[str, Path]:
-    """Write the comparison files into ``out_dir`` (created if needed); returns {"markdown", "json", "plot"?}."""
+                 command: str | None = None, sources: Sequence[str] = (), settings: Sequence[Setting] = (),
+                 over: str | None = None, x_key: str | None = None) -> dict[str, Path]:
+    """Write the comparison files into ``out_dir`` (created if needed); returns {"markdown", "json", "plot"?,
+    "aggregate_plot"?}. ``settings`` (``aggregate_runs`` over ``over``) add the mean +- std table; with ``x_key``
+    also a plot of test PSNR and SSIM against that override's numeric value."""
     out_dir = Path(out_dir)
     written = {}
     if plot:
         plot_path = write_val_psnr_plot(groups, out_dir / PLOT_FILE)
         if plot_path is not None:
             written["plot"] = plot_path
+        if settings and x_key:
+            name = AGGREGATE_PLOT_FILE.format(metric="test", x=x_key.replace(".", "_"))
+            aggregate_path = write_aggregate_plot(settings, x_key, out_dir / name)
+            if aggregate_path is not None:
+                written["aggregate_plot"] = aggregate_path
     generated = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    written["json"] = write_json_atomic(out_dir / JSON_FILE, comparison_json(groups, generated, sort, command,
-                                                                             sources))
+    record = comparison_json(groups, generated, sort, command, sources)
+    if settings:
+        record["aggregate"] = {"over": over, "std": "sample standard deviation (ddof=1) over the runs",
+                               "settings": [s.to_dict() for s in settings]}
+    written["json"] = write_json_atomic(out_dir / JSON_FILE, record)
     markdown = comparison_markdown(groups, generated, sort, command, sources, plot_name=PLOT_FILE if
                                    "plot" in written else None)
+    if settings:
+        markdown += aggregate_markdown(settings, over or "seed",
+                                       written["aggregate_plot"].name if "aggregate_plot" in written else None)
     written["markdown"] = write_text_atomic(out_dir / MARKDOWN_FILE, markdown)
     return written
 
@@ -124,6 +147,17 @@ def comparison_markdown(groups: list[RunGroup], generated: str, sort: str, comma
     if any(row.source.startswith("wandb:") for g in groups for row in g.rows):
         lines += ["", WANDB_NOTE]
     return "\n".join(lines) + "\n"
+
+
+def aggregate_markdown(settings: Sequence[Setting], over: str, plot_name: str | None) -> str:
+    """The "mean +- std over <over>" section of comparison.md."""
+    lines = ["", f"## Mean +- std over `{over}`", "",
+             f"Runs that differ only in `{over}` merged: mean +- sample standard deviation (ddof=1) of each run's "
+             f"number. Evaluation columns (`<name> PSNR/SSIM`) are `evaluate.py` results found in the run folders "
+             f"(`evaluation/<name>/summary.json`), each run's mean over its patients.", ""]
+    if plot_name:
+        lines += [f"![test PSNR and SSIM]({plot_name})", ""]
+    return "\n".join(lines) + format_aggregate_markdown(settings, over)
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -202,5 +236,54 @@ def write_val_psnr_plot(groups: list[RunGroup], path: str | os.PathLike) -> Path
         return None
     if fig is None:
         warnings.warn("no run has validation records: no PSNR plot", stacklevel=2)
+        return None
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def aggregate_figure(settings: Sequence[Setting], x_key: str) -> Figure | None:
+    """Test PSNR and SSIM (mean +- std over the merged runs) against the numeric override ``x_key``, one line per
+    series (the settings' other overrides); ``None`` if no setting has both ``x_key`` and a test number."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shared = shared_setting_overrides(settings)
+    series: dict[str, list[tuple[float, Setting]]] = {}
+    for setting in settings:
+        x = numeric_override(setting, x_key)
+        if x is not None and setting.stats["test_psnr"].mean is not None:
+            series.setdefault(series_label(setting, x_key, shared), []).append((x, setting))
+    if not series:
+        return None
+    fig = Figure(figsize=(10.0, 4.2), dpi=FIGURE_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    cmap = colormaps[SINGLE_RUN_COLOURMAP]
+    for j, label in enumerate(sorted(series, key=natural_key)):
+        points = sorted(series[label], key=lambda p: p[0])
+        for ax, key in zip(axes, ("test_psnr", "test_ssim"), strict=True):
+            stats = [s.stats[key] for _, s in points]
+            ax.errorbar([x for x, _ in points], [st.mean for st in stats], yerr=[st.std for st in stats],
+                        marker="o", capsize=3, color=cmap(j % cmap.N), label=_shorten(label, LEGEND_LABEL_CHARS))
+    for ax, title in zip(axes, ("test PSNR (dB)", "test SSIM"), strict=True):
+        ax.set_xlabel(x_key)
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+        ax.set_xticks(sorted({x for pts in series.values() for x, _ in pts}))
+    n = max(len(s.runs) for pts in series.values() for _, s in pts)
+    fig.suptitle(f"Test metrics against {x_key}: mean +- std over up to {n} runs each")
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize="small", loc="outside lower center")
+    return fig
+
+
+def write_aggregate_plot(settings: Sequence[Setting], x_key: str, path: str | os.PathLike) -> Path | None:
+    """Write ``aggregate_figure`` as a PNG; ``None`` (with a warning) without matplotlib or plottable settings."""
+    try:
+        fig = aggregate_figure(settings, x_key)
+    except ImportError:
+        warnings.warn("matplotlib is not installed: no plot (pip install matplotlib)", stacklevel=2)
+        return None
+    if fig is None:
+        warnings.warn(f"no setting has a numeric override {x_key} and a test PSNR: no plot", stacklevel=2)
         return None
     return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))

@@ -29,6 +29,8 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config_resolved.yaml"
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 TEST_METRICS_FILE = "test_metrics.json"
+EVALUATION_DIR = "evaluation"  # evaluate.py's default output: <run>/evaluation/<name>/summary.json
+EVALUATION_SUMMARY = "summary.json"
 SWEEP_RECORD_FILE = "multirun.yaml"  # Hydra writes it into the sweep folder, the parent of the job folders
 # Overrides that say where a run lives, not what it is: left out of the comparison.
 NOISE_OVERRIDES = ("run_name", "resume", "data.root", "paths.*", "hydra.*")
@@ -63,6 +65,8 @@ class RunRow:
     wall_time_s: float | None = None
     status: str = "unknown"
     val_curve: list[dict[str, float | None]] = field(default_factory=list)  # [{"epoch", "psnr", "ssim"}]
+    # evaluate.py results in the run folder: evaluation/<name>/summary.json -> {"psnr", "ssim"} (means over patients)
+    evaluations: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -126,6 +130,7 @@ def read_run(run_dir: str | os.PathLike) -> RunRow:
     test = _read_optional_json(run_dir / TEST_METRICS_FILE) or next(
         (r for r in reversed(records) if r.get("split") == "test"), {})
     row.test_psnr, row.test_ssim = finite_or_none(test.get("psnr")), finite_or_none(test.get("ssim"))
+    row.evaluations = read_evaluations(run_dir)
     epochs = [int(r["epoch"]) for r in records
               if r.get("split") in ("train", "val") and finite_or_none(r.get("epoch")) is not None]
     row.epochs = max(epochs) + 1 if epochs else 0
@@ -153,6 +158,19 @@ def validation_curve(records: list[dict[str, Any]], psnr_key: str = "psnr", ssim
               and finite_or_none(r.get(epoch_key)) is not None]
     return [{"epoch": int(r[epoch_key]) + 1, "psnr": float(r[psnr_key]), "ssim": finite_or_none(r.get(ssim_key))}
             for r in sorted(points, key=lambda r: r[epoch_key])]
+
+
+def read_evaluations(run_dir: Path) -> dict[str, dict[str, float | None]]:
+    """``evaluate.py`` summaries of the run: ``evaluation/<name>/summary.json`` -> {name: {"psnr", "ssim"}} (the
+    means over patients); a corrupt summary gives a warning and is left out."""
+    out = {}
+    for path in sorted(run_dir.glob(f"{EVALUATION_DIR}/*/{EVALUATION_SUMMARY}")):
+        metrics = _read_optional_json(path).get("metrics")
+        if not isinstance(metrics, dict):
+            continue
+        out[path.parent.name] = {name: finite_or_none((metrics.get(name) or {}).get("mean"))
+                                 if isinstance(metrics.get(name), dict) else None for name in ("psnr", "ssim")}
+    return out
 
 
 def set_best_validation(row: RunRow) -> None:
