@@ -128,6 +128,32 @@ class ProjectionGeometry:
             origins = pix
         return origins.to(dtype), directions.contiguous().to(dtype)
 
+    def project(self, points: torch.Tensor) -> torch.Tensor:
+        """Continuous detector coordinates ``(row, col)`` of world points, per view: ``(..., 3) -> (V, ..., 2)``.
+
+        ``points`` are RAS ``(x, y, z)`` mm. Coordinates use the index convention of ``pixel_positions()``
+        (pixel ``(r, c)``'s centre is at ``(r, c)``), so every point on the ray through a pixel projects to that
+        pixel exactly. Cone beams project centrally from the source, parallel beams orthogonally; the detector
+        offset is respected. Cone-beam points at or behind the source plane (no ray from the source reaches
+        them) get NaN coordinates. Computed in float64, returned in the points' dtype.
+        """
+        if points.shape[-1:] != (3,):
+            raise ValueError(f"ProjectionGeometry.project expects points of shape (..., 3), got {tuple(points.shape)}")
+        if not points.is_floating_point():
+            raise TypeError(f"ProjectionGeometry.project expects floating-point points, got {points.dtype}")
+        e_s, u, v = self.frames(torch.float64, points.device)
+        flat = points.reshape(-1, 3).to(torch.float64)
+        along_v, along_u = v @ flat.T, u @ flat.T  # (V, N) mm in the plane through the isocentre
+        if self.kind == "cone":
+            depth = self.source_to_isocenter_mm - e_s @ flat.T  # distance in front of the source plane, (V, N)
+            scale = torch.where(depth > 0, self.source_to_detector_mm / depth, torch.nan)
+            along_v, along_u = along_v * scale, along_u * scale
+        rows, cols = self.detector_shape
+        row = (along_v - self.detector_offset_mm[0]) / self.pixel_spacing_mm[0] + (rows - 1) / 2
+        col = (along_u - self.detector_offset_mm[1]) / self.pixel_spacing_mm[1] + (cols - 1) / 2
+        out = torch.stack([row, col], dim=-1)  # (V, N, 2)
+        return out.reshape(self.num_views, *points.shape[:-1], 2).to(points.dtype)
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "angles_deg": list(self.angles_deg),
                 "detector_shape": list(self.detector_shape), "pixel_spacing_mm": list(self.pixel_spacing_mm),

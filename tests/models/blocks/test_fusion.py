@@ -25,5 +25,88 @@ def test_concat_fusion_mixes_channels_of_all_views():
 def test_concat_fusion_rejects_another_view_count_and_unknown_modes():
     with pytest.raises(ValueError, match=r"built for 2 views"):
         ViewFusion(channels=3, num_views=2)(torch.rand(1, 3, 3, 4, 4, 4))
-    with pytest.raises(ValueError, match=r"unknown fusion mode 'max'"):
-        ViewFusion(channels=3, num_views=2, mode="max")
+    with pytest.raises(ValueError, match=r"unknown fusion mode 'median'"):
+        ViewFusion(channels=3, num_views=2, mode="median")
+
+
+def randomised_attention(channels: int = 3) -> ViewFusion:
+    """Attention fusion with non-zero scores (it starts as the mean)."""
+    fuse = ViewFusion(channels=channels, num_views=2, mode="attention")
+    torch.manual_seed(3)
+    torch.nn.init.normal_(fuse.score.weight, std=2.0)
+    torch.nn.init.normal_(fuse.score.bias)
+    return fuse
+
+
+def test_max_fusion_is_the_maximum_over_views():
+    vols = torch.randn(2, 4, 3, 5, 5, 5)
+    fuse = ViewFusion(channels=3, num_views=2, mode="max")
+    assert torch.equal(fuse(vols), torch.max(vols, dim=1).values)
+    assert not list(fuse.parameters())
+
+
+def test_attention_fusion_is_a_softmax_weighted_sum_that_starts_as_the_mean():
+    vols = torch.randn(2, 3, 3, 4, 4, 4)
+    fresh = ViewFusion(channels=3, num_views=3, mode="attention")
+    torch.testing.assert_close(fresh(vols), vols.mean(dim=1))
+    fuse = randomised_attention()
+    weights = fuse.attention_weights(vols)
+    assert weights.shape == (2, 3, 1, 4, 4, 4)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(2, 1, 4, 4, 4))
+    assert weights.std() > 0.1  # the views are weighted differently
+    # reference: scores from the shared 1x1x1 conv, applied view by view
+    scores = torch.stack([fuse.score(vols[:, i]) for i in range(3)], dim=1)
+    torch.testing.assert_close(fuse(vols), (scores.softmax(dim=1) * vols).sum(dim=1))
+
+
+@pytest.mark.parametrize("mode", ["mean", "max", "attention"])
+def test_view_agnostic_fusion_ignores_the_order_of_views_and_accepts_any_count(mode):
+    fuse = randomised_attention() if mode == "attention" else ViewFusion(channels=3, num_views=2, mode=mode)
+    for views in (2, 8):
+        vols = torch.randn(2, views, 3, 4, 4, 4)
+        mask = (torch.rand(2, views, 1, 4, 4, 4) > 0.3).float()
+        perm = torch.randperm(views)
+        assert fuse(vols).shape == (2, 3, 4, 4, 4)
+        torch.testing.assert_close(fuse(vols[:, perm]), fuse(vols), atol=1e-6, rtol=0)
+        torch.testing.assert_close(fuse(vols[:, perm], mask[:, perm]), fuse(vols, mask), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["mean", "max", "attention"])
+def test_masked_out_views_have_no_influence(mode):
+    fuse = randomised_attention() if mode == "attention" else ViewFusion(channels=3, num_views=2, mode=mode)
+    vols = torch.randn(1, 3, 3, 4, 4, 4)
+    mask = torch.ones(1, 3, 1, 4, 4, 4)
+    mask[:, 2] = 0.0  # the third view sees nothing
+    mask[:, 0, :, 0] = 0.0  # the first view misses the first slice
+    out = fuse(vols, mask)
+    wild = vols.clone()
+    wild[:, 2] = float("inf")
+    wild[:, 0, :, 0] = 1e6
+    torch.testing.assert_close(fuse(wild, mask), out)
+    # equal to fusing the views that see each voxel
+    torch.testing.assert_close(out, fuse(vols[:, :2], mask[:, :2]))
+    torch.testing.assert_close(out[..., 0, :, :], fuse(vols[:, 1:2])[..., 0, :, :])
+    # a voxel that no view sees gets 0
+    mask[:, :, :, 1, 2, 3] = 0.0
+    assert torch.equal(fuse(vols, mask)[:, :, 1, 2, 3], torch.zeros(1, 3))
+    if mode == "attention":
+        weights = fuse.attention_weights(vols, mask)
+        assert torch.equal(weights[:, 2], torch.zeros(1, 1, 4, 4, 4))
+        assert torch.equal(weights[..., 1, 2, 3], torch.zeros(1, 3, 1))
+        seen = mask.sum(dim=1) > 0
+        torch.testing.assert_close(weights.sum(dim=1)[seen], torch.ones(int(seen.sum())))
+
+
+def test_mask_errors_name_the_expected_shape_and_concat_refuses_one():
+    vols = torch.randn(1, 2, 3, 4, 4, 4)
+    with pytest.raises(ValueError, match=r"mask must have shape .*\(1, 2, 1, 4, 4, 4\)"):
+        ViewFusion(channels=3, num_views=2, mode="mean")(vols, torch.ones(1, 2, 3, 4, 4, 4))
+    with pytest.raises(ValueError, match="takes no mask"):
+        ViewFusion(channels=3, num_views=2, mode="concat", norm="none")(vols, torch.ones(1, 2, 1, 4, 4, 4))
+
+
+def test_attention_fusion_trains_from_its_zero_start():
+    fuse = ViewFusion(channels=3, num_views=2, mode="attention")
+    vols = torch.randn(1, 2, 3, 4, 4, 4)
+    fuse(vols).pow(2).sum().backward()
+    assert fuse.score.weight.grad.abs().sum() > 0

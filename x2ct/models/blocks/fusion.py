@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from x2ct.models.blocks.conv import ConvNormAct
 
-FUSION_MODES = ("mean", "concat")
+FUSION_MODES = ("mean", "concat", "max", "attention")
 
 
 class ViewFusion(nn.Module):
     """``(B, V, C, D, H, W) -> (B, C, D, H, W)``.
 
-    ``"mean"`` averages the views (no parameters, works for any number of views); ``"concat"`` stacks their
-    channels and mixes them with a 1x1x1 ConvNormAct (``V * C -> C``), so each view gets its own weights but
-    ``V`` is fixed at construction.
+    - ``"mean"``: average of the views (no parameters, any ``V``).
+    - ``"max"``: per-voxel, per-channel maximum over the views (no parameters, any ``V``).
+    - ``"attention"``: per-voxel softmax over the views of a score from a 1x1x1 ``Conv3d`` (``C -> 1``, weights
+      shared by all views, so any ``V``), then the weighted sum of the views. The score starts at zero, so an
+      untrained attention fusion is the mean.
+    - ``"concat"``: stacks the views' channels and mixes them with a 1x1x1 ConvNormAct (``V * C -> C``), so each
+      view gets its own weights but ``V`` is fixed at construction.
+
+    ``forward(volumes, mask)`` takes an optional ``(B, V, 1, D, H, W)`` mask (e.g. ``ConeBeamLift``'s): views with
+    mask 0 at a voxel are left out of that voxel's mean, max and softmax; a voxel that no view sees gets 0.
+    ``"concat"`` takes no mask.
     """
 
     def __init__(self, channels: int, num_views: int, mode: str = "concat", norm: str = "instance",
@@ -25,11 +34,58 @@ class ViewFusion(nn.Module):
         self.mode, self.num_views = mode, num_views
         self.mix = (ConvNormAct(3, num_views * channels, channels, kernel_size=1, norm=norm, act=act)
                     if mode == "concat" else None)
+        self.score = nn.Conv3d(channels, 1, kernel_size=1) if mode == "attention" else None
+        if self.score is not None:
+            nn.init.zeros_(self.score.weight)
+            nn.init.zeros_(self.score.bias)
 
-    def forward(self, volumes: Tensor) -> Tensor:
-        if self.mix is None:
+    def forward(self, volumes: Tensor, mask: Tensor | None = None) -> Tensor:
+        if volumes.ndim != 6:
+            raise ValueError(f"ViewFusion expects volumes (B, V, C, D, H, W), got shape {tuple(volumes.shape)}")
+        if self.mix is not None:
+            if mask is not None:
+                raise ValueError("ViewFusion('concat') takes no mask: every view has its own weights; use 'mean', "
+                                 "'max' or 'attention' to leave out views that do not see a voxel")
+            if volumes.shape[1] != self.num_views:
+                raise ValueError(f"ViewFusion('concat') was built for {self.num_views} views, got volumes of shape "
+                                 f"{tuple(volumes.shape)}")
+            return self.mix(volumes.flatten(1, 2))
+        keep = None if mask is None else self._check_mask(mask, volumes)
+        if self.mode == "attention":
+            return (self.attention_weights(volumes, mask) * _masked(volumes, keep, 0.0)).sum(dim=1)
+        if self.mode == "max":
+            if keep is None:
+                return volumes.amax(dim=1)
+            fused = _masked(volumes, keep, float("-inf")).amax(dim=1)
+            return torch.where(keep.any(dim=1), fused, 0.0)
+        if keep is None:
             return volumes.mean(dim=1)
-        if volumes.shape[1] != self.num_views:
-            raise ValueError(f"ViewFusion('concat') was built for {self.num_views} views, got volumes of shape "
-                             f"{tuple(volumes.shape)}")
-        return self.mix(volumes.flatten(1, 2))
+        count = keep.sum(dim=1).clamp(min=1)  # (B, 1, D, H, W); unseen voxels sum to 0
+        return _masked(volumes, keep, 0.0).sum(dim=1) / count
+
+    def attention_weights(self, volumes: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Per-voxel view weights ``(B, V, 1, D, H, W)`` of ``"attention"`` mode: they sum to 1 over the views
+        that see a voxel (masked views get 0; a voxel no view sees gets all 0).
+        """
+        if self.score is None:
+            raise ValueError(f"attention_weights needs ViewFusion(mode='attention'), this one is {self.mode!r}")
+        b, v = volumes.shape[:2]
+        scores = self.score(volumes.flatten(0, 1)).unflatten(0, (b, v))  # (B, V, 1, D, H, W)
+        if mask is None:
+            return scores.softmax(dim=1)
+        keep = self._check_mask(mask, volumes)
+        weights = _masked(scores, keep, float("-inf")).softmax(dim=1)
+        return torch.where(keep.any(dim=1, keepdim=True), weights, 0.0)  # all -inf gives NaN
+
+    @staticmethod
+    def _check_mask(mask: Tensor, volumes: Tensor) -> Tensor:
+        b, v, _, *spatial = volumes.shape
+        if tuple(mask.shape) != (b, v, 1, *spatial):
+            raise ValueError(f"ViewFusion: mask must have shape (B, V, 1, D, H, W) = {(b, v, 1, *spatial)} for "
+                             f"volumes of shape {tuple(volumes.shape)}, got {tuple(mask.shape)}")
+        return mask > 0
+
+
+def _masked(x: Tensor, keep: Tensor | None, fill: float) -> Tensor:
+    """``x`` with the entries of masked-out views replaced by ``fill`` (never read them, even if inf or NaN)."""
+    return x if keep is None else torch.where(keep, x, fill)
