@@ -37,7 +37,8 @@ class ReconstructionLoss(nn.Module):
     volume components then compare it with the same crop of the target (deep supervision still sees whole volumes).
     """
 
-    def __init__(self, weights: Mapping[str, float], component_kwargs: Mapping[str, Mapping] | None = None) -> None:
+    def __init__(self, weights: Mapping[str, float], component_kwargs: Mapping[str, Mapping] | None = None,
+                 input_spec: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         component_kwargs = dict(component_kwargs or {})
         for name in [*weights, *component_kwargs]:
@@ -50,13 +51,19 @@ class ReconstructionLoss(nn.Module):
         if not self.weights:
             raise ValueError(f"ReconstructionLoss needs at least one component with a positive weight, "
                              f"got {dict(weights)}")
+        # components that compare with the input views (projection consistency) also need the data set's geometry
+        # and normalisation: the data set's input_spec()
         self.components = nn.ModuleDict(
-            {name: build_loss_component(name, **component_kwargs.get(name, {})) for name in self.weights})
+            {name: build_loss_component(name, **component_kwargs.get(name, {}),
+                                        **({"input_spec": dict(input_spec)} if input_spec is not None
+                                           and getattr(LOSS_COMPONENTS[name], "uses_views", False) else {}))
+             for name in self.weights})
 
-    def forward(self, pred: Tensor | Mapping[str, Any], target: Tensor,
-                volume_only: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, pred: Tensor | Mapping[str, Any], target: Tensor, volume_only: bool = False,
+                views: Tensor | None = None, angles_deg: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """``volume_only``: skip the deep-supervision components (validation: models return the volume alone in
-        eval mode, and the validation loss is that of the final volume)."""
+        eval mode, and the validation loss is that of the final volume). ``views`` (B, V, 1, h, w) and
+        ``angles_deg`` (B, V): the model's inputs, for components that compare with them (``uses_views``)."""
         volume, auxiliary = split_outputs(pred)
         volume_target = target
         if isinstance(pred, Mapping) and "patch_origins" in pred:  # a cascade's fine stage trained on one patch
@@ -72,6 +79,15 @@ class ReconstructionLoss(nn.Module):
                     raise ValueError(f"loss component {name!r} has weight {self.weights[name]} but the model returns "
                                      "no deep-supervision outputs; set loss.weights." + name + "=0 for this model")
                 parts[name] = component(auxiliary, target)
+            elif getattr(component, "uses_views", False):
+                if views is None or angles_deg is None:
+                    raise ValueError(f"loss component {name!r} compares the prediction with the input views: pass "
+                                     "views= and angles_deg=")
+                if volume_target is not target:
+                    raise ValueError(f"loss component {name!r} renders the whole predicted volume, but the model "
+                                     "returned a patch (set model.train_patch_size=null or loss.weights." + name
+                                     + "=0)")
+                parts[name] = component(volume, views, angles_deg, target)
             else:
                 parts[name] = component(volume, volume_target)
         if not parts:

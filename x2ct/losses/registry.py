@@ -3,6 +3,11 @@
 A component is an ``nn.Module`` whose ``forward(pred, target)`` returns a scalar tensor (lower is better).
 New components register themselves with ``@register_loss_component("name")`` in their own module, which
 ``x2ct/losses/__init__.py`` imports so that the registry is complete once ``x2ct.losses`` is imported.
+
+Two class attributes ask ``ReconstructionLoss`` for other inputs: ``uses_deep_supervision = True`` (the list of
+coarser volumes instead of the final one) and ``uses_views = True`` (``forward(pred, views, angles_deg,
+target)`` with the model's input views; built with ``input_spec=`` the data set's ``input_spec()``), e.g.
+``"projection"`` (``x2ct/losses/projection.py``).
 """
 
 from __future__ import annotations

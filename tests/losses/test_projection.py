@@ -1,0 +1,197 @@
+"""Tests for x2ct/losses/projection.py: DRRs of the prediction against the input views (and novel views)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import default_collate
+
+from tests.helpers import TINY_OVERRIDES, compose_config
+from x2ct.adversarial.projection import random_angles, render_projections
+from x2ct.data.dataset import PatientDRRDataset
+from x2ct.losses import build_loss_component
+from x2ct.losses.projection import ProjectionConsistencyLoss, ncc_distance
+from x2ct.physics.geometry import ProjectionGeometry
+from x2ct.physics.projector import render_drr
+
+
+@pytest.fixture(scope="module")
+def four_view_dataset(tmp_path_factory) -> Path:
+    """Like ``tiny_dataset`` but four views over 180 degrees, each divided by its own maximum (under a second)."""
+    from x2ct.data.prepare import load_prepare_config, prepare_dataset
+
+    root = tmp_path_factory.mktemp("four_views") / "phantom_4v"
+    overrides = [*TINY_OVERRIDES, "protocol.geometry.views=null", "protocol.geometry.num_views=4",
+                 "protocol.view_normalisation=per_image_max", f"output_dir={root}"]
+    report = prepare_dataset(load_prepare_config(compose_config("prepare", overrides)), progress=False)
+    assert report.ok, report.failures
+    return root
+
+
+def _batch(ds: PatientDRRDataset, size: int = 2) -> dict:
+    return default_collate([ds[i] for i in range(size)])
+
+
+def _spacing(spec: dict) -> list[float]:
+    return [fov / n for fov, n in zip(spec["ct_fov_mm"], spec["ct_size"], strict=True)]
+
+
+def _block(shape, amplitude: float) -> torch.Tensor:
+    """A cube of ``amplitude`` in the middle third of a ``(B, 1, D, H, W)`` volume, zero elsewhere."""
+    block = torch.zeros(shape)
+    d, h, w = (n // 3 for n in shape[2:])
+    block[:, :, d:2 * d, h:2 * h, w:2 * w] = amplitude
+    return block
+
+
+@pytest.mark.parametrize("radiograph", ["log", "intensity"])
+@pytest.mark.parametrize("metric", ["l1", "ncc"])
+@pytest.mark.parametrize("dataset", ["tiny_dataset", "four_view_dataset"])
+def test_the_target_volume_explains_its_own_views(request, dataset, metric, radiograph):
+    ds = PatientDRRDataset(request.getfixturevalue(dataset), "train", radiograph=radiograph)
+    batch = _batch(ds)
+    assert batch["views"].shape[1] == (2 if dataset == "tiny_dataset" else 4)
+    loss = ProjectionConsistencyLoss(ds.input_spec(), metric=metric)
+    value = loss(batch["ct"], batch["views"], batch["angles_deg"])
+    assert value.ndim == 0
+    assert value.item() < 1e-5
+    # the same volume seen at the wrong angles does not explain the views (the check can fail)
+    shifted = loss(batch["ct"], batch["views"], batch["angles_deg"] + 30.0)
+    assert shifted.item() > 1e-3
+
+
+def test_l1_grows_linearly_with_an_added_block_as_the_projector_predicts(tiny_dataset):
+    ds = PatientDRRDataset(tiny_dataset, "train")
+    spec, batch = ds.input_spec(), _batch(ds)
+    loss = ProjectionConsistencyLoss(spec)
+    values = [loss(batch["ct"] + _block(batch["ct"].shape, a), batch["views"], batch["angles_deg"]).item()
+              for a in (0.05, 0.1, 0.2)]
+    # closed form: +a in [0, 1] is +a * window width HU, i.e. +mu_water * a * width / 1000 per voxel of the block;
+    # every pixel's view value rises by that block's line integral over the global scale (all positive)
+    width = spec["hu_window"][1] - spec["hu_window"][0]
+    geometry = ProjectionGeometry.from_dict(spec["geometry"]).with_angles(batch["angles_deg"][0].tolist())
+    delta_mu = _block(batch["ct"].shape, spec["mu_water"] * width / 1000.0)
+    per_unit = render_drr(delta_mu, _spacing(spec), geometry).mean().item() / spec["scale"]
+    assert per_unit > 1e-3
+    assert values == pytest.approx([a * per_unit for a in (0.05, 0.1, 0.2)], rel=1e-3)
+
+
+def test_ncc_grows_with_a_block_of_growing_contrast(tiny_dataset):
+    ds = PatientDRRDataset(tiny_dataset, "train")
+    batch = _batch(ds)
+    loss = ProjectionConsistencyLoss(ds.input_spec(), metric="ncc")
+    values = [loss(batch["ct"] + _block(batch["ct"].shape, a), batch["views"], batch["angles_deg"]).item()
+              for a in (0.1, 0.3, 0.9)]
+    assert 1e-4 < values[0] < values[1] < values[2] < 2.0
+
+
+def test_ncc_distance_closed_forms():
+    a = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    assert ncc_distance(3.0 * a + 1.0, a).item() == pytest.approx(0.0, abs=1e-6)  # brightness and contrast
+    assert ncc_distance(-a, a).item() == pytest.approx(2.0, abs=1e-6)
+    flat = torch.ones(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    value = ncc_distance(flat, a)
+    value.backward()
+    assert value.item() == pytest.approx(1.0) and torch.isfinite(flat.grad).all()
+
+
+@pytest.mark.parametrize("metric", ["l1", "ncc"])
+def test_gradients_reach_the_prediction_and_a_model(tiny_dataset, metric):
+    ds = PatientDRRDataset(tiny_dataset, "train")
+    batch = _batch(ds)
+    loss = ProjectionConsistencyLoss(ds.input_spec(), metric=metric)
+    pred = (0.8 * batch["ct"]).requires_grad_()
+    loss(pred, batch["views"], batch["angles_deg"]).backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+    torch.manual_seed(0)
+    model = nn.Conv3d(1, 1, kernel_size=3, padding=1)  # a stand-in generator on the true volume
+    loss(model(batch["ct"]), batch["views"], batch["angles_deg"]).backward()
+    for parameter in model.parameters():
+        assert torch.isfinite(parameter.grad).all() and parameter.grad.abs().sum() > 0
+
+
+def test_novel_view_term_is_the_metric_at_angles_from_the_global_rng(tiny_dataset):
+    ds = PatientDRRDataset(tiny_dataset, "train")
+    spec, batch = ds.input_spec(), _batch(ds)
+    target = batch["ct"]
+    pred = target + _block(target.shape, 0.1)
+    args = (batch["views"], batch["angles_deg"])
+    base = ProjectionConsistencyLoss(spec)(pred, *args)
+    novel = ProjectionConsistencyLoss(spec, novel_views=3, novel_weight=0.5, novel_arc_deg=90.0)
+
+    torch.manual_seed(7)
+    value = novel(pred, *args, target=target)
+    torch.manual_seed(7)
+    again = novel(pred, *args, target=target)
+    other_seed = novel(pred, *args, target=target)  # the RNG moved on: other angles
+    torch.manual_seed(7)
+    angles = random_angles(None, 3, 0.0, 90.0)
+    geometry = ProjectionGeometry.from_dict(spec["geometry"]).with_angles(angles)
+    settings = {"hu_window": spec["hu_window"], "mu_water": spec["mu_water"], "spacing_mm": _spacing(spec),
+                "geometry": geometry, "normalisation": spec["normalisation"], "scale": spec["scale"]}
+    expected = (render_projections(pred, **settings) - render_projections(target, **settings)).abs().mean()
+
+    assert value.item() == again.item()
+    assert other_seed.item() != value.item()
+    assert expected.item() > 1e-3
+    assert (value - base).item() == pytest.approx(0.5 * expected.item(), rel=1e-4)
+    assert novel(target, *args, target=target).item() < 1e-5  # pred == target: both terms vanish
+
+
+def test_samples_with_different_angles_are_rendered_at_their_own(tiny_dataset):
+    torch.manual_seed(0)
+    ds = PatientDRRDataset(tiny_dataset, "train", render_on_the_fly=True, angle_jitter_deg=20.0)
+    batch = _batch(ds, 3)
+    assert not torch.equal(batch["angles_deg"][0], batch["angles_deg"][1])
+    loss = ProjectionConsistencyLoss(ds.input_spec())
+    assert loss(batch["ct"], batch["views"], batch["angles_deg"]).item() < 1e-5
+    pred = batch["ct"] + _block(batch["ct"].shape, 0.1) * torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1, 1, 1)
+    together = loss(pred, batch["views"], batch["angles_deg"])
+    apart = [loss(pred[i:i + 1], batch["views"][i:i + 1], batch["angles_deg"][i]) for i in range(3)]
+    assert together.item() == pytest.approx(torch.stack(apart).mean().item(), rel=1e-5)
+
+
+def test_angles_of_shape_v_are_shared_by_the_batch(tiny_dataset):
+    ds = PatientDRRDataset(tiny_dataset, "train")
+    batch = _batch(ds)
+    loss = ProjectionConsistencyLoss(ds.input_spec())
+    pred = batch["ct"] + _block(batch["ct"].shape, 0.1)
+    assert loss(pred, batch["views"], batch["angles_deg"][0]).item() == pytest.approx(
+        loss(pred, batch["views"], batch["angles_deg"]).item())
+
+
+def test_errors_name_the_problem(tiny_dataset):
+    ds = PatientDRRDataset(tiny_dataset, "train")
+    spec, batch = ds.input_spec(), _batch(ds)
+    ct, views, angles = batch["ct"], batch["views"], batch["angles_deg"]
+    with pytest.raises(ValueError, match="input_spec is None"):
+        ProjectionConsistencyLoss()(ct, views, angles)
+    with pytest.raises(ValueError, match="input_spec lacks key 'mu_water'"):
+        ProjectionConsistencyLoss({k: v for k, v in spec.items() if k != "mu_water"})
+    late = ProjectionConsistencyLoss()
+    late.input_spec = {k: v for k, v in spec.items() if k != "geometry"}
+    with pytest.raises(ValueError, match="input_spec lacks key 'geometry'"):
+        late(ct, views, angles)
+    with pytest.raises(ValueError, match=r"unknown metric 'l2'; allowed metrics: \['l1', 'ncc'\]"):
+        ProjectionConsistencyLoss(spec, metric="l2")
+    small = F.interpolate(views[:, :, 0], size=(16, 16), mode="bilinear")[:, :, None]
+    with pytest.raises(ValueError, match=r"rendered DRRs are \(32, 32\).*views are \(16, 16\).*view_size"):
+        ProjectionConsistencyLoss(spec)(ct, small, angles)
+    with pytest.raises(ValueError, match="novel_views=2 needs the target"):
+        ProjectionConsistencyLoss(spec, novel_views=2)(ct, views, angles)
+    with pytest.raises(ValueError, match=r"pred must be \(B, 1, \*input_spec\['ct_size'\]\)"):
+        ProjectionConsistencyLoss(spec)(ct[:, :, :12], views, angles)
+    with pytest.raises(ValueError, match=r"angles_deg must be \(B, V\) = \(2, 2\)"):
+        ProjectionConsistencyLoss(spec)(ct, views, angles[:, :1])
+
+
+def test_the_registry_builds_it_by_name_with_arguments(tiny_dataset):
+    spec = PatientDRRDataset(tiny_dataset, "train").input_spec()
+    loss = build_loss_component("projection", input_spec=spec, metric="ncc", novel_views=2, novel_weight=0.25)
+    assert isinstance(loss, ProjectionConsistencyLoss) and loss.uses_views
+    assert (loss.metric, loss.novel_views, loss.novel_weight, loss.input_spec) == ("ncc", 2, 0.25, spec)
