@@ -103,3 +103,26 @@ def test_intensity_radiographs_follow_beer_lambert(tiny_dataset):
     assert views.max() <= 1.0 and views.min() > 0.0
     with pytest.raises(ValueError, match="radiograph"):
         PatientDRRDataset(tiny_dataset, "train", radiograph="linear")
+
+
+def test_num_views_picks_evenly_spread_views(tiny_dataset):
+    full = PatientDRRDataset(tiny_dataset, "train")
+    pa_only = PatientDRRDataset(tiny_dataset, "train", num_views=1)
+    assert pa_only.view_names == ["pa"] and pa_only.view_indices == [0]
+    torch.testing.assert_close(pa_only[0]["views"], full[0]["views"][:1])
+    torch.testing.assert_close(pa_only[0]["angles_deg"], torch.tensor([0.0]))
+    assert pa_only.input_spec()["geometry"]["angles_deg"] == [0.0]
+    both = PatientDRRDataset(tiny_dataset, "train", num_views=2)
+    assert both.view_names == ["pa", "lateral"]
+    torch.testing.assert_close(both[0]["views"], full[0]["views"])
+
+
+def test_num_views_the_data_set_lacks_lists_the_missing_angles(tiny_dataset):
+    with pytest.raises(DatasetError, match=r"num_views=4: .*missing \[45, 135\].*stores views at \[0, 90\]"
+                                           r".*dataset\.json"):
+        PatientDRRDataset(tiny_dataset, "train", num_views=4)
+
+
+def test_views_and_num_views_together_are_refused(tiny_dataset):
+    with pytest.raises(ValueError, match=r"views \(\['pa'\]\) or num_views \(2\), not both"):
+        PatientDRRDataset(tiny_dataset, "train", views=["pa"], num_views=2)

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from x2ct.data.layout import SPLITS, DatasetLayout
 from x2ct.data.preprocess import window_normalise
+from x2ct.data.view_selection import evenly_spread_views
 from x2ct.data.views import render_views
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.radiograph import add_poisson_noise, normalise_views, to_intensity
@@ -41,6 +42,9 @@ class PatientDRRDataset(Dataset):
         split: ``train``, ``val`` or ``test``.
         views: which views to return, by name (``'pa'``, ``'lateral'``, ``'angle_45'``) or index into the data
             set's views; ``None`` returns all, in stored order.
+        num_views: instead of ``views``: the ``num_views`` views spread evenly over 180 degrees from 0 (PA), i.e.
+            at ``k * 180 / num_views`` (`evenly_spread_views`); the data set must store them (a data set with 24
+            views every 7.5 degrees serves 2, 4, 6 and 8). ``None``: use ``views``.
         render_on_the_fly: render views from the stored CT at every access instead of reading ``drr.npy``.
         angle_jitter_deg: with on-the-fly rendering, add a uniform random offset in [-j, j] degrees to every
             view's gantry angle (drawn from torch's global RNG, so DataLoader seeding applies).
@@ -50,7 +54,7 @@ class PatientDRRDataset(Dataset):
 
     def __init__(self, root: str | os.PathLike, split: str = "train", views: Sequence[str | int] | None = None,
                  render_on_the_fly: bool = False, angle_jitter_deg: float = 0.0,
-                 noise_photons: float | None = None, radiograph: str = "log") -> None:
+                 noise_photons: float | None = None, radiograph: str = "log", num_views: int | None = None) -> None:
         self.layout = DatasetLayout(root)
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -60,9 +64,17 @@ class PatientDRRDataset(Dataset):
         self.split = split
         self.patient_ids = _read_split(self.layout.split_file(split))
         names = self.manifest["views"]["names"]
-        self.view_indices = _select_views(views, names, self.layout.manifest)
-        self.view_names = [names[i] for i in self.view_indices]
         self.geometry = ProjectionGeometry.from_dict(self.manifest["geometry"])
+        if num_views is not None:
+            if views is not None:
+                raise ValueError(f"give views ({list(views)}) or num_views ({num_views}), not both")
+            try:
+                self.view_indices = evenly_spread_views(self.geometry.angles_deg, num_views)
+            except ValueError as err:
+                raise DatasetError(f"num_views={num_views}: {err} ({self.layout.manifest})") from err
+        else:
+            self.view_indices = _select_views(views, names, self.layout.manifest)
+        self.view_names = [names[i] for i in self.view_indices]
         self.hu_window = tuple(self.manifest["ct"]["hu_window"])
         self.normalisation = self.manifest["views"]["normalisation"]
         self.view_scale = self.manifest["views"]["scale"]
