@@ -71,7 +71,7 @@ def test_cross_view_attention_mixes_the_views():
     other = views.clone()
     other[:, 1] = torch.rand(1, 1, 32, 32)
     captured = []
-    model.lift.register_forward_hook(lambda module, args, out: captured.append(out[:, 0].detach()))
+    model.lift.register_forward_hook(lambda module, args, out: captured.append(out[0][:, 0].detach()))
     with torch.no_grad():
         model(views), model(other)
     assert not torch.allclose(captured[0], captured[1])  # view 0's lifted features depend on view 1

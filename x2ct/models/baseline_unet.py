@@ -55,12 +55,17 @@ class BaselineUNet(nn.Module):
         fusion: how views are fused at each level, ``"concat"`` (learned, per view) or ``"mean"``.
         encoder_blocks: residual blocks per level of the 2D encoder (cheap: 2D, and shared by the views).
         bottleneck_blocks: residual blocks on the deepest 3D grid, where the views first meet.
+        lift: ``"channels_to_depth"``: copied along parallel rays at the skip levels and learned at the deepest
+            (the design of issue 3); ``"geometric"``: true cone-beam back-projection at every level (needs
+            ``geometry`` and ``volume_fov_mm``, filled in by the trainer from the data set).
     """
 
     def __init__(self, num_views: int = 2, view_size: int = 128, volume_size: int = 64, base_channels: int = 32,
                  depth: int = 4, view_angles_deg: Sequence[float] = (0.0, 90.0), norm: str = "instance",
                  dropout: float = 0.0, act: str = "leaky_relu", fusion: str = "concat",
-                 encoder_blocks: int = 2, bottleneck_blocks: int = 2, learned_prior: bool = True) -> None:
+                 encoder_blocks: int = 2, bottleneck_blocks: int = 2, learned_prior: bool = True,
+                 lift: str = "channels_to_depth", geometry: dict | None = None,
+                 volume_fov_mm: Sequence[float] | None = None) -> None:
         super().__init__()
         if len(view_angles_deg) != num_views:
             raise ValueError(f"BaselineUNet: view_angles_deg has {len(view_angles_deg)} angles {list(view_angles_deg)} "
@@ -84,9 +89,12 @@ class BaselineUNet(nn.Module):
              for c in chans])
 
         # lift and fuse, per level
+        if lift not in ("channels_to_depth", "geometric"):
+            raise ValueError(f"BaselineUNet: lift must be 'channels_to_depth' or 'geometric', got {lift!r}")
+        modes = ["geometric"] * depth if lift == "geometric" else ["backproject"] * (depth - 1) + ["channels_to_depth"]
         self.lift = nn.ModuleList(
-            [ViewLift(view_angles_deg, "backproject", chans[i], grids[i]) for i in range(depth - 1)]
-            + [ViewLift(view_angles_deg, "channels_to_depth", chans[-1], grids[-1], norm=norm, act=act)])
+            [ViewLift(view_angles_deg, mode, c, n, norm=norm, act=act, geometry=geometry, fov_mm=volume_fov_mm)
+             for mode, c, n in zip(modes, chans, grids, strict=True)])
         self.fuse = nn.ModuleList(
             [ViewFusion(c, num_views, mode=fusion, norm=norm, act=act) for c in chans])
 
@@ -107,7 +115,9 @@ class BaselineUNet(nn.Module):
         # mean CT (`initialise_prior`), so the U-Net spends its capacity on what the X-rays say about this patient
         self.prior = nn.Parameter(torch.zeros(1, 1, volume_size, volume_size, volume_size)) if learned_prior else None
 
-    def forward(self, views: Tensor) -> Tensor:
+    def forward(self, views: Tensor, angles_deg: Tensor | Sequence[float] | None = None) -> Tensor:
+        """``views`` (B, V, 1, S, S) -> (B, 1, n, n, n); ``angles_deg`` (V,) or (B, V): the views' gantry angles
+        when they differ from the constructor's (same number of views: the per-view FiLM is fixed)."""
         b, v = views.shape[:2]
         if views.shape[1:] != (self.num_views, 1, self.view_size, self.view_size):
             raise ValueError(f"BaselineUNet expects views (B, {self.num_views}, 1, {self.view_size}, "
@@ -119,7 +129,7 @@ class BaselineUNet(nn.Module):
         fused = []                                                               # per level: (B, c_i, n_i^3)
         for down, enc, lift, fuse in zip(self.down2d, self.enc2d, self.lift, self.fuse, strict=True):
             x = enc(down(x))                                                     # (B*V, c_i, n_i, n_i)
-            fused.append(fuse(lift(x.unflatten(0, (b, v)))))
+            fused.append(fuse(lift(x.unflatten(0, (b, v)), angles_deg)))
 
         y = self.bottleneck(fused[-1])
         for i in reversed(range(len(self.up3d))):

@@ -33,13 +33,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from x2ct.models.blocks.angle_embedding import ViewAngleEmbedding
 from x2ct.models.blocks.attention_gate import AttentionGate3D
 from x2ct.models.blocks.conv import ConvNormAct
 from x2ct.models.blocks.cross_view import CrossViewAttention
 from x2ct.models.blocks.dense import ResidualDenseBlock3D
 from x2ct.models.blocks.fusion import ViewFusion
 from x2ct.models.blocks.hybrid import TransformerEnhancedBlock3D
-from x2ct.models.blocks.lift import ViewLift
+from x2ct.models.blocks.lift import ViewLift, batch_angles
 from x2ct.models.blocks.pyramid import MultiScaleFeaturePyramid
 from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
 
@@ -60,8 +61,13 @@ class HybridViT(nn.Module):
         pyramid_scales: scales of the X-ray pyramid (1, 1/2, 1/4, 1/8 for 4); pyramid_channels its finest width.
         cross_view_grid: side of the pooled grid the views attend over (tokens per view = grid^2);
             cross_view_heads: its heads.
-        lift: ``"channels_to_depth"`` (learned along each ray) or ``"backproject"`` (copied along each ray).
-        fusion: ``"concat"`` or ``"mean"`` (blocks/fusion.py).
+        lift: ``"channels_to_depth"`` (learned along each ray), ``"backproject"`` (copied along each ray, parallel
+            approximation) or ``"geometric"`` (true cone-beam back-projection; needs ``geometry`` and
+            ``volume_fov_mm``, which the trainer fills from the data set). The ``lift`` config group picks one.
+        fusion: ``"concat"`` (fixed number of views), ``"mean"``, ``"max"`` or ``"attention"`` (any number of views,
+            blocks/fusion.py).
+        view_angle_embedding: add an embedding of each view's gantry angle to its cross-view tokens
+            (blocks/angle_embedding.py), so the views can come in any number and order (milestone 4).
         deep_supervision: return the coarser decoder outputs in training mode.
         checkpointing: recompute each 3D block in the backward pass instead of keeping its activations
             (activation checkpointing; trades compute for memory so 128^3 fits on one 80 GB GPU).
@@ -74,7 +80,8 @@ class HybridViT(nn.Module):
                  pyramid_scales: int = 4, pyramid_channels: int = 16, cross_view_grid: int = 16,
                  cross_view_heads: int = 4, lift: str = "channels_to_depth", fusion: str = "concat",
                  norm: str = "instance", act: str = "leaky_relu", deep_supervision: bool = True,
-                 checkpointing: bool = False) -> None:
+                 checkpointing: bool = False, view_angle_embedding: bool = False,
+                 geometry: dict | None = None, volume_fov_mm: Sequence[float] | None = None) -> None:
         super().__init__()
         if len(view_angles_deg) != num_views:
             raise ValueError(f"HybridViT: view_angles_deg has {len(view_angles_deg)} angles {list(view_angles_deg)} "
@@ -101,8 +108,10 @@ class HybridViT(nn.Module):
         # between views: cross-view attention on a pooled grid
         self.cross_view_grid = min(cross_view_grid, volume_size)
         self.cross_view = CrossViewAttention(chans[0], cross_view_heads)
+        self.angle_embedding = ViewAngleEmbedding(chans[0]) if view_angle_embedding else None
         # into the volume, then one volume from all views
-        self.lift = ViewLift(view_angles_deg, lift, chans[0], volume_size, norm=norm, act=act)
+        self.lift = ViewLift(view_angles_deg, lift, chans[0], volume_size, norm=norm, act=act, geometry=geometry,
+                             fov_mm=volume_fov_mm)
         self.fuse = ViewFusion(chans[0], num_views, mode=fusion, norm=norm, act=act)
 
         def block(level: int, channels: int) -> nn.Module:
@@ -127,17 +136,25 @@ class HybridViT(nn.Module):
         self.aux_heads = nn.ModuleList([nn.Conv3d(chans[i], 1, kernel_size=1) for i in range(1, min(4, depth))]
                                        if deep_supervision else [])
 
-    def forward(self, views: Tensor) -> Tensor | dict[str, Tensor | list[Tensor]]:
+    def forward(self, views: Tensor, angles_deg: Tensor | Sequence[float] | None = None
+                ) -> Tensor | dict[str, Tensor | list[Tensor]]:
+        """``views`` (B, V, 1, S, S); ``angles_deg`` (V,) or (B, V) (equal rows), default the constructor's. Any
+        number of views when the fusion is not ``concat`` (their angles given)."""
         b, v = views.shape[:2]
-        if views.shape[1:] != (self.num_views, 1, self.view_size, self.view_size):
-            raise ValueError(f"HybridViT expects views (B, {self.num_views}, 1, {self.view_size}, {self.view_size}),"
-                             f" got {tuple(views.shape)}")
+        angles = self.lift.angles_deg if angles_deg is None else batch_angles(angles_deg)
+        fixed = self.fuse.mode == "concat" or angles_deg is None
+        if views.shape[2:] != (1, self.view_size, self.view_size) or (fixed and v != self.num_views) or (
+                v != len(angles)):
+            raise ValueError(f"HybridViT expects views (B, {self.num_views if fixed else 'V'}, 1, {self.view_size}, "
+                             f"{self.view_size}) with one angle per view, got {tuple(views.shape)} and angles "
+                             f"{list(angles)}")
         n = self.volume_size
         scales = self.pyramid(views.flatten(0, 1))                           # [(B*V, p_k, S/2^k, S/2^k)]
         x = self.merge_scales(torch.cat([resize2d(s, n) for s in scales], dim=1))  # (B*V, c0, n, n)
         x = x.unflatten(0, (b, v))                                           # (B, V, c0, n, n)
-        x = x + self._cross_view(x)
-        volume = self.fuse(self.lift(x))                                     # (B, c0, n, n, n)
+        x = x + self._cross_view(x, angles)
+        lifted, seen = self.lift(x, angles, return_mask=True)                # (B, V, c0, n, n, n), mask or None
+        volume = self.fuse(lifted, None if self.fuse.mode == "concat" else seen)  # (B, c0, n, n, n)
 
         skips = []
         for enc, down in zip(self.encoder, self.down, strict=True):
@@ -160,12 +177,17 @@ class HybridViT(nn.Module):
             return out
         return {"volume": out, "deep_supervision": aux[::-1]}                # finest first
 
-    def _cross_view(self, x: Tensor) -> Tensor:
-        """The cross-view update of ``x`` (B, V, C, n, n), computed on a pooled grid and upsampled back."""
-        b, v, _, n, _ = x.shape
+    def _cross_view(self, x: Tensor, angles: tuple[float, ...]) -> Tensor:
+        """The cross-view update of ``x`` (B, V, C, n, n), computed on a pooled grid and upsampled back; with the
+        angle embedding, every token of a view carries its gantry angle (added to queries and keys)."""
+        b, v, c, n, _ = x.shape
         g = self.cross_view_grid
         pooled = F.adaptive_avg_pool2d(x.flatten(0, 1), g).unflatten(0, (b, v))       # (B, V, C, g, g)
-        update = self.cross_view.forward_maps(pooled) - pooled
+        pos = None
+        if self.angle_embedding is not None:
+            embedded = self.angle_embedding(torch.tensor(angles, device=x.device))       # (V, C)
+            pos = embedded.to(x.dtype)[:, None, :].expand(v, g * g, c)                  # (V, g*g, C)
+        update = self.cross_view.forward_maps(pooled, pos) - pooled
         return F.interpolate(update.flatten(0, 1), size=(n, n), mode="bilinear", align_corners=False).unflatten(
             0, (b, v))
 

@@ -46,6 +46,7 @@ from x2ct.models.blocks.fusion import ViewFusion
 from x2ct.models.blocks.lift import ViewLift
 from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
 from x2ct.models.blocks.residual import ResidualBlock
+from x2ct.models.inputs import forward_views
 from x2ct.models.patches import crop_context, crop_patches, sample_patch_origins, sliding_window_inference
 from x2ct.models.registry import build_model
 
@@ -82,15 +83,16 @@ class Refiner(nn.Module):
     """
 
     def __init__(self, num_views: int, view_angles_deg: Sequence[float], grid_size: int, channels: int = 16,
-                 levels: int = 2, norm: str = "instance", act: str = "leaky_relu") -> None:
+                 levels: int = 2, norm: str = "instance", act: str = "leaky_relu", lift: str = "backproject",
+                 geometry: dict | None = None, volume_fov_mm: Sequence[float] | None = None) -> None:
         super().__init__()
         self.grid_size = grid_size
         chans = [channels * 2**i for i in range(levels)]
         # 2D: the stem sees the views at their own resolution, the residual block at the stage's
         self.stem = ConvNormAct(2, 1, channels, norm=norm, act=act)
         self.view_block = ResidualBlock(2, channels, norm=norm, act=act)
-        # into the volume: parameter-free backprojection, cheap at 256^3
-        self.lift = ViewLift(view_angles_deg, "backproject", channels, grid_size)
+        # into the volume: parameter-free backprojection (parallel copy or true cone beam), cheap at 256^3
+        self.lift = ViewLift(view_angles_deg, lift, channels, grid_size, geometry=geometry, fov_mm=volume_fov_mm)
         self.fuse = ViewFusion(channels, num_views, mode="mean")
         # 3D U-Net on [view features, previous volume]
         self.inlet = ConvNormAct(3, channels + 1, chans[0], norm=norm, act=act)
@@ -105,12 +107,12 @@ class Refiner(nn.Module):
         nn.init.zeros_(self.head.weight)  # start as the identity on the upsampled previous volume
         nn.init.zeros_(self.head.bias)
 
-    def view_features(self, views: Tensor) -> Tensor:
+    def view_features(self, views: Tensor, angles_deg: Tensor | Sequence[float] | None = None) -> Tensor:
         """``(B, V, 1, S, S)`` -> ``(B, c, n, n, n)``: per-view 2D features, backprojected and averaged."""
         b, v = views.shape[:2]
         x = self.stem(views.flatten(0, 1))                                   # (B*V, c, S, S)
         x = self.view_block(resize2d(x, self.grid_size))                     # (B*V, c, n, n)
-        return self.fuse(self.lift(x.unflatten(0, (b, v))))                  # (B, c, n, n, n)
+        return self.fuse(self.lift(x.unflatten(0, (b, v)), angles_deg))      # (B, c, n, n, n)
 
     def refine(self, features: Tensor, context: Tensor) -> Tensor:
         """``features`` ``(B, c, d, h, w)`` and ``context`` (the upsampled previous volume, ``(B, 1, d, h, w)``) on
@@ -131,9 +133,9 @@ class Refiner(nn.Module):
         return F.interpolate(previous, scale_factor=self.grid_size / previous.shape[-1], mode="trilinear",
                              align_corners=False)
 
-    def forward(self, views: Tensor, previous: Tensor) -> Tensor:
+    def forward(self, views: Tensor, previous: Tensor, angles_deg: Tensor | Sequence[float] | None = None) -> Tensor:
         """Whole volume: views ``(B, V, 1, S, S)``, previous ``(B, 1, m, m, m)`` -> ``(B, 1, n, n, n)``."""
-        return self.refine(self.view_features(views), self.upsample(previous))
+        return self.refine(self.view_features(views, angles_deg), self.upsample(previous))
 
 
 class MultiResCascade(nn.Module):
@@ -148,6 +150,10 @@ class MultiResCascade(nn.Module):
         freeze_coarse: stage 1 keeps its weights (no gradients) and stays in eval mode (trained stage by stage,
             e.g. from a milestone-1 checkpoint loaded into ``.coarse``).
         train_patch_size: train the last stage on one random patch of this side per sample (None: whole volume).
+        lift: how the fine stages lift view features: ``"geometric"`` (true cone-beam back-projection, also given to
+            the coarse model unless ``coarse_kwargs`` sets its own lift; needs ``geometry`` and ``volume_fov_mm``,
+            filled in by the trainer) or anything else for the parallel copy (``"backproject"``); other values
+            (``"channels_to_depth"``) reach the coarse model only when ``coarse_kwargs`` has no ``lift``.
         infer_patch_size: run the fine stages tile by tile in eval mode, tiles of this side (capped at each
             stage's size) overlapping by ``infer_overlap`` (None: whole volume at once).
     """
@@ -158,7 +164,8 @@ class MultiResCascade(nn.Module):
                  refiner_channels: int = 16, refiner_levels: int = 2, freeze_coarse: bool = False,
                  train_patch_size: int | None = None, infer_patch_size: int | None = None,
                  infer_overlap: float = 0.5, norm: str = "instance", act: str = "leaky_relu",
-                 coarse_checkpoint: str | None = None) -> None:
+                 coarse_checkpoint: str | None = None, lift: str = "backproject", geometry: dict | None = None,
+                 volume_fov_mm: Sequence[float] | None = None) -> None:
         super().__init__()
         stage_sizes = [int(s) for s in stage_sizes]
         _check_settings(num_views, volume_size, view_angles_deg, stage_sizes, refiner_levels, train_patch_size,
@@ -168,10 +175,17 @@ class MultiResCascade(nn.Module):
         self.train_patch_size = train_patch_size  # plain attributes: a caller may switch patching per run
         self.infer_patch_size, self.infer_overlap = infer_patch_size, infer_overlap
 
+        coarse_kwargs = dict(coarse_kwargs or {})
+        if lift != "backproject":  # the lift group's choice reaches the coarse model, unless its kwargs say otherwise
+            coarse_kwargs.setdefault("lift", lift)
+        if coarse_kwargs.get("lift") == "geometric":
+            coarse_kwargs.update(geometry=geometry, volume_fov_mm=volume_fov_mm)
         self.coarse = build_model(coarse_model, num_views=num_views, view_size=view_size, volume_size=stage_sizes[0],
-                                  view_angles_deg=view_angles_deg, **dict(coarse_kwargs or {}))
+                                  view_angles_deg=view_angles_deg, **coarse_kwargs)
+        refiner_lift = "geometric" if lift == "geometric" else "backproject"
         self.refiners = nn.ModuleList([
-            Refiner(num_views, view_angles_deg, n, refiner_channels, refiner_levels, norm=norm, act=act)
+            Refiner(num_views, view_angles_deg, n, refiner_channels, refiner_levels, norm=norm, act=act,
+                    lift=refiner_lift, geometry=geometry, volume_fov_mm=volume_fov_mm)
             for n in stage_sizes[1:]])
         if coarse_checkpoint:
             load_coarse_weights(self.coarse, coarse_checkpoint)
@@ -186,31 +200,33 @@ class MultiResCascade(nn.Module):
             self.coarse.eval()
         return self
 
-    def forward(self, views: Tensor) -> Tensor | dict[str, Any]:
-        if views.shape[1:] != (self.num_views, 1, self.view_size, self.view_size):
+    def forward(self, views: Tensor, angles_deg: Tensor | Sequence[float] | None = None) -> Tensor | dict[str, Any]:
+        """``views`` (B, V, 1, S, S); ``angles_deg`` (V,) or (B, V) (equal rows), default the constructor's."""
+        if views.shape[2:] != (1, self.view_size, self.view_size) or (
+                angles_deg is None and views.shape[1] != self.num_views):
             raise ValueError(f"MultiResCascade expects views (B, {self.num_views}, 1, {self.view_size}, "
                              f"{self.view_size}), got {tuple(views.shape)}")
         if not self.training:
-            return self.stage_outputs(views)[-1]
-        volume, coarse_aux = self._coarse(views)
+            return self.stage_outputs(views, angles_deg)[-1]
+        volume, coarse_aux = self._coarse(views, angles_deg)
         volumes = [volume]                                                   # (B, 1, n_k^3), coarse first
         out: dict[str, Any] = {}
         for k, refiner in enumerate(self.refiners):
             if self.train_patch_size is not None and k == len(self.refiners) - 1:
-                patch, origins = self._refine_patch(refiner, views, volumes[-1])
+                patch, origins = self._refine_patch(refiner, views, volumes[-1], angles_deg)
                 volumes.append(patch)
                 out.update(patch_origins=origins, patch_size=self.train_patch_size)
             else:
-                volumes.append(refiner(views, volumes[-1]))
+                volumes.append(refiner(views, volumes[-1], angles_deg))
         return {"volume": volumes[-1], "deep_supervision": volumes[-2::-1] + coarse_aux, **out}
 
-    def stage_outputs(self, views: Tensor) -> list[Tensor]:
+    def stage_outputs(self, views: Tensor, angles_deg: Tensor | Sequence[float] | None = None) -> list[Tensor]:
         """Eval mode: every stage's volume, clamped to [0, 1], coarse first: ``[(B, 1, n_k, n_k, n_k), ...]``."""
         if self.training:
             raise RuntimeError("MultiResCascade.stage_outputs gives the eval-mode volumes: call model.eval() first")
-        volumes = [self._coarse(views)[0]]
+        volumes = [self._coarse(views, angles_deg)[0]]
         for refiner in self.refiners:
-            volumes.append(self._infer_stage(refiner, views, volumes[-1]).clamp(0.0, 1.0))
+            volumes.append(self._infer_stage(refiner, views, volumes[-1], angles_deg).clamp(0.0, 1.0))
         return volumes
 
     @torch.no_grad()
@@ -223,15 +239,16 @@ class MultiResCascade(nn.Module):
         volume = mean_volume.reshape(1, 1, *mean_volume.shape[-3:]).float()
         self.coarse.initialise_prior(F.interpolate(volume, size=(n, n, n), mode="area"))
 
-    def _coarse(self, views: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def _coarse(self, views: Tensor, angles_deg=None) -> tuple[Tensor, list[Tensor]]:
         """Stage 1 -> (volume ``(B, 1, n_1^3)``, its own deep-supervision outputs, finest first)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_coarse):
-            out = self.coarse(views)
+            out = forward_views(self.coarse, views, angles_deg)
         if isinstance(out, Mapping):
             return out["volume"], list(out.get("deep_supervision") or [])
         return out, []
 
-    def _refine_patch(self, refiner: Refiner, views: Tensor, previous: Tensor) -> tuple[Tensor, Tensor]:
+    def _refine_patch(self, refiner: Refiner, views: Tensor, previous: Tensor,
+                      angles_deg=None) -> tuple[Tensor, Tensor]:
         """One random ``p^3`` patch per sample of ``refiner``'s output -> (``(B, 1, p, p, p)``, origins ``(B, 3)``).
 
         The view features are lifted on the whole grid and cropped (the lift is a cheap parameter-free copy); the
@@ -239,17 +256,17 @@ class MultiResCascade(nn.Module):
         """
         n, p = refiner.grid_size, (self.train_patch_size,) * 3
         origins = sample_patch_origins((n, n, n), p, views.shape[0]).to(views.device)
-        features = crop_patches(refiner.view_features(views), origins, p)            # (B, c, p, p, p)
+        features = crop_patches(refiner.view_features(views, angles_deg), origins, p)  # (B, c, p, p, p)
         context = crop_context(previous, origins, p, scale=n / previous.shape[-1])    # (B, 1, p, p, p)
         return refiner.refine(features, context), origins
 
-    def _infer_stage(self, refiner: Refiner, views: Tensor, previous: Tensor) -> Tensor:
+    def _infer_stage(self, refiner: Refiner, views: Tensor, previous: Tensor, angles_deg=None) -> Tensor:
         """Eval-mode output of one fine stage ``(B, 1, n, n, n)``, whole or tile by tile."""
         if self.infer_patch_size is None:
-            return refiner(views, previous)
+            return refiner(views, previous, angles_deg)
         n = refiner.grid_size
         p = (min(self.infer_patch_size, n),) * 3
-        features = refiner.view_features(views)                                      # (B, c, n, n, n)
+        features = refiner.view_features(views, angles_deg)                                    # (B, c, n, n, n)
         scale = n / previous.shape[-1]
 
         def predict(region: tuple[slice, slice, slice]) -> Tensor:

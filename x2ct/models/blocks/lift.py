@@ -34,9 +34,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from x2ct.models.blocks.activation import make_activation
+from x2ct.models.blocks.cone_lift import ConeBeamLift
 from x2ct.models.blocks.norm import make_norm
+from x2ct.physics.geometry import ProjectionGeometry
 
-LIFT_MODES = ("backproject", "channels_to_depth")
+LIFT_MODES = ("backproject", "channels_to_depth", "geometric")
 
 # Quarter turns: (permutation of the view block's dims (B, C, T, R, K) into (D, H, W), dims to flip afterwards).
 _QUARTER_TURNS = {
@@ -109,35 +111,69 @@ class ViewLift(nn.Module):
     """All views into the volume frame: ``(B, V, C_in, n, n) -> (B, V, C_out, n, n, n)``.
 
     Args:
-        angles_deg: gantry angle of each view (``V`` values), as in ``ProjectionGeometry``.
-        mode: ``"backproject"`` (copy along the ray, no parameters, ``C_out = C_in``) or ``"channels_to_depth"``
-            (learned, ``ChannelsToDepth``; weights shared by all views).
+        angles_deg: gantry angle of each view (``V`` values), as in ``ProjectionGeometry``: the default when
+            ``forward`` is given no angles.
+        mode: ``"backproject"`` (copy along the ray, parallel rays spanning the volume, no parameters,
+            ``C_out = C_in``), ``"channels_to_depth"`` (learned, ``ChannelsToDepth``; weights shared by all views)
+            or ``"geometric"`` (every voxel centre projected into every view with the true cone-beam geometry,
+            ``blocks/cone_lift.py``; no parameters, ``C_out = C_in``).
         in_channels, out_channels: feature channels before and after (``out_channels`` defaults to
             ``in_channels``).
         grid_size: ``n``, the side of the square feature maps and of the cubic volume grid.
+        geometry, fov_mm: for ``"geometric"``: the data set's ``ProjectionGeometry`` (or its dict) and the
+            volume's extent (D, H, W) in mm, centred on the isocentre.
     """
 
     def __init__(self, angles_deg: Sequence[float], mode: str, in_channels: int, grid_size: int,
-                 out_channels: int | None = None, norm: str = "instance", act: str = "leaky_relu") -> None:
+                 out_channels: int | None = None, norm: str = "instance", act: str = "leaky_relu",
+                 geometry: ProjectionGeometry | dict | None = None, fov_mm: Sequence[float] | None = None) -> None:
         super().__init__()
         if mode not in LIFT_MODES:
             raise ValueError(f"unknown lift mode {mode!r}; expected one of {LIFT_MODES}")
         out_channels = out_channels or in_channels
-        if mode == "backproject" and out_channels != in_channels:
-            raise ValueError(f"lift mode 'backproject' keeps the channels: in_channels={in_channels} but "
+        if mode in ("backproject", "geometric") and out_channels != in_channels:
+            raise ValueError(f"lift mode {mode!r} keeps the channels: in_channels={in_channels} but "
                              f"out_channels={out_channels}")
+        if mode == "geometric" and (geometry is None or fov_mm is None):
+            raise ValueError("lift mode 'geometric' needs the imaging geometry and the volume's field of view "
+                             "(geometry=, fov_mm=; the trainer fills model.geometry and model.volume_fov_mm from "
+                             "the data set)")
         self.angles_deg = tuple(float(a) for a in angles_deg)
         self.mode, self.grid_size = mode, grid_size
         self.to_depth = (ChannelsToDepth(in_channels, out_channels, grid_size, norm=norm, act=act)
                          if mode == "channels_to_depth" else None)
+        self.cone = ConeBeamLift(geometry, grid_size, fov_mm) if mode == "geometric" else None
 
-    def forward(self, features: Tensor) -> Tensor:
+    def forward(self, features: Tensor, angles_deg: Sequence[float] | Tensor | None = None,
+                return_mask: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
+        """``features`` (B, V, C, n, n); ``angles_deg`` (V,) or (B, V) with equal rows (default: the
+        constructor's), so one model serves any subset of views. ``return_mask``: also the geometric lift's
+        (B, V, 1, n, n, n) mask of the voxels each view sees (None for the other modes: every view covers all)."""
         b, v, c, h, w = features.shape
-        if v != len(self.angles_deg) or (h, w) != (self.grid_size, self.grid_size):
-            raise ValueError(f"ViewLift expects (B, {len(self.angles_deg)}, C, {self.grid_size}, {self.grid_size}) "
-                             f"features (one view per angle {self.angles_deg}), got {tuple(features.shape)}")
+        angles = self.angles_deg if angles_deg is None else batch_angles(angles_deg)
+        if v != len(angles) or (h, w) != (self.grid_size, self.grid_size):
+            raise ValueError(f"ViewLift expects (B, {len(angles)}, C, {self.grid_size}, {self.grid_size}) "
+                             f"features (one view per angle {angles}), got {tuple(features.shape)}")
+        if self.cone is not None:
+            return self.cone(features, angles, return_mask=return_mask)
         if self.to_depth is not None:
             blocks = self.to_depth(features.reshape(b * v, c, h, w)).unflatten(0, (b, v))
         else:
             blocks = backproject(features.reshape(b * v, c, h, w), self.grid_size).unflatten(0, (b, v))
-        return torch.stack([view_to_volume(blocks[:, i], a) for i, a in enumerate(self.angles_deg)], dim=1)
+        volumes = torch.stack([view_to_volume(blocks[:, i], a) for i, a in enumerate(angles)], dim=1)
+        return (volumes, None) if return_mask else volumes
+
+
+def batch_angles(angles_deg: Sequence[float] | Tensor) -> tuple[float, ...]:
+    """The views' gantry angles of a batch as a tuple: ``(V,)``, or ``(B, V)`` whose rows must be equal (the
+    samples of one batch share their views; the view-dropout collate draws one subset per batch)."""
+    if isinstance(angles_deg, Tensor):
+        angles = angles_deg.detach().to("cpu", torch.float64)
+        if angles.ndim == 2:
+            if not bool((angles == angles[:1]).all()):
+                raise ValueError(f"the samples of a batch must share their view angles, got {angles.tolist()}")
+            angles = angles[0]
+        if angles.ndim != 1:
+            raise ValueError(f"angles_deg must be (V,) or (B, V), got shape {tuple(angles_deg.shape)}")
+        return tuple(angles.tolist())
+    return tuple(float(a) for a in angles_deg)
