@@ -17,7 +17,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 class DataConfig:
     name: str = MISSING
     root: str = MISSING
-    views: list[Any] = MISSING
+    # by name or index; null with num_views
+    views: list[Any] | None = MISSING
     render_on_the_fly: bool = MISSING
     angle_jitter_deg: float = MISSING
     noise_photons: float | None = MISSING
@@ -25,6 +26,10 @@ class DataConfig:
     batch_size: int = MISSING
     num_workers: int = MISSING
     prepare: list[str] | None = MISSING
+    # instead of views: this many views evenly spread over 180 degrees (the data set must store them)
+    num_views: int | None = None
+    # training only: a random subset of the views per batch, {min_views, max_views (null: all), always: [positions]}
+    view_dropout: dict[str, Any] | None = None
 
 
 @dataclass

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from x2ct.atomic_io import write_json_atomic, write_text_atomic
 from x2ct.data.dataset import PatientDRRDataset
+from x2ct.data.view_selection import ViewSubsetCollate
 from x2ct.engine import checkpoint as ckpt
 from x2ct.engine.config_schema import validate_train_config
 from x2ct.engine.distributed import (
@@ -42,6 +43,7 @@ from x2ct.evaluation.metrics import psnr, ssim3d
 from x2ct.losses import ReconstructionLoss
 from x2ct.losses.reconstruction import split_outputs
 from x2ct.models import count_parameters
+from x2ct.models.inputs import forward_views
 from x2ct.progress import Progress
 
 MIN_SSIM_SIZE = 11  # the 3D SSIM window (sigma 1.5) needs this many voxels per axis
@@ -127,7 +129,9 @@ def ensure_dataset(data_cfg: DictConfig, dist: DistInfo) -> Path:
 
 def make_loaders(data_cfg: DictConfig, root: Path, dist: DistInfo, seed: int):
     def dataset(split: str, augment: bool) -> PatientDRRDataset:
-        return PatientDRRDataset(root, split, views=list(data_cfg.views),
+        num_views = data_cfg.get("num_views")
+        views = None if num_views is not None or data_cfg.views is None else list(data_cfg.views)
+        return PatientDRRDataset(root, split, views=views, num_views=num_views,
                                  render_on_the_fly=bool(data_cfg.render_on_the_fly and augment),
                                  angle_jitter_deg=data_cfg.angle_jitter_deg if augment else 0.0,
                                  noise_photons=data_cfg.noise_photons if augment else None,
@@ -144,8 +148,11 @@ def make_loaders(data_cfg: DictConfig, root: Path, dist: DistInfo, seed: int):
               "pin_memory": torch.cuda.is_available()}
     # Loaders draw their workers' seeds from their own generators, never from the global RNG; the train one is
     # re-seeded every epoch (see `epoch_seed`), so a resumed run sees the same augmentation as an unbroken one.
+    dropout = data_cfg.get("view_dropout")
+    collate = (ViewSubsetCollate(int(dropout.min_views), dropout.get("max_views"), list(dropout.get("always") or []))
+               if dropout else None)  # training only: validation and test see all the selected views
     train_loader = DataLoader(train_set, sampler=train_sampler, drop_last=False, generator=torch.Generator(),
-                              **common)
+                              collate_fn=collate, **common)
 
     def eval_loader(ds):
         return DataLoader(ds, sampler=ShardSampler(len(ds), dist), generator=torch.Generator().manual_seed(seed),
@@ -153,6 +160,16 @@ def make_loaders(data_cfg: DictConfig, root: Path, dist: DistInfo, seed: int):
 
     test_loader = eval_loader(test_set) if len(test_set) else None
     return train_set, train_loader, train_sampler, eval_loader(val_set), test_loader
+
+
+def fill_geometry(model_cfg: DictConfig, input_spec: dict) -> None:
+    """Give a model config that asks for them (keys ``geometry`` / ``volume_fov_mm``, null in its YAML) the data set's
+    imaging geometry and the volume's extent: the geometric lift projects voxels with the geometry that rendered
+    the views. A cascade passes them on to its coarse model."""
+    if "geometry" in model_cfg:
+        model_cfg.geometry = input_spec["geometry"]
+    if "volume_fov_mm" in model_cfg:
+        model_cfg.volume_fov_mm = list(input_spec["ct_fov_mm"])
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -188,18 +205,21 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, p
         if limit is not None and i >= limit:
             break
         views, target = batch["views"].to(device), batch["ct"].to(device)
+        angles = batch.get("angles_deg")
         stages = []
         if constant is not None:
             pred = constant.to(device).expand_as(target)
         else:
             with autocast(device, precision):
-                stages = unwrap_model(model).stage_outputs(views) if staged else [model(views)]
+                stages = (forward_views(unwrap_model(model), views, angles, "stage_outputs") if staged
+                          else [forward_views(model, views, angles)])
             stages = [s.float() for s in stages]
             pred = stages[-1]
         totals[0] += psnr(pred, target).sum().double()
         totals[1] += ssim3d(pred, target).sum().double()
         if criterion is not None:
-            totals[2] += criterion(pred, target, volume_only=True)[0].double() * len(target)
+            totals[2] += criterion(pred, target, volume_only=True, views=views,
+                                   angles_deg=angles)[0].double() * len(target)
         totals[3] += len(target)
         for k, stage in enumerate(stages[:-1]):
             coarse_target = F.interpolate(target, size=stage.shape[-3:], mode="area")
@@ -310,6 +330,7 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
         cfg.model.view_size = int(sample["views"].shape[-1])
         cfg.model.volume_size = int(sample["ct"].shape[-1])
         cfg.model.view_angles_deg = [float(train_set.geometry.angles_deg[i]) for i in train_set.view_indices]
+        fill_geometry(cfg.model, train_set.input_spec())
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     input_spec = train_set.input_spec()  # what predict.py needs to feed the model without the data set
 
@@ -320,7 +341,8 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
     n_params = count_parameters(model)
     components = cfg.loss.get("components")
     criterion = ReconstructionLoss(dict(cfg.loss.weights),
-                                   OmegaConf.to_container(components, resolve=True) if components else None).to(device)
+                                   OmegaConf.to_container(components, resolve=True) if components else None,
+                                   input_spec=input_spec).to(device)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
     accumulate = cfg.trainer.accumulate_grad_batches
     batches = len(train_loader) if cfg.trainer.limit_train_batches is None else min(
@@ -399,12 +421,13 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
                 break
             views = batch["views"].to(device, non_blocking=True)
             target = batch["ct"].to(device, non_blocking=True)
+            angles = batch["angles_deg"]
             boundary = (i + 1) % accumulate == 0 or i + 1 == batches
             sync = contextlib.nullcontext() if boundary or dist.world_size == 1 else train_model.no_sync()
             with sync:
                 with autocast(device, precision):
-                    pred = train_model(views)
-                loss, parts = criterion(_in_float32(pred), target)
+                    pred = forward_views(train_model, views, angles)
+                loss, parts = criterion(_in_float32(pred), target, views=views, angles_deg=angles)
                 if adversarial is not None:
                     volume = split_outputs(pred)[0]
                     adv_loss, adv_parts = adversarial.generator_term(volume, epoch)
@@ -575,7 +598,7 @@ def _log_slices(logger, model, loader, device, precision, step) -> None:
     """Mid axial / coronal / sagittal slices of the first validation patient: prediction above, target below."""
     batch = next(iter(loader))
     with autocast(device, precision):
-        pred = model(batch["views"][:1].to(device)).float()[0, 0].cpu()
+        pred = forward_views(model, batch["views"][:1].to(device), batch["angles_deg"][:1]).float()[0, 0].cpu()
     target = batch["ct"][0, 0]
     d, h, w = target.shape
     images, captions = [], []

@@ -36,6 +36,7 @@ from x2ct.evaluation.metrics import mae, psnr, ssim3d
 from x2ct.evaluation.protocols import x2ct_gan_metrics
 from x2ct.evaluation.summary import summarise, write_rows_csv, write_summary
 from x2ct.evaluation.trained_model import TrainedModel, load_trained_model
+from x2ct.models.inputs import forward_views
 from x2ct.progress import Progress
 
 METRIC_DEFINITIONS: dict[str, str] = {
@@ -244,8 +245,9 @@ def _evaluate_patients(trained, dataset, indices, hu_window, reference, out_dir,
         regions = torch.from_numpy(load_regions(regions_path)) if regions_path.exists() else None
         views = item["views"][None].to(device)
         # a cascade also gives its earlier stages, scored at their own size against the area-averaged target
-        stages = trained.model.stage_outputs(views) if hasattr(trained.model, "stage_outputs") else \
-            [trained.model(views)]
+        angles = item["angles_deg"][None]
+        stages = forward_views(trained.model, views, angles, "stage_outputs") if hasattr(
+            trained.model, "stage_outputs") else [forward_views(trained.model, views, angles)]
         pred = stages[-1].float().clamp(0, 1)[0, 0].cpu().double()
         target = item["ct"][0].double()
         target_hu = np.maximum(ct.hu, np.float32(AIR_HU))  # as patient_metrics counts it (figure's error maps)

@@ -40,7 +40,8 @@ DEFINITIONS = {
     "model": "class name of the config's model._target_",
     "overrides": "command-line overrides (.hydra/overrides.yaml), less run_name, resume, data.root, paths.* and "
                  "hydra.*; in a sweep, those every job shares are listed once above its table",
-    "loss weights": "loss.weights of the resolved config (the weighted sum the run trained on)",
+    "loss weights": "loss.weights of the resolved config (the weighted sum the run trained on; terms with weight 0 "
+                    "are off and left out)",
     "params": "number of model parameters (run_info.json; '-' for runs that lack it)",
     "val PSNR": "best validation PSNR over the run's validation passes, in dB: 10 log10(1 / MSE) per patient on "
                 "volumes in [0, 1] (the HU window mapped linearly), averaged over the validation split",

@@ -265,7 +265,8 @@ def model_name(target: Any) -> str:
 def loss_weights_of(weights: Any) -> dict[str, float]:
     if not isinstance(weights, dict):
         return {}
-    return {str(k): float(v) for k, v in weights.items() if isinstance(v, (int, float))}
+    # a weight of 0 turns its term off (the loss does not build it): not part of what the run trained on
+    return {str(k): float(v) for k, v in weights.items() if isinstance(v, (int, float)) and v != 0}
 
 
 def finite_or_none(value: Any) -> float | None:
