@@ -88,3 +88,27 @@ def test_asking_for_views_the_data_set_lacks_names_them(four_view_dataset, tmp_p
     cfg = m4_cfg(four_view_dataset, tmp_path, "data.num_views=6")
     with pytest.raises(ValueError, match=r"missing \[30"):
         train(cfg, run_dir=tmp_path / "run")
+
+
+def test_c2rv_recipe_composes_and_trains_its_cascade_at_tiny_size(four_view_dataset, tmp_path):
+    """experiment=c2rv: the cascade with the geometric lift in every stage and angle embedding in the coarse model;
+    at tiny size (12^3 -> 24^3, 4 views) it trains, validates tile by tile and tests."""
+    register_resolvers()
+    cfg = compose_config("train", ["experiment=c2rv"])
+    assert cfg.model.stage_sizes == [64, 128, 256] and cfg.model.lift == "geometric" and cfg.data.num_views == 8
+    assert cfg.model.coarse_kwargs.view_angle_embedding and cfg.model.coarse_kwargs.fusion == "attention"
+    base = [o for o in tiny_train_overrides(four_view_dataset, tmp_path) if not o.startswith("model.")]
+    cfg = compose_config("train", [
+        *base, "experiment=c2rv", "trainer=debug", "logger=none", "data.num_views=4",
+        "loss.components.perceptual.weights=random", "loss.components.perceptual.slices_per_axis=2",
+        "model.stage_sizes=[12,24]", "model.train_patch_size=12", "model.infer_patch_size=12",
+        "model.refiner_channels=4", "model.coarse_kwargs.base_channels=4", "model.coarse_kwargs.depth=2",
+        "model.coarse_kwargs.channel_multipliers=[1,2,4]", "model.coarse_kwargs.num_heads=2",
+        "model.coarse_kwargs.transformer_levels=[1]", "+model.coarse_kwargs.pyramid_channels=4",
+        "+model.coarse_kwargs.cross_view_grid=4", "+model.coarse_kwargs.cross_view_heads=2"])
+    run_dir = tmp_path / "run"
+    train(cfg, run_dir=run_dir)
+    val = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "val"]
+    assert val and all(math.isfinite(r["psnr"]) and math.isfinite(r["psnr_stage1"]) for r in val)
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert any(k.startswith("coarse.angle_embedding.") for k in state["model"])
