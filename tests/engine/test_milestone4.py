@@ -112,3 +112,10 @@ def test_c2rv_recipe_composes_and_trains_its_cascade_at_tiny_size(four_view_data
     assert val and all(math.isfinite(r["psnr"]) and math.isfinite(r["psnr_stage1"]) for r in val)
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert any(k.startswith("coarse.angle_embedding.") for k in state["model"])
+
+
+def test_view_dropout_with_a_model_built_for_a_fixed_view_count_is_refused(four_view_dataset, tmp_path):
+    cfg = m4_cfg(four_view_dataset, tmp_path, "data.num_views=4", "data.view_dropout={min_views:2}",
+                 "model.fusion=concat")
+    with pytest.raises(ValueError, match=r"data\.view_dropout draws a different number of views"):
+        train(cfg, run_dir=tmp_path / "run")

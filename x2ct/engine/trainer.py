@@ -335,6 +335,10 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
     input_spec = train_set.input_spec()  # what predict.py needs to feed the model without the data set
 
     model = instantiate(cfg.model).to(device)
+    if cfg.data.get("view_dropout") and not getattr(model, "any_view_count", False):
+        raise ValueError(f"data.view_dropout draws a different number of views per batch, but {cfg.model._target_} "
+                         "is built for exactly data's views (hybrid_vit and multires take any number with "
+                         "model.fusion=mean|max|attention; the baseline's per-view FiLM does not)")
     reference_volume = mean_volume(train_set)
     if hasattr(model, "initialise_prior"):  # models with a template volume start from the average patient
         model.initialise_prior(reference_volume.to(device))

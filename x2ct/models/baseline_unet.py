@@ -141,6 +141,9 @@ class BaselineUNet(nn.Module):
         # linear in training (a sigmoid would need infinite logits for air at exactly 0); clipped to [0, 1] in eval
         return out if self.training else out.clamp(0.0, 1.0)
 
+    # the per-view FiLM of the stem is built for num_views views: always that many
+    any_view_count = False
+
     @torch.no_grad()
     def initialise_prior(self, mean_volume: Tensor) -> None:
         """Start the template at a mean CT ``(1, D, D, D)`` or ``(1, 1, D, D, D)`` in [0, 1] (no-op without one)."""

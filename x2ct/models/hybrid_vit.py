@@ -177,6 +177,11 @@ class HybridViT(nn.Module):
             return out
         return {"volume": out, "deep_supervision": aux[::-1]}                # finest first
 
+    @property
+    def any_view_count(self) -> bool:
+        """Whether the model takes any number of views (with their angles): every fusion but ``concat``."""
+        return self.fuse.mode != "concat"
+
     def _cross_view(self, x: Tensor, angles: tuple[float, ...]) -> Tensor:
         """The cross-view update of ``x`` (B, V, C, n, n), computed on a pooled grid and upsampled back; with the
         angle embedding, every token of a view carries its gantry angle (added to queries and keys)."""

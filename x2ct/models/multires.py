@@ -193,6 +193,11 @@ class MultiResCascade(nn.Module):
             self.coarse.requires_grad_(False)
             self.coarse.eval()
 
+    @property
+    def any_view_count(self) -> bool:
+        """Whether the cascade takes any number of views: its refiners do (mean fusion), so its coarse model decides."""
+        return bool(getattr(self.coarse, "any_view_count", False))
+
     def train(self, mode: bool = True) -> MultiResCascade:
         """As ``nn.Module.train``, but a frozen coarse stage stays in eval mode (its norms and dropout fixed)."""
         super().train(mode)
