@@ -130,3 +130,31 @@ def test_r1_penalty_is_applied_and_logged(tiny_dataset):
         fake = generator(views)
     parts = adversarial.discriminator_step(fake, target, epoch=0)
     assert parts["adv_r1"] > 0
+
+
+def test_conditional_volume_discriminator_sees_the_back_projected_views(tiny_dataset):
+    """condition=backprojection: D judges (volume, input views back-projected onto its grid); another input for the
+    same volume changes D's verdict, and both networks still train."""
+    cond_d = {"_target_": "x2ct.adversarial.discriminators.PatchGAN3D", "condition_channels": 1, **TINY_D}
+    generator, adversarial, views, target = setup(tiny_dataset, condition="backprojection",
+                                                  discriminators={"volume": cond_d})
+    data = PatientDRRDataset(tiny_dataset, "train")
+    angles = torch.stack([data[i]["angles_deg"] for i in range(2)])
+    condition = adversarial._condition(views, angles)
+    assert condition.shape == target.shape and condition.abs().sum() > 0
+    # the mean back-projection of each view: a voxel's condition is the mean of the views' pixels it projects on
+    lifted, seen = adversarial.backprojection(views, angles, return_mask=True)
+    torch.testing.assert_close(condition, (lifted * seen).sum(1) / seen.sum(1).clamp(min=1))
+    with torch.no_grad():
+        d = adversarial.nets["volume"]
+        assert not torch.allclose(d(target, condition), d(target, adversarial._condition(views.flip(1), angles)))
+    fake = generator(views)
+    g_loss, _ = adversarial.generator_term(fake, 0, views, angles)
+    g_loss.backward()
+    d0 = snapshot(adversarial.nets)
+    adversarial.discriminator_step(fake.detach(), target, 0, views, angles)
+    assert changed(d0, adversarial.nets)
+    with pytest.raises(ValueError, match="needs the input views"):
+        adversarial.generator_term(fake, 0)
+    with pytest.raises(ValueError, match="condition_channels=0"):
+        setup(tiny_dataset, condition="backprojection")

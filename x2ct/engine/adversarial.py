@@ -28,7 +28,10 @@ from torch.nn.parallel import DistributedDataParallel
 from x2ct.adversarial.objectives import adversarial_weight, discriminator_loss, generator_loss, r1_penalty
 from x2ct.adversarial.projection import random_angles, render_projections
 from x2ct.engine.schedule import cosine_with_warmup
+from x2ct.models.blocks.cone_lift import ConeBeamLift
 from x2ct.physics.geometry import ProjectionGeometry
+
+CONDITIONS = ("none", "backprojection")
 
 
 class AdversarialTraining:
@@ -65,6 +68,15 @@ class AdversarialTraining:
         self.geometry = geometry
         size, fov = input_spec["ct_size"], input_spec["ct_fov_mm"]
         self.spacing_mm = tuple(f / n for f, n in zip(fov, size, strict=True))
+        # a conditional volume discriminator judges (volume, the input views back-projected onto its grid)
+        self.condition = cfg.get("condition") or "none"
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"adversarial.condition must be one of {CONDITIONS}, got {self.condition!r}")
+        wanted = 1 if self.condition == "backprojection" else 0
+        if "volume" in self.nets and self.nets["volume"].condition_channels != wanted:
+            raise ValueError(f"adversarial.condition={self.condition} gives {wanted} condition channel(s), but the "
+                             f"volume discriminator has condition_channels={self.nets['volume'].condition_channels}")
+        self.backprojection = ConeBeamLift(geometry, [int(n) for n in size], fov).to(device) if wanted else None
 
     # ------------------------------------------------------------------------------------------------ hooks
 
@@ -72,23 +84,29 @@ class AdversarialTraining:
         c = self.cfg
         return adversarial_weight(epoch, c["start_epoch"], c["ramp_epochs"], c["weight"])
 
-    def generator_term(self, volume: Tensor, epoch: int) -> tuple[Tensor, dict[str, float]]:
-        """``weight * generator_loss(D(fake))`` summed over discriminators; zero (no D forward) before start."""
+    def generator_term(self, volume: Tensor, epoch: int, views: Tensor | None = None,
+                       views_angles: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+        """``weight * generator_loss(D(fake))`` summed over discriminators; zero (no D forward) before start.
+        ``views`` (B, V, 1, h, w) and their angles: the input, for a conditional volume discriminator."""
         w = self.weight(epoch)
         if w == 0.0:
             return volume.new_zeros(()), {}
         angles = self._angles()
+        condition = self._condition(views, views_angles)
         with _frozen(self.nets), self.autocast():
-            logits = self._logits(self.nets, volume, angles)  # unwrapped: no DDP reduction for D here
+            logits = self._logits(self.nets, volume, angles, condition)  # unwrapped: no DDP reduction for D here
         losses = {name: generator_loss(self.cfg["objective"], value.float()) for name, value in logits.items()}
         total = w * torch.stack(list(losses.values())).sum()
         return total, {f"adv_g_{name}": value.item() for name, value in losses.items()} | {"adv_weight": w}
 
-    def discriminator_step(self, fake: Tensor, real: Tensor, epoch: int) -> dict[str, float]:
+    def discriminator_step(self, fake: Tensor, real: Tensor, epoch: int, views: Tensor | None = None,
+                           views_angles: Tensor | None = None) -> dict[str, float]:
         """``d_steps`` updates of the discriminators on real targets against the detached prediction."""
         if self.weight(epoch) == 0.0:
             return {}
         out: dict[str, float] = {}
+        condition = self._condition(views, views_angles)
+        pair_condition = None if condition is None else torch.cat([condition, condition])
         for _ in range(self.cfg["d_steps"]):
             self.optimizer.zero_grad(set_to_none=True)
             angles = self._angles()
@@ -96,7 +114,7 @@ class AdversarialTraining:
             with self.autocast():
                 # real and fake in ONE forward per discriminator: DDP allows one forward per backward (and
                 # instance norm keeps samples apart)
-                both = self._logits(self.trained, torch.cat([real_input, fake.detach()]), angles)
+                both = self._logits(self.trained, torch.cat([real_input, fake.detach()]), angles, pair_condition)
             real_logits = {name: value[: value.shape[0] // 2] for name, value in both.items()}
             fake_logits = {name: value[value.shape[0] // 2:] for name, value in both.items()}
             loss = real.new_zeros(())
@@ -145,10 +163,22 @@ class AdversarialTraining:
         extra = random_angles(None, int(self.cfg.get("random_angles", 0))) if self.cfg.get("random_angles") else []
         return [*self.spec["angles_deg"], *extra]
 
-    def _logits(self, nets, volume: Tensor, angles: list[float]) -> dict[str, Tensor]:
+    @torch.no_grad()
+    def _condition(self, views: Tensor | None, angles: Tensor | None) -> Tensor | None:
+        """The input views back-projected onto the volume grid and averaged over the views that see each voxel,
+        ``(B, 1, D, H, W)`` (``condition: backprojection``); None for an unconditional discriminator."""
+        if self.backprojection is None:
+            return None
+        if views is None or angles is None:
+            raise ValueError("adversarial.condition=backprojection needs the input views and their angles")
+        lifted, seen = self.backprojection(views.float(), angles, return_mask=True)   # (B, V, 1, D, H, W)
+        return (lifted * seen).sum(dim=1) / seen.sum(dim=1).clamp(min=1.0)
+
+    def _logits(self, nets, volume: Tensor, angles: list[float], condition: Tensor | None = None
+                ) -> dict[str, Tensor]:
         out = {}
         if "volume" in nets:
-            out["volume"] = nets["volume"](volume)
+            out["volume"] = nets["volume"](volume, condition) if condition is not None else nets["volume"](volume)
         if "projection" in nets:
             projections = render_projections(volume.float(), self.spec["hu_window"], self.spec["mu_water"],
                                              self.spacing_mm, self.geometry.with_angles(angles),

@@ -434,7 +434,7 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
                 loss, parts = criterion(_in_float32(pred), target, views=views, angles_deg=angles)
                 if adversarial is not None:
                     volume = split_outputs(pred)[0]
-                    adv_loss, adv_parts = adversarial.generator_term(volume, epoch)
+                    adv_loss, adv_parts = adversarial.generator_term(volume, epoch, views, angles)
                     loss, parts = loss + adv_loss, parts | adv_parts
                 step_is_finite &= bool(torch.isfinite(loss))
                 (scaler.scale(loss / accumulate) if scaler else loss / accumulate).backward()
@@ -473,7 +473,7 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
             if ema:
                 ema.update(model)
             if adversarial is not None:
-                parts = parts | adversarial.discriminator_step(volume.detach(), target, epoch)
+                parts = parts | adversarial.discriminator_step(volume.detach(), target, epoch, views, angles)
             step += 1
 
             if dist.is_main and (step % cfg.trainer.log_every_steps == 0 or i + 1 == batches):
