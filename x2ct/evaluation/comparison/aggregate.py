@@ -150,7 +150,7 @@ def numeric_override(setting: Setting, key: str) -> float | None:
 def series_label(setting: Setting, x_key: str, shared: Sequence[str]) -> str:
     """The setting's overrides other than ``x_key`` and the shared ones: its series in a plot against ``x_key``."""
     rest = [o for o in setting.overrides if o not in shared and o.partition("=")[0].lstrip("~+") != x_key]
-    return " ".join(rest) or "runs"
+    return " ".join(rest) or "recipe as is"
 
 
 def natural_key(text: str) -> list[int | str]:
