@@ -8,9 +8,7 @@
 # Extra arguments go to train.py (e.g. trainer.max_epochs=2 for a quick look; seed=1 for one seed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export WANDB_MODE="${WANDB_MODE:-offline}"
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-read -r -a pin <<< "${BENCH_PIN-taskset -c 0}"
+source scripts/bench_env.sh
 
 name="${BENCH_NAME:-bench_milestones_$(date +%Y%m%d_%H%M%S)}"
 sweep="outputs/multiruns/${name}"

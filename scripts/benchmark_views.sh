@@ -7,9 +7,7 @@
 # Extra arguments go to train.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export WANDB_MODE="${WANDB_MODE:-offline}"
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-read -r -a pin <<< "${BENCH_PIN-taskset -c 0}"
+source scripts/bench_env.sh
 
 name="${BENCH_NAME:-bench_views_$(date +%Y%m%d_%H%M%S)}"
 sweeps=("${name}_views" "${name}_lift" "${name}_projection")
