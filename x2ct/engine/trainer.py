@@ -325,14 +325,14 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
     root = ensure_dataset(cfg.data, dist)
     train_set, train_loader, train_sampler, val_loader, test_loader = make_loaders(cfg.data, root, dist, cfg.seed)
     sample = train_set[0]
+    input_spec = train_set.input_spec()  # what predict.py needs to feed the model without the data set
     with open_dict(cfg):  # what the data decides, recorded so the saved config rebuilds the same model
         cfg.model.num_views = len(train_set.view_indices)
         cfg.model.view_size = int(sample["views"].shape[-1])
         cfg.model.volume_size = int(sample["ct"].shape[-1])
         cfg.model.view_angles_deg = [float(train_set.geometry.angles_deg[i]) for i in train_set.view_indices]
-        fill_geometry(cfg.model, train_set.input_spec())
+        fill_geometry(cfg.model, input_spec)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
-    input_spec = train_set.input_spec()  # what predict.py needs to feed the model without the data set
 
     model = instantiate(cfg.model).to(device)
     if cfg.data.get("view_dropout") and not getattr(model, "any_view_count", False):
