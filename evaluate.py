@@ -2,9 +2,12 @@
 
     python evaluate.py outputs/runs/NAME/checkpoints/best.pt [--split test] [--data-root DIR] [--out DIR]
     python evaluate.py CHECKPOINT --data example_ct_demo      (a data config of conf/data/, prepared if missing)
+    python evaluate.py CHECKPOINT --num-views 2               (a model that takes any number of views, e.g.
+                                                               trained with data.view_dropout, on fewer)
     torchrun --nproc_per_node=4 evaluate.py CHECKPOINT ...   (patients shared among GPUs; one report)
 
-Writes, under --out (default: <run>/evaluation/<checkpoint>_<split>/): per_patient.{csv,json}, summary.{json,csv}
+Writes, under --out (default: <run>/evaluation/<checkpoint>_<split>/, with _<N>views_<names> on other views than
+the model's own): per_patient.{csv,json}, summary.{json,csv}
 (mean, std, median, 95% interval of every metric), report.md, volumes/<patient>.nii.gz (the prediction in HU with
 the target's affine: it overlays the target CT in 3D Slicer or ITK-SNAP) and figures/<patient>.png.
 Exit code 0 on success, 1 on bad input (the message names the file or option).
@@ -27,6 +30,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="prepared data set (default: data.root saved in the checkpoint)")
     parser.add_argument("--data", default=None, metavar="NAME",
                         help="a data config of conf/data/ (e.g. example_ct_demo), prepared first if missing")
+    parser.add_argument("--views", default=None, metavar="A,B,...",
+                        help="evaluate on these views (names, comma-separated) instead of the model's own; needs a "
+                             "model that takes any number of views")
+    parser.add_argument("--num-views", type=int, default=None, metavar="N",
+                        help="evaluate on N views evenly spread over 180 degrees (as data.num_views)")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     parser.add_argument("--weights", default="auto", choices=["auto", "ema", "model"],
@@ -40,6 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.data and args.data_root:
         parser.error("give --data or --data-root, not both")
+    if args.views is not None and args.num_views is not None:
+        parser.error("give --views or --num-views, not both")
+    if args.views is not None:
+        args.views = [name.strip() for name in args.views.split(",") if name.strip()]
+        if not args.views:
+            parser.error("--views: no view names given")
     return args
 
 
@@ -50,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = EvaluationSettings(
         checkpoint=args.checkpoint, data_root=args.data_root, data_config=args.data, split=args.split, out_dir=args.out,
         device=args.device, weights=args.weights, save_volumes=not args.no_volumes,
-        save_figures=not args.no_figures, limit=args.limit, reference=not args.no_reference, wandb=args.wandb)
+        save_figures=not args.no_figures, limit=args.limit, views=args.views, num_views=args.num_views,
+        reference=not args.no_reference, wandb=args.wandb)
     try:
         result = evaluate(settings)
     except (FileNotFoundError, CheckpointError, ValueError) as err:

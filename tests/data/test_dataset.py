@@ -7,8 +7,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from x2ct.data.collate import collate_samples
 from x2ct.data.dataset import DatasetError, PatientDRRDataset
 from x2ct.data.layout import DatasetLayout
+from x2ct.data.views import render_views
+from x2ct.physics.geometry import ProjectionGeometry
+from x2ct.physics.radiograph import normalise_views
 
 
 def test_items_have_documented_shapes_and_ranges(tiny_dataset):
@@ -71,10 +75,36 @@ def test_poisson_noise_perturbs_views(tiny_dataset):
 
 
 def test_batches_through_a_dataloader(tiny_dataset):
-    batch = next(iter(DataLoader(PatientDRRDataset(tiny_dataset, "train"), batch_size=2)))
+    loader = DataLoader(PatientDRRDataset(tiny_dataset, "train"), batch_size=2, collate_fn=collate_samples)
+    batch = next(iter(loader))
     assert batch["views"].shape == (2, 2, 1, 32, 32)
     assert batch["ct"].shape == (2, 1, 24, 24, 24)
+    assert batch["angles_deg"].shape == (2, 2)
     assert len(batch["patient_id"]) == 2
+    assert [g.angles_deg for g in batch["geometry"]] == [(0.0, 90.0), (0.0, 90.0)]
+
+
+def test_item_geometry_renders_the_items_views(tiny_dataset):
+    """The geometry an item carries is the one that made its views: stored ones, and jittered on-the-fly ones."""
+    stored = PatientDRRDataset(tiny_dataset, "val", views=["lateral", "pa"])
+    item = stored[0]
+    assert isinstance(item["geometry"], ProjectionGeometry)
+    assert item["geometry"].angles_deg == (90.0, 0.0)
+    assert item["geometry"].with_angles(stored.geometry.angles_deg) == stored.geometry  # all else is the data set's
+    ct = stored._load_ct(item["patient_id"])
+    rendered = render_views(ct, item["geometry"], stored.manifest["mu_water"])
+    drr = np.load(stored.layout.drr(item["patient_id"]))[[1, 0]]
+    torch.testing.assert_close(rendered, torch.from_numpy(drr), atol=1e-4, rtol=1e-4)
+
+    jittered = PatientDRRDataset(tiny_dataset, "val", render_on_the_fly=True, angle_jitter_deg=10.0)
+    torch.manual_seed(1)
+    item = jittered[0]
+    angles = item["geometry"].angles_deg
+    torch.testing.assert_close(torch.tensor(angles, dtype=torch.float32), item["angles_deg"])
+    assert angles != (0.0, 90.0)
+    again = normalise_views(render_views(ct, item["geometry"], jittered.manifest["mu_water"]),
+                            jittered.normalisation, jittered.view_scale)
+    torch.testing.assert_close(again[:, None].float(), item["views"], atol=1e-5, rtol=1e-4)
 
 
 def test_missing_view_names_the_file(tiny_dataset, tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from x2ct.data.dataset import PatientDRRDataset
 from x2ct.data.view_selection import ViewSubsetCollate, evenly_spread_views
 
 # The benchmark layout (conf/data/benchmark.yaml): 24 views every 7.5 degrees over 180, 0 = PA.
@@ -146,3 +147,18 @@ def test_collate_refuses_batches_it_cannot_cut():
         ViewSubsetCollate(min_views=1, always=[4])(samples)
     with pytest.raises(ValueError, match=re.escape("different numbers of views [3, 4]")):
         ViewSubsetCollate(min_views=1)([fake_sample(4, 0), fake_sample(3, 1)])
+
+
+def test_collate_cuts_each_samples_geometry_with_its_views(tiny_dataset):
+    ds = PatientDRRDataset(tiny_dataset, "train")
+    collate = ViewSubsetCollate(min_views=1, max_views=1)
+    torch.manual_seed(0)
+    kept = set()
+    for _ in range(10):
+        batch = collate([ds[0], ds[1]])
+        assert batch["views"].shape[1] == 1
+        for b, geometry in enumerate(batch["geometry"]):
+            assert geometry.angles_deg == tuple(batch["angles_deg"][b].tolist())
+            assert geometry.with_angles(ds.geometry.angles_deg) == ds.geometry
+        kept.add(batch["geometry"][0].angles_deg)
+    assert kept == {(0.0,), (90.0,)}

@@ -83,6 +83,30 @@ def test_milestone4_trains_with_dropout_and_projection_loss_and_evaluates(four_v
     trainer = json.loads((run_dir / "test_metrics.json").read_text())
     assert result.summary["psnr"]["mean"] == pytest.approx(trainer["psnr"], abs=1e-4)
 
+    # the same model on fewer views: rows equal the model run on those views with their angles
+    from evaluate import main as evaluate_main
+    from x2ct.data.dataset import PatientDRRDataset
+    from x2ct.evaluation.metrics import psnr
+    from x2ct.evaluation.trained_model import load_trained_model
+
+    checkpoint = run_dir / "checkpoints" / "best.pt"
+    assert evaluate_main([str(checkpoint), "--num-views", "2", "--no-volumes", "--no-figures"]) == 0
+    two = json.loads((run_dir / "evaluation" / "best_test_2views_pa-lateral" / "per_patient.json").read_text())
+    named = evaluate(EvaluationSettings(checkpoint=checkpoint, out_dir=tmp_path / "e3", views=["lateral", "angle_135",
+                                        "pa"], save_volumes=False, save_figures=False))
+    trained = load_trained_model(checkpoint)
+    for views, rows in ((["pa", "lateral"], two), (["lateral", "angle_135", "pa"], named.rows)):
+        dataset = PatientDRRDataset(four_view_dataset, "test", views=views)
+        assert [r["patient_id"] for r in rows] == dataset.patient_ids
+        for i, row in enumerate(rows):
+            item = dataset[i]
+            with torch.no_grad():
+                pred = trained.model(item["views"][None], angles_deg=item["angles_deg"][None]).clamp(0, 1)
+            assert row["psnr"] == pytest.approx(psnr(pred[0, 0].double(), item["ct"][0].double()).item(), abs=1e-4)
+    assert json.loads((tmp_path / "e3" / "summary.json").read_text())["context"]["views"] == ["lateral", "angle_135",
+                                                                                              "pa"]
+    assert [r["psnr"] for r in two] != [r["psnr"] for r in result.rows]  # fewer views: another prediction
+
 
 def test_asking_for_views_the_data_set_lacks_names_them(four_view_dataset, tmp_path):
     cfg = m4_cfg(four_view_dataset, tmp_path, "data.num_views=6")

@@ -152,6 +152,23 @@ def test_bad_inputs_fail_with_a_message_naming_them(tiny_run, tiny_dataset, tmp_
     assert not (tmp_path / "o" / "summary.json").exists()
 
 
+def test_other_views_for_a_model_built_for_its_own_views_are_refused(tiny_run, tmp_path, capsys):
+    best = str(tiny_run / "checkpoints" / "best.pt")
+    assert evaluate_cli.main([best, "--views", "lateral", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "takes exactly the views it was trained on, ['pa', 'lateral'], not ['lateral']" in err
+    assert evaluate_cli.main([best, "--num-views", "3", "--out", str(tmp_path / "o")]) == 1
+    assert "num_views=3" in capsys.readouterr().err
+    assert evaluate_cli.main([best, "--views", "pa,ap", "--out", str(tmp_path / "o")]) == 1
+    assert "'ap' is not in the data set" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate_cli.parse_args([best, "--views", "pa", "--num-views", "1"])
+    # the model's own views, named: evaluated as usual
+    assert evaluate_cli.main([best, "--views", "pa,lateral", "--no-volumes", "--no-figures", "--no-reference",
+                              "--out", str(tmp_path / "own")]) == 0
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
 @pytest.mark.slow
 def test_torchrun_ranks_share_the_patients_and_rank0_writes_one_report(tiny_run, tmp_path, evaluation):
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import default_collate
 
 from tests.helpers import TINY_OVERRIDES, compose_config
 from x2ct.adversarial.projection import random_angles, render_projections
+from x2ct.data.collate import collate_samples
 from x2ct.data.dataset import PatientDRRDataset
 from x2ct.losses import build_loss_component
 from x2ct.losses.projection import ProjectionConsistencyLoss, ncc_distance
@@ -33,7 +33,7 @@ def four_view_dataset(tmp_path_factory) -> Path:
 
 
 def _batch(ds: PatientDRRDataset, size: int = 2) -> dict:
-    return default_collate([ds[i] for i in range(size)])
+    return collate_samples([ds[i] for i in range(size)])
 
 
 def _spacing(spec: dict) -> list[float]:

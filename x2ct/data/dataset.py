@@ -9,6 +9,9 @@ Ranges the model sees:
   ``per_image_max``: each image's own maximum, [0, 1]; ``fixed``: a chosen constant; ``none``: raw line
   integrals). With ``radiograph="intensity"``: Beer-Lambert transmission ``exp(-p)`` in (0, 1], bright where
   little attenuates, like a raw detector image.
+- ``angles_deg``: ``(V,)`` the views' gantry angles in degrees (with ``angle_jitter_deg``, the jittered ones).
+- ``geometry``: the `ProjectionGeometry` that rendered these views (the data set's, at ``angles_deg``); the
+  loaders batch it as a list (`x2ct.data.collate.collate_samples`).
 """
 
 from __future__ import annotations
@@ -93,11 +96,12 @@ class PatientDRRDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         patient_id = self.patient_ids[index]
         ct = self._load_ct(patient_id)
-        angles = torch.tensor([self.geometry.angles_deg[i] for i in self.view_indices])
+        stored = [self.geometry.angles_deg[i] for i in self.view_indices]
+        angles = torch.tensor(stored)
+        if self.angle_jitter_deg:
+            angles = angles + (torch.rand(len(angles)) * 2 - 1) * self.angle_jitter_deg
+        geometry = self.geometry.with_angles(angles.tolist() if self.angle_jitter_deg else stored)
         if self.render_on_the_fly:
-            if self.angle_jitter_deg:
-                angles = angles + (torch.rand(len(angles)) * 2 - 1) * self.angle_jitter_deg
-            geometry = self.geometry.with_angles(angles.tolist())
             line_integrals = render_views(ct, geometry, self.manifest["mu_water"])
         else:
             line_integrals = torch.from_numpy(self._load_drr(patient_id)[self.view_indices])
@@ -108,7 +112,7 @@ class PatientDRRDataset(Dataset):
         else:
             views = normalise_views(line_integrals, self.normalisation, self.view_scale)
         return {"views": views[:, None].float(), "ct": self._normalised(ct), "patient_id": patient_id,
-                "angles_deg": angles.float()}
+                "angles_deg": angles.float(), "geometry": geometry}
 
     def input_spec(self) -> dict:
         """What a model trained on this data expects, as plain JSON types (stored in checkpoints for predict.py).

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch.utils.data import default_collate
+
+from x2ct.data.collate import collate_samples
 
 
 def evenly_spread_views(angles_deg: Sequence[float], n: int, arc_deg: float = 180.0,
@@ -57,8 +58,9 @@ class ViewSubsetCollate:
     Per batch: draw k uniformly in [``min_views``, ``max_views``] (``None``: all V views of the samples), then k
     of the V view positions, the same for every sample so that the batch stacks; positions in ``always`` (e.g.
     ``(0,)`` to keep the PA view) are always among them. Each sample's ``"views"`` ``(V, 1, rows, cols)`` and
-    ``"angles_deg"`` ``(V,)`` are cut to the kept positions in stored order, then `default_collate` gives
-    ``"views"`` ``(B, k, 1, rows, cols)`` and ``"angles_deg"`` ``(B, k)``. Other keys pass through untouched.
+    ``"angles_deg"`` ``(V,)`` (and its ``"geometry"``) are cut to the kept positions in stored order, then
+    `collate_samples` gives ``"views"`` ``(B, k, 1, rows, cols)``, ``"angles_deg"`` ``(B, k)`` and ``"geometry"`` a
+    list of B geometries with k views each. Other keys pass through untouched.
     Draws use torch's global RNG, so ``torch.manual_seed`` and DataLoader worker seeding make them reproducible.
     """
 
@@ -81,7 +83,7 @@ class ViewSubsetCollate:
 
     def __call__(self, samples: list[dict]) -> dict:
         positions = self.draw(self._num_views(samples))
-        return default_collate([self._subset(sample, positions) for sample in samples])
+        return collate_samples([self._subset(sample, positions) for sample in samples])
 
     def draw(self, num_views: int) -> torch.Tensor:
         """Kept view positions ``(k,)`` int64, ascending, for samples that hold ``num_views`` views."""
@@ -120,6 +122,9 @@ class ViewSubsetCollate:
         out["views"] = sample["views"][positions]
         if "angles_deg" in sample:
             out["angles_deg"] = torch.as_tensor(sample["angles_deg"])[positions]
+        if "geometry" in sample:
+            angles = sample["geometry"].angles_deg
+            out["geometry"] = sample["geometry"].with_angles([angles[i] for i in positions.tolist()])
         return out
 
     def __repr__(self) -> str:

@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from x2ct.atomic_io import write_json_atomic, write_text_atomic
+from x2ct.data.collate import collate_samples
 from x2ct.data.dataset import PatientDRRDataset
 from x2ct.data.view_selection import ViewSubsetCollate
 from x2ct.engine import checkpoint as ckpt
@@ -150,13 +151,13 @@ def make_loaders(data_cfg: DictConfig, root: Path, dist: DistInfo, seed: int):
     # re-seeded every epoch (see `epoch_seed`), so a resumed run sees the same augmentation as an unbroken one.
     dropout = data_cfg.get("view_dropout")
     collate = (ViewSubsetCollate(int(dropout.min_views), dropout.get("max_views"), list(dropout.get("always") or []))
-               if dropout else None)  # training only: validation and test see all the selected views
+               if dropout else collate_samples)  # training only: validation and test see all the selected views
     train_loader = DataLoader(train_set, sampler=train_sampler, drop_last=False, generator=torch.Generator(),
                               collate_fn=collate, **common)
 
     def eval_loader(ds):
         return DataLoader(ds, sampler=ShardSampler(len(ds), dist), generator=torch.Generator().manual_seed(seed),
-                          **common)
+                          collate_fn=collate_samples, **common)
 
     test_loader = eval_loader(test_set) if len(test_set) else None
     return train_set, train_loader, train_sampler, eval_loader(val_set), test_loader

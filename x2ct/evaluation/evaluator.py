@@ -79,6 +79,8 @@ class EvaluationSettings:
     save_volumes: bool = True
     save_figures: bool = True
     limit: int | None = None  # first N patients only (quick looks; never for reported numbers)
+    views: list[str] | None = None  # other views than the model was trained on (a model that takes any number)
+    num_views: int | None = None  # or: N views evenly spread over 180 degrees (as data.num_views)
     reference: bool = True  # score the mean training volume too
     wandb: bool = False
 
@@ -90,8 +92,13 @@ class EvaluationResult:
     summary: dict[str, dict[str, float]]
 
 
-def default_out_dir(trained: TrainedModel, split: str) -> Path:
-    return trained.run_dir / "evaluation" / f"{trained.path.stem}_{split}"
+def default_out_dir(trained: TrainedModel, split: str, views: list[str] | None = None) -> Path:
+    """``<run>/evaluation/<checkpoint>_<split>``, with ``_<N>views_<names>`` when evaluated on other views than
+    the model was trained on."""
+    name = f"{trained.path.stem}_{split}"
+    if views is not None and list(views) != trained.view_names:
+        name += f"_{len(views)}views_{'-'.join(views)}"
+    return trained.run_dir / "evaluation" / name
 
 
 def patient_metrics(pred: torch.Tensor, target: torch.Tensor, target_hu: torch.Tensor,
@@ -131,7 +138,8 @@ def evaluate(settings: EvaluationSettings) -> EvaluationResult | None:
         if settings.data_config is not None:
             settings.data_root = prepared_data_root(settings.data_config, dist)
         dataset, hu_window = _dataset(trained, settings)
-        out_dir = Path(settings.out_dir) if settings.out_dir else default_out_dir(trained, settings.split)
+        out_dir = (Path(settings.out_dir) if settings.out_dir
+                   else default_out_dir(trained, settings.split, dataset.view_names))
         count = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
         if count == 0:
             raise ValueError(f"the {settings.split} split of {dataset.layout.root} is empty: nothing to evaluate")
@@ -195,8 +203,19 @@ def _dataset(trained: TrainedModel, settings: EvaluationSettings) -> tuple[Patie
     if not (Path(root) / "dataset.json").exists():
         raise FileNotFoundError(f"data set {root} (from {'--data-root' if settings.data_root else 'the checkpoint'}"
                                 f") has no dataset.json; pass --data-root with the prepared data set to evaluate on")
-    dataset = PatientDRRDataset(root, settings.split, views=trained.view_names,
-                                radiograph=data_cfg.get("radiograph", "log"))
+    if settings.views is not None and settings.num_views is not None:
+        raise ValueError(f"give --views ({settings.views}) or --num-views ({settings.num_views}), not both")
+    views = trained.view_names if settings.views is None and settings.num_views is None else settings.views
+    try:
+        dataset = PatientDRRDataset(root, settings.split, views=views, num_views=settings.num_views,
+                                    radiograph=data_cfg.get("radiograph", "log"))
+    except ValueError as err:
+        raise ValueError(f"{err} (views for the model of {trained.path})") from err
+    if dataset.view_names != trained.view_names and not getattr(trained.model, "any_view_count", False):
+        raise ValueError(f"the model of {trained.path} ({trained.config['model']['_target_']}) takes exactly the "
+                         f"views it was trained on, {trained.view_names}, not {dataset.view_names}: only a model "
+                         "built for any number of views (hybrid_vit or multires with fusion mean|max|attention) "
+                         "can be evaluated on others")
     model_cfg = trained.config["model"]
     view_shape = list(dataset.geometry.detector_shape)
     ct_size = list(dataset.manifest["ct"]["size"])
