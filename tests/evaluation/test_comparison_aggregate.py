@@ -50,6 +50,18 @@ def test_the_same_overrides_in_different_sweeps_stay_apart_and_one_run_has_std_z
     assert format_stat(Stat(None, None, 0), 2) == "-" and format_stat(Stat(95.0, 5.0, 2), None) == "1m35s +- 5.0s"
 
 
+def test_merge_sweeps_merges_the_same_setting_across_sweeps():
+    rows = [row("0", "a", ["seed=1", "lift=learned"], 30.0, 0.9, 10.0), row("1", "a", ["seed=3", "lift=learned"], 32.0,
+                                                                           0.9, 10.0),
+            row("0", "b", ["seed=2", "lift=learned"], 34.0, 0.9, 10.0), row("0", "c", ["seed=1"], 20.0, 0.8, 10.0)]
+    apart = aggregate_runs(rows, "seed")
+    assert [len(s.runs) for s in apart] == [2, 1, 1]
+    merged = aggregate_runs(rows, "seed", merge_sweeps=True)
+    assert [s.over_values for s in merged] == [["1", "3", "2"], ["1"]]
+    assert merged[0].stats["test_psnr"].mean == pytest.approx(32.0) and merged[0].stats["test_psnr"].std == 2.0
+    assert merged[0].sweep == "a, b" and merged[0].source == "/x/a, /x/b" and merged[1].sweep == "c"
+
+
 def test_plot_against_a_numeric_override_has_one_errorbar_line_per_series():
     rows = [row(str(i), "s", [f"seed={seed}", f"data.num_views={v}", f"lift={lift}"], 25 + v + seed, 0.8, 1.0)
             for i, (seed, v, lift) in enumerate([(s, v, lift) for s in (1, 2) for v in (2, 4, 8)
@@ -83,6 +95,9 @@ def test_command_merges_the_sweep_jobs_and_reads_evaluate_summaries(outputs, tmp
         main([str(sweep), "--x", "seed"])
     assert err.value.code == 2
     assert "--x needs --over" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(sweep), "--merge-sweeps"])
+    assert "--merge-sweeps needs --over" in capsys.readouterr().err
 
 
 def test_rows_without_evaluations_have_none(outputs):  # noqa: F811

@@ -5,7 +5,8 @@ adds a table of two settings, each with the mean and sample standard deviation (
 runs' numbers: best validation PSNR, test PSNR / SSIM (the trainer's ``test_metrics.json``), every ``evaluate.py``
 result found in the run folders (``evaluation/<name>/summary.json``: the mean over patients of each run, then mean
 +- std over the runs) and wall time. Runs are matched within one sweep (or among single runs) by their overrides
-with the ``over`` key removed; overrides every setting shares are shown once, as for the run table.
+with the ``over`` key removed, or, with ``merge_sweeps`` (``--merge-sweeps``: seeds run as several sweeps), across
+sweeps; overrides every setting shares are shown once, as for the run table.
 """
 
 from __future__ import annotations
@@ -69,16 +70,20 @@ def over_value(row: RunRow, over: str) -> str | None:
     return None
 
 
-def aggregate_runs(rows: Sequence[RunRow], over: str = "seed") -> list[Setting]:
+def aggregate_runs(rows: Sequence[RunRow], over: str = "seed", merge_sweeps: bool = False) -> list[Setting]:
     """Settings in first-seen order; each holds ``Stat`` for ``BASE_METRICS``, wall time and every evaluation
-    (``eval/<name>/psnr``, ``eval/<name>/ssim``)."""
-    members: dict[tuple[str, tuple[str, ...]], list[RunRow]] = {}
+    (``eval/<name>/psnr``, ``eval/<name>/ssim``). ``merge_sweeps``: runs of different sweeps (and single runs)
+    with the same overrides merge too; the setting's ``sweep`` / ``source`` then list each sweep once, joined by
+    ``", "``."""
+    members: dict[tuple[str | None, tuple[str, ...]], list[RunRow]] = {}
     for row in rows:
         own = tuple(o for o in row.overrides if o.partition("=")[0].lstrip("~+") != over)
-        members.setdefault((row.sweep_source, own), []).append(row)
+        members.setdefault((None if merge_sweeps else row.sweep_source, own), []).append(row)
     settings = []
-    for (source, own), group in members.items():
-        setting = Setting(sweep=group[0].sweep, source=source, overrides=list(own), model=group[0].model,
+    for (_, own), group in members.items():
+        sweep = ", ".join(dict.fromkeys(r.sweep for r in group))
+        source = ", ".join(dict.fromkeys(r.sweep_source for r in group))
+        setting = Setting(sweep=sweep, source=source, overrides=list(own), model=group[0].model,
                           runs=[r.run for r in group], over_values=[over_value(r, over) or MISSING for r in group],
                           parameters=group[0].parameters)
         for key, _, _ in (*BASE_METRICS, WALL_TIME):

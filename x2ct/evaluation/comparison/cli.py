@@ -1,5 +1,5 @@
 """``python -m x2ct.compare PATH [PATH ...] [--out DIR] [--wandb-project ENTITY/PROJECT] [--sort psnr|name]
-[--no-plot] [--over KEY [--x KEY]]``: print a table comparing runs and write ``comparison.md``,
+[--no-plot] [--over KEY [--x KEY] [--merge-sweeps]]``: print a table comparing runs and write ``comparison.md``,
 ``comparison.json``, ``val_psnr.png``. ``--over seed`` adds a table of mean +- std over runs that differ only in
 the seed (x2ct/evaluation/comparison/aggregate.py); ``--x data.num_views`` a plot of test PSNR / SSIM against it.
 
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-plot", action="store_true", help="do not draw val_psnr.png")
     parser.add_argument("--over", metavar="KEY", default=None,
                         help="also merge runs that differ only in this override (e.g. seed): mean +- std table")
+    parser.add_argument("--merge-sweeps", action="store_true",
+                        help="with --over: merge runs of different sweeps too (e.g. seeds 1,2 and seed 3 run apart)")
     parser.add_argument("--x", dest="x_key", metavar="KEY", default=None,
                         help="with --over: plot test PSNR/SSIM against this numeric override (e.g. data.num_views)")
     return parser
@@ -57,6 +59,8 @@ def main(argv: Sequence[str]) -> int:
         parser.error("give at least one run folder (or folder of runs), or --wandb-project")
     if args.x_key and not args.over:
         parser.error("--x needs --over (the plot shows means over the merged runs)")
+    if args.merge_sweeps and not args.over:
+        parser.error("--merge-sweeps needs --over (it says which runs --over merges)")
     run_dirs = find_all_run_dirs(parser, args.paths)
 
     with warnings.catch_warnings():
@@ -79,7 +83,8 @@ def main(argv: Sequence[str]) -> int:
 
         groups = group_runs(rows, args.sort)
         print(format_text_table(groups), end="")
-        settings = aggregate_runs([r for g in groups for r in g.rows], args.over) if args.over else []
+        rows = [r for g in groups for r in g.rows]
+        settings = aggregate_runs(rows, args.over, args.merge_sweeps) if args.over else []
         if settings:
             print(f"\nmean +- std over {args.over}:\n" + format_aggregate_markdown(settings, args.over), end="")
         out = args.out or (args.paths[0] / DEFAULT_OUT_NAME if args.paths else Path(DEFAULT_OUT_NAME))
