@@ -32,16 +32,15 @@ for sweep in "${sweeps[@]}"; do
       --out "${job}evaluation/best_example_ct"
   done
 done
-# the models that see 8 views (and the dropout ones) on 2 and 4 of them
+# the models trained on 8 views (with and without dropout) scored on 2 and 4 of them
 for sweep in "${sweeps[0]}" "${sweeps[3]}" "${sweeps[4]}"; do
   for job in "outputs/multiruns/${sweep}"/[0-9]*/; do
+    grep -qx -- "- data.num_views=8" "${job}.hydra/overrides.yaml" || continue
     for n in 2 4; do
       "${pin[@]}" python evaluate.py "${job}checkpoints/best.pt" --num-views "$n" --no-volumes --no-figures \
         --out "${job}evaluation/best_test_${n}views"
-      if [[ $sweep != "${sweeps[0]}" ]]; then
-        "${pin[@]}" python evaluate.py "${job}checkpoints/best.pt" --data example_ct_benchmark --num-views "$n" \
-          --no-volumes --out "${job}evaluation/best_example_ct_${n}views"
-      fi
+      "${pin[@]}" python evaluate.py "${job}checkpoints/best.pt" --data example_ct_benchmark --num-views "$n" \
+        --no-volumes --out "${job}evaluation/best_example_ct_${n}views"
     done
   done
 done
