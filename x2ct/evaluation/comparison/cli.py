@@ -83,8 +83,8 @@ def main(argv: Sequence[str]) -> int:
 
         groups = group_runs(rows, args.sort)
         print(format_text_table(groups), end="")
-        rows = [r for g in groups for r in g.rows]
-        settings = aggregate_runs(rows, args.over, args.merge_sweeps) if args.over else []
+        in_table_order = [r for g in groups for r in g.rows]
+        settings = aggregate_runs(in_table_order, args.over, args.merge_sweeps) if args.over else []
         if settings:
             print(f"\nmean +- std over {args.over}:\n" + format_aggregate_markdown(settings, args.over), end="")
         out = args.out or (args.paths[0] / DEFAULT_OUT_NAME if args.paths else Path(DEFAULT_OUT_NAME))
