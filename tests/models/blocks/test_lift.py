@@ -114,3 +114,34 @@ def test_view_lift_rejects_a_wrong_number_of_views_or_size():
         ViewLift((0.0,), "splat", in_channels=4, grid_size=N)
     with pytest.raises(ValueError, match=r"keeps the channels"):
         ViewLift((0.0,), "backproject", in_channels=4, grid_size=N, out_channels=8)
+
+
+def coordinate_ramps(n: int) -> torch.Tensor:
+    """A ``(1, 3, n, n, n)`` view block whose channels are its own T, R and K coordinates (0 at the block's edge,
+    1 at the far one): a misplaced sampling grid shows in the values, by the shift times ``1 / n`` per voxel."""
+    axis = (torch.arange(n, dtype=torch.float32) + 0.5) / n
+    t, r, k = torch.meshgrid(axis, axis, axis, indexing="ij")
+    return torch.stack([t, r, k])[None]
+
+
+@pytest.mark.parametrize("n", [64, 128])
+@pytest.mark.parametrize("angle", [30.0, 100.0])
+def test_a_bfloat16_block_is_rotated_on_the_float32_grid_under_autocast(n, angle):
+    # under bf16 autocast a bf16 grid was off by up to 0.3 (64) / 0.5 (128) / 1.0 (256) voxels; only the values
+    # may be rounded now, once, to bfloat16 (relative 2^-9; the ramps' smallest values are 1 / 2n)
+    block = coordinate_ramps(n).to(torch.bfloat16)
+    reference = view_to_volume(block.float(), angle)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lifted = view_to_volume(block, angle)
+    torch.testing.assert_close(lifted.float(), reference, rtol=2.0**-8, atol=1e-6)
+    assert lifted.dtype == torch.bfloat16
+
+
+def test_a_bfloat16_view_lift_matches_the_float32_lift_under_autocast():
+    n = 64
+    features = coordinate_ramps(n)[:, None, 1:, 0].repeat(1, 2, 1, 1, 1)  # (1, 2, 2, n, n): R and K ramps per view
+    lift = ViewLift([30.0, 120.0], "backproject", 2, n)
+    reference = lift(features.to(torch.bfloat16).float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lifted = lift(features.to(torch.bfloat16))
+    torch.testing.assert_close(lifted.float(), reference, rtol=2.0**-8, atol=1e-6)
