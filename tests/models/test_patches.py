@@ -197,3 +197,36 @@ def test_patch_coordinates_are_the_grid_sample_grid_of_the_patch():
         assert whole[0, k].min().item() == pytest.approx(-1 + 1 / n) and whole[0, k].max().item() == pytest.approx(
             1 - 1 / n)
     assert whole[0, 0, :2, 0, 0].tolist() == pytest.approx([-5 / 6, -3 / 6])  # 2 * (i + 0.5) / 6 - 1
+
+
+def test_tiles_predicted_in_bfloat16_are_blended_in_float32():
+    # under bf16 autocast a model returns bf16 tiles; weights and sums stay float32, so the blend is exactly the
+    # float32 blend of those tiles (accumulating in bf16 drifted by several bf16 steps where tiles overlap)
+    volume = torch.rand(1, 2, 24, 20, 28, generator=torch.Generator().manual_seed(0)) + 0.5
+    shape, patch = (24, 20, 28), (10, 8, 12)
+
+    def predict(region):
+        return volume[(..., *region)].to(torch.bfloat16)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        blended = sliding_window_inference(predict, shape, patch, overlap=0.6)
+    reference = sliding_window_inference(lambda r: predict(r).float(), shape, patch, overlap=0.6)
+    assert blended.dtype == torch.float32
+    torch.testing.assert_close(blended, reference, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("coarse_size", [24, 48])
+def test_crop_context_of_a_bfloat16_volume_samples_on_the_float32_grid(coarse_size):
+    # a bf16 grid (the coarse volume's dtype under autocast) misplaced the samples near the far border of fine
+    # volumes whose side is not a power of two (at 2^k <= 256 voxel centres are exact in bf16); only the values may
+    # be rounded now, once, to bfloat16. Ramps that cross 0 at the patch centre keep the values small there, so
+    # their rounding stays far below a misplaced sample's error
+    fine_size, patch = 2 * coarse_size, (16, 16, 16)
+    origin = fine_size - 20
+    axis = (torch.arange(coarse_size, dtype=torch.float32) + 0.5) / coarse_size - (origin + 8.5) / fine_size
+    coarse = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"))[None].to(torch.bfloat16)  # (1, 3, n^3)
+    origins = torch.tensor([[origin] * 3])
+    reference = crop_context(coarse.float(), origins, patch, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        context = crop_context(coarse, origins, patch, 2)
+    torch.testing.assert_close(context.float(), reference, rtol=2.0**-8, atol=1e-6)

@@ -122,9 +122,12 @@ def crop_context(coarse: Tensor, origins_fine: Tensor, patch_size_fine: Shape3,
         raise ValueError(f"crop_context: fine patches {tuple(patch_size_fine)} at {origins.tolist()} must lie inside "
                          f"the fine volume {tuple(fine_extent)} (coarse {tuple(coarse.shape[2:])} x scale {scales})")
     # Coarse coordinate c = (i + 0.5) / s - 0.5 normalises (align_corners=False) to 2 * (i + 0.5) / (s * n0) - 1.
-    grid = _normalised_centres(origins, patch_size_fine, fine_extent).to(coarse.dtype)
-    return F.grid_sample(coarse, grid.flip(1).permute(0, 2, 3, 4, 1), mode="bilinear", padding_mode="border",
-                         align_corners=False)
+    # Grid and samples in float32 at least (a half-precision volume under autocast would misplace them), rounded once.
+    work = torch.promote_types(coarse.dtype, torch.float32)
+    grid = _normalised_centres(origins, patch_size_fine, fine_extent).to(work)
+    context = F.grid_sample(coarse.to(work), grid.flip(1).permute(0, 2, 3, 4, 1), mode="bilinear",
+                            padding_mode="border", align_corners=False)
+    return context.to(coarse.dtype)
 
 
 def window_starts(size: int, patch: int, overlap: float) -> list[int]:
@@ -181,9 +184,10 @@ def sliding_window_inference(predict: Callable[[Region], Tensor], volume_shape: 
     ``predict(region)`` gets the ``(slice_d, slice_h, slice_w)`` of one tile of the output volume and returns its
     ``(B, C, d, h, w)`` prediction: the caller crops its own inputs (coarse context, coordinates, a halo of extra
     input voxels if it wants exact convolutions at tile borders) and keeps its model. Batch, channels, dtype and
-    device come from the first call. Output = sum of weight * prediction / sum of weights over the tiles covering a
-    voxel; memory is one output and one weight volume besides a single patch. Call it under ``torch.no_grad()``
-    for inference (otherwise autograd keeps every tile's graph).
+    device come from the first call; the output is at least float32 (weights and blended sums are accumulated in
+    float32 even when a model under autocast returns half-precision tiles). Output = sum of weight * prediction /
+    sum of weights over the tiles covering a voxel; memory is one output and one weight volume besides a single
+    patch. Call it under ``torch.no_grad()`` for inference (otherwise autograd keeps every tile's graph).
     """
     weights = blend_weights(patch_size, blend, sigma_scale)
     output: Tensor | None = None
@@ -195,9 +199,10 @@ def sliding_window_inference(predict: Callable[[Region], Tensor], volume_shape: 
                 raise ValueError(f"sliding_window_inference: predict must return (B, C, d, h, w), "
                                  f"got {tuple(prediction.shape)}")
             batch, channels = prediction.shape[:2]
-            output = prediction.new_zeros((batch, channels, *volume_shape))
-            weights = weights.to(device=prediction.device, dtype=prediction.dtype)
-            weight_sum = prediction.new_zeros((1, 1, *volume_shape))
+            work = torch.promote_types(prediction.dtype, torch.float32)
+            output = prediction.new_zeros((batch, channels, *volume_shape), dtype=work)
+            weights = weights.to(device=prediction.device, dtype=work)
+            weight_sum = prediction.new_zeros((1, 1, *volume_shape), dtype=work)
         expected = (*output.shape[:2], *patch_size)
         if tuple(prediction.shape) != expected:
             raise ValueError(f"sliding_window_inference: predict returned {tuple(prediction.shape)} for region "
