@@ -8,7 +8,7 @@ import torch
 from skimage.transform import radon
 
 from x2ct.physics.geometry import ProjectionGeometry
-from x2ct.physics.projector import DRRProjector, render_drr
+from x2ct.physics.projector import DRRProjector, plan_rays, render_drr
 
 
 def voxelised_ellipsoid(shape, spacing, semi_axes, supersample=4):
@@ -175,6 +175,39 @@ def test_projector_module_caches_rays_and_matches_function():
     torch.testing.assert_close(proj(vol), render_drr(vol, (1.0, 1.0, 1.0), geom))
     torch.testing.assert_close(proj(vol.bfloat16()), render_drr(vol.bfloat16(), (1.0, 1.0, 1.0), geom))
     assert len(proj._rays) == 1  # float32 and bfloat16 volumes share the float32 rays
+
+
+def test_a_precomputed_plan_renders_the_same_image_bit_for_bit():
+    torch.manual_seed(0)
+    vol = torch.rand(2, 1, 16, 20, 24)
+    spacing = (1.0, 1.1, 0.9)
+    for geom in (
+        ProjectionGeometry(kind="cone", angles_deg=(0.0, 45.0, 90.0, 200.0), detector_shape=(17, 19),
+                           pixel_spacing_mm=(2.0, 2.0), source_to_isocenter_mm=200.0, source_to_detector_mm=350.0,
+                           detector_offset_mm=(3.0, -2.0)),
+        ProjectionGeometry(kind="parallel", angles_deg=(30.0, 120.0), detector_shape=(9, 11),
+                           pixel_spacing_mm=(2.5, 2.0)),
+    ):
+        plan = plan_rays(geom, vol.shape[2:], spacing)
+        for max_elements in (None, 2000):
+            assert torch.equal(render_drr(vol, spacing, geom, plan=plan, max_elements=max_elements),
+                               render_drr(vol, spacing, geom, max_elements=max_elements))
+
+
+def test_a_plan_for_another_call_is_refused():
+    geom = ProjectionGeometry(kind="parallel", angles_deg=(0.0, 90.0), detector_shape=(8, 8), pixel_spacing_mm=(1, 1))
+    vol = torch.rand(1, 1, 8, 8, 8)
+    plan = plan_rays(geom, (8, 8, 8), (1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="volume shape"):
+        render_drr(torch.rand(1, 1, 8, 8, 6), (1.0, 1.0, 1.0), geom, plan=plan)
+    with pytest.raises(ValueError, match="spacing"):
+        render_drr(vol, (1.0, 2.0, 1.0), geom, plan=plan)
+    with pytest.raises(ValueError, match="another geometry"):
+        render_drr(vol, (1.0, 1.0, 1.0), geom.with_angles([0.0, 45.0]), plan=plan)
+    with pytest.raises(ValueError, match="float64"):
+        render_drr(vol.double(), (1.0, 1.0, 1.0), geom, plan=plan)
+    with pytest.raises(ValueError, match="not both"):
+        render_drr(vol, (1.0, 1.0, 1.0), geom, plan=plan, rays=geom.rays())
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,16 @@ call samples all planes of a chunk of rays; autograd gives gradients with respec
 geometry) for free.
 
 Memory is bounded: rays are processed in chunks so that ``planes x batch x rays`` stays under ``max_elements``.
+
+Everything that depends on the geometry alone (which axis each ray marches along, where it crosses each plane,
+its length per plane) is a ``RayPlan`` (``plan_rays``), so a caller that renders the same geometry many times,
+e.g. a loss at every training step, can build it once and pass it in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -36,12 +41,84 @@ _PLANE_LAYOUT = {
 _WORLD_AXIS_TO_DIM = {0: 4, 1: 3, 2: 2}
 
 
+@dataclass(frozen=True)
+class RayGroup:
+    """The rays that run mostly along one world axis, as the plane march reads them; ``R`` rays, ``P`` planes.
+
+    A ray crosses the plane at ``plane_mm[p]`` at grid_sample coordinates ``base + plane_mm[p] * slope``
+    (one fused multiply-add per sample instead of intersecting each ray with each plane at every call).
+    """
+
+    world_axis: int  # 0 = x (planes along W), 1 = y (H), 2 = z (D)
+    index: torch.Tensor  # (R,) int64: the rays' positions among all V * rows * cols
+    base: torch.Tensor  # (R, 2) normalised (col, row) position in the plane through the isocentre
+    slope: torch.Tensor  # (R, 2) change of that position per mm along world_axis
+    length_per_plane: torch.Tensor  # (R,) mm of ray between neighbouring planes
+    plane_mm: torch.Tensor  # (P,) world coordinate of each voxel plane along world_axis
+
+
+@dataclass(frozen=True)
+class RayPlan:
+    """What ``render_drr`` needs of the geometry for one volume shape and spacing, on one device and dtype."""
+
+    geometry: ProjectionGeometry
+    volume_shape: tuple[int, int, int]  # (D, H, W)
+    spacing_mm: tuple[float, float, float]
+    groups: tuple[RayGroup, ...]
+
+
+def plan_rays(
+    geometry: ProjectionGeometry,
+    volume_shape: Sequence[int],
+    spacing_mm: Sequence[float],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    rays: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> RayPlan:
+    """The ``RayPlan`` of ``geometry``'s rays through a ``(D, H, W)`` volume of voxel size ``spacing_mm``.
+
+    ``dtype`` and ``device`` must be those the volume renders in (``working_dtype`` of its dtype). ``rays``: the
+    ``geometry.rays(...)`` to use instead (e.g. to differentiate with respect to them); the plan then lives on
+    their device. Computed in float64, stored in ``dtype``: it costs O(rays), not O(rays x planes).
+    """
+    sizes = tuple(int(n) for n in volume_shape)
+    spacing = tuple(float(s) for s in spacing_mm)
+    if len(sizes) != 3 or len(spacing) != 3:
+        raise ValueError(f"plan_rays: volume_shape and spacing_mm must be (D, H, W), got {sizes} and {spacing}")
+    half = _half_extents(sizes, spacing)
+    if rays is None:
+        rays = geometry.rays(dtype=torch.float64, device=device)
+    origins, directions = (r.reshape(-1, 3).to(torch.float64) for r in rays)
+    principal = directions.abs().argmax(dim=1)  # world axis each ray runs most parallel to
+    groups = []
+    for world_axis in range(3):
+        idx = torch.nonzero(principal == world_axis).squeeze(1)
+        if idx.numel() == 0:
+            continue
+        plane_dim = _WORLD_AXIS_TO_DIM[world_axis]
+        _, _, row_axis, col_axis = _PLANE_LAYOUT[plane_dim]
+        o, d = origins[idx], directions[idx]
+        along = d[:, world_axis]
+        sideways = d[:, [col_axis, row_axis]] / along[:, None]  # (R, 2) mm across per mm along
+        at_zero = o[:, [col_axis, row_axis]] - o[:, world_axis, None] * sideways  # crossing of the plane at 0 mm
+        # normalised grid_sample coordinates (align_corners=False: +-1 at the volume's outer voxel edges)
+        scale = torch.tensor([1 / half[col_axis], 1 / half[row_axis]], dtype=torch.float64, device=o.device)
+        n_planes, step = sizes[plane_dim - 2], spacing[plane_dim - 2]
+        plane_mm = (torch.arange(n_planes, dtype=torch.float64, device=o.device) - (n_planes - 1) / 2) * step
+        groups.append(RayGroup(
+            world_axis=world_axis, index=idx, base=(at_zero * scale).to(dtype), slope=(sideways * scale).to(dtype),
+            length_per_plane=(step * d.norm(dim=1) / along.abs()).to(dtype), plane_mm=plane_mm.to(dtype)))
+    return RayPlan(geometry=geometry, volume_shape=sizes, spacing_mm=spacing, groups=tuple(groups))
+
+
 def render_drr(
     volume: torch.Tensor,
     spacing_mm: Sequence[float],
     geometry: ProjectionGeometry,
     *,
     rays: tuple[torch.Tensor, torch.Tensor] | None = None,
+    plan: RayPlan | None = None,
     max_elements: int | None = None,
 ) -> torch.Tensor:
     """Render line integrals ``sum(mu * length)`` through ``volume`` for every view of ``geometry``.
@@ -52,6 +129,8 @@ def render_drr(
         spacing_mm: voxel size ``(D, H, W)`` in mm; anisotropic is fine.
         geometry: source/detector layout and gantry angles.
         rays: optional precomputed ``geometry.rays(...)`` on the volume's device and dtype (saves recomputation).
+        plan: optional precomputed ``plan_rays(geometry, (D, H, W), spacing_mm, ...)`` in the volume's working
+            dtype and on its device (saves more: the image is identical to the one rendered without it).
         max_elements: bound on ``planes * batch * rays`` per chunk, which bounds peak memory; ``None`` takes
             ``DEFAULT_MAX_ELEMENTS`` for the volume's device type.
 
@@ -67,27 +146,21 @@ def render_drr(
         raise TypeError(f"render_drr: volume must be a floating-point tensor, got {volume.dtype}")
     volume = volume.to(working_dtype(volume.dtype))
     batch = volume.shape[0]
-    sizes = volume.shape[2:]  # (D, H, W)
-    # half extents per world axis (x, y, z), voxel edge to voxel edge
-    half = [sizes[2] * float(spacing_mm[2]) / 2, sizes[1] * float(spacing_mm[1]) / 2,
-            sizes[0] * float(spacing_mm[0]) / 2]
-    _check_source_outside(geometry, half)
+    sizes = tuple(volume.shape[2:])  # (D, H, W)
+    _check_source_outside(geometry, _half_extents(sizes, spacing_mm))
 
     if max_elements is None:
         max_elements = DEFAULT_MAX_ELEMENTS.get(volume.device.type, DEFAULT_MAX_ELEMENTS["cuda"])
-    if rays is None:
-        rays = geometry.rays(dtype=volume.dtype, device=volume.device)
-    origins, directions = (r.reshape(-1, 3) for r in rays)
+    if plan is None:
+        plan = plan_rays(geometry, sizes, spacing_mm, dtype=volume.dtype, device=volume.device, rays=rays)
+    else:
+        if rays is not None:
+            raise ValueError("render_drr: pass rays or plan, not both (a plan already holds its rays)")
+        _check_plan(plan, volume, spacing_mm, geometry)
     rows, cols = geometry.detector_shape
-    out = volume.new_zeros(batch, origins.shape[0])
-
-    principal = directions.abs().argmax(dim=1)  # world axis each ray runs most parallel to
-    for world_axis in range(3):
-        idx = torch.nonzero(principal == world_axis).squeeze(1)
-        if idx.numel() == 0:
-            continue
-        out = out.index_copy(1, idx, _integrate_along(volume, spacing_mm, half, world_axis, origins[idx],
-                                                      directions[idx], max_elements))
+    out = volume.new_zeros(batch, geometry.num_views * rows * cols)
+    for group in plan.groups:
+        out = out.index_copy(1, group.index, _integrate_group(volume, group, max_elements))
     return out.reshape(batch, geometry.num_views, rows, cols)
 
 
@@ -96,31 +169,46 @@ def working_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def _integrate_along(volume, spacing_mm, half, world_axis, origins, directions, max_elements):
-    """Joseph sums for rays that all run mostly along ``world_axis``. Returns ``(B, R)``."""
-    plane_dim = _WORLD_AXIS_TO_DIM[world_axis]
-    (row_dim, col_dim), _, row_axis, col_axis = _PLANE_LAYOUT[plane_dim]
+def _half_extents(sizes: Sequence[int], spacing_mm: Sequence[float]) -> list[float]:
+    """Half extents (mm) per world axis (x, y, z) of a (D, H, W) volume, voxel edge to voxel edge."""
+    return [sizes[2] * float(spacing_mm[2]) / 2, sizes[1] * float(spacing_mm[1]) / 2,
+            sizes[0] * float(spacing_mm[0]) / 2]
+
+
+def _check_plan(plan: RayPlan, volume: torch.Tensor, spacing_mm: Sequence[float],
+                geometry: ProjectionGeometry) -> None:
+    """Name what differs between a precomputed plan and the call it is passed to."""
+    spacing = tuple(float(s) for s in spacing_mm)
+    if plan.volume_shape != tuple(volume.shape[2:]) or plan.spacing_mm != spacing:
+        raise ValueError(f"render_drr: plan was made for volume shape {plan.volume_shape} and spacing "
+                         f"{plan.spacing_mm}, got {tuple(volume.shape[2:])} and {spacing}")
+    if plan.geometry is not geometry and plan.geometry != geometry:
+        raise ValueError(f"render_drr: plan was made for another geometry ({plan.geometry}), got {geometry}")
+    tensor = plan.groups[0].base
+    if tensor.dtype != volume.dtype or tensor.device != volume.device:
+        raise ValueError(f"render_drr: plan is {tensor.dtype} on {tensor.device}, the volume renders in "
+                         f"{volume.dtype} on {volume.device} (plan_rays(..., dtype=working_dtype(volume.dtype)))")
+
+
+def _integrate_group(volume: torch.Tensor, group: RayGroup, max_elements: int) -> torch.Tensor:
+    """Joseph sums for the rays of ``group`` through ``volume`` (B, 1, D, H, W). Returns ``(B, R)``."""
+    plane_dim = _WORLD_AXIS_TO_DIM[group.world_axis]
+    (row_dim, col_dim), _, _, _ = _PLANE_LAYOUT[plane_dim]
     n_planes = volume.shape[plane_dim]
-    step = float(spacing_mm[plane_dim - 2])
     # (P, B, rows, cols): planes become grid_sample's batch, the volume batch its channels.
     # contiguous once here, or grid_sample copies the whole volume for every chunk
     planes = volume[:, 0].permute(plane_dim - 1, 0, row_dim - 1, col_dim - 1).contiguous()
-    plane_coord = (torch.arange(n_planes, dtype=volume.dtype, device=volume.device) - (n_planes - 1) / 2) * step
+    plane_mm = group.plane_mm[:, None, None]  # (P, 1, 1)
 
     batch = volume.shape[0]
     chunk = max(1, max_elements // (n_planes * max(batch, 2)))
     results = []
-    for start in range(0, origins.shape[0], chunk):
-        o = origins[start:start + chunk]
-        d = directions[start:start + chunk]
-        t = (plane_coord[:, None] - o[None, :, world_axis]) / d[None, :, world_axis]  # (P, R)
-        # normalised grid_sample coordinates (align_corners=False: +-1 at the volume's outer voxel edges)
-        gx = (o[None, :, col_axis] + t * d[None, :, col_axis]) / half[col_axis]
-        gy = (o[None, :, row_axis] + t * d[None, :, row_axis]) / half[row_axis]
-        grid = torch.stack([gx, gy], dim=-1).unsqueeze(2)  # (P, R, 1, 2)
-        samples = F.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        length_per_plane = step * d.norm(dim=1) / d[:, world_axis].abs()  # (R,)
-        results.append(samples.sum(dim=0)[:, :, 0] * length_per_plane)  # (B, R)
+    for start in range(0, group.index.shape[0], chunk):
+        end = start + chunk
+        grid = torch.addcmul(group.base[None, start:end], plane_mm, group.slope[None, start:end])  # (P, R, 2)
+        samples = F.grid_sample(planes, grid.unsqueeze(2), mode="bilinear", padding_mode="zeros",
+                                align_corners=False)  # (P, B, R, 1)
+        results.append(samples.sum(dim=0)[:, :, 0] * group.length_per_plane[start:end])  # (B, R)
     return torch.cat(results, dim=1)
 
 
