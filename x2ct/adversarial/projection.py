@@ -4,10 +4,14 @@ Real and generated volumes go through the same pipeline that made the training v
 render_views` then `PatientDRRDataset`'s normalisation): [0, 1] -> HU -> mu -> line integrals -> normalised
 views. Everything is differentiable with respect to the volume, so the projection discriminator's gradient
 reaches the generator through the projector.
+
+This runs at every training step on the same few geometries, so the geometry-only part of rendering (the ray
+plan) is built once per geometry, volume shape, spacing, device and dtype and kept in a small LRU cache.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -16,8 +20,12 @@ from torch import Tensor
 from x2ct.data.preprocess import denormalise
 from x2ct.physics.attenuation import hu_to_mu
 from x2ct.physics.geometry import ProjectionGeometry
-from x2ct.physics.projector import render_drr
+from x2ct.physics.projector import RayPlan, plan_rays, render_drr, working_dtype
 from x2ct.physics.radiograph import Normalisation, normalise_views
+
+# Plans kept at once: the input views' angles, the discriminator's and a few novel-view draws. A plan holds
+# about 30 bytes per detector pixel (2 views of 512^2: 15 MB), so the cache stays small next to the model.
+RAY_PLAN_CACHE_SIZE = 8
 
 
 def render_projections(volume01: Tensor, hu_window: Sequence[float], mu_water: float, spacing_mm: Sequence[float],
@@ -42,7 +50,21 @@ def render_projections(volume01: Tensor, hu_window: Sequence[float], mu_water: f
     if volume01.ndim != 5 or volume01.shape[1] != 1:
         raise ValueError(f"render_projections expects volumes of shape (B, 1, D, H, W), got {tuple(volume01.shape)}")
     mu = hu_to_mu(denormalise(volume01, hu_window), mu_water)
-    return normalise_views(render_drr(mu, spacing_mm, geometry), normalisation, scale)
+    spacing = tuple(float(s) for s in spacing_mm)
+    dtype = working_dtype(mu.dtype)
+    if torch.compiler.is_compiling():  # traced into the graph: a Python-side cache would not survive there
+        plan = plan_rays(geometry, mu.shape[2:], spacing, dtype=dtype, device=mu.device)
+    else:
+        plan = _cached_ray_plan(geometry, tuple(mu.shape[2:]), spacing, dtype, mu.device)
+    return normalise_views(render_drr(mu, spacing, geometry, plan=plan), normalisation, scale)
+
+
+@functools.lru_cache(maxsize=RAY_PLAN_CACHE_SIZE)
+def _cached_ray_plan(geometry: ProjectionGeometry, volume_shape: tuple[int, ...], spacing_mm: tuple[float, ...],
+                     dtype: torch.dtype, device: torch.device) -> RayPlan:
+    """``plan_rays`` once per distinct (hashable) set of arguments; nothing in a plan depends on the volume."""
+    with torch.inference_mode(False):  # a plan first made under inference_mode must still serve training steps
+        return plan_rays(geometry, volume_shape, spacing_mm, dtype=dtype, device=device)
 
 
 def random_angles(generator: torch.Generator | None, count: int, low: float = 0.0,
