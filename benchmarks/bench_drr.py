@@ -1,10 +1,11 @@
-"""Speed and peak memory of x2ct's DRR projector, optionally side by side with DiffDRR 0.6.1.
+"""Speed and peak memory of x2ct's DRR projector, optionally side by side with DiffDRR 0.6.1 and nanodrr 0.1.7.
 
 Run from the repository root::
 
-    python benchmarks/bench_drr.py            # full matrix on CPU (and CUDA when available), ~3-4 min on 2 cores
-    python benchmarks/bench_drr.py --quick    # a small subset, under a minute
+    python benchmarks/bench_drr.py            # full matrix on CPU (and CUDA when available), ~4-5 min on 2 cores
+    python benchmarks/bench_drr.py --quick    # a small subset, about a minute
     python benchmarks/bench_drr.py --device cpu --sizes 64,128 --no-peer
+    python benchmarks/bench_drr.py --device cuda --quick --peers diffdrr,nanodrr   # the GPU check's call
 
 Every case runs in a fresh subprocess so that peaks and allocator caches never mix between cases. Inside it:
 one warm-up call, then up to ``--repeats`` timed calls of ``render_drr`` (forward only, under
@@ -14,9 +15,12 @@ add on top of the process after the volume is loaded: on CPU the rise of the pea
 moment, which counts everything the calls touch (rays, chunks, output, allocator slack); on CUDA
 ``torch.cuda.max_memory_allocated`` minus the memory allocated before the warm-up.
 
-The peer part (skipped with ``--no-peer`` or when ``import diffdrr`` fails; DiffDRR is never a dependency of
-x2ct) renders the same attenuation volume in the same geometry with DiffDRR's two renderers and reports its
-time relative to x2ct, its peak memory and how well the images agree.
+The peer part renders the same attenuation volume in the same geometry with each peer named by ``--peers``
+(default both; ``--no-peer`` for none; a peer that is not installed is skipped, and neither is ever a dependency
+of x2ct): DiffDRR's two renderers, and nanodrr's ray march, by its torch backend on the CPU and its fused Triton
+kernel on CUDA, at each of ``--nanodrr-samples`` samples per ray. Each peer's rays are checked to coincide with
+x2ct's before anything is timed; reported are its time relative to x2ct, its peak memory and how well the images
+agree.
 
 Writes ``drr_<device>.json`` and ``drr_<device>.md`` (``drr_<device>_quick.*`` for ``--quick``) under ``--out``.
 """
@@ -76,7 +80,16 @@ QUICK_VIEWS = (2,)
 PEER_SIZE = 128
 PEER_DETECTOR = 256
 PEER_VIEWS = 2
-PEER_RENDERERS = ("siddon", "trilinear")
+PEER_RENDERERS = ("siddon", "trilinear")  # DiffDRR's
+PEERS = ("diffdrr", "nanodrr")
+PEER_INSTALL = {"diffdrr": "pip install --no-deps diffdrr==0.6.1", "nanodrr": "pip install --no-deps nanodrr==0.1.7"}
+# nanodrr's backend per device: its grid_sample reference on the CPU, its fused kernel on CUDA. Named explicitly
+# (not "auto") so that a CUDA machine without Triton fails the case rather than silently timing the torch path.
+NANODRR_BACKEND = {"cpu": "torch", "cuda": "triton"}
+# Samples per ray, spread over the part of the ray inside the volume: PEER_SIZE is about one per voxel plane, as
+# x2ct's Joseph sum takes; twice that is where nanodrr's image stops changing (agreement with x2ct levels off).
+NANODRR_SAMPLES = (PEER_SIZE, 2 * PEER_SIZE)
+QUICK_NANODRR_SAMPLES = (PEER_SIZE,)
 
 MB = 2**20
 
@@ -212,22 +225,71 @@ def _diffdrr_renderer(mu, spacing_mm, geometry, renderer: str):
     translations = torch.zeros(views, 3, device=mu.device)
     translations[:, 1] = -geometry.source_to_isocenter_mm
     pose_args = {"parameterization": "euler_angles", "convention": "ZXY", "degrees": True}
-    _check_same_rays(drr, geometry, rotations, translations, pose_args)
+    from diffdrr.pose import convert
+
+    source, target = drr.detector(convert(rotations, translations, **pose_args), None)  # (V, 1, 3), (V, R, 3)
+    _check_same_rays("DiffDRR", source, target, geometry)
     return lambda: drr(rotations, translations, **pose_args)[:, 0]
 
 
-def _check_same_rays(drr, geometry, rotations, translations, pose_args, tol_mm: float = 0.05) -> None:
-    """Fail loudly unless DiffDRR's sources and pixel centres coincide with ``geometry``'s."""
-    from diffdrr.pose import convert
+def _nanodrr_renderer(mu, spacing_mm, geometry, n_samples: int, backend: str):
+    """nanodrr's ``DRR`` posed to reproduce ``geometry``; returns a call giving ``(V, rows, cols)``.
 
-    source, target = drr.detector(convert(rotations, translations, **pose_args), None)  # (V,1,3), (V,R,3)
+    Mapping, worked out from nanodrr 0.1.7's data/subject.py, drr/drr.py, drr/renderer.py and camera/:
+    - Volume: a ``Subject`` holds ``(1, 1, D, H, W)`` with a voxel-to-world affine on voxel indices (i, j, k)
+      along (W, H, D), as grid_sample reads them; diag(sW, sH, sD) centred on the origin puts our (D, H, W) array
+      in x2ct's RAS world unchanged. ``convert_to_mu=False`` renders our mu, not its own HU conversion.
+    - Camera: source at the origin, pixel (r, c) at ``sdd * K^-1 (c + 0.5, r + 0.5, 1)``, i.e. camera
+      x = (c - (W-1)/2) delx, y = (r - (H-1)/2) dely, z = sdd (``make_k_inv`` with no principal-point offset).
+    - Pose: ``rt_inv`` maps camera to world; its columns are taken straight from x2ct's frames (camera x -> the
+      column axis u, y -> the row axis v, z -> the beam direction -e_s, origin -> the source at SID e_s). That
+      frame is left-handed, like nanodrr's own "PA" orientation matrix; both renderers only need it affine.
+    Hence nanodrr's (V, 1, H, W) images equal our (1, V, H, W) ones with no flip or transpose;
+    ``_check_same_rays`` verifies this on nanodrr's own ray end points before anything is timed.
+    """
+    import torch
+    from nanodrr.camera import make_k_inv
+    from nanodrr.data import Subject
+    from nanodrr.drr import DRR
+    from nanodrr.geometry import transform_point
+
+    sd, sh, sw = spacing_mm
+    depth, height, width = mu.shape
+    voxel_to_world = torch.eye(4, dtype=torch.float64)
+    voxel_to_world[:3, :3] = torch.diag(torch.tensor([sw, sh, sd], dtype=torch.float64))
+    voxel_to_world[:3, 3] = torch.tensor([-(width - 1) / 2 * sw, -(height - 1) / 2 * sh, -(depth - 1) / 2 * sd],
+                                         dtype=torch.float64)
+    image = mu[None, None].float()  # (1, 1, D, H, W)
+    subject = Subject(image, torch.zeros_like(image), voxel_to_world.float(), voxel_to_world.inverse().float(),
+                      Subject._make_voxel_to_grid(image.shape), torch.zeros(3), max_label=0,
+                      convert_to_mu=False).to(mu.device)
+    rows, cols = geometry.detector_shape
+    k_inv = make_k_inv(geometry.source_to_detector_mm, geometry.pixel_spacing_mm[1], geometry.pixel_spacing_mm[0],
+                       0.0, 0.0, rows, cols, dtype=torch.float32, device=mu.device)
+    drr = DRR(k_inv, torch.tensor([geometry.source_to_detector_mm], device=mu.device), rows, cols)
+    e_s, u, v = geometry.frames(torch.float64)
+    rt_inv = torch.zeros(geometry.num_views, 4, 4, dtype=torch.float64)  # (V, 4, 4) camera -> world
+    rt_inv[:, :3, 0], rt_inv[:, :3, 1], rt_inv[:, :3, 2] = u, v, -e_s
+    rt_inv[:, :3, 3] = geometry.source_to_isocenter_mm * e_s
+    rt_inv[:, 3, 3] = 1.0
+    rt_inv = rt_inv.float().to(mu.device)
+    views = geometry.num_views
+    source = transform_point(rt_inv, drr.src.expand(views, -1, -1))  # (V, 1, 3) world mm
+    target = transform_point(rt_inv, drr.tgt.expand(views, -1, -1))  # (V, R, 3)
+    _check_same_rays("nanodrr", source, target, geometry)
+    return lambda: drr(subject, rt_inv, n_samples=n_samples, backend=backend)[:, 0]
+
+
+def _check_same_rays(peer: str, source, target, geometry, tol_mm: float = 0.05) -> None:
+    """Fail loudly unless a peer's sources ``(V, 1, 3)`` and pixel centres ``(V, R, 3)`` (world mm) coincide
+    with ``geometry``'s."""
     origins, _ = geometry.rays(dtype=source.dtype, device=source.device)
     pixels = geometry.pixel_positions(dtype=source.dtype, device=source.device)
     views = geometry.num_views
     err_source = (source[:, 0] - origins[:, 0, 0]).abs().max().item()
     err_pixels = (target - pixels.reshape(views, -1, 3)).abs().max().item()
     if max(err_source, err_pixels) > tol_mm:
-        raise RuntimeError(f"DiffDRR geometry does not match x2ct's: sources differ by up to {err_source:.3g} mm, "
+        raise RuntimeError(f"{peer} geometry does not match x2ct's: sources differ by up to {err_source:.3g} mm, "
                            f"pixel centres by up to {err_pixels:.3g} mm (tolerance {tol_mm} mm)")
 
 
@@ -242,6 +304,8 @@ def run_case(spec: dict) -> dict:
     geometry = benchmark_geometry(spec["detector"], spec["views"])
     if spec["engine"] == "x2ct":
         render = _x2ct_renderer(mu, spacing, geometry, spec.get("max_elements"))
+    elif spec["engine"].startswith("nanodrr"):
+        render = _nanodrr_renderer(mu, spacing, geometry, spec["samples_per_ray"], spec["backend"])
     else:
         render = _diffdrr_renderer(mu, spacing, geometry, spec["engine"].removeprefix("diffdrr-"))
 
@@ -384,7 +448,7 @@ def run_device(device: str, args: argparse.Namespace, workdir: Path) -> dict:
     report = {"benchmark": "render_drr", "device": device, "created": dt.datetime.now().isoformat(timespec="seconds"),
               "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "machine": machine_info(device),
               "setup": _setup_dict(args, device, volume_description, extent_mm), "cases": results, "peer": None}
-    if args.peer:
+    if args.peers:
         report["peer"] = run_peer(device, args, workdir)
     return report
 
@@ -406,25 +470,37 @@ def _default_max_elements(device: str) -> int:
     return DEFAULT_MAX_ELEMENTS[device.split(":")[0]]
 
 
+def peer_engines(peers: tuple[str, ...], device: str, nanodrr_samples: tuple[int, ...]) -> dict[str, dict]:
+    """The renderers to run against x2ct, by name, each with what its case's spec adds."""
+    engines: dict[str, dict] = {"x2ct": {}}
+    if "diffdrr" in peers:
+        engines.update({f"diffdrr-{r}": {} for r in PEER_RENDERERS})
+    if "nanodrr" in peers:
+        backend = NANODRR_BACKEND[device.split(":")[0]]
+        engines.update({f"nanodrr-{backend}-{n}": {"backend": backend, "samples_per_ray": n} for n in nanodrr_samples})
+    return engines
+
+
 def run_peer(device: str, args: argparse.Namespace, workdir: Path) -> dict:
-    """x2ct and DiffDRR's renderers on the same volume and geometry, each in its own subprocess."""
+    """x2ct and the peers' renderers on the same volume and geometry, each in its own subprocess."""
     try:
         vol = load_volume("example-ct", PEER_SIZE)
     except FileNotFoundError:
         vol = load_volume(args.volume, PEER_SIZE)
     mu_path = workdir / "mu_peer.npy"
     np.save(mu_path, hu_to_mu(vol.hu, MU_WATER_PER_MM).astype(np.float32))
-    peer = {"diffdrr_version": importlib.metadata.version("diffdrr"), "volume": vol.description,
+    peer = {"versions": {name: importlib.metadata.version(name) for name in args.peers}, "volume": vol.description,
             "volume_shape": list(vol.hu.shape), "spacing_mm": list(vol.spacing_mm),
             "detector_shape": [PEER_DETECTOR, PEER_DETECTOR], "views": PEER_VIEWS, "runs": {}}
     images = {}
-    for engine in ("x2ct", *(f"diffdrr-{r}" for r in PEER_RENDERERS)):
+    for engine, extra in peer_engines(args.peers, device, args.nanodrr_samples).items():
         image_path = workdir / f"peer_{engine}.npy"
         spec = {"engine": engine, "mu_path": str(mu_path), "spacing_mm": list(vol.spacing_mm), "device": device,
                 "detector": PEER_DETECTOR, "views": PEER_VIEWS, "repeats": args.peer_repeats,
                 "min_repeats": args.peer_repeats, "budget_s": 0.0, "image_path": str(image_path),
-                "max_elements": args.max_elements}
+                "max_elements": args.max_elements, **extra}
         run = _run_in_subprocess(spec, args.child_timeout_s)
+        run.update(extra)
         if run["status"] == "ok":
             images[engine] = np.load(image_path)
         peer["runs"][engine] = run
@@ -490,30 +566,48 @@ def _memory_method(report: dict) -> str:
     return f"{method} (MB = 2^20 bytes), each case in a fresh process"
 
 
+PEER_TITLES = {"diffdrr": "DiffDRR", "nanodrr": "nanodrr"}
+
+
+def _samples_per_ray(engine: str, run: dict) -> str:
+    if engine == "x2ct":
+        return "1 per voxel plane"
+    if engine == "diffdrr-siddon":
+        return "every voxel crossed"
+    if engine == "diffdrr-trilinear":
+        return "500 (default)"
+    return str(run.get("samples_per_ray", "-"))
+
+
 def _peer_markdown(peer: dict) -> list[str]:
     det, v = peer["detector_shape"][0], peer["views"]
-    lines = [f"## Peer: DiffDRR {peer['diffdrr_version']}", "",
+    title = ", ".join(f"{PEER_TITLES.get(name, name)} {version}" for name, version in peer["versions"].items())
+    lines = [f"## Peers: {title}", "",
              f"Same attenuation volume ({peer['volume']}, shape {tuple(peer['volume_shape'])}), same geometry, "
-             f"{det}^2 detector, {v} views; each renderer in its own process. Agreement is with x2ct's image, "
-             "worst view: Pearson r, relative L2 after dividing each image by its mean, and relative L2 of the "
-             "raw line integrals.", "",
-             "| renderer | s / call | DiffDRR s / x2ct s | peak MB | Pearson r | rel. L2 (normalised) "
+             f"{det}^2 detector, {v} views; each renderer in its own process, its rays checked to coincide with "
+             "x2ct's. " + ("nanodrr runs its torch backend on the CPU and its fused Triton kernel on CUDA, with the "
+                           "samples per ray spread over the part of the ray inside the volume. "
+                           if "nanodrr" in peer["versions"] else "")
+             + "Agreement is with x2ct's image, worst view: Pearson r, relative L2 after dividing each image by its "
+             "mean, and relative L2 of the raw line integrals.", "",
+             "| renderer | samples / ray | s / call | s / x2ct s | peak MB | Pearson r | rel. L2 (normalised) "
              "| rel. L2 (raw) | other load |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for engine, run in peer["runs"].items():
         load = f"{run['other_cpu_load']:.2f}" if "other_cpu_load" in run else "-"
+        samples = _samples_per_ray(engine, run)
         if run["status"] != "ok":
-            lines.append(f"| {engine} | - | - | - | - | - | {run['note']} | {load} |")
+            lines.append(f"| {engine} | {samples} | - | - | - | - | - | {run['note']} | {load} |")
             continue
-        ratio = f"{run['time_ratio_vs_x2ct']:.1f}" if "time_ratio_vs_x2ct" in run else "1.0"
+        ratio = f"{run['time_ratio_vs_x2ct']:.2f}" if "time_ratio_vs_x2ct" in run else "1.00"
         agree = run.get("agreement_vs_x2ct")
         if agree:
             cols = (f"{min(agree['pearson_r']):.4f} | {max(agree['rel_l2_normalised']):.4f} | "
                     f"{max(agree['rel_l2_raw']):.4f}")
         else:
             cols = "- | - | -"
-        lines.append(f"| {engine} | {run['seconds_per_call']:.3f} | {ratio} | {run['peak_memory_mb']:.0f} "
-                     f"| {cols} | {load} |")
+        lines.append(f"| {engine} | {samples} | {run['seconds_per_call']:.3f} | {ratio} "
+                     f"| {run['peak_memory_mb']:.0f} | {cols} | {load} |")
     return lines
 
 
@@ -526,6 +620,14 @@ def _int_list(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
+
+
+def _peer_list(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))
+    unknown = [n for n in names if n not in PEERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown peer(s) {', '.join(unknown)}; expected some of {','.join(PEERS)}")
+    return names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -541,7 +643,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="benchmark volume; auto = phantom, else example CT, else synthetic ellipsoid")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results",
                    help="folder for drr_<device>.json/.md")
-    p.add_argument("--no-peer", dest="peer", action="store_false", help="skip the DiffDRR comparison")
+    p.add_argument("--peers", type=_peer_list, default=PEERS,
+                   help=f"peers to compare with, comma-separated, from {','.join(PEERS)} (default all; '' = none)")
+    p.add_argument("--no-peer", dest="peers", action="store_const", const=(), help="skip the peer comparison")
+    p.add_argument("--nanodrr-samples", type=_int_list,
+                   help=f"nanodrr's samples per ray, one run each (default {NANODRR_SAMPLES}, "
+                        f"--quick {QUICK_NANODRR_SAMPLES})")
     p.add_argument("--repeats", type=int, help="most timed calls per case (default 5, --quick 3)")
     p.add_argument("--min-repeats", type=int, default=3, help="fewest timed calls per case")
     p.add_argument("--budget-s", type=float, default=10.0,
@@ -560,6 +667,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.repeats = args.repeats or (3 if args.quick else 5)
     args.min_repeats = min(args.min_repeats, args.repeats)
     args.peer_repeats = args.peer_repeats or (1 if args.quick else 3)
+    args.nanodrr_samples = args.nanodrr_samples or (QUICK_NANODRR_SAMPLES if args.quick else NANODRR_SAMPLES)
     return args
 
 
@@ -575,9 +683,11 @@ def main(argv: list[str] | None = None) -> int:
         devices = ["cpu"]
     if "cuda" in devices and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch.cuda.is_available() is False")
-    if args.peer and importlib.util.find_spec("diffdrr") is None:
-        print("DiffDRR not installed: skipping the peer comparison (pip install --no-deps diffdrr==0.6.1)")
-        args.peer = False
+    missing = [name for name in args.peers if importlib.util.find_spec(name) is None]
+    for name in missing:
+        print(f"{name} not installed: left out of the peer comparison ({PEER_INSTALL[name]}, then its pure-Python "
+              "dependencies; see benchmarks/README.md)")
+    args.peers = tuple(name for name in args.peers if name not in missing)
     suffix = "_quick" if args.quick else ""
     for device in devices:
         print(f"[{device}] render_drr benchmark", flush=True)
