@@ -12,9 +12,11 @@ import torch
 
 from tests.engine.test_train import tiny_train_overrides
 from tests.helpers import TINY_OVERRIDES, compose_config
+from x2ct.engine.data import make_loaders
+from x2ct.engine.distributed import DistInfo
 from x2ct.engine.launch import register_resolvers
 from x2ct.engine.metrics_log import read_metrics
-from x2ct.engine.trainer import DistInfo, make_loaders, train
+from x2ct.engine.trainer import train
 from x2ct.evaluation.evaluator import EvaluationSettings, evaluate
 
 TINY_HYBRID = ["model.base_channels=4", "model.depth=3", "model.channel_multipliers=[1,2,4,8]", "model.num_heads=2",

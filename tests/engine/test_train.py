@@ -223,3 +223,43 @@ def test_milestone2_cascade_trains_on_patches_at_tiny_size(tiny_dataset, tmp_pat
     assert all(math.isfinite(r["psnr"]) and math.isfinite(r["psnr_stage1"]) and "ssim_stage1" in r for r in val)
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["config"]["model"]["_target_"] == "x2ct.models.multires.MultiResCascade"
+
+
+SGD = ("optimizer._target_=torch.optim.SGD", "~optimizer.betas", "optimizer.weight_decay=0", "optimizer.lr=0.1",
+       "trainer.grad_clip_norm=null", "trainer.max_epochs=1", "trainer.limit_train_batches=1")
+
+
+def test_a_short_last_accumulation_group_is_divided_by_its_own_length(tiny_dataset, tmp_path):
+    """accumulate_grad_batches=2 over one micro-batch makes the same step as no accumulation over it (SGD, whose
+    step is proportional to the gradient: dividing by 2 would halve it)."""
+    run(tiny_cfg(tiny_dataset, tmp_path, *SGD, "trainer.accumulate_grad_batches=2"), tmp_path / "accumulated")
+    run(tiny_cfg(tiny_dataset, tmp_path, *SGD, "trainer.accumulate_grad_batches=1"), tmp_path / "plain")
+    a = torch.load(tmp_path / "accumulated" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "plain" / "checkpoints" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 1
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-6, atol=1e-7, msg=key)
+
+
+def test_fp16_scaler_overflows_are_not_counted_as_nonfinite_steps(tiny_dataset, tmp_path, monkeypatch):
+    """While GradScaler settles its scale, overflowing gradients are normal: the scaler skips those steps and halves
+    the scale. They must not add up to max_nonfinite_steps (here every step overflows at the huge start scale)."""
+    import x2ct.engine.trainer as trainer
+
+    monkeypatch.setattr(trainer, "make_scaler", lambda precision, device: torch.amp.GradScaler("cpu", init_scale=2.0**60))
+    run_dir = tmp_path / "run"
+    run(tiny_cfg(tiny_dataset, tmp_path, "trainer.precision=fp16", "trainer.max_nonfinite_steps=2"), run_dir)
+    rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "train"]
+    assert len(rows) == 4 and sum(r["skipped_nonfinite"] for r in rows) == 0
+    assert [r["grad_scale"] for r in rows] == [2.0**59, 2.0**58, 2.0**57, 2.0**56]  # each overflow halves it
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["scaler"]["scale"] == 2.0**56
+
+
+def test_fp16_trains_on_the_cpu_with_the_scaler(tiny_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    run(tiny_cfg(tiny_dataset, tmp_path, "trainer.precision=fp16"), run_dir)
+    rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "train"]
+    assert all(math.isfinite(r["loss"]) and r["grad_scale"] > 0 for r in rows)
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["scaler"] is not None

@@ -165,6 +165,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     return ckpt
 
 
+def restore_ema(ckpt: dict[str, Any], ema: ModelEMA, model: nn.Module) -> None:
+    """Load the EMA's average from ``ckpt``; without one saved (a run resumed with EMA switched on), warn and restart
+    the average from ``model``'s weights. Under DDP call it after the EMA is built, i.e. after DDP's broadcast."""
+    if ckpt["ema"] is None:
+        warnings.warn("checkpoint has no EMA state; the EMA restarts from the restored model", stacklevel=3)
+        ema.module.load_state_dict(unwrap_model(model).state_dict())
+    else:
+        ema.load_state_dict(ckpt["ema"])
+
+
 def restore_training_state(ckpt: dict[str, Any], *, model: nn.Module, optimizer: torch.optim.Optimizer | None,
                            scheduler: Any, scaler: Any, ema: ModelEMA | None, rank: int = 0) -> None:
     """Load model, optimizer, scheduler, scaler, EMA and this rank's RNG state from ``load_checkpoint``'s dict.
@@ -192,11 +202,7 @@ def restore_training_state(ckpt: dict[str, Any], *, model: nn.Module, optimizer:
         else:
             scaler.load_state_dict(ckpt["scaler"])
     if ema is not None:
-        if ckpt["ema"] is None:
-            warnings.warn("checkpoint has no EMA state; the EMA restarts from the restored model", stacklevel=2)
-            ema.module.load_state_dict(target.state_dict())
-        else:
-            ema.load_state_dict(ckpt["ema"])
+        restore_ema(ckpt, ema, target)
     states = ckpt["rng_states"]
     if rank < len(states):
         restore_rng_state(states[rank])

@@ -55,6 +55,8 @@ class TrainerConfig:
     max_nonfinite_steps: int = MISSING
     limit_train_batches: int | None = MISSING
     limit_val_batches: int | None = MISSING
+    # how long the other ranks wait while rank 0 prepares a missing data set (minutes)
+    data_wait_timeout_min: float = MISSING
 
 
 @dataclass

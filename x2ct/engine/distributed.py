@@ -9,7 +9,9 @@ distributed?" except to decide who writes files (``DistInfo.is_main``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -121,6 +123,35 @@ def barrier() -> None:
     """Wait for every rank; no-op in a single process."""
     if is_dist_ready():
         dist.barrier()
+
+
+def run_on_main_then_wait(fn: Callable[[], Any], timeout_s: float, what: str) -> None:
+    """Rank 0 runs ``fn`` (e.g. building a data set) while the other ranks wait for it up to ``timeout_s``.
+
+    The wait is a broadcast in a gloo group of its own, created with that timeout: a plain ``barrier`` would time
+    out with the default group's (NCCL's watchdog: 10 min) while rank 0 is still working. Rank 0's exception is
+    raised there; the other ranks raise a ``RuntimeError`` naming ``what`` and rank 0's error. In a single process
+    it just runs ``fn``.
+    """
+    if not is_dist_ready():
+        fn()
+        return
+    group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+    try:
+        error: BaseException | None = None
+        if dist.get_rank() == 0:
+            try:
+                fn()
+            except BaseException as err:  # told to the other ranks, then re-raised here
+                error = err
+        box = [None if error is None else f"{type(error).__name__}: {error}"]
+        dist.broadcast_object_list(box, src=0, group=group)
+        if error is not None:
+            raise error
+        if box[0] is not None:
+            raise RuntimeError(f"rank 0 failed while {what}: {box[0]}")
+    finally:
+        dist.destroy_process_group(group)
 
 
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:

@@ -36,25 +36,51 @@ class ModelEMA:
         self.updates = 0
         self.module = copy.deepcopy(unwrap_model(model)).eval()
         self.module.requires_grad_(False)
+        self._source: nn.Module | None = None  # the model last averaged, and its tensors paired with ours
+        self._pairs: tuple[list, list, list, list] | None = None
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Move the average toward ``model``'s current weights (call after ``optimizer.step()``)."""
+    def update(self, model: nn.Module, applied: torch.Tensor | None = None) -> None:
+        """Move the average toward ``model``'s current weights (call after ``optimizer.step()``).
+
+        ``applied``: a 0-dim 0/1 tensor on the model's device, 0 when the optimizer step was skipped on device
+        (non-finite gradients); the average then stays put, without the host reading the flag. All parameters move
+        in a few fused ``torch._foreach_*`` kernels, not one small kernel per tensor.
+        """
         source = unwrap_model(model)
-        params = dict(source.named_parameters())
-        buffers = dict(source.named_buffers())
-        for name, avg in self.module.named_parameters():
-            if name not in params:
-                raise KeyError(f"EMA parameter {name!r} not found in the model; was the model rebuilt differently?")
-            if avg.is_floating_point():
-                avg.lerp_(params[name].detach(), 1.0 - self.decay)
-            else:
-                avg.copy_(params[name])
-        for name, avg in self.module.named_buffers():
-            if name not in buffers:
-                raise KeyError(f"EMA buffer {name!r} not found in the model; was the model rebuilt differently?")
-            avg.copy_(buffers[name])
+        if self._pairs is None or self._source is not source:
+            self._pairs = self._match(source)
+            self._source = source
+        averaged, current, int_avg, int_cur = self._pairs
+        if averaged:
+            weight = 1.0 - self.decay
+            if applied is None:
+                torch._foreach_lerp_(averaged, current, weight)
+            else:  # a <- a + w * applied * (p - a), per dtype group as foreach needs
+                step = torch._foreach_sub(current, averaged)
+                torch._foreach_mul_(step, applied.to(averaged[0].dtype) * weight)
+                torch._foreach_add_(averaged, step)
+        for avg, cur in zip(int_avg, int_cur, strict=True):
+            avg.copy_(cur)
         self.updates += 1
+
+    def _match(self, source: nn.Module) -> tuple[list, list, list, list]:
+        """(averaged float tensors, their sources, copied tensors, their sources): parameters are averaged when
+        floating point, buffers (BatchNorm statistics, counters) copied."""
+        params, buffers = dict(source.named_parameters()), dict(source.named_buffers())
+        averaged, current, copied, copied_from = [], [], [], []
+        for kind, own, theirs in (("parameter", self.module.named_parameters(), params),
+                                  ("buffer", self.module.named_buffers(), buffers)):
+            for name, avg in own:
+                if name not in theirs:
+                    raise KeyError(f"EMA {kind} {name!r} not found in the model; was the model rebuilt differently?")
+                if kind == "parameter" and avg.is_floating_point():
+                    averaged.append(avg)
+                    current.append(theirs[name])  # the Parameter itself: .data may be swapped by .to()
+                else:
+                    copied.append(avg)
+                    copied_from.append(theirs[name])
+        return averaged, current, copied, copied_from
 
     def state_dict(self) -> dict[str, Any]:
         """``{"decay", "updates", "module": averaged weights}``: plain values and tensors (weights_only safe)."""

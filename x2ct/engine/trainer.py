@@ -1,279 +1,97 @@
 """The training loop: one function, readable in one sitting, that runs as a single process or as one DDP rank.
 
-``train(cfg)`` builds data, model, loss, optimiser and schedule from the config, resumes if asked, and loops:
-forward under autocast, backward (``no_sync`` on all micro-batches but the last of an accumulation), clip,
-step, EMA; validation (PSNR and 3D SSIM, all-reduced so every rank agrees); checkpoints (``last`` every epoch,
-``best`` by validation PSNR, periodic); logs to ``metrics.jsonl`` and W&B from rank 0 only.
+``train(cfg)`` builds the run (``build_run``: data, model, loss, optimiser, schedule, resume, DDP, EMA), then per
+epoch: ``train_epoch`` (``TrainStep`` per accumulation group, the adversarial hooks around it, logging every
+``log_every_steps``), ``validate`` (PSNR and 3D SSIM, all-reduced so every rank agrees) and ``save_checkpoints``
+(``last`` every epoch, ``best`` by validation PSNR, periodic); at the end the best checkpoint is tested. Logs go
+to ``metrics.jsonl`` and W&B from rank 0 only.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
 
 from x2ct.atomic_io import write_json_atomic, write_text_atomic
-from x2ct.data.collate import collate_samples
 from x2ct.data.dataset import PatientDRRDataset
-from x2ct.data.view_selection import ViewSubsetCollate
 from x2ct.engine import checkpoint as ckpt
-from x2ct.engine.config_schema import validate_train_config
-from x2ct.engine.distributed import (
-    DistInfo,
-    all_reduce_mean,
-    barrier,
-    cleanup_distributed,
-    init_distributed,
-    unwrap_model,
+from x2ct.engine.build import (
+    build_adversarial,
+    build_ema,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    fill_model_config,
+    steps_per_epoch,
+    wrap_for_training,
 )
+from x2ct.engine.config_schema import validate_train_config
+from x2ct.engine.data import ensure_dataset, epoch_seed, make_loaders, mean_volume
+from x2ct.engine.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from x2ct.engine.ema import ModelEMA
 from x2ct.engine.metrics_log import MetricsLog
+from x2ct.engine.precision import Precision, make_scaler, resolve_device, resolve_precision
 from x2ct.engine.run_info import RunInfo
 from x2ct.engine.seeding import gather_rng_states, seed_everything, set_deterministic
+from x2ct.engine.step import NonFiniteLossError, TrainStep
+from x2ct.engine.validation import METRIC_DEFINITIONS, evaluate, log_slices
 from x2ct.engine.wandb_logger import NullLogger, WandbLogger
-from x2ct.evaluation.metrics import psnr, ssim3d
 from x2ct.losses import ReconstructionLoss
-from x2ct.losses.reconstruction import split_outputs
 from x2ct.models import count_parameters
-from x2ct.models.inputs import forward_views
 from x2ct.progress import Progress
 
-MIN_SSIM_SIZE = 11  # the 3D SSIM window (sigma 1.5) needs this many voxels per axis
-
-
-class NonFiniteLossError(RuntimeError):
-    """Too many optimizer steps in a row had a non-finite loss or gradient."""
+__all__ = ["NonFiniteLossError", "Run", "build_run", "train"]
 
 
 @dataclass
-class Precision:
-    """How forward passes run: autocast dtype (None = full precision) and whether fp16 needs a GradScaler."""
+class Run:
+    """One training run as built from its config: what the loop reads and the state it advances."""
 
-    name: str
-    autocast_dtype: torch.dtype | None
+    cfg: DictConfig
+    dist: DistInfo
+    run_dir: Path
+    device: torch.device
+    precision: Precision
+    # data
+    train_set: PatientDRRDataset
+    train_loader: DataLoader
+    train_sampler: DistributedSampler
+    val_loader: DataLoader
+    test_loader: DataLoader | None
+    input_spec: dict
+    reference_volume: torch.Tensor
+    # model and optimisation
+    model: nn.Module
+    criterion: ReconstructionLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler | None
+    ema: ModelEMA | None
+    adversarial: Any
+    step_fn: TrainStep
+    config_dict: dict
+    n_params: int
+    batches: int
+    accumulate: int
+    # progress
+    start_epoch: int = 0
+    step: int = 0
+    best_psnr: float = -math.inf
+    wandb_id: str | None = None
+    resume_from: Path | None = None
 
     @property
-    def needs_scaler(self) -> bool:
-        return self.autocast_dtype == torch.float16
-
-
-def resolve_device(accelerator: str, dist: DistInfo) -> torch.device:
-    if accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("trainer.accelerator=cuda but CUDA is not available; use trainer.accelerator=cpu")
-        return torch.device("cuda", dist.local_rank)
-    return torch.device("cpu")
-
-
-def resolve_precision(precision: str, device: torch.device) -> Precision:
-    """auto: bf16 autocast on CUDA, fp32 on CPU (CPU autocast supports bf16 only, and fp16 needs CUDA)."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("trainer.precision=fp16 needs CUDA; on CPU use bf16 or fp32")
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return Precision(precision, dtype)
-
-
-class ShardSampler(Sampler[int]):
-    """Every rank takes indices ``rank, rank + world, ...``: no padding, so metrics count each sample once."""
-
-    def __init__(self, length: int, dist: DistInfo) -> None:
-        self.indices = list(range(dist.rank, length, dist.world_size))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-# ------------------------------------------------------------------------------------------------------- data
-
-
-def ensure_dataset(data_cfg: DictConfig, dist: DistInfo) -> Path:
-    """The data set folder; rank 0 builds it with prepare.py's pipeline when missing and ``data.prepare`` is set."""
-    root = Path(data_cfg.root)
-    if not (root / "dataset.json").exists():
-        if data_cfg.prepare is None:
-            raise FileNotFoundError(f"data.root={root} holds no data set (dataset.json); prepare one with prepare.py "
-                                    f"or set data.prepare")
-        if dist.is_main:
-            from hydra import compose, initialize_config_dir
-            from hydra.core.global_hydra import GlobalHydra
-
-            from x2ct.data.prepare import load_prepare_config, prepare_dataset
-
-            overrides = [*data_cfg.prepare, f"output_dir={root}"]
-            conf_dir = str(Path(__file__).resolve().parents[2] / "conf")
-            if GlobalHydra.instance().is_initialized():
-                prepare_cfg = compose("prepare", overrides=overrides)
-            else:
-                with initialize_config_dir(version_base="1.3", config_dir=conf_dir):
-                    prepare_cfg = compose("prepare", overrides=overrides)
-            print(f"data set {root} not found: preparing it (prepare.py {' '.join(overrides)})", flush=True)
-            report = prepare_dataset(load_prepare_config(prepare_cfg))
-            if not report.ok:
-                raise RuntimeError(f"preparing {root} failed for {len(report.failures)} patients: {report.failures}")
-        barrier()
-    return root
-
-
-def make_loaders(data_cfg: DictConfig, root: Path, dist: DistInfo, seed: int):
-    def dataset(split: str, augment: bool) -> PatientDRRDataset:
-        num_views = data_cfg.get("num_views")
-        views = None if num_views is not None or data_cfg.views is None else list(data_cfg.views)
-        return PatientDRRDataset(root, split, views=views, num_views=num_views,
-                                 render_on_the_fly=bool(data_cfg.render_on_the_fly and augment),
-                                 angle_jitter_deg=data_cfg.angle_jitter_deg if augment else 0.0,
-                                 noise_photons=data_cfg.noise_photons if augment else None,
-                                 radiograph=data_cfg.radiograph)
-
-    train_set, val_set, test_set = dataset("train", True), dataset("val", False), dataset("test", False)
-    for name, ds in (("train", train_set), ("val", val_set)):
-        if len(ds) == 0:
-            raise ValueError(f"the {name} split of {root} is empty (data={data_cfg.name}); training needs train and "
-                             "val patients")
-    train_sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
-                                       seed=seed)
-    common = {"batch_size": data_cfg.batch_size, "num_workers": data_cfg.num_workers,
-              "pin_memory": torch.cuda.is_available()}
-    # Loaders draw their workers' seeds from their own generators, never from the global RNG; the train one is
-    # re-seeded every epoch (see `epoch_seed`), so a resumed run sees the same augmentation as an unbroken one.
-    dropout = data_cfg.get("view_dropout")
-    collate = (ViewSubsetCollate(int(dropout.min_views), dropout.get("max_views"), list(dropout.get("always") or []))
-               if dropout else collate_samples)  # training only: validation and test see all the selected views
-    train_loader = DataLoader(train_set, sampler=train_sampler, drop_last=False, generator=torch.Generator(),
-                              collate_fn=collate, **common)
-
-    def eval_loader(ds):
-        return DataLoader(ds, sampler=ShardSampler(len(ds), dist), generator=torch.Generator().manual_seed(seed),
-                          collate_fn=collate_samples, **common)
-
-    test_loader = eval_loader(test_set) if len(test_set) else None
-    return train_set, train_loader, train_sampler, eval_loader(val_set), test_loader
-
-
-def fill_geometry(model_cfg: DictConfig, input_spec: dict) -> None:
-    """Give a model config that asks for them (keys ``geometry`` / ``volume_fov_mm``, null in its YAML) the data set's
-    imaging geometry and the volume's extent: the geometric lift projects voxels with the geometry that rendered
-    the views. A cascade passes them on to its coarse model."""
-    if "geometry" in model_cfg:
-        model_cfg.geometry = input_spec["geometry"]
-    if "volume_fov_mm" in model_cfg:
-        model_cfg.volume_fov_mm = list(input_spec["ct_fov_mm"])
-
-
-def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    """Seed of the train loader's generator for one epoch on one rank."""
-    return (seed * 1_000_003 + epoch) * 4_099 + rank
-
-
-def mean_volume(dataset: PatientDRRDataset, limit: int = 64) -> torch.Tensor:
-    """Mean training CT ``(1, D, H, W)``: the reference a model must beat ("predict the average patient")."""
-    n = min(limit, len(dataset))
-    return torch.stack([dataset.ct(i) for i in range(n)]).mean(dim=0)
-
-
-# ---------------------------------------------------------------------------------------------------- evaluate
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, precision: Precision,
-             criterion: ReconstructionLoss | None = None, limit: int | None = None,
-             constant: torch.Tensor | None = None) -> dict[str, float]:
-    """Mean PSNR / 3D SSIM (and loss) over a split, summed per sample and all-reduced across ranks.
-
-    ``constant`` evaluates a fixed prediction instead of the model (the mean-volume reference). A model with
-    ``stage_outputs`` (the multi-resolution cascade) is also scored at every earlier stage's size, against the
-    target area-averaged to it: ``psnr_stage<k>`` (and ``ssim_stage<k>`` where the 11-voxel window fits).
-    """
-    model.eval()
-    staged = constant is None and hasattr(unwrap_model(model), "stage_outputs")
-    # sizes known up front: every rank all-reduces the same shape, even one whose shard is empty
-    sizes = [int(n) for n in unwrap_model(model).stage_sizes[:-1]] if staged else []
-    totals = torch.zeros(4 + 2 * len(sizes), dtype=torch.float64, device=device)  # psnr, ssim, loss, count, stages
-    for i, batch in enumerate(loader):
-        if limit is not None and i >= limit:
-            break
-        views, target = batch["views"].to(device), batch["ct"].to(device)
-        angles = batch.get("angles_deg")
-        stages = []
-        if constant is not None:
-            pred = constant.to(device).expand_as(target)
-        else:
-            with autocast(device, precision):
-                stages = (forward_views(unwrap_model(model), views, angles, "stage_outputs") if staged
-                          else [forward_views(model, views, angles)])
-            stages = [s.float() for s in stages]
-            pred = stages[-1]
-        totals[0] += psnr(pred, target).sum().double()
-        totals[1] += ssim3d(pred, target).sum().double()
-        if criterion is not None:
-            totals[2] += criterion(pred, target, volume_only=True, views=views,
-                                   angles_deg=angles)[0].double() * len(target)
-        totals[3] += len(target)
-        for k, stage in enumerate(stages[:-1]):
-            coarse_target = F.interpolate(target, size=stage.shape[-3:], mode="area")
-            totals[4 + 2 * k] += psnr(stage, coarse_target).sum().double()
-            if min(stage.shape[-3:]) >= MIN_SSIM_SIZE:
-                totals[5 + 2 * k] += ssim3d(stage, coarse_target).sum().double()
-    totals = all_reduce_mean(totals) * _world_size()  # sums over ranks
-    count = totals[3].clamp(min=1)
-    out = {"psnr": (totals[0] / count).item(), "ssim": (totals[1] / count).item()}
-    if criterion is not None:
-        out["loss"] = (totals[2] / count).item()
-    for k, size in enumerate(sizes):
-        out[f"psnr_stage{k + 1}"] = (totals[4 + 2 * k] / count).item()
-        if size >= MIN_SSIM_SIZE:
-            out[f"ssim_stage{k + 1}"] = (totals[5 + 2 * k] / count).item()
-    return out
-
-
-def _in_float32(pred):
-    """A model's output (a volume, or a dict with the volume and its deep-supervision list) cast to float32, so
-    losses are computed in full precision after an autocast forward."""
-    def cast(value):
-        if isinstance(value, list):
-            return [cast(v) for v in value]
-        return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
-
-    return {key: cast(value) for key, value in pred.items()} if isinstance(pred, dict) else pred.float()
-
-
-def _build_adversarial(cfg: DictConfig, input_spec: dict, device: torch.device, precision: Precision,
-                       dist: DistInfo, total_steps: int):
-    """The adversarial extension when ``cfg.adversarial.enabled``, else None (the plain supervised step)."""
-    adv_cfg = cfg.get("adversarial")
-    if adv_cfg is None or not adv_cfg.get("enabled", False):
-        return None
-    from x2ct.engine.adversarial import AdversarialTraining
-
-    scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
-    return AdversarialTraining(OmegaConf.to_container(adv_cfg, resolve=True), input_spec, device,
-                               lambda: autocast(device, precision), scaler, dist.world_size, total_steps)
-
-
-def _world_size() -> int:
-    return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-
-
-def autocast(device: torch.device, precision: Precision):
-    if precision.autocast_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=precision.autocast_dtype)
-
-
-# ------------------------------------------------------------------------------------------------------- train
+    def eval_model(self) -> nn.Module:
+        """The model that is validated, tested and kept as ``best``: the EMA average when there is one."""
+        return self.ema.module if self.ema else self.model
 
 
 class _RunLogger:
@@ -318,238 +136,243 @@ def _hydra_output_dir() -> Path:
 
 
 def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> float:
+    run = build_run(cfg, dist, run_dir)
+    metrics = _start_logging(run, log)
+    logger = log.wandb
+    reference = evaluate(run.model, run.val_loader, run.device, run.precision, constant=run.reference_volume,
+                         limit=cfg.trainer.limit_val_batches)
+    if dist.is_main:
+        metrics.log(step=run.step, epoch=run.start_epoch, split="val_mean_volume", **reference)
+        logger.summary({"val/psnr_mean_volume": reference["psnr"], "val/ssim_mean_volume": reference["ssim"]})
+
+    val: dict[str, float] = {}
+    for epoch in range(run.start_epoch, cfg.trainer.max_epochs):
+        train_epoch(run, epoch, metrics, logger, val)
+        val, improved = validate(run, epoch, metrics, logger, reference) or (val, False)
+        save_checkpoints(run, epoch, improved, logger)
+
+    if cfg.test_after_training and run.test_loader is not None:
+        test_best(run, metrics, logger)
+    if dist.is_main:
+        logger.summary({"best_val_psnr": run.best_psnr})
+        print(f"done: best val PSNR {run.best_psnr:.2f} dB. Results in {run_dir} (metrics.jsonl, checkpoints/, "
+              f"config_resolved.yaml{', test_metrics.json' if run.test_loader is not None else ''})", flush=True)
+    return run.best_psnr
+
+
+# ------------------------------------------------------------------------------------------------------- build
+
+
+def build_run(cfg: DictConfig, dist: DistInfo, run_dir: Path) -> Run:
+    """Data, model, loss, optimiser, schedule and hooks from ``cfg``; resumed if asked; then DDP, compile, EMA."""
     device = resolve_device(cfg.trainer.accelerator, dist)
     precision = resolve_precision(cfg.trainer.precision, device)
     set_deterministic(cfg.trainer.deterministic)
-    seed_everything(cfg.seed, rank=dist.rank)
+    if device.type == "cuda":  # autotuned convolutions, unless results must repeat bit for bit
+        torch.backends.cudnn.benchmark = not cfg.trainer.deterministic
+    # what is built from random numbers (weights, a loss's random network) is built alike on every rank; each rank
+    # then draws its own stream (patches, dropout, augmentation)
+    seed_everything(cfg.seed)
 
-    root = ensure_dataset(cfg.data, dist)
+    root = ensure_dataset(cfg.data, dist, wait_timeout_s=60.0 * cfg.trainer.data_wait_timeout_min)
     train_set, train_loader, train_sampler, val_loader, test_loader = make_loaders(cfg.data, root, dist, cfg.seed)
-    sample = train_set[0]
     input_spec = train_set.input_spec()  # what predict.py needs to feed the model without the data set
-    with open_dict(cfg):  # what the data decides, recorded so the saved config rebuilds the same model
-        cfg.model.num_views = len(train_set.view_indices)
-        cfg.model.view_size = int(sample["views"].shape[-1])
-        cfg.model.volume_size = int(sample["ct"].shape[-1])
-        cfg.model.view_angles_deg = [float(train_set.geometry.angles_deg[i]) for i in train_set.view_indices]
-        fill_geometry(cfg.model, input_spec)
+    fill_model_config(cfg, train_set, input_spec)
     config_dict = OmegaConf.to_container(cfg, resolve=True)
 
-    model = instantiate(cfg.model).to(device)
-    if cfg.data.get("view_dropout") and not getattr(model, "any_view_count", False):
-        raise ValueError(f"data.view_dropout draws a different number of views per batch, but {cfg.model._target_} "
-                         "is built for exactly data's views (hybrid_vit and multires take any number with "
-                         "model.fusion=mean|max|attention; the baseline's per-view FiLM does not)")
     reference_volume = mean_volume(train_set)
-    if hasattr(model, "initialise_prior"):  # models with a template volume start from the average patient
-        model.initialise_prior(reference_volume.to(device))
-    n_params = count_parameters(model)
+    model = build_model(cfg, device, reference_volume)
     components = cfg.loss.get("components")
     criterion = ReconstructionLoss(dict(cfg.loss.weights),
                                    OmegaConf.to_container(components, resolve=True) if components else None,
                                    input_spec=input_spec).to(device)
-    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    optimizer = build_optimizer(cfg.optimizer, model, device)
     accumulate = cfg.trainer.accumulate_grad_batches
-    batches = len(train_loader) if cfg.trainer.limit_train_batches is None else min(
-        len(train_loader), cfg.trainer.limit_train_batches)
-    steps_per_epoch = math.ceil(batches / accumulate)
-    total_steps = steps_per_epoch * cfg.trainer.max_epochs
-    schedule_args = {"optimizer": optimizer, "total_steps": total_steps}
-    if cfg.scheduler.get("warmup_steps", 0) > total_steps:  # short (debug) runs: warm up over the whole run
-        schedule_args["warmup_steps"] = total_steps
-        if dist.is_main:
-            print(f"scheduler.warmup_steps={cfg.scheduler.warmup_steps} exceeds this run's {total_steps} optimizer "
-                  f"steps: warming up over all {total_steps}", flush=True)
-    scheduler = instantiate(cfg.scheduler)(**schedule_args)
-    scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
-    ema = ModelEMA(model, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None
+    batches, steps = steps_per_epoch(len(train_loader), cfg.trainer.limit_train_batches, accumulate)
+    total_steps = steps * cfg.trainer.max_epochs
+    scheduler = build_scheduler(cfg, optimizer, total_steps, dist)
+    scaler = make_scaler(precision, device)
     # milestone 3: discriminators and their own optimiser, as hooks around the supervised step (off by default)
-    adversarial = _build_adversarial(cfg, input_spec, device, precision, dist, total_steps)
+    adversarial = build_adversarial(cfg, input_spec, device, precision, dist, total_steps)
+    seed_everything(cfg.seed, rank=dist.rank)
 
-    start_epoch, step, best_psnr, wandb_id = 0, 0, -math.inf, None
     resume_from = _resume_checkpoint(cfg.resume, run_dir)
-    if resume_from is not None:
-        state = ckpt.load_checkpoint(resume_from, map_location=device)
+    state = ckpt.load_checkpoint(resume_from, map_location=device) if resume_from is not None else None
+    if state is not None:
         ckpt.restore_training_state(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                                    ema=ema, rank=dist.rank)
-        start_epoch, step, best_psnr = state["epoch"] + 1, state["step"], state["best_metric"]
+                                    ema=None, rank=dist.rank)
         if adversarial is not None:
             saved = (state.get("extra") or {}).get("adversarial")
             if saved is None:
                 raise ckpt.CheckpointError(f"checkpoint {resume_from} has no discriminator state, but "
                                            "adversarial.enabled=true; resume it without adversarial training")
             adversarial.load_state_dict(saved)
-        wandb_id = state.get("wandb_run_id")
 
-    train_model = torch.compile(model) if cfg.trainer.compile else model
-    if dist.world_size > 1:
-        train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None)
+    train_model = wrap_for_training(model, dist, device, cfg.trainer.compile)
+    ema = build_ema(model, cfg.trainer.ema_decay)  # after DDP's broadcast: every rank averages rank 0's weights
+    if state is not None and ema is not None:
+        ckpt.restore_ema(state, ema, model)
+    step_fn = TrainStep(model, train_model, criterion, optimizer, scheduler, scaler, ema, device, precision,
+                        cfg.trainer.grad_clip_norm, dist.world_size)
+    run = Run(cfg=cfg, dist=dist, run_dir=run_dir, device=device, precision=precision, train_set=train_set,
+              train_loader=train_loader, train_sampler=train_sampler, val_loader=val_loader, test_loader=test_loader,
+              input_spec=input_spec, reference_volume=reference_volume, model=model, criterion=criterion,
+              optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema, adversarial=adversarial,
+              step_fn=step_fn, config_dict=config_dict, n_params=count_parameters(model), batches=batches,
+              accumulate=accumulate, resume_from=resume_from)
+    if state is not None:
+        run.start_epoch, run.step, run.best_psnr = state["epoch"] + 1, state["step"], state["best_metric"]
+        run.wandb_id = state.get("wandb_run_id")
+    return run
 
-    # on resume, records logged after the checkpoint's step (work that was lost) are dropped
-    metrics = MetricsLog(run_dir / "metrics.jsonl", truncate_after_step=step if resume_from else None) \
-        if dist.is_main else None
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(config_dict))
-        log.run_info = RunInfo(run_dir, model=cfg.model._target_, parameters=n_params, device=str(device),
-                               precision=precision.name, world_size=dist.world_size)
-        log.wandb = WandbLogger.create(
-            config_dict, enabled=cfg.logger.enabled, project=cfg.logger.project, entity=cfg.logger.entity,
-            mode=cfg.logger.mode, group=_sweep_group(), name=_run_name(run_dir), run_dir=run_dir, run_id=wandb_id,
-            tags=list(cfg.logger.tags))
-        print(f"run folder: {run_dir}\nmodel {cfg.model._target_}: {n_params:,} parameters\n"
-              f"data {root}: {len(train_set)} train / {len(val_loader.dataset)} val patients; device {device}, "
-              f"precision {precision.name}, world size {dist.world_size}"
-              + (f"\nresuming from {resume_from} at epoch {start_epoch}" if resume_from else ""), flush=True)
-    logger = log.wandb
-    logger.summary({"parameters": n_params})
 
-    reference = evaluate(model, val_loader, device, precision, constant=reference_volume,
-                         limit=cfg.trainer.limit_val_batches)
-    if dist.is_main:
-        metrics.log(step=step, epoch=start_epoch, split="val_mean_volume", **reference)
-        logger.summary({"val/psnr_mean_volume": reference["psnr"], "val/ssim_mean_volume": reference["ssim"]})
+def _start_logging(run: Run, log: _RunLogger) -> MetricsLog | None:
+    """Rank 0: ``metrics.jsonl`` (records after a resumed checkpoint's step dropped), the resolved config,
+    ``run_info.json`` and W&B. Other ranks: None."""
+    if not run.dist.is_main:
+        return None
+    cfg, run_dir = run.cfg, run.run_dir
+    metrics = MetricsLog(run_dir / "metrics.jsonl", truncate_after_step=run.step if run.resume_from else None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(run.config_dict))
+    log.run_info = RunInfo(run_dir, model=cfg.model._target_, parameters=run.n_params, device=str(run.device),
+                           precision=run.precision.name, world_size=run.dist.world_size)
+    log.wandb = WandbLogger.create(
+        run.config_dict, enabled=cfg.logger.enabled, project=cfg.logger.project, entity=cfg.logger.entity,
+        mode=cfg.logger.mode, group=_sweep_group(), name=_run_name(run_dir), run_dir=run_dir, run_id=run.wandb_id,
+        tags=list(cfg.logger.tags))
+    log.wandb.summary({"parameters": run.n_params})
+    print(f"run folder: {run_dir}\nmodel {cfg.model._target_}: {run.n_params:,} parameters\n"
+          f"data {run.train_set.layout.root}: {len(run.train_set)} train / {len(run.val_loader.dataset)} val patients; "
+          f"device {run.device}, precision {run.precision.name}, world size {run.dist.world_size}"
+          + (f"\nresuming from {run.resume_from} at epoch {run.start_epoch}" if run.resume_from else ""), flush=True)
+    return metrics
 
-    nonfinite_in_a_row = 0
-    val, rate = {}, None
-    for epoch in range(start_epoch, cfg.trainer.max_epochs):
-        train_sampler.set_epoch(epoch)
-        train_loader.generator.manual_seed(epoch_seed(cfg.seed, epoch, dist.rank))
-        train_model.train()
-        progress = Progress(total=batches, desc=f"epoch {epoch + 1}/{cfg.trainer.max_epochs}",
-                            enabled=dist.is_main, log_every=cfg.trainer.log_every_steps)
-        window_start, window_samples = time.perf_counter(), 0
-        optimizer.zero_grad(set_to_none=True)
-        step_is_finite = True
-        for i, batch in enumerate(train_loader):
-            if i >= batches:
-                break
-            views = batch["views"].to(device, non_blocking=True)
-            target = batch["ct"].to(device, non_blocking=True)
-            angles = batch["angles_deg"]
-            boundary = (i + 1) % accumulate == 0 or i + 1 == batches
-            sync = contextlib.nullcontext() if boundary or dist.world_size == 1 else train_model.no_sync()
-            with sync:
-                with autocast(device, precision):
-                    pred = forward_views(train_model, views, angles)
-                loss, parts = criterion(_in_float32(pred), target, views=views, angles_deg=angles)
-                if adversarial is not None:
-                    volume = split_outputs(pred)[0]
-                    adv_loss, adv_parts = adversarial.generator_term(volume, epoch, views, angles)
-                    loss, parts = loss + adv_loss, parts | adv_parts
-                step_is_finite &= bool(torch.isfinite(loss))
-                (scaler.scale(loss / accumulate) if scaler else loss / accumulate).backward()
-            window_samples += len(target) * dist.world_size
-            if not boundary:
-                continue
 
-            if scaler:
-                scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.grad_clip_norm or math.inf)
-            finite = torch.tensor([float(step_is_finite and torch.isfinite(grad_norm))], device=device)
-            if all_reduce_mean(finite).item() < 1.0:  # any rank non-finite: every rank skips this step
-                optimizer.zero_grad(set_to_none=True)
-                if scaler:
-                    scaler.update()
-                nonfinite_in_a_row += 1
-                if dist.is_main:
-                    metrics.log(step=step, epoch=epoch, split="train", skipped_nonfinite=1, loss=loss.item())
-                if nonfinite_in_a_row >= cfg.trainer.max_nonfinite_steps:
-                    raise NonFiniteLossError(
-                        f"{nonfinite_in_a_row} optimizer steps in a row had a non-finite loss or gradient (epoch "
-                        f"{epoch + 1}, step {step}); stopping (trainer.max_nonfinite_steps="
-                        f"{cfg.trainer.max_nonfinite_steps}). Checkpoints never hold non-finite weights: "
-                        f"{ckpt.checkpoint_path(run_dir, 'last')} is the last good state.")
-                step_is_finite = True
-                continue
-            nonfinite_in_a_row = 0
-            step_is_finite = True
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            if ema:
-                ema.update(model)
-            if adversarial is not None:
-                parts = parts | adversarial.discriminator_step(volume.detach(), target, epoch, views, angles)
-            step += 1
+# ------------------------------------------------------------------------------------------------------- train
 
-            if dist.is_main and (step % cfg.trainer.log_every_steps == 0 or i + 1 == batches):
-                elapsed = time.perf_counter() - window_start
-                values = {"loss": loss.item(), **{f"loss_{k}": float(v) for k, v in parts.items()},
-                          "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
-                          "samples_per_s": window_samples / max(elapsed, 1e-9)}
-                if device.type == "cuda":
-                    values["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-                metrics.log(step=step, epoch=epoch, split="train", **values)
-                logger.log({f"train/{k}": v for k, v in values.items()} | {"epoch": epoch}, step=step)
-                rate = values["samples_per_s"]
-                window_start, window_samples = time.perf_counter(), 0
-            progress.update(1, loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                            samples_per_s=f"{rate:.1f}" if rate else "-", val_psnr=f"{val['psnr']:.2f}" if val else "-")
-        progress.close()
 
-        last_epoch = epoch + 1 == cfg.trainer.max_epochs
-        if (epoch + 1) % cfg.trainer.val_every_epochs == 0 or last_epoch:
-            eval_model = ema.module if ema else model
-            val = evaluate(eval_model, val_loader, device, precision, criterion, cfg.trainer.limit_val_batches)
-            improved = val["psnr"] > best_psnr
-            best_psnr = max(best_psnr, val["psnr"])
-            if dist.is_main:
-                metrics.log(step=step, epoch=epoch, split="val", **val, best_psnr=best_psnr)
-                logger.log({f"val/{k}": v for k, v in val.items()} | {"val/best_psnr": best_psnr, "epoch": epoch},
-                           step=step)
-                print(f"epoch {epoch + 1}: val PSNR {val['psnr']:.2f} dB, SSIM {val['ssim']:.4f} (best "
-                      f"{best_psnr:.2f}; mean-volume reference {reference['psnr']:.2f} dB)", flush=True)
-                every = cfg.logger.image_every_epochs
-                if every and ((epoch + 1) % every == 0 or last_epoch):
-                    _log_slices(logger, eval_model, val_loader, device, precision, step)
-        else:
-            improved = False
-
-        rng_states = gather_rng_states()  # a collective: every rank's random streams, restored per rank on resume
+def train_epoch(run: Run, epoch: int, metrics: MetricsLog | None, logger, val: dict[str, float]) -> None:
+    """One pass over the train split: ``TrainStep`` per accumulation group; losses read once per logging window."""
+    cfg, dist = run.cfg, run.dist
+    run.train_sampler.set_epoch(epoch)
+    run.train_loader.generator.manual_seed(epoch_seed(cfg.seed, epoch, dist.rank))
+    run.step_fn.train_model.train()
+    adversarial = run.adversarial
+    extra_loss = None if adversarial is None else (
+        lambda volume, views, angles: adversarial.generator_term(volume, epoch, views, angles))
+    log_every = cfg.trainer.log_every_steps
+    progress_bar = Progress(total=run.batches, desc=f"epoch {epoch + 1}/{cfg.trainer.max_epochs}",
+                            enabled=dist.is_main, log_every=log_every)
+    window_start, window_samples, done = time.perf_counter(), 0, 0
+    for group in _accumulation_groups(run.train_loader, run.batches, run.accumulate):
+        result = run.step_fn(group, extra_loss)
+        if adversarial is not None:
+            parts = adversarial.discriminator_step(result.volume, result.target, epoch, result.views, result.angles)
+            run.step_fn.window.add({f"loss_{name}": value for name, value in parts.items()})
+        run.step += 1
+        done += len(group)
+        window_samples += result.samples
+        progress_bar.update(len(group))
+        if run.step % log_every and done < run.batches:
+            continue
+        values = run.step_fn.read_window()  # the host waits for the device here, once per window
+        in_a_row = values.pop("nonfinite_in_a_row")
+        if in_a_row >= cfg.trainer.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"{in_a_row} optimizer steps in a row had a non-finite loss or gradient (epoch {epoch + 1}, step "
+                f"{run.step}); stopping (trainer.max_nonfinite_steps={cfg.trainer.max_nonfinite_steps}). Those steps "
+                f"were skipped, so checkpoints never hold non-finite weights: "
+                f"{ckpt.checkpoint_path(run.run_dir, 'last')} is the last good state.")
+        elapsed = time.perf_counter() - window_start
+        values |= {"lr": run.optimizer.param_groups[0]["lr"], "samples_per_s": window_samples / max(elapsed, 1e-9)}
+        if run.device.type == "cuda":
+            values["gpu_mem_gb"] = torch.cuda.max_memory_allocated(run.device) / 2**30
         if dist.is_main:
-            state = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "ema": ema,
-                     "epoch": epoch, "step": step, "best_metric": best_psnr, "config": config_dict,
-                     "wandb_run_id": logger.run_id, "rng_states": rng_states,
-                     "extra": {"input_spec": input_spec}
-                     | ({"adversarial": adversarial.state_dict()} if adversarial is not None else {})}
-            ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, "last"), **state)
-            if improved:
-                ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, "best"), **state)
-            if (epoch + 1) % cfg.trainer.checkpoint_every_epochs == 0:
-                ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, "epoch", epoch=epoch + 1), **state)
-        barrier()
+            metrics.log(step=run.step, epoch=epoch, split="train", **values)
+            logger.log({f"train/{k}": v for k, v in values.items()} | {"epoch": epoch}, step=run.step)
+        progress_bar.update(0, loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}",
+                            samples_per_s=f"{values['samples_per_s']:.1f}",
+                            val_psnr=f"{val['psnr']:.2f}" if val else "-")
+        window_start, window_samples = time.perf_counter(), 0
+    progress_bar.close()
 
-    if cfg.test_after_training and test_loader is not None:
-        _test_best(cfg, model, ema, run_dir, test_loader, device, precision, criterion, dist, metrics, logger, step)
+
+def _accumulation_groups(loader: DataLoader, batches: int, accumulate: int):
+    """The first ``batches`` micro-batches of ``loader`` in groups of ``accumulate`` (the last may be shorter)."""
+    group: list[dict[str, Any]] = []
+    for i, batch in enumerate(loader):
+        if i >= batches:
+            break
+        group.append(batch)
+        if len(group) == accumulate or i + 1 == batches:
+            yield group
+            group = []
+
+
+# ---------------------------------------------------------------------------------------------------- validate
+
+
+def validate(run: Run, epoch: int, metrics: MetricsLog | None, logger,
+             reference: dict[str, float]) -> tuple[dict[str, float], bool] | None:
+    """Score the validation split when due (every ``val_every_epochs`` and at the last epoch); returns the scores
+    and whether they beat the best so far, or None when not due."""
+    cfg, dist = run.cfg, run.dist
+    last_epoch = epoch + 1 == cfg.trainer.max_epochs
+    if (epoch + 1) % cfg.trainer.val_every_epochs and not last_epoch:
+        return None
+    val = evaluate(run.eval_model, run.val_loader, run.device, run.precision, run.criterion,
+                   cfg.trainer.limit_val_batches)
+    improved = val["psnr"] > run.best_psnr
+    run.best_psnr = max(run.best_psnr, val["psnr"])
     if dist.is_main:
-        logger.summary({"best_val_psnr": best_psnr})
-        print(f"done: best val PSNR {best_psnr:.2f} dB. Results in {run_dir} (metrics.jsonl, checkpoints/, "
-              f"config_resolved.yaml{', test_metrics.json' if test_loader is not None else ''})", flush=True)
-    return best_psnr
+        metrics.log(step=run.step, epoch=epoch, split="val", **val, best_psnr=run.best_psnr)
+        logger.log({f"val/{k}": v for k, v in val.items()} | {"val/best_psnr": run.best_psnr, "epoch": epoch},
+                   step=run.step)
+        print(f"epoch {epoch + 1}: val PSNR {val['psnr']:.2f} dB, SSIM {val['ssim']:.4f} (best "
+              f"{run.best_psnr:.2f}; mean-volume reference {reference['psnr']:.2f} dB)", flush=True)
+        every = cfg.logger.image_every_epochs
+        if every and ((epoch + 1) % every == 0 or last_epoch):
+            log_slices(logger, run.eval_model, run.val_loader, run.device, run.precision, run.step)
+    return val, improved
 
 
-def _test_best(cfg, model, ema, run_dir, test_loader, device, precision, criterion, dist, metrics, logger, step):
-    best_path = ckpt.checkpoint_path(run_dir, "best")
+def test_best(run: Run, metrics: MetricsLog | None, logger) -> None:
+    """Score the best checkpoint (its EMA average when there is one) on the test split; rank 0 writes the result."""
+    best_path = ckpt.checkpoint_path(run.run_dir, "best")
     barrier()
     if best_path.exists():
-        state = ckpt.load_checkpoint(best_path, map_location=device)
-        target = ema if ema else model
-        target.load_state_dict(state["ema"] if ema else state["model"])
-    result = evaluate(ema.module if ema else model, test_loader, device, precision, criterion)
-    if dist.is_main:
-        metrics.log(step=step, epoch=cfg.trainer.max_epochs - 1, split="test", **result)
+        state = ckpt.load_checkpoint(best_path, map_location=run.device)
+        target = run.ema if run.ema else run.model
+        target.load_state_dict(state["ema"] if run.ema else state["model"])
+    result = evaluate(run.eval_model, run.test_loader, run.device, run.precision, run.criterion)
+    if run.dist.is_main:
+        metrics.log(step=run.step, epoch=run.cfg.trainer.max_epochs - 1, split="test", **result)
         logger.summary({f"test/{k}": v for k, v in result.items()})
-        write_json_atomic(run_dir / "test_metrics.json",
-                          {"checkpoint": str(best_path), **result,
-                           "definitions": "PSNR = 10 log10(1 / MSE) on [0, 1] volumes; SSIM = 3D Gaussian-window "
-                                          "SSIM (sigma 1.5, K1 0.01, K2 0.03, data_range 1), both per patient, "
-                                          "averaged over the split"})
+        write_json_atomic(run.run_dir / "test_metrics.json",
+                          {"checkpoint": str(best_path), **result, "definitions": METRIC_DEFINITIONS})
         print(f"test (best checkpoint): PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+
+
+def save_checkpoints(run: Run, epoch: int, improved: bool, logger) -> None:
+    """``last`` every epoch, ``best`` on a new best validation PSNR, ``epoch_NNNN`` every ``checkpoint_every_epochs``:
+    written by rank 0, with every rank's random streams (gathered, a collective) for exact resume."""
+    rng_states = gather_rng_states()
+    if run.dist.is_main:
+        state = {"model": run.model, "optimizer": run.optimizer, "scheduler": run.scheduler, "scaler": run.scaler,
+                 "ema": run.ema, "epoch": epoch, "step": run.step, "best_metric": run.best_psnr,
+                 "config": run.config_dict, "wandb_run_id": logger.run_id, "rng_states": rng_states,
+                 "extra": {"input_spec": run.input_spec}
+                 | ({"adversarial": run.adversarial.state_dict()} if run.adversarial is not None else {})}
+        ckpt.save_checkpoint(ckpt.checkpoint_path(run.run_dir, "last"), **state)
+        if improved:
+            ckpt.save_checkpoint(ckpt.checkpoint_path(run.run_dir, "best"), **state)
+        if (epoch + 1) % run.cfg.trainer.checkpoint_every_epochs == 0:
+            ckpt.save_checkpoint(ckpt.checkpoint_path(run.run_dir, "epoch", epoch=epoch + 1), **state)
+    barrier()
 
 
 def _resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
@@ -596,22 +419,3 @@ def _sweep_group() -> str | None:
         return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
     except ValueError:  # not under Hydra (tests, notebooks)
         return None
-
-
-@torch.no_grad()
-def _log_slices(logger, model, loader, device, precision, step) -> None:
-    """Mid axial / coronal / sagittal slices of the first validation patient: prediction above, target below."""
-    batch = next(iter(loader))
-    with autocast(device, precision):
-        pred = forward_views(model, batch["views"][:1].to(device), batch["angles_deg"][:1]).float()[0, 0].cpu()
-    target = batch["ct"][0, 0]
-    d, h, w = target.shape
-    images, captions = [], []
-    # radiological display: axial anterior up and patient right on the left; coronal and sagittal head up,
-    # patient right / anterior on the left (volume axes D, H, W run superior, anterior, patient right)
-    for name, take in (("axial", lambda v: v[d // 2].flip(0).flip(1)),
-                       ("coronal", lambda v: v[:, h // 2].flip(0).flip(1)),
-                       ("sagittal", lambda v: v[:, :, w // 2].flip(0).flip(1))):
-        images.append(torch.cat([take(pred), take(target)], dim=0).clamp(0, 1).numpy())
-        captions.append(f"{name}: prediction (top) / target (bottom), {batch['patient_id'][0]}")
-    logger.log_images("val/slices", images, step=step, captions=captions)

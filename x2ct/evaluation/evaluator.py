@@ -171,8 +171,8 @@ def prepared_data_root(name: str, dist) -> Path:
     from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
+    from x2ct.engine.data import ensure_dataset
     from x2ct.engine.launch import register_resolvers
-    from x2ct.engine.trainer import ensure_dataset
 
     register_resolvers()
     conf_dir = str(Path(__file__).resolve().parents[2] / "conf")
@@ -240,7 +240,7 @@ def _dataset(trained: TrainedModel, settings: EvaluationSettings) -> tuple[Patie
 def _reference_volume(dataset: PatientDRRDataset, trained: TrainedModel) -> torch.Tensor | None:
     """The mean CT of the model's own training split (the evaluated data set's, if the training data are not
     here); None when neither has training patients."""
-    from x2ct.engine.trainer import mean_volume
+    from x2ct.engine.data import mean_volume
 
     trained_on = trained.config.get("data", {}).get("root")
     root = trained_on if trained_on and (Path(trained_on) / "dataset.json").exists() else dataset.layout.root

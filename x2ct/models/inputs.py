@@ -11,11 +11,24 @@ import inspect
 from typing import Any
 
 from torch import Tensor, nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+
+def _innermost(model: nn.Module) -> nn.Module:
+    """The module under any stack of DDP / DataParallel (``.module``) and ``torch.compile`` (``._orig_mod``)
+    wrappers, in either order. Explicit checks: ``a or b`` would call ``bool()`` on a wrapper module."""
+    while True:
+        if isinstance(model, DistributedDataParallel | DataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
 
 
 def takes_angles(model: nn.Module) -> bool:
     """Whether ``model.forward`` (of the module itself, under any DDP / compile wrapper) accepts ``angles_deg``."""
-    inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None) or model
+    inner = _innermost(model)
     try:
         return "angles_deg" in inspect.signature(inner.forward).parameters
     except (TypeError, ValueError):

@@ -1,0 +1,145 @@
+"""Building a training run from its config: the model as the data set decides it, the optimiser and schedule, and
+the model as it is trained (DDP first, then ``torch.compile``), with its EMA copy taken after DDP's broadcast.
+
+The order matters under DDP and is kept here in one place:
+1. the model is built on every rank (each rank's own random start) and, on resume, loaded from the checkpoint;
+2. ``DistributedDataParallel`` broadcasts rank 0's weights to every rank;
+3. only then is the EMA copy taken, so every rank averages the same weights;
+4. ``torch.compile`` wraps the DDP module (DDP's optimizer then splits the graph at its buckets).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from x2ct.data.dataset import PatientDRRDataset
+from x2ct.engine.distributed import DistInfo
+from x2ct.engine.ema import ModelEMA
+from x2ct.engine.precision import Precision, autocast, make_scaler
+
+
+def fill_model_config(cfg: DictConfig, train_set: PatientDRRDataset, input_spec: dict) -> None:
+    """Record in ``cfg.model`` what the data set decides (views, sizes, angles, geometry), so the saved config
+    rebuilds the same model; and build deep-supervision heads only when the loss uses them."""
+    sample = train_set[0]
+    with open_dict(cfg):
+        cfg.model.num_views = len(train_set.view_indices)
+        cfg.model.view_size = int(sample["views"].shape[-1])
+        cfg.model.volume_size = int(sample["ct"].shape[-1])
+        cfg.model.view_angles_deg = [float(train_set.geometry.angles_deg[i]) for i in train_set.view_indices]
+        fill_geometry(cfg.model, input_spec)
+        match_deep_supervision(cfg.model, float(cfg.loss.weights.get("deep_supervision", 0.0)))
+
+
+def fill_geometry(model_cfg: DictConfig, input_spec: dict) -> None:
+    """Give a model config that asks for them (keys ``geometry`` / ``volume_fov_mm``, null in its YAML) the data set's
+    imaging geometry and the volume's extent: the geometric lift projects voxels with the geometry that rendered
+    the views. A cascade passes them on to its coarse model."""
+    if "geometry" in model_cfg:
+        model_cfg.geometry = input_spec["geometry"]
+    if "volume_fov_mm" in model_cfg:
+        model_cfg.volume_fov_mm = list(input_spec["ct_fov_mm"])
+
+
+def match_deep_supervision(model_cfg: DictConfig, loss_weight: float) -> None:
+    """Switch the model's deep-supervision heads (``model.deep_supervision``, a cascade's
+    ``model.coarse_kwargs.deep_supervision``) off when ``loss.weights.deep_supervision`` is 0.
+
+    Heads that no loss term reads get no gradient, and DDP stops on the second step ("Expected to have finished
+    reduction in the prior iteration"); ``find_unused_parameters`` would hide that at the cost of a graph walk per
+    step. A positive weight with heads switched off by hand is refused here, at start, naming both keys.
+    """
+    holders = [("model", model_cfg), ("model.coarse_kwargs", model_cfg.get("coarse_kwargs"))]
+    for name, holder in holders:
+        if holder is None or "deep_supervision" not in holder:
+            continue
+        if loss_weight <= 0:
+            holder.deep_supervision = False
+        elif not holder.deep_supervision and name == "model":
+            raise ValueError(f"loss.weights.deep_supervision={loss_weight} but {name}.deep_supervision=false: the "
+                             "loss term needs the model's coarser outputs; set loss.weights.deep_supervision=0 or "
+                             f"{name}.deep_supervision=true")
+
+
+def build_model(cfg: DictConfig, device: torch.device, reference_volume: torch.Tensor) -> nn.Module:
+    """The model of ``cfg.model`` on ``device``, starting from the mean training CT where it has a template."""
+    model = instantiate(cfg.model).to(device)
+    if cfg.data.get("view_dropout") and not getattr(model, "any_view_count", False):
+        raise ValueError(f"data.view_dropout draws a different number of views per batch, but {cfg.model._target_} "
+                         "is built for exactly data's views (hybrid_vit and multires take any number with "
+                         "model.fusion=mean|max|attention; the baseline's per-view FiLM does not)")
+    if hasattr(model, "initialise_prior"):  # models with a template volume start from the average patient
+        model.initialise_prior(reference_volume.to(device))
+    return model
+
+
+def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """``optimizer_cfg`` (a partial) over the model's parameters; ``fused: null`` picks the fused kernel where the
+    device has one (it also skips a non-finite step on the device, see ``x2ct.engine.step``)."""
+    kwargs: dict[str, Any] = {}
+    if "fused" in optimizer_cfg and optimizer_cfg.fused is None:
+        kwargs["fused"] = device.type in ("cuda", "cpu")
+    factory = instantiate(optimizer_cfg)
+    try:
+        return factory(params=model.parameters(), **kwargs)
+    except RuntimeError as err:  # an older torch without the fused kernel on this device
+        if not kwargs.get("fused"):
+            raise
+        print(f"optimizer: no fused kernel here ({err}); using the default implementation", flush=True)
+        return factory(params=model.parameters(), fused=False)
+
+
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, total_steps: int, dist: DistInfo):
+    """The learning-rate schedule over ``total_steps`` optimizer steps (warm-up capped at the run's length)."""
+    schedule_args = {"optimizer": optimizer, "total_steps": total_steps}
+    if cfg.scheduler.get("warmup_steps", 0) > total_steps:  # short (debug) runs: warm up over the whole run
+        schedule_args["warmup_steps"] = total_steps
+        if dist.is_main:
+            print(f"scheduler.warmup_steps={cfg.scheduler.warmup_steps} exceeds this run's {total_steps} optimizer "
+                  f"steps: warming up over all {total_steps}", flush=True)
+    return instantiate(cfg.scheduler)(**schedule_args)
+
+
+def wrap_for_training(model: nn.Module, dist: DistInfo, device: torch.device, compile_model: bool) -> nn.Module:
+    """The module the training step calls: DDP first (it broadcasts rank 0's weights), then ``torch.compile``.
+
+    Compiling first and wrapping the compiled module in DDP hides the model behind two wrappers in the wrong order
+    (DDP cannot split the graph at its buckets, and code that unwraps must know both orders).
+    """
+    wrapped = model
+    if dist.world_size > 1:
+        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile_model:
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
+def build_ema(model: nn.Module, decay: float | None) -> ModelEMA | None:
+    """The EMA copy, taken after ``wrap_for_training`` (so every rank copies rank 0's broadcast weights)."""
+    return ModelEMA(model, decay) if decay else None
+
+
+def build_adversarial(cfg: DictConfig, input_spec: dict, device: torch.device, precision: Precision,
+                      dist: DistInfo, total_steps: int):
+    """The adversarial extension when ``cfg.adversarial.enabled``, else None (the plain supervised step)."""
+    adv_cfg = cfg.get("adversarial")
+    if adv_cfg is None or not adv_cfg.get("enabled", False):
+        return None
+    from x2ct.engine.adversarial import AdversarialTraining
+
+    return AdversarialTraining(OmegaConf.to_container(adv_cfg, resolve=True), input_spec, device,
+                               lambda: autocast(device, precision), make_scaler(precision, device), dist.world_size,
+                               total_steps)
+
+
+def steps_per_epoch(loader_batches: int, limit: int | None, accumulate: int) -> tuple[int, int]:
+    """(micro-batches per epoch, optimizer steps per epoch): the last accumulation group may be short."""
+    batches = loader_batches if limit is None else min(loader_batches, limit)
+    return batches, math.ceil(batches / accumulate)

@@ -1,0 +1,125 @@
+"""The training data: the data set folder (built by rank 0 when missing), the loaders and their samplers.
+
+Every rank reads the same folder; the train loader shards it with a ``DistributedSampler`` (re-seeded per epoch,
+so a resumed run draws what an unbroken one would), validation and test with ``ShardSampler`` (no padding, so
+metrics count each patient once).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from x2ct.data.collate import collate_samples
+from x2ct.data.dataset import PatientDRRDataset
+from x2ct.data.view_selection import ViewSubsetCollate
+from x2ct.engine.distributed import DistInfo, run_on_main_then_wait
+
+
+class ShardSampler(Sampler[int]):
+    """Every rank takes indices ``rank, rank + world, ...``: no padding, so metrics count each sample once."""
+
+    def __init__(self, length: int, dist: DistInfo) -> None:
+        self.indices = list(range(dist.rank, length, dist.world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def ensure_dataset(data_cfg: DictConfig, dist: DistInfo, wait_timeout_s: float = 4 * 3600.0) -> Path:
+    """The data set folder; rank 0 builds it with prepare.py's pipeline when missing and ``data.prepare`` is set.
+
+    The other ranks wait up to ``wait_timeout_s`` (``trainer.data_wait_timeout_min``) in a collective of their own:
+    preparing a large data set takes longer than the process group's default timeout (NCCL's watchdog: 10 min).
+    """
+    root = Path(data_cfg.root)
+    if not (root / "dataset.json").exists():
+        if data_cfg.prepare is None:
+            raise FileNotFoundError(f"data.root={root} holds no data set (dataset.json); prepare one with prepare.py "
+                                    f"or set data.prepare")
+
+        def prepare() -> None:
+            from hydra import compose, initialize_config_dir
+            from hydra.core.global_hydra import GlobalHydra
+
+            from x2ct.data.prepare import load_prepare_config, prepare_dataset
+
+            overrides = [*data_cfg.prepare, f"output_dir={root}"]
+            conf_dir = str(Path(__file__).resolve().parents[2] / "conf")
+            if GlobalHydra.instance().is_initialized():
+                prepare_cfg = compose("prepare", overrides=overrides)
+            else:
+                with initialize_config_dir(version_base="1.3", config_dir=conf_dir):
+                    prepare_cfg = compose("prepare", overrides=overrides)
+            print(f"data set {root} not found: preparing it (prepare.py {' '.join(overrides)})", flush=True)
+            report = prepare_dataset(load_prepare_config(prepare_cfg))
+            if not report.ok:
+                raise RuntimeError(f"preparing {root} failed for {len(report.failures)} patients: {report.failures}")
+
+        run_on_main_then_wait(prepare, timeout_s=wait_timeout_s, what=f"preparing the data set {root}")
+    return root
+
+
+def make_loaders(data_cfg: DictConfig, root: Path, dist: DistInfo, seed: int):
+    def dataset(split: str, augment: bool) -> PatientDRRDataset:
+        num_views = data_cfg.get("num_views")
+        views = None if num_views is not None or data_cfg.views is None else list(data_cfg.views)
+        return PatientDRRDataset(root, split, views=views, num_views=num_views,
+                                 render_on_the_fly=bool(data_cfg.render_on_the_fly and augment),
+                                 angle_jitter_deg=data_cfg.angle_jitter_deg if augment else 0.0,
+                                 noise_photons=data_cfg.noise_photons if augment else None,
+                                 radiograph=data_cfg.radiograph)
+
+    train_set, val_set, test_set = dataset("train", True), dataset("val", False), dataset("test", False)
+    for name, ds in (("train", train_set), ("val", val_set)):
+        if len(ds) == 0:
+            raise ValueError(f"the {name} split of {root} is empty (data={data_cfg.name}); training needs train and "
+                             "val patients")
+    train_sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+                                       seed=seed)
+    workers = int(data_cfg.num_workers)
+    common = {"batch_size": data_cfg.batch_size, "num_workers": workers, "pin_memory": torch.cuda.is_available()}
+    # Loaders draw their workers' seeds from their own generators, never from the global RNG; the train one is
+    # re-seeded every epoch (see `epoch_seed`), so a resumed run sees the same augmentation as an unbroken one.
+    dropout = data_cfg.get("view_dropout")
+    collate = (ViewSubsetCollate(int(dropout.min_views), dropout.get("max_views"), list(dropout.get("always") or []))
+               if dropout else collate_samples)  # training only: validation and test see all the selected views
+    # Workers that outlive an epoch save their start-up every epoch, but keep their random streams: the train
+    # loader keeps them only when it draws nothing at random (else exact resume needs workers seeded per epoch).
+    augments = bool(dropout or data_cfg.render_on_the_fly or data_cfg.noise_photons)
+    train_loader = DataLoader(train_set, sampler=train_sampler, drop_last=False, generator=torch.Generator(),
+                              collate_fn=collate, persistent_workers=workers > 0 and not augments, **common)
+
+    def eval_loader(ds):
+        return DataLoader(ds, sampler=ShardSampler(len(ds), dist), generator=torch.Generator().manual_seed(seed),
+                          collate_fn=collate_samples, persistent_workers=workers > 0, **common)
+
+    test_loader = eval_loader(test_set) if len(test_set) else None
+    return train_set, train_loader, train_sampler, eval_loader(val_set), test_loader
+
+
+def fill_geometry(model_cfg: DictConfig, input_spec: dict) -> None:
+    """Give a model config that asks for them (keys ``geometry`` / ``volume_fov_mm``, null in its YAML) the data set's
+    imaging geometry and the volume's extent: the geometric lift projects voxels with the geometry that rendered
+    the views. A cascade passes them on to its coarse model."""
+    if "geometry" in model_cfg:
+        model_cfg.geometry = input_spec["geometry"]
+    if "volume_fov_mm" in model_cfg:
+        model_cfg.volume_fov_mm = list(input_spec["ct_fov_mm"])
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Seed of the train loader's generator for one epoch on one rank."""
+    return (seed * 1_000_003 + epoch) * 4_099 + rank
+
+
+def mean_volume(dataset: PatientDRRDataset, limit: int = 64) -> torch.Tensor:
+    """Mean training CT ``(1, D, H, W)``: the reference a model must beat ("predict the average patient")."""
+    n = min(limit, len(dataset))
+    return torch.stack([dataset.ct(i) for i in range(n)]).mean(dim=0)
