@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -146,3 +147,21 @@ def test_slurm_env_is_ignored_for_single_task_jobs_and_under_torchrun(monkeypatc
     monkeypatch.setenv("SLURM_NTASKS", "4")
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert export_slurm_env() is False  # torchrun's variables win
+
+
+def test_slurm_tasks_keep_every_gpu_visible(monkeypatch):
+    """Local rank 1 of a 4-GPU SLURM task: submitit's export would narrow CUDA_VISIBLE_DEVICES to one GPU, and
+    init_distributed would then refuse LOCAL_RANK=1; x2ct picks its GPU with LOCAL_RANK and keeps all visible."""
+    pytest.importorskip("submitit")
+    from x2ct.engine.distributed import export_slurm_env
+
+    for name in TORCHRUN_VARS:
+        monkeypatch.delenv(name, raising=False)
+    slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "42", "SLURM_NTASKS": "4", "SLURM_PROCID": "1",
+             "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "node0",
+             "SLURM_STEP_NODELIST": "node0", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    assert export_slurm_env() is True
+    assert (os.environ["RANK"], os.environ["LOCAL_RANK"], os.environ["WORLD_SIZE"]) == ("1", "1", "4")
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"

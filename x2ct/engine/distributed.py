@@ -61,7 +61,9 @@ def export_slurm_env() -> bool:
     except ImportError as err:
         raise RuntimeError("a multi-task SLURM job needs submitit (pip install hydra-submitit-launcher) to set up "
                            "the process group, or start it with torchrun") from err
-    TorchDistributedEnvironment().export()
+    # keep every GPU visible: x2ct picks its own with LOCAL_RANK (submitit's default narrows CUDA_VISIBLE_DEVICES to
+    # one GPU, and LOCAL_RANK 1 of 4 would then name a device that is not there)
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     return True
 
 
