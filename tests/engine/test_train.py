@@ -246,7 +246,8 @@ def test_fp16_scaler_overflows_are_not_counted_as_nonfinite_steps(tiny_dataset, 
     the scale. They must not add up to max_nonfinite_steps (here every step overflows at the huge start scale)."""
     import x2ct.engine.trainer as trainer
 
-    monkeypatch.setattr(trainer, "make_scaler", lambda precision, device: torch.amp.GradScaler("cpu", init_scale=2.0**60))
+    monkeypatch.setattr(trainer, "make_scaler",
+                        lambda precision, device: torch.amp.GradScaler("cpu", init_scale=2.0**60))
     run_dir = tmp_path / "run"
     run(tiny_cfg(tiny_dataset, tmp_path, "trainer.precision=fp16", "trainer.max_nonfinite_steps=2"), run_dir)
     rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "train"]

@@ -107,7 +107,8 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, total_ste
     return instantiate(cfg.scheduler)(**schedule_args)
 
 
-def wrap_for_training(model: nn.Module, dist: DistInfo, device: torch.device, compile_model: bool) -> nn.Module:
+def wrap_for_training(model: nn.Module, dist: DistInfo, device: torch.device, compile_model: bool,
+                      compile_backend: str = "inductor") -> nn.Module:
     """The module the training step calls: DDP first (it broadcasts rank 0's weights), then ``torch.compile``.
 
     Compiling first and wrapping the compiled module in DDP hides the model behind two wrappers in the wrong order
@@ -117,7 +118,7 @@ def wrap_for_training(model: nn.Module, dist: DistInfo, device: torch.device, co
     if dist.world_size > 1:
         wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if compile_model:
-        wrapped = torch.compile(wrapped)
+        wrapped = torch.compile(wrapped, backend=compile_backend)
     return wrapped
 
 

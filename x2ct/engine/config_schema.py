@@ -48,6 +48,7 @@ class TrainerConfig:
     accumulate_grad_batches: int = MISSING
     ema_decay: float | None = MISSING
     compile: bool = MISSING
+    compile_backend: str = MISSING
     deterministic: bool = MISSING
     val_every_epochs: int = MISSING
     checkpoint_every_epochs: int = MISSING

@@ -208,7 +208,7 @@ def build_run(cfg: DictConfig, dist: DistInfo, run_dir: Path) -> Run:
                                            "adversarial.enabled=true; resume it without adversarial training")
             adversarial.load_state_dict(saved)
 
-    train_model = wrap_for_training(model, dist, device, cfg.trainer.compile)
+    train_model = wrap_for_training(model, dist, device, cfg.trainer.compile, cfg.trainer.compile_backend)
     ema = build_ema(model, cfg.trainer.ema_decay)  # after DDP's broadcast: every rank averages rank 0's weights
     if state is not None and ema is not None:
         ckpt.restore_ema(state, ema, model)
