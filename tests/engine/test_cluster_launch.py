@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from tests.engine.test_launch import launch
 from tests.engine.test_train import tiny_train_overrides
 from x2ct.engine.launch import RUN_STAMP_ENV
+from x2ct.engine.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 # one epoch of one batch, no test pass: what these tests check is where things are written, not training
@@ -135,3 +136,21 @@ def test_submitit_local_sweep_runs_each_job_in_its_own_process_folder_and_wandb_
     weights = [torch.load(j / "checkpoints" / "last.pt", weights_only=True)["config"]["loss"]["weights"]["l1"]
                for j in jobs]
     assert weights == [1.0, 0.5]
+
+
+@pytest.mark.slow
+def test_submitit_local_job_with_two_tasks_is_one_ddp_run(tiny_dataset, tmp_path):
+    """``tasks_per_node=2`` on the local executor: the two tasks form one 2-rank DDP job (ranks, world size and
+    rendezvous from submitit, as on SLURM), training into one folder with one W&B run."""
+    out = tmp_path / "out"
+    args = [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=5", "hydra.launcher.tasks_per_node=2", "loss.weights.l1=1.0",
+            *tiny_train_overrides(tiny_dataset, out, "logger=wandb", *SHORT)]
+    result = launch(args, cwd=tmp_path, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    job = next(p for p in next((out / "multiruns").iterdir()).iterdir() if p.name == "0")
+    info = json.loads((job / "run_info.json").read_text())
+    assert info["world_size"] == 2 and info["sessions"] == 1 and info["status"] == "finished"
+    assert len(list((job / "wandb").glob("offline-run-*"))) == 1
+    records = [(r["step"], r["split"]) for r in read_metrics(job / "metrics.jsonl")]
+    assert len(records) == len(set(records))  # rank 0 alone logs

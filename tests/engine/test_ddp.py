@@ -32,13 +32,12 @@ TINY_MODELS = {
     "MultiResCascade": ["model.stage_sizes=[12,24]", "model.refiner_channels=4", "model.coarse_kwargs.base_channels=4",
                         "model.coarse_kwargs.depth=2", "model.coarse_kwargs.channel_multipliers=[1,2,4]",
                         "model.coarse_kwargs.num_heads=2", "model.coarse_kwargs.transformer_levels=[1]",
-                        "+model.coarse_kwargs.pyramid_channels=4", "+model.coarse_kwargs.cross_view_grid=4",
-                        "+model.coarse_kwargs.cross_view_heads=2"],
+                        "++model.coarse_kwargs.pyramid_channels=4", "++model.coarse_kwargs.cross_view_grid=4",
+                        "++model.coarse_kwargs.cross_view_heads=2"],
 }
 TINY_PERCEPTUAL = ["loss.components.perceptual.weights=random", "loss.components.perceptual.slices_per_axis=2"]
-TINY_ADVERSARIAL = ["adversarial.start_epoch=0", "adversarial.ramp_epochs=0",
-                    *(f"adversarial.discriminators.{d}.{k}={v}" for d in ("volume", "projection")
-                      for k, v in {"base_channels": 4, "num_layers": 2}.items())]
+TINY_ADVERSARIAL = ["adversarial.start_epoch=0", "adversarial.ramp_epochs=0"]
+TINY_DISCRIMINATOR = {"base_channels": 4, "num_layers": 2}
 RECIPES = sorted(str(p.relative_to(REPO / "conf" / "experiment").with_suffix(""))
                  for p in (REPO / "conf" / "experiment").rglob("*.yaml") if p.stem != "common")
 
@@ -183,6 +182,8 @@ def _recipe_cfg(recipe: str, root: Path, out: Path, loss: str | None):
         extra += TINY_PERCEPTUAL
     if plain.adversarial.get("enabled"):
         extra += TINY_ADVERSARIAL
+        extra += [f"adversarial.discriminators.{d}.{k}={v}" for d, spec in plain.adversarial.discriminators.items()
+                  if spec is not None for k, v in TINY_DISCRIMINATOR.items()]
     extra += ["data.batch_size=1", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
               "trainer.limit_val_batches=1", f"run_name={recipe.replace('/', '_')}_{loss or 'own'}"]
     return compose_config("train", [f"experiment={recipe}", *_base(root, out, *extra)])

@@ -50,11 +50,16 @@ def _env_int(name: str, default: int) -> int:
 
 
 def export_slurm_env() -> bool:
-    """Inside a multi-task SLURM job (e.g. hydra-submitit-launcher with ``tasks_per_node`` = GPUs) and without
-    torchrun's variables, export ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` from SLURM's
+    """Inside a multi-task SLURM job (e.g. hydra-submitit-launcher with ``tasks_per_node`` = GPUs), or a multi-task
+    job of submitit's local executor (``hydra/launcher=submitit_local``: the same path on one machine), and without
+    torchrun's variables, export ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` from the job's
     through submitit (which started the tasks). Returns whether it did."""
     torchrun = any(os.environ.get(k) for k in _ENV_KEYS)
-    if torchrun or _env_int("SLURM_NTASKS", 1) <= 1 or "SLURM_PROCID" not in os.environ:
+    if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+        multi_task = _env_int("SUBMITIT_LOCAL_NTASKS", 1) > 1
+    else:
+        multi_task = _env_int("SLURM_NTASKS", 1) > 1 and "SLURM_PROCID" in os.environ
+    if torchrun or not multi_task:
         return False
     try:
         from submitit.helpers import TorchDistributedEnvironment

@@ -89,7 +89,9 @@ class TrainStep:
                     loss, parts = loss + extra, parts | extra_parts
                 loss_finite &= torch.isfinite(loss)
                 (self.scaler.scale(loss / n) if self.scaler else loss / n).backward()
-            self.window.add({"loss": loss.detach(), **{f"loss_{name}": v for name, v in parts.items()}})
+            # a non-finite micro-batch is counted as skipped, not averaged into the window's losses
+            self.window.add({"loss": loss.detach(), **{f"loss_{name}": v for name, v in parts.items()}},
+                            weight=torch.isfinite(loss.detach()))
             samples += len(target)
 
         if self.scaler:
@@ -137,19 +139,22 @@ class TrainStep:
 
 
 class DeviceMeter:
-    """Sums of named scalars kept on the device; ``read`` returns means (or sums) as floats in one transfer."""
+    """Weighted sums of named scalars kept on the device; ``read`` returns means (or sums) as floats in one
+    transfer. A weight of 0 (a non-finite loss) leaves the value out of its mean."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.sums: dict[str, Tensor] = {}
-        self.counts: dict[str, int] = {}
+        self.weights: dict[str, Tensor] = {}
         self.summed: set[str] = set()
 
-    def add(self, values: dict[str, Any], summed: bool = False) -> None:
+    def add(self, values: dict[str, Any], summed: bool = False, weight: Tensor | None = None) -> None:
+        w = torch.ones((), device=self.device) if weight is None else weight.to(self.device, torch.float32)
         for name, value in values.items():
             value = torch.as_tensor(value, device=self.device).detach().float()
+            value = torch.where(w > 0, value, 0.0) * w
             self.sums[name] = self.sums[name] + value if name in self.sums else value
-            self.counts[name] = self.counts.get(name, 0) + 1
+            self.weights[name] = self.weights[name] + w if name in self.weights else w
             if summed:
                 self.summed.add(name)
 
@@ -157,9 +162,11 @@ class DeviceMeter:
         if not self.sums:
             return {}
         names = list(self.sums)
-        totals = torch.stack([self.sums[n] for n in names]).tolist()  # the one host-device transfer
-        out = {n: t if n in self.summed else t / self.counts[n] for n, t in zip(names, totals, strict=True)}
-        self.sums, self.counts = {}, {}
+        sums = torch.stack([self.sums[n] for n in names])
+        means = sums / torch.stack([self.weights[n] for n in names])
+        totals = torch.where(torch.tensor([n in self.summed for n in names], device=self.device), sums, means)
+        out = dict(zip(names, totals.tolist(), strict=True))  # the one host-device transfer
+        self.sums, self.weights = {}, {}
         return out
 
 
