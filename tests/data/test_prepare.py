@@ -250,3 +250,18 @@ def test_prepare_entrypoint_reports_an_empty_source_folder_cleanly(tmp_path):
     assert result.returncode == 2
     assert f"{tmp_path / 'empty'}: no CT files found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_preparing_in_process_leaves_the_callers_thread_count(tmp_path, monkeypatch):
+    """workers=1 prepares in the calling process (a trainer's rank 0 does so for a missing data set): its thread
+    count is put back, so the caller computes as it did before (a deep model's gradients move with it)."""
+    import torch
+
+    monkeypatch.setattr("os.cpu_count", lambda: 4)  # preparation would take 4 threads
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert prepare_dataset(tiny_config(tmp_path / "ds", "source.num_patients=1"), progress=False).ok
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)

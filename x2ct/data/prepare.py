@@ -301,12 +301,15 @@ def _check_finite(ct: CTVolume, task: PatientTask) -> None:
 def _run_task(task: PatientTask, cfg: PrepareConfig, root: str, threads: int) -> tuple[str, dict | None, str | None]:
     import torch
 
+    previous = torch.get_num_threads()  # in-process (workers=1, or a trainer preparing its data): put it back
     torch.set_num_threads(threads)
     try:
         return task.patient_id, prepare_patient(task, cfg, Path(root)), None
     except Exception as err:  # one bad patient must not stop the others
         detail = "".join(traceback.format_exception_only(type(err), err)).strip()
         return task.patient_id, None, detail
+    finally:
+        torch.set_num_threads(previous)
 
 
 # ----------------------------------------------------------------------------------------------- the data set
