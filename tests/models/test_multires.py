@@ -211,3 +211,17 @@ def test_stage_one_starts_from_a_trained_checkpoint(tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"nope")
     with pytest.raises(ValueError, match=r"garbage\.pt: cannot read it"):
         tiny(coarse_checkpoint=str(tmp_path / "garbage.pt"))
+
+
+@pytest.mark.parametrize("train_patch_size", [None, 8])
+def test_with_a_coarse_model_without_deep_supervision_the_final_volume_alone_reaches_every_parameter(
+        train_patch_size):
+    # DDP needs a gradient for every parameter each step: with the deep-supervision loss off (weight 0) the trainer
+    # builds the coarse model without its heads, and the cascade's own per-stage outputs add no parameters
+    model = tiny(coarse_kwargs={**TINY_HYBRID, "deep_supervision": False}, train_patch_size=train_patch_size)
+    perturb_heads(model)
+    out = model(views())
+    assert [tuple(a.shape) for a in out["deep_supervision"]] == [(2, 1, 8, 8, 8)]  # the coarse volume only
+    out["volume"].square().mean().backward()
+    unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused
