@@ -36,6 +36,7 @@ from x2ct.models.blocks import (
     make_norm,
     resize2d,
 )
+from x2ct.models.blocks.lift import batch_angles
 
 
 class BaselineUNet(nn.Module):
@@ -119,6 +120,7 @@ class BaselineUNet(nn.Module):
         """``views`` (B, V, 1, S, S) -> (B, 1, n, n, n); ``angles_deg`` (V,) or (B, V): the views' gantry angles
         when they differ from the constructor's (same number of views: the per-view FiLM is fixed)."""
         b, v = views.shape[:2]
+        angles = None if angles_deg is None else batch_angles(angles_deg)  # read once, for every level's lift
         if views.shape[1:] != (self.num_views, 1, self.view_size, self.view_size):
             raise ValueError(f"BaselineUNet expects views (B, {self.num_views}, 1, {self.view_size}, "
                              f"{self.view_size}), got {tuple(views.shape)}")
@@ -129,7 +131,7 @@ class BaselineUNet(nn.Module):
         fused = []                                                               # per level: (B, c_i, n_i^3)
         for down, enc, lift, fuse in zip(self.down2d, self.enc2d, self.lift, self.fuse, strict=True):
             x = enc(down(x))                                                     # (B*V, c_i, n_i, n_i)
-            fused.append(fuse(lift(x.unflatten(0, (b, v)), angles_deg)))
+            fused.append(fuse(lift(x.unflatten(0, (b, v)), angles)))
 
         y = self.bottleneck(fused[-1])
         for i in reversed(range(len(self.up3d))):

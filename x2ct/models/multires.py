@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from x2ct.models.blocks.conv import ConvNormAct
 from x2ct.models.blocks.dense import ResidualDenseBlock3D
 from x2ct.models.blocks.fusion import ViewFusion
-from x2ct.models.blocks.lift import ViewLift
+from x2ct.models.blocks.lift import ViewLift, batch_angles
 from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
 from x2ct.models.blocks.residual import ResidualBlock
 from x2ct.models.inputs import forward_views
@@ -213,6 +213,7 @@ class MultiResCascade(nn.Module):
                              f"{self.view_size}), got {tuple(views.shape)}")
         if not self.training:
             return self.stage_outputs(views, angles_deg)[-1]
+        angles_deg = None if angles_deg is None else batch_angles(angles_deg)  # read once for every stage's lift
         volume, coarse_aux = self._coarse(views, angles_deg)
         volumes = [volume]                                                   # (B, 1, n_k^3), coarse first
         out: dict[str, Any] = {}
@@ -229,6 +230,7 @@ class MultiResCascade(nn.Module):
         """Eval mode: every stage's volume, clamped to [0, 1], coarse first: ``[(B, 1, n_k, n_k, n_k), ...]``."""
         if self.training:
             raise RuntimeError("MultiResCascade.stage_outputs gives the eval-mode volumes: call model.eval() first")
+        angles_deg = None if angles_deg is None else batch_angles(angles_deg)
         volumes = [self._coarse(views, angles_deg)[0]]
         for refiner in self.refiners:
             volumes.append(self._infer_stage(refiner, views, volumes[-1], angles_deg).clamp(0.0, 1.0))

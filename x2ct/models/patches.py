@@ -44,6 +44,14 @@ def _batch_origins(origins: Tensor, batch: int, where: str) -> Tensor:
     return origins.long()
 
 
+def _out_of_range(origins: Tensor, high: Sequence[int]) -> bool:
+    """Whether any ``(B, 3)`` origin lies outside ``[0, high]`` per axis. Not checked while ``torch.compile``
+    traces (reading the values would break the graph; the cascade's origins come from ``sample_patch_origins``)."""
+    if torch.compiler.is_compiling():
+        return False
+    return bool((origins < 0).any() or (origins > origins.new_tensor(high)).any())
+
+
 def sample_patch_origins(volume_shape: Shape3, patch_size: Shape3, count: int,
                          generator: torch.Generator | None = None) -> Tensor:
     """``(count, 3)`` long origins, uniform over every origin whose patch lies inside the volume.
@@ -66,9 +74,9 @@ def crop_patches(volume: Tensor, origins: Tensor, patch_size: Shape3) -> Tensor:
         raise ValueError(f"crop_patches: volume must be (B, C, D, H, W), got {tuple(volume.shape)}")
     _check_fits(volume.shape[2:], patch_size, "crop_patches")
     origins = _batch_origins(origins, volume.shape[0], "crop_patches").to(volume.device)
-    high = torch.tensor(volume.shape[2:], device=volume.device) - torch.tensor(patch_size, device=volume.device)
-    if (origins < 0).any() or (origins > high).any():
-        raise ValueError(f"crop_patches: origins must lie in [0, volume - patch] = [0, {tuple(high.tolist())}] "
+    high = tuple(s - p for s, p in zip(volume.shape[2:], patch_size, strict=True))
+    if _out_of_range(origins, high):
+        raise ValueError(f"crop_patches: origins must lie in [0, volume - patch] = [0, {high}] "
                          f"for volume {tuple(volume.shape[2:])} and patch {tuple(patch_size)}, got {origins.tolist()}")
     d, h, w = (torch.arange(p, device=volume.device) for p in patch_size)
     batch = torch.arange(volume.shape[0], device=volume.device)[:, None, None, None]
@@ -117,8 +125,8 @@ def crop_context(coarse: Tensor, origins_fine: Tensor, patch_size_fine: Shape3,
         raise ValueError(f"crop_context: scale must be a positive number or 3 of them (D, H, W), got {scale}")
     fine_extent = [n * s for n, s in zip(coarse.shape[2:], scales, strict=True)]
     origins = _batch_origins(origins_fine, coarse.shape[0], "crop_context").to(coarse.device)
-    ends = origins + torch.tensor(patch_size_fine, device=coarse.device)
-    if (origins < 0).any() or any((ends[:, k] > fine_extent[k] + _FLOAT_TOLERANCE).any() for k in range(3)):
+    high = tuple(int(e + _FLOAT_TOLERANCE) - p for e, p in zip(fine_extent, patch_size_fine, strict=True))
+    if _out_of_range(origins, high):
         raise ValueError(f"crop_context: fine patches {tuple(patch_size_fine)} at {origins.tolist()} must lie inside "
                          f"the fine volume {tuple(fine_extent)} (coarse {tuple(coarse.shape[2:])} x scale {scales})")
     # Coarse coordinate c = (i + 0.5) / s - 0.5 normalises (align_corners=False) to 2 * (i + 0.5) / (s * n0) - 1.

@@ -52,7 +52,7 @@ class CrossViewAttention(nn.Module):
         heads, head_dim = self.num_heads, c // self.num_heads
         q = self.q(hp).view(b, v, n, heads, head_dim)
         # keys/values of view i: the tokens of the other views, (B, V, (V-1)*N, heads, head_dim)
-        others = torch.tensor([[j for j in range(v) if j != i] for i in range(v)], device=x.device)  # (V, V-1)
+        others = _other_views(v, x.device)  # (V, V-1)
         k = self.k(hp).view(b, v, n, heads, head_dim)[:, others].flatten(2, 3)
         val = self.v(h).view(b, v, n, heads, head_dim)[:, others].flatten(2, 3)
         q, k, val = (t.flatten(0, 1).transpose(1, 2) for t in (q, k, val))  # (B*V, heads, tokens, head_dim)
@@ -70,3 +70,10 @@ class CrossViewAttention(nn.Module):
         b, v, c, h, w = x.shape
         tokens = self(x.flatten(3).transpose(2, 3), pos)  # (B, V, H*W, dim)
         return tokens.transpose(2, 3).reshape(b, v, c, h, w)
+
+
+def _other_views(num_views: int, device: torch.device) -> Tensor:
+    """``(V, V-1)`` long: row ``i`` lists the views other than ``i`` in order, ``j + (j >= i)`` for ``j < V-1``
+    (built on the device: no list copied from the host on every call)."""
+    j = torch.arange(num_views - 1, device=device)
+    return j[None, :] + (j[None, :] >= torch.arange(num_views, device=device)[:, None]).long()

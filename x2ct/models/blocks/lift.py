@@ -186,14 +186,17 @@ class ViewLift(nn.Module):
 
 def batch_angles(angles_deg: Sequence[float] | Tensor) -> tuple[float, ...]:
     """The views' gantry angles of a batch as a tuple: ``(V,)``, or ``(B, V)`` whose rows must be equal (the
-    samples of one batch share their views; the view-dropout collate draws one subset per batch)."""
+    samples of one batch share their views; the view-dropout collate draws one subset per batch).
+
+    A tensor is read once (under ``torch.compile`` that read is the forward's one graph break: the lift's geometry
+    is chosen in Python from the values; pass a tuple of floats to compile without it)."""
     if isinstance(angles_deg, Tensor):
-        angles = angles_deg.detach().to("cpu", torch.float64)
-        if angles.ndim == 2:
-            if not bool((angles == angles[:1]).all()):
-                raise ValueError(f"the samples of a batch must share their view angles, got {angles.tolist()}")
-            angles = angles[0]
-        if angles.ndim != 1:
+        if angles_deg.ndim not in (1, 2):
             raise ValueError(f"angles_deg must be (V,) or (B, V), got shape {tuple(angles_deg.shape)}")
-        return tuple(angles.tolist())
+        rows = angles_deg.detach().to("cpu", torch.float64).tolist()
+        if angles_deg.ndim == 1:
+            return tuple(rows)
+        if any(row != rows[0] for row in rows):
+            raise ValueError(f"the samples of a batch must share their view angles, got {rows}")
+        return tuple(rows[0])
     return tuple(float(a) for a in angles_deg)
