@@ -60,5 +60,4 @@ class DeepSupervisionLoss(nn.Module):
             with torch.no_grad():
                 coarse = F.interpolate(target.to(aux.dtype), size=aux.shape[2:], mode="area")
             losses.append((aux - coarse).abs().mean())
-        weight = torch.tensor(weights, dtype=losses[0].dtype, device=losses[0].device)
-        return (weight * torch.stack(losses)).sum() / weight.sum()
+        return sum(w * loss for w, loss in zip(weights, losses, strict=True)) / sum(weights)

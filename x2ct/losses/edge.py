@@ -25,12 +25,14 @@ def sobel_kernels(dtype: torch.dtype = torch.float32, device: torch.device | str
     return torch.stack(kernels).unsqueeze(1)
 
 
-def sobel_magnitude(volume: Tensor, eps: float) -> Tensor:
+def sobel_magnitude(volume: Tensor, eps: float, kernels: Tensor | None = None) -> Tensor:
     """``(B, 1, D, H, W) -> (B, 1, D-2, H-2, W-2)``: ``sqrt(gD^2 + gH^2 + gW^2 + eps)`` on the valid region.
 
-    No padding: the border voxels, whose neighbourhood would be invented, are left out.
+    No padding: the border voxels, whose neighbourhood would be invented, are left out. ``kernels``: the
+    ``sobel_kernels()`` built once (a caller's buffer), else built here.
     """
-    gradients = F.conv3d(volume, sobel_kernels(volume.dtype, volume.device))  # (B, 3, D-2, H-2, W-2)
+    kernels = sobel_kernels(volume.dtype, volume.device) if kernels is None else kernels.to(volume)
+    gradients = F.conv3d(volume, kernels)  # (B, 3, D-2, H-2, W-2)
     return (gradients.square().sum(dim=1, keepdim=True) + eps).sqrt()
 
 
@@ -52,12 +54,13 @@ class SobelEdgeLoss(nn.Module):
         if not float(eps) > 0:
             raise ValueError(f"edge loss: eps must be positive (it keeps sqrt differentiable at 0), got {eps}")
         self.eps = float(eps)
+        self.register_buffer("kernels", sobel_kernels(), persistent=False)  # built once, moves with .to(device)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         if pred.shape != target.shape or pred.ndim != 5 or pred.shape[1] != 1 or min(pred.shape[2:]) < 3:
             raise ValueError(f"edge loss: expected pred and target of one shape (B, 1, D, H, W) with every axis "
                              f">= 3 voxels, got {tuple(pred.shape)} and {tuple(target.shape)}")
         dtype = torch.promote_types(pred.dtype, torch.float32)
-        both = sobel_magnitude(torch.cat([pred, target]).to(dtype), self.eps)
+        both = sobel_magnitude(torch.cat([pred, target]).to(dtype), self.eps, self.kernels)
         pred_edges, target_edges = both.chunk(2)
         return (pred_edges - target_edges).abs().mean()

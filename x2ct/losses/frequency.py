@@ -26,7 +26,8 @@ def frequency_weights(shape: tuple[int, int, int], alpha: float, dtype: torch.dt
                           torch.fft.fftfreq(h, dtype=dtype, device=device),
                           torch.fft.rfftfreq(w, dtype=dtype, device=device), indexing="ij")
     radius = torch.sqrt(sum(k.square() for k in grid))
-    emphasis = 1.0 + alpha * radius / radius.max() if radius.max() > 0 else torch.ones_like(radius)
+    # the largest radius, 0 only for a single voxel; from the shape, not the values (no data-dependent branch)
+    emphasis = 1.0 + alpha * radius / radius.max() if (d, h, w) != (1, 1, 1) else torch.ones_like(radius)
     multiplicity = torch.full((w // 2 + 1,), 2.0, dtype=dtype, device=device)
     multiplicity[0] = 1.0
     if w % 2 == 0:

@@ -133,14 +133,15 @@ class ProjectionConsistencyLoss(nn.Module):
                              f"{tuple(target.shape)}")
 
         distance = DISTANCES[self.metric]
-        unique_rows, row_of_sample = torch.unique(angles, dim=0, return_inverse=True)
-        if len(unique_rows) == 1:  # the usual batch: every sample seen at the same angles
-            rendered = self._render(pred, unique_rows[0].tolist(), geometry)
+        groups: dict[tuple[float, ...], list[int]] = {}  # angles -> the samples seen at them
+        for sample, row in enumerate(angles):
+            groups.setdefault(row, []).append(sample)
+        if len(groups) == 1:  # the usual batch: every sample seen at the same angles
+            rendered = self._render(pred, list(angles[0]), geometry)
         else:  # one rendering per group of samples that share angles, then back into batch order
-            groups = [torch.nonzero(row_of_sample == k).squeeze(1) for k in range(len(unique_rows))]
-            pieces = [self._render(pred[g.to(pred.device)], row.tolist(), geometry)
-                      for g, row in zip(groups, unique_rows, strict=True)]
-            rendered = torch.cat(pieces)[torch.cat(groups).argsort().to(pred.device)]
+            pieces = [self._render(pred[samples], list(row), geometry) for row, samples in groups.items()]
+            order = [sample for samples in groups.values() for sample in samples]
+            rendered = torch.cat(pieces)[sorted(range(len(order)), key=order.__getitem__)]
         loss = distance(rendered, views[:, :, 0].to(rendered.dtype))
 
         if self.novel_views:
@@ -177,12 +178,15 @@ def _check_spec(spec: Mapping) -> None:
                 raise ValueError(f"projection loss: input_spec lacks key {key!r}, needed for radiograph='log'")
 
 
-def _angle_rows(angles_deg: Tensor | Sequence[float], batch: int, num_views: int) -> Tensor:
-    """Gantry angles as ``(B, V)`` float64 on the CPU (they only build geometries)."""
-    angles = torch.as_tensor(angles_deg).detach().to("cpu", torch.float64)
-    if angles.ndim == 1:
-        angles = angles.expand(batch, -1)
-    if angles.shape != (batch, num_views):
+def _angle_rows(angles_deg: Tensor | Sequence, batch: int, num_views: int) -> list[tuple[float, ...]]:
+    """Gantry angles as ``B`` rows of ``V`` floats (they only build geometries). A tensor is read once: under
+    ``torch.compile`` a graph break; angles given as Python numbers compile without one."""
+    rows = angles_deg.detach().to("cpu", torch.float64).tolist() if isinstance(angles_deg, Tensor) else angles_deg
+    rows = list(rows)
+    if rows and not (isinstance(rows[0], Sequence) or getattr(rows[0], "ndim", 0) > 0):  # (V,): the batch's row
+        rows = [rows] * batch
+    rows = [tuple(float(a) for a in row) for row in rows]
+    if len(rows) != batch or any(len(row) != num_views for row in rows):
         raise ValueError(f"projection loss: angles_deg must be (B, V) = ({batch}, {num_views}) or (V,), got "
-                         f"{tuple(angles.shape)}")
-    return angles
+                         f"{(len(rows), len(rows[0]) if rows else 0)}")
+    return rows
