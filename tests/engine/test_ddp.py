@@ -103,50 +103,78 @@ def _spawn(cases: list[tuple], tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------- equivalence
 
-EQUIVALENCE = {  # name: (model group, per-rank batch b, extra overrides)
-    "baseline": ("baseline_unet", 1, ["loss=medical_grade", "loss.weights.deep_supervision=0", *TINY_PERCEPTUAL]),
-    "baseline_ema_accumulate": ("baseline_unet", 1, ["trainer.ema_decay=0.5", "trainer.accumulate_grad_batches=2"]),
-    "hybrid": ("hybrid_vit", 1, ["loss=medical_grade", *TINY_PERCEPTUAL]),  # its deep-supervision heads in use
-    "hybrid_ema_accumulate": ("hybrid_vit", 1, ["trainer.ema_decay=0.5", "trainer.accumulate_grad_batches=2",
-                                                "loss=medical_grade", *TINY_PERCEPTUAL]),
-    "cascade": ("multires", 1, []),
-    "cascade_ema_accumulate": ("multires", 1, ["trainer.ema_decay=0.5", "trainer.accumulate_grad_batches=2"]),
+# name: (model group, per-rank batch b, optimizer steps, extra overrides). The hybrid (and the cascade's coarse
+# hybrid) at this tiny size is numerically chaotic: instance norms over a few nearly flat pixels of 32^2 views blow
+# rounding up by orders of magnitude per step (two runs 1e-7 apart after one step are 1e-4 apart after the next, in
+# one process as in two), so they are compared after one optimizer step; the baseline after two.
+EQUIVALENCE = {
+    "baseline": ("baseline_unet", 1, 2, ["loss=medical_grade", "loss.weights.deep_supervision=0", *TINY_PERCEPTUAL]),
+    "baseline_ema_accumulate": ("baseline_unet", 1, 2, ["trainer.ema_decay=0.5", "trainer.accumulate_grad_batches=2"]),
+    "hybrid": ("hybrid_vit", 1, 1, ["loss=medical_grade", *TINY_PERCEPTUAL]),  # its deep-supervision heads in use
+    "hybrid_ema_accumulate": ("hybrid_vit", 1, 1, ["trainer.ema_decay=0.5", "trainer.accumulate_grad_batches=2",
+                                                   "loss=medical_grade", *TINY_PERCEPTUAL]),
+    "cascade": ("multires", 1, 1, []),
+    "cascade_ema_accumulate": ("multires", 1, 1, ["trainer.ema_decay=0.5", "trainer.accumulate_grad_batches=2"]),
 }
 
 
-def _equivalence_cfg(root, out, model, batch, extra):
+# SGD with momentum: its step is proportional to the gradient, so a gradient averaged or scaled wrongly shows in the
+# weights (Adam divides such a factor out), and float-order noise is not blown up where gradients are near zero
+SGD = ["optimizer._target_=torch.optim.SGD", "~optimizer.betas", "optimizer.lr=0.05", "+optimizer.momentum=0.9"]
+
+
+def _equivalence_cfg(root, out, model, batch, extra, steps=2):
     register_resolvers()
     name = {"baseline_unet": "BaselineUNet", "hybrid_vit": "HybridViT", "multires": "MultiResCascade"}[model]
-    return compose_config("train", _base(root, out, f"model={model}", *TINY_MODELS[name], f"data.batch_size={batch}",
-                                         "trainer.limit_train_batches=4", "trainer.limit_val_batches=null",
-                                         "optimizer.lr=1e-3", "run_name=eq", *extra))
+    cfg = compose_config("train", _base(root, out, f"model={model}", *TINY_MODELS[name], f"data.batch_size={batch}",
+                                        "trainer.max_epochs=1", "trainer.limit_val_batches=null", *SGD,
+                                        "run_name=eq", *extra))
+    cfg.trainer.limit_train_batches = steps * cfg.trainer.accumulate_grad_batches
+    return cfg
+
+
+def _max_diffs(a: dict, b: dict) -> dict[str, float]:
+    return {key: (a[key] - b[key]).abs().max().item() for key in a}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(EQUIVALENCE))
 def test_two_ranks_with_batch_b_equal_one_process_with_batch_2b(eight_view_dataset, tmp_path, name, one_thread):
-    """Weights, EMA, optimiser step count and validation scores after 2 epochs (4 micro-batches of b per rank and
-    epoch): 2 gloo ranks x b against 1 process x 2b over the same samples (DistributedSampler deals the same
-    permutation to both). EMA copies taken before DDP's broadcast, or a short accumulation group divided by the
-    full count, would show here."""
+    """2 gloo ranks x batch b against 1 process over the same samples (DistributedSampler deals both the same
+    permutation), after 1-2 optimizer steps: weights, EMA weights, step count and validation scores.
+
+    Two single-process references: batch 2b (the standard), and batch b with twice the accumulation, whose
+    micro-batches are computed exactly as each rank's. DDP must equal the second to float tolerance (only the
+    order of a sum differs), and the first within their own distance: on the CPU a convolution over 2 samples
+    rounds differently from two over 1, and at this tiny size instance norms over a few nearly flat pixels blow
+    that up to about 1% of some gradients (seen in one process alone, without DDP). EMA copies taken before DDP's
+    broadcast, a gradient averaged wrongly or a short accumulation group divided by the full count would differ
+    by whole steps (SGD's step is proportional to the gradient)."""
     from x2ct.engine.trainer import train
 
-    model, batch, extra = EQUIVALENCE[name]
-    single, ddp = tmp_path / "single", tmp_path / "ddp"
-    train(_equivalence_cfg(eight_view_dataset, tmp_path, model, 2 * batch, extra), run_dir=single)
-    _spawn([(name, _equivalence_cfg(eight_view_dataset, tmp_path, model, batch, extra), ddp)], tmp_path)
-    one = torch.load(single / "checkpoints" / "last.pt", weights_only=True)
-    two = torch.load(ddp / "checkpoints" / "last.pt", weights_only=True)
-    assert one["step"] == two["step"] > 0
-    for key, value in one["model"].items():
-        torch.testing.assert_close(two["model"][key], value, rtol=1e-4, atol=2e-5, msg=key)
-    if one["ema"] is not None:
-        for key, value in one["ema"]["module"].items():
-            torch.testing.assert_close(two["ema"]["module"][key], value, rtol=1e-4, atol=2e-5, msg=f"EMA {key}")
-    val_one = [r for r in read_metrics(single / "metrics.jsonl") if r["split"] == "val"]
-    val_two = [r for r in read_metrics(ddp / "metrics.jsonl") if r["split"] == "val"]
-    assert [r["psnr"] for r in val_two] == pytest.approx([r["psnr"] for r in val_one], abs=1e-3)
-    assert [r["loss"] for r in val_two] == pytest.approx([r["loss"] for r in val_one], rel=1e-4)
+    model, batch, steps, extra = EQUIVALENCE[name]
+    cfg = _equivalence_cfg(eight_view_dataset, tmp_path, model, batch, extra, steps)
+    runs = {"2b": tmp_path / "single_2b", "b_accumulated": tmp_path / "single_b", "ddp": tmp_path / "ddp"}
+    train(_equivalence_cfg(eight_view_dataset, tmp_path, model, 2 * batch, extra, steps), run_dir=runs["2b"])
+    twice = f"trainer.accumulate_grad_batches={2 * cfg.trainer.accumulate_grad_batches}"
+    train(_equivalence_cfg(eight_view_dataset, tmp_path, model, batch, [*extra, twice], steps),
+          run_dir=runs["b_accumulated"])
+    _spawn([(name, cfg, runs["ddp"])], tmp_path)
+    states = {k: torch.load(d / "checkpoints" / "last.pt", weights_only=True) for k, d in runs.items()}
+    assert states["2b"]["step"] == states["b_accumulated"]["step"] == states["ddp"]["step"] == steps
+    parts = ["model"] + (["ema"] if states["2b"]["ema"] is not None else [])
+    for part in parts:
+        weights = {k: s[part]["module"] if part == "ema" else s[part] for k, s in states.items()}
+        for key, value in weights["b_accumulated"].items():
+            torch.testing.assert_close(weights["ddp"][key], value, rtol=1e-5, atol=1e-6, msg=f"{part} {key}")
+        floor = _max_diffs(weights["b_accumulated"], weights["2b"])
+        for key, diff in _max_diffs(weights["ddp"], weights["2b"]).items():
+            assert diff <= 2 * floor[key] + 1e-5, f"{part} {key}: {diff} from batch 2b (batch-size noise {floor[key]})"
+    val = {k: [r for r in read_metrics(d / "metrics.jsonl") if r["split"] == "val"] for k, d in runs.items()}
+    for metric, tight, loose in (("psnr", {"abs": 1e-3}, {"abs": 1e-2}), ("ssim", {"abs": 1e-5}, {"abs": 1e-4}),
+                                 ("loss", {"rel": 1e-4}, {"rel": 1e-3})):
+        assert val["ddp"][-1][metric] == pytest.approx(val["b_accumulated"][-1][metric], **tight), metric
+        assert val["ddp"][-1][metric] == pytest.approx(val["2b"][-1][metric], **loose), metric
 
 
 @pytest.mark.slow
@@ -157,11 +185,10 @@ def test_compiled_model_under_ddp_trains_like_the_eager_one(eight_view_dataset, 
     generation (minutes on a cold cache on 2 cores); inductor itself: tests/models/test_compile_ready.py."""
     from x2ct.engine.trainer import train
 
-    extra = ["trainer.max_epochs=1", "trainer.limit_train_batches=2"]
-    eager = _equivalence_cfg(eight_view_dataset, tmp_path, "baseline_unet", 2, extra)
+    eager = _equivalence_cfg(eight_view_dataset, tmp_path, "baseline_unet", 2, [])
     train(eager, run_dir=tmp_path / "eager")
-    compiled = _equivalence_cfg(eight_view_dataset, tmp_path, "baseline_unet", 1, [*extra, "trainer.compile=true",
-                                                                                    "trainer.compile_backend=aot_eager"])
+    compiled = _equivalence_cfg(eight_view_dataset, tmp_path, "baseline_unet", 1,
+                                ["trainer.compile=true", "trainer.compile_backend=aot_eager"])
     _spawn([("compiled", compiled, tmp_path / "compiled")], tmp_path)
     one = torch.load(tmp_path / "eager" / "checkpoints" / "last.pt", weights_only=True)
     two = torch.load(tmp_path / "compiled" / "checkpoints" / "last.pt", weights_only=True)
