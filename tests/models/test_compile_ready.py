@@ -61,8 +61,15 @@ LOSS_BREAKS = {(False, "tensor"): 0, (True, "tensor"): 10, (True, "tuple"): 9}
 
 
 def build(name: str) -> torch.nn.Module:
+    """The tiny model, with random weights in the heads that start at zero (the baseline's correction of its
+    template, the refiners' residuals), so that every layer reaches the output and the comparisons mean something."""
     torch.manual_seed(0)
-    return MODELS[name]().train()
+    model = MODELS[name]().train()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv3d) and not module.weight.any():
+                module.weight.normal_(0.0, 0.1)
+    return model
 
 
 def medical_grade_loss(name: str) -> ReconstructionLoss:
@@ -150,7 +157,7 @@ def test_a_bf16_training_step_is_finite_reaches_every_parameter_and_matches_floa
     missing = [key for key, grad in grads.items() if grad is None]
     assert not missing, f"parameters without a gradient under bf16: {missing}"
     assert all(torch.isfinite(grad).all() for grad in grads.values())
-    assert value.item() == pytest.approx(reference.item(), rel=0.05)
+    assert value.item() == pytest.approx(reference.item(), rel=0.02)  # measured: within 0.2%
 
 
 @pytest.mark.slow
