@@ -155,8 +155,9 @@ def test_slurm_tasks_keep_every_gpu_visible(monkeypatch):
     pytest.importorskip("submitit")
     from x2ct.engine.distributed import export_slurm_env
 
-    for name in TORCHRUN_VARS:
-        monkeypatch.delenv(name, raising=False)
+    # submitit writes RANK, WORLD_SIZE, MASTER_* straight into os.environ: give it a copy, so that nothing leaks
+    # into later tests (a stray WORLD_SIZE=4 makes the next train() wait for 3 more ranks)
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARS})
     slurm = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "42", "SLURM_NTASKS": "4", "SLURM_PROCID": "1",
              "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "node0",
              "SLURM_STEP_NODELIST": "node0", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}
