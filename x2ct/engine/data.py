@@ -104,16 +104,6 @@ def make_loaders(data_cfg: DictConfig, root: Path, dist: DistInfo, seed: int):
     return train_set, train_loader, train_sampler, eval_loader(val_set), test_loader
 
 
-def fill_geometry(model_cfg: DictConfig, input_spec: dict) -> None:
-    """Give a model config that asks for them (keys ``geometry`` / ``volume_fov_mm``, null in its YAML) the data set's
-    imaging geometry and the volume's extent: the geometric lift projects voxels with the geometry that rendered
-    the views. A cascade passes them on to its coarse model."""
-    if "geometry" in model_cfg:
-        model_cfg.geometry = input_spec["geometry"]
-    if "volume_fov_mm" in model_cfg:
-        model_cfg.volume_fov_mm = list(input_spec["ct_fov_mm"])
-
-
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """Seed of the train loader's generator for one epoch on one rank."""
     return (seed * 1_000_003 + epoch) * 4_099 + rank
