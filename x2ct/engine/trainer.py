@@ -3,7 +3,7 @@
 ``train(cfg)`` builds the run (``build_run``: data, model, loss, optimiser, schedule, resume, DDP, EMA), then per
 epoch: ``train_epoch`` (``TrainStep`` per accumulation group, the adversarial hooks around it, logging every
 ``log_every_steps``), ``validate`` (PSNR and 3D SSIM, all-reduced so every rank agrees) and ``save_checkpoints``
-(``last`` every epoch, ``best`` by validation PSNR, periodic); at the end the best checkpoint is tested. Logs go
+(``last`` every epoch, ``best`` by validation PSNR, periodic); at the end ``score_best_on_test``. Logs go
 to ``metrics.jsonl`` and W&B from rank 0 only.
 """
 
@@ -152,7 +152,7 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
         save_checkpoints(run, epoch, improved, logger)
 
     if cfg.test_after_training and run.test_loader is not None:
-        test_best(run, metrics, logger)
+        score_best_on_test(run, metrics, logger)
     if dist.is_main:
         logger.summary({"best_val_psnr": run.best_psnr})
         print(f"done: best val PSNR {run.best_psnr:.2f} dB. Results in {run_dir} (metrics.jsonl, checkpoints/, "
@@ -337,7 +337,7 @@ def validate(run: Run, epoch: int, metrics: MetricsLog | None, logger,
     return val, improved
 
 
-def test_best(run: Run, metrics: MetricsLog | None, logger) -> None:
+def score_best_on_test(run: Run, metrics: MetricsLog | None, logger) -> None:
     """Score the best checkpoint (its EMA average when there is one) on the test split; rank 0 writes the result."""
     best_path = ckpt.checkpoint_path(run.run_dir, "best")
     barrier()
