@@ -183,8 +183,9 @@ def test_an_inductor_compiled_training_step_matches_eager(name):
         torch._dynamo.reset()
     reference, reference_grads = step(eager, eager)
     torch.testing.assert_close(loss, reference, rtol=1e-4, atol=1e-6)
-    # to 1e-4 of each gradient's scale (kernels sum in other orders; attention key biases get ~1e-10, zero in exact
-    # arithmetic)
+    # to 1e-4 of each gradient's scale, and 1e-6 of the largest (kernels sum in other orders; gradients that are zero
+    # in exact arithmetic, such as attention key biases and some MLP biases, come out as rounding noise)
+    largest = max(g.abs().max().item() for g in reference_grads.values())
     for key, grad in reference_grads.items():
-        torch.testing.assert_close(grads[key], grad, rtol=1e-4, atol=1e-4 * grad.abs().max().item() + 1e-8,
+        torch.testing.assert_close(grads[key], grad, rtol=1e-4, atol=1e-4 * grad.abs().max().item() + 1e-6 * largest,
                                    msg=lambda m, key=key: f"{key}: {m}")
