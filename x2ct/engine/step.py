@@ -126,9 +126,9 @@ class TrainStep:
         optimizer.zero_grad(set_to_none=True)
 
     def read_window(self) -> dict[str, float]:
-        """The logging window's mean losses, skipped steps, last gradient norm (and fp16 scale), read from the device
-        in one transfer; resets the window. Raises ``NonFiniteLossError`` after ``max_nonfinite_steps`` in a row
-        (checked by the caller through ``worst_run``)."""
+        """The logging window's mean losses, skipped steps, last gradient norm (and fp16 scale), and
+        ``nonfinite_in_a_row`` (the longest run of skipped steps in the window, for the caller to stop on), read
+        from the device; resets the window."""
         values = self.window.read()
         values["grad_norm"] = float(self.grad_norm)
         if self.scaler:
