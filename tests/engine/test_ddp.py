@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -303,3 +304,31 @@ def test_ranks_wait_for_rank0_longer_than_the_group_timeout(tmp_path, mode):
     else:
         assert outcomes[0] == "OSError: disk full"
         assert outcomes[1] == "RuntimeError: rank 0 failed while preparing the data set /x: OSError: disk full"
+
+
+@pytest.mark.slow
+def test_a_two_rank_run_with_ema_resumed_after_its_first_epoch_equals_the_unbroken_one(eight_view_dataset, tmp_path):
+    """2 ranks, EMA and accumulation: a run stopped after epoch 1 and resumed (resume=auto) ends with the unbroken
+    run's weights, EMA weights and validation scores, bit for bit (every rank's RNG restored, EMA after DDP)."""
+    extra = [*EQUIVALENCE["baseline_ema_accumulate"][3], "trainer.checkpoint_every_epochs=1"]
+
+    def cfg(epochs: int, *more: str):
+        c = _equivalence_cfg(eight_view_dataset, tmp_path, "baseline_unet", 1, [*extra, *more], steps=2)
+        c.trainer.max_epochs = epochs
+        return c
+
+    unbroken, stopped = tmp_path / "unbroken", tmp_path / "stopped"
+    _spawn([("unbroken", cfg(2), unbroken)], tmp_path)
+    (stopped / "checkpoints").mkdir(parents=True)  # what a run killed during its second epoch leaves
+    for name in ("last.pt", "best.pt"):
+        shutil.copy(unbroken / "checkpoints" / "epoch_0001.pt", stopped / "checkpoints" / name)
+    _spawn([("resumed", cfg(2, "resume=auto"), stopped)], tmp_path)
+    a = torch.load(unbroken / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(stopped / "checkpoints" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4
+    for part in ("model", "ema"):
+        left, right = (a[part], b[part]) if part == "model" else (a[part]["module"], b[part]["module"])
+        for key in left:
+            torch.testing.assert_close(right[key], left[key], rtol=0, atol=0, msg=f"{part} {key}")
+    val = [[r["psnr"] for r in read_metrics(d / "metrics.jsonl") if r["split"] == "val"] for d in (unbroken, stopped)]
+    assert val[0][-1] == val[1][-1]
