@@ -2,8 +2,9 @@
 the model as it is trained (DDP first, then ``torch.compile``), with its EMA copy taken after DDP's broadcast.
 
 The order matters under DDP and is kept here in one place:
-1. the model is built on every rank (each rank's own random start) and, on resume, loaded from the checkpoint;
-2. ``DistributedDataParallel`` broadcasts rank 0's weights to every rank;
+1. the model is built on every rank from the same seed (the trainer seeds per rank only afterwards) and, on
+   resume, loaded from the checkpoint;
+2. ``DistributedDataParallel`` broadcasts rank 0's weights to every rank (so they agree whatever the seeding);
 3. only then is the EMA copy taken, so every rank averages the same weights;
 4. ``torch.compile`` wraps the DDP module (DDP's optimizer then splits the graph at its buckets).
 """
