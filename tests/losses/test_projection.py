@@ -99,6 +99,48 @@ def test_ncc_distance_closed_forms():
     assert value.item() == pytest.approx(1.0) and torch.isfinite(flat.grad).all()
 
 
+def _near_flat(dtype: torch.dtype) -> torch.Tensor:
+    """Images ``(2, 3, 8, 8)`` around 0.5 with pixel variance about 1e-12 (standard deviation 1e-6)."""
+    return 0.5 + 1e-6 * torch.randn(2, 3, 8, 8, dtype=dtype, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["random", "flat", "near_flat"])
+def test_ncc_distance_of_identical_images_is_exactly_zero(kind, dtype):
+    images = {"random": lambda: torch.rand(2, 3, 8, 8, dtype=dtype),
+              "flat": lambda: torch.full((2, 3, 8, 8), 0.1, dtype=dtype),
+              "near_flat": lambda: _near_flat(dtype)}[kind]()
+    assert ncc_distance(images, images.clone()).item() == 0.0
+
+
+@pytest.mark.parametrize("kind", ["random", "near_flat"])
+def test_ncc_distance_of_negated_images_is_two(kind):
+    a = torch.rand(2, 3, 8, 8, dtype=torch.float64) if kind == "random" else _near_flat(torch.float64)
+    assert ncc_distance(-a, a).item() == pytest.approx(2.0, abs=1e-6)
+
+
+def test_ncc_distance_of_flat_images_is_defined_with_finite_gradients():
+    a = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    flat = torch.full((2, 3, 8, 8), 0.3, dtype=torch.float64, requires_grad=True)
+    other_flat = torch.full((2, 3, 8, 8), 0.7, dtype=torch.float64, requires_grad=True)
+    for x, y, expected in ((flat, flat, 0.0), (flat, other_flat, 0.0), (flat, a, 1.0), (a, other_flat, 1.0)):
+        x.grad = y.grad = None
+        value = ncc_distance(x, y)
+        value.backward()
+        assert value.item() == pytest.approx(expected, abs=1e-12)
+        grads = [t.grad for t in (x, y) if t.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_ncc_distance_stays_in_zero_to_two():
+    torch.manual_seed(0)
+    a, b = torch.rand(50, 4, 8, 8), torch.rand(50, 4, 8, 8)
+    for x, y in ((a, b), (a, -a), (a, 2.0 * a + 3.0), (a, a[:, :, :, [*range(1, 8), 0]])):
+        for pair in zip(x, y, strict=True):
+            value = ncc_distance(pair[0][None], pair[1][None]).item()
+            assert 0.0 <= value <= 2.0
+
+
 @pytest.mark.parametrize("metric", ["l1", "ncc"])
 def test_gradients_reach_the_prediction_and_a_model(tiny_dataset, metric):
     ds = PatientDRRDataset(tiny_dataset, "train")

@@ -26,9 +26,10 @@ from x2ct.physics.radiograph import to_intensity
 
 METRICS = ("l1", "ncc")
 
-# Added to each image's variance before dividing by its standard deviation: a flat image (variance 0) then has
-# correlation 0 instead of 0/0. Normalised views have variances of order 1e-2, so 1e-8 does not bias real images.
-NCC_EPS = 1e-8
+# An image is flat for NCC when the RMS of its centred pixels is at most this many machine epsilons of its largest
+# |pixel|: variation the dtype cannot resolve at that brightness (centring a constant image leaves rounding noise
+# of a few ulps, not exact zeros). float32: 7.6e-6 of the brightness; float64: 1.4e-14.
+NCC_FLAT_ULPS = 64.0
 
 # input_spec keys every rendering needs; "log" radiographs also need the normalisation and its scale.
 REQUIRED_SPEC_KEYS = ("radiograph", "hu_window", "mu_water", "ct_size", "ct_fov_mm", "geometry")
@@ -40,18 +41,36 @@ def l1_distance(rendered: Tensor, views: Tensor) -> Tensor:
     return (rendered - views).abs().mean()
 
 
-def ncc_distance(rendered: Tensor, views: Tensor, eps: float = NCC_EPS) -> Tensor:
+def ncc_distance(rendered: Tensor, views: Tensor) -> Tensor:
     """``1 - mean`` over (sample, view) of the normalised cross-correlation of ``(B, V, rows, cols)`` images.
 
-    Each image is made zero-mean and unit-variance (``eps`` added to the variance) before the pixel-wise mean of
-    their product, so the distance ignores a view's brightness and contrast; 0 for identical images, 2 at most.
+    Each image is centred and scaled to unit norm, so the distance ignores a view's brightness and contrast. Per
+    pair it is ``||u - v||^2 / 2`` (= ``1 - <u, v>`` for unit u, v), which is exactly 0 for identical images
+    whatever their variance, and clamped to [0, 2]. Flat images (``NCC_FLAT_ULPS``) have no correlation: two flat
+    images are at distance 0 (equal up to brightness), a flat and a non-flat one at 1, with zero gradient
+    (finite, not 0/0).
     """
+    rendered_unit, rendered_flat = _unit_centred(rendered)
+    views_unit, views_flat = _unit_centred(views)
+    distance = (0.5 * (rendered_unit - views_unit).square().sum(dim=(-2, -1))).clamp(max=2.0)  # (B, V)
+    one_flat = (rendered_flat != views_flat).to(distance.dtype)
+    distance = torch.where(rendered_flat | views_flat, one_flat, distance)
+    return distance.mean()
 
-    def standardised(images: Tensor) -> Tensor:
-        centred = images - images.mean(dim=(-2, -1), keepdim=True)
-        return centred / (centred.square().mean(dim=(-2, -1), keepdim=True) + eps).sqrt()
 
-    return 1.0 - (standardised(rendered) * standardised(views)).mean(dim=(-2, -1)).mean()
+def _unit_centred(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Zero-mean, unit-norm images ``(B, V, rows, cols)`` (flat ones only centred) and the flat mask ``(B, V)``.
+
+    Half-precision images are measured in float32: a bf16 epsilon would call every image flat."""
+    images = images.to(torch.promote_types(images.dtype, torch.float32))
+    centred = images - images.mean(dim=(-2, -1), keepdim=True)
+    sum_sq = centred.square().sum(dim=(-2, -1))                                          # (B, V)
+    pixels = images.shape[-2] * images.shape[-1]
+    scale = images.detach().abs().amax(dim=(-2, -1))
+    flat = sum_sq.detach() <= pixels * (NCC_FLAT_ULPS * torch.finfo(images.dtype).eps * scale) ** 2
+    # flat images divide by 1, not by a norm near 0: every branch of the caller's torch.where stays finite
+    norm = torch.where(flat, torch.ones_like(sum_sq), sum_sq).sqrt()
+    return centred / norm[..., None, None], flat
 
 
 DISTANCES = {"l1": l1_distance, "ncc": ncc_distance}
