@@ -16,7 +16,7 @@ from x2ct.engine.data import make_loaders
 from x2ct.engine.distributed import DistInfo
 from x2ct.engine.launch import register_resolvers
 from x2ct.engine.metrics_log import read_metrics
-from x2ct.engine.trainer import train
+from x2ct.engine.trainer import build_run, train
 from x2ct.evaluation.evaluator import EvaluationSettings, evaluate
 
 TINY_HYBRID = ["model.base_channels=4", "model.depth=3", "model.channel_multipliers=[1,2,4,8]", "model.num_heads=2",
@@ -138,6 +138,15 @@ def test_c2rv_recipe_composes_and_trains_its_cascade_at_tiny_size(four_view_data
     assert val and all(math.isfinite(r["psnr"]) and math.isfinite(r["psnr_stage1"]) for r in val)
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert any(k.startswith("coarse.angle_embedding.") for k in state["model"])
+
+
+def test_view_dropout_below_the_models_minimum_view_count_is_refused_at_start(four_view_dataset, tmp_path):
+    # cross-view attention needs 2 views: min_views=1 would stop the run at the first batch that draws one view
+    cfg = m4_cfg(four_view_dataset, tmp_path, "data.num_views=4", "data.view_dropout={min_views:1}")
+    with pytest.raises(ValueError, match=r"data\.view_dropout\.min_views=1 .*HybridViT.* at least 2 views"):
+        build_run(cfg, DistInfo(), tmp_path / "run")
+    cfg = m4_cfg(four_view_dataset, tmp_path, "data.num_views=4", "data.view_dropout={min_views:2}")
+    assert build_run(cfg, DistInfo(), tmp_path / "run").model.min_views == 2
 
 
 def test_view_dropout_with_a_model_built_for_a_fixed_view_count_is_refused(four_view_dataset, tmp_path):

@@ -81,6 +81,16 @@ def build_model(cfg: DictConfig, device: torch.device, reference_volume: torch.T
     return model
 
 
+def check_view_dropout_minimum(data_cfg: DictConfig, model: nn.Module) -> None:
+    """Refuse ``data.view_dropout.min_views`` below the fewest views ``model`` (unwrapped) takes, at start: else the
+    run stops at the first batch that draws that few views (cross-view attention needs 2)."""
+    dropout = data_cfg.get("view_dropout")
+    needed = int(getattr(model, "min_views", 1))
+    if dropout and int(dropout.min_views) < needed:
+        raise ValueError(f"data.view_dropout.min_views={dropout.min_views} but {type(model).__name__} needs at least "
+                         f"{needed} views per batch; set data.view_dropout.min_views={needed} or more")
+
+
 def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     """``optimizer_cfg`` (a partial) over the model's parameters; ``fused: null`` picks the fused kernel where the
     device has one (it also skips a non-finite step on the device, see ``x2ct.engine.step``)."""

@@ -29,6 +29,7 @@ from x2ct.engine.build import (
     build_model,
     build_optimizer,
     build_scheduler,
+    check_view_dropout_minimum,
     fill_model_config,
     steps_per_epoch,
     wrap_for_training,
@@ -182,6 +183,7 @@ def build_run(cfg: DictConfig, dist: DistInfo, run_dir: Path) -> Run:
 
     reference_volume = mean_volume(train_set)
     model = build_model(cfg, device, reference_volume)
+    check_view_dropout_minimum(cfg.data, model)
     components = cfg.loss.get("components")
     criterion = ReconstructionLoss(dict(cfg.loss.weights),
                                    OmegaConf.to_container(components, resolve=True) if components else None,

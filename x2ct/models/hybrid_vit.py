@@ -182,6 +182,11 @@ class HybridViT(nn.Module):
         """Whether the model takes any number of views (with their angles): every fusion but ``concat``."""
         return self.fuse.mode != "concat"
 
+    @property
+    def min_views(self) -> int:
+        """Fewest views a forward pass takes: cross-view attention attends from each view to the others, so 2."""
+        return 2 if self.cross_view is not None else 1
+
     def _cross_view(self, x: Tensor, angles: tuple[float, ...]) -> Tensor:
         """The cross-view update of ``x`` (B, V, C, n, n), computed on a pooled grid and upsampled back; with the
         angle embedding, every token of a view carries its gantry angle (added to queries and keys)."""
