@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from x2ct.adversarial.discriminators import PatchDiscriminator, PatchGAN2D, PatchGAN3D, receptive_field
+from x2ct.adversarial.discriminators import (
+    PatchDiscriminator,
+    PatchGAN2D,
+    PatchGAN3D,
+    layers_for_receptive_field,
+    patch_summary,
+    receptive_field,
+    resolve_patch_layers,
+)
 
 
 def test_receptive_field_matches_pix2pix():
@@ -92,3 +100,80 @@ def test_bad_arguments_are_rejected():
         PatchGAN2D(num_layers=0)
     with pytest.raises(ValueError, match="unknown norm"):
         PatchGAN2D(norm="layer")
+
+
+@pytest.mark.parametrize(("num_layers", "size"), [(1, 32), (2, 64)])
+def test_3d_receptive_field_measured_by_gradient(num_layers, size):
+    # norm "none": instance norm's statistics couple every voxel to every logit
+    torch.manual_seed(0)
+    d = PatchGAN3D(base_channels=2, num_layers=num_layers, norm="none")
+    x = torch.rand(1, 1, size, size, size, requires_grad=True)
+    out = d(x)
+    centre = [n // 2 for n in out.shape[2:]]
+    out[0, 0, centre[0], centre[1], centre[2]].backward()
+    seen = torch.nonzero(x.grad[0, 0])
+    extent = (seen.max(dim=0).values - seen.min(dim=0).values + 1).tolist()
+    assert (seen.min(dim=0).values > 0).all() and (seen.max(dim=0).values < size - 1).all()  # padding clips nothing
+    assert extent == [receptive_field(num_layers)] * 3
+
+
+@pytest.mark.parametrize(("field", "side", "layers"), [
+    (0.5, 32, 1),    # 16 voxels: 1 layer (16); 2 layers' 34 > 16
+    (0.5, 64, 1),    # 32 voxels: 34 > 32, so still 1 layer
+    (0.5, 128, 2),   # 64 voxels: 34 <= 64 < 70
+    (0.5, 256, 3),   # 128 voxels: 70 <= 128 < 142
+    (1.0, 32, 1),    # the whole side: 16 <= 32 < 34
+    (1.0, 64, 2),
+    (1.0, 70, 3),    # exactly the 3-layer field
+    (34, 32, 2),     # voxels, whatever the side
+    (69, 256, 2),
+    (70, 256, 3),
+    (16, 8, 1),
+])
+def test_layers_for_receptive_field(field, side, layers):
+    assert layers_for_receptive_field(field, side) == layers
+    limit = field * side if isinstance(field, float) else field
+    assert receptive_field(layers) <= limit < receptive_field(layers + 1)
+
+
+def test_resolve_patch_layers_sets_num_layers_and_drops_receptive_field():
+    spec = {"_target_": "x2ct.adversarial.discriminators.PatchGAN3D", "num_layers": None, "receptive_field": 0.5}
+    assert resolve_patch_layers(spec, 128, "adversarial.discriminators.volume") == {
+        "_target_": "x2ct.adversarial.discriminators.PatchGAN3D", "num_layers": 2}
+    assert resolve_patch_layers({"num_layers": 3, "receptive_field": None}, 32, "d") == {"num_layers": 3}
+    assert resolve_patch_layers({"base_channels": 4}, 32, "d") == {"base_channels": 4}  # the class default
+    assert spec["receptive_field"] == 0.5  # the caller's config is left as it was
+
+
+@pytest.mark.parametrize(("spec", "side", "message"), [
+    ({"num_layers": 2, "receptive_field": 0.5}, 64,
+     r"adversarial\.discriminators\.volume: num_layers=2 and receptive_field=0\.5 are both set"),
+    ({"num_layers": None, "receptive_field": None}, 64,
+     r"adversarial\.discriminators\.volume: num_layers and receptive_field are both null"),
+    ({"num_layers": None, "receptive_field": 0.25}, 32,
+     r"adversarial\.discriminators\.volume\.receptive_field=0\.25 allows 8 voxels of a 32-voxel side, less than the "
+     r"16 of one layer"),
+    ({"num_layers": None, "receptive_field": 15}, 64, r"adversarial\.discriminators\.volume\.receptive_field=15 "),
+    *(({"num_layers": None, "receptive_field": bad}, 64,
+       rf"adversarial\.discriminators\.volume\.receptive_field must be a fraction in \(0, 1\] of the side or a whole "
+       rf"number of voxels >= 1, got {bad!r}") for bad in (0.0, -0.5, 1.5, 0, -3, True, "half")),
+])
+def test_resolve_patch_layers_refuses_bad_keys(spec, side, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_patch_layers(spec, side, "adversarial.discriminators.volume")
+
+
+@pytest.mark.parametrize(("num_layers", "size"), [(1, (32, 32, 32)), (2, (64, 64, 64)), (2, (24, 32, 40)),
+                                                  (3, (32, 32, 32))])
+def test_logit_shape_matches_the_forward_pass(num_layers, size):
+    d = PatchGAN3D(base_channels=1, num_layers=num_layers)
+    assert d.logit_shape(size) == tuple(d(torch.rand(1, 1, *size)).shape[2:])
+
+
+def test_patch_summary_says_what_one_logit_sees():
+    assert patch_summary(PatchGAN3D(base_channels=1, num_layers=1), (32, 32, 32)) == (
+        "1 layer, receptive field 16 voxels of a 32^3 volume (14^3 logits)")
+    assert patch_summary(PatchGAN3D(base_channels=1, num_layers=2), (64, 64, 64)) == (
+        "2 layers, receptive field 34 voxels of a 64^3 volume (14^3 logits)")
+    assert patch_summary(PatchGAN2D(base_channels=1, num_layers=1), (64, 48)) == (
+        "1 layer, receptive field 16 pixels of 64x48 views (30x22 logits)")

@@ -8,14 +8,19 @@ import pytest
 import torch
 
 from tests.engine.test_train import run, tiny_cfg, train_losses
+from tests.helpers import compose_config
 from x2ct.data.dataset import PatientDRRDataset
 from x2ct.engine.adversarial import AdversarialTraining
+from x2ct.engine.build import build_adversarial
+from x2ct.engine.distributed import DistInfo
 from x2ct.engine.metrics_log import read_metrics
+from x2ct.engine.precision import resolve_precision
 from x2ct.models import BaselineUNet
 
 TINY_D = {"base_channels": 4, "num_layers": 2}
 ADV = ("adversarial=default", "adversarial.start_epoch=0", "adversarial.ramp_epochs=0", "adversarial.weight=0.1",
-       *(f"adversarial.discriminators.{d}.{k}={v}" for d in ("volume", "projection") for k, v in TINY_D.items()))
+       *(f"adversarial.discriminators.{d}.{k}={v}" for d in ("volume", "projection")
+         for k, v in (TINY_D | {"receptive_field": "null"}).items()))  # the configs' receptive_field gives way
 
 
 def settings(**overrides):
@@ -158,3 +163,30 @@ def test_conditional_volume_discriminator_sees_the_back_projected_views(tiny_dat
         adversarial.generator_term(fake, 0)
     with pytest.raises(ValueError, match="condition_channels=0"):
         setup(tiny_dataset, condition="backprojection")
+
+
+def test_shipped_discriminators_take_their_layers_from_the_data_and_print_them(tiny_dataset, capsys):
+    cfg = compose_config("train", ["adversarial=default"])
+    spec = PatientDRRDataset(tiny_dataset, "train").input_spec()
+    cpu = torch.device("cpu")
+
+    def build(input_spec):
+        return build_adversarial(cfg, input_spec, cpu, resolve_precision("fp32", cpu), DistInfo(), total_steps=10)
+
+    # the phantom benchmark's 32^3 grid and 64^2 detector: half the side is 16 voxels / 32 pixels, so one layer
+    adversarial = build(spec | {"ct_size": [32, 32, 32], "view_shape": [64, 64]})
+    assert {name: net.num_layers for name, net in adversarial.nets.items()} == {"volume": 1, "projection": 1}
+    assert capsys.readouterr().out.splitlines() == [
+        "volume discriminator: 1 layer, receptive field 16 voxels of a 32^3 volume (14^3 logits)",
+        "projection discriminator: 1 layer, receptive field 16 pixels of 64^2 views (30^2 logits)"]
+    adversarial = build(spec | {"ct_size": [128, 128, 128], "view_shape": [128, 128]})
+    assert {name: net.num_layers for name, net in adversarial.nets.items()} == {"volume": 2, "projection": 2}
+    # the tiny 24^3 grid: half its side (12 voxels) is less than one layer's 16
+    with pytest.raises(ValueError, match=r"adversarial\.discriminators\.volume\.receptive_field=0\.5 allows 12 "):
+        build(spec)
+
+
+def test_discriminator_too_deep_for_its_input_is_refused(tiny_dataset):
+    deep = {"_target_": "x2ct.adversarial.discriminators.PatchGAN3D", "base_channels": 1, "num_layers": 4}
+    with pytest.raises(ValueError, match=r"adversarial\.discriminators\.volume: 4 layers leave no logit"):
+        setup(tiny_dataset, discriminators={"volume": deep})

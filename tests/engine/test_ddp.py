@@ -38,7 +38,7 @@ TINY_MODELS = {
 }
 TINY_PERCEPTUAL = ["loss.components.perceptual.weights=random", "loss.components.perceptual.slices_per_axis=2"]
 TINY_ADVERSARIAL = ["adversarial.start_epoch=0", "adversarial.ramp_epochs=0"]
-TINY_DISCRIMINATOR = {"base_channels": 4, "num_layers": 2}
+TINY_DISCRIMINATOR = {"base_channels": 4, "num_layers": 2, "receptive_field": "null"}
 RECIPES = sorted(str(p.relative_to(REPO / "conf" / "experiment").with_suffix(""))
                  for p in (REPO / "conf" / "experiment").rglob("*.yaml") if p.stem != "common")
 

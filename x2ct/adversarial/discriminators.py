@@ -3,11 +3,16 @@
 One implementation, `PatchDiscriminator`, parameterised by ``spatial_dims``; `PatchGAN3D` and `PatchGAN2D` fix
 it for configs. The network is ``num_layers`` stride-2 convolutions (kernel 4, LeakyReLU 0.2, no norm on the
 first), a stride-1 convolution, and a 1-channel stride-1 convolution: every output logit judges one patch of
-``receptive_field(num_layers)`` voxels per side (70 for the usual 3 layers), so D scores local texture and
-leaves global structure to the reconstruction losses.
+``receptive_field(num_layers)`` voxels per side (16, 34, 70 for 1, 2, 3 layers), so D scores local texture and
+leaves global structure to the reconstruction losses. Configs may give the patch instead of the layers
+(``receptive_field``: a fraction of the input's side or a number of voxels); `resolve_patch_layers` turns it into
+``num_layers`` for the data's volume / detector size, so a 32^3 volume does not get 70^3 "patches".
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +34,64 @@ def receptive_field(num_layers: int) -> int:
     for stride in reversed(strides):
         size = (size - 1) * stride + KERNEL_SIZE
     return size
+
+
+def layers_for_receptive_field(field: float, side: int, unit: str = "voxels", key: str = "receptive_field") -> int:
+    """The most stride-2 layers (at least 1) whose patch is at most ``field``: a fraction in (0, 1] of an input
+    ``side`` long (a float) or a number of voxels / pixels (an int >= 1). Raises ValueError naming ``key`` for
+    other values and when even one layer's 16 is too many."""
+    is_fraction = isinstance(field, float) and 0.0 < field <= 1.0
+    is_count = isinstance(field, int) and not isinstance(field, bool) and field >= 1
+    if not (is_fraction or is_count):
+        raise ValueError(f"{key} must be a fraction in (0, 1] of the side or a whole number of {unit} >= 1, "
+                         f"got {field!r}")
+    limit = field * side if is_fraction else field
+    if receptive_field(1) > limit:
+        of_side = f" of a {side}-{unit[:-1]} side" if is_fraction else ""
+        raise ValueError(f"{key}={field!r} allows {limit:g} {unit}{of_side}, less than the {receptive_field(1)} of "
+                         f"one layer (the smallest PatchGAN); raise it or set num_layers instead")
+    layers = 1
+    while receptive_field(layers + 1) <= limit:
+        layers += 1
+    return layers
+
+
+def resolve_patch_layers(spec: dict[str, Any], side: int, key: str, unit: str = "voxels") -> dict[str, Any]:
+    """A copy of discriminator config ``spec`` with ``num_layers`` set from ``receptive_field`` (then dropped) for
+    inputs ``side`` long; ``key`` (e.g. ``adversarial.discriminators.volume``) names the config in errors.
+
+    Exactly one of the two keys may be set; a spec with neither key keeps the class default."""
+    out = dict(spec)
+    field = out.pop("receptive_field", None)
+    num_layers = out.get("num_layers")
+    if field is not None and num_layers is not None:
+        raise ValueError(f"{key}: num_layers={num_layers} and receptive_field={field!r} are both set; set one and "
+                         f"the other to null ({key}.receptive_field=null to keep num_layers)")
+    if field is None:
+        if "num_layers" in out and num_layers is None:
+            raise ValueError(f"{key}: num_layers and receptive_field are both null; set one (e.g. "
+                             f"{key}.receptive_field=0.5: patches half the input's side)")
+        return out
+    out["num_layers"] = layers_for_receptive_field(field, side, unit, f"{key}.receptive_field")
+    return out
+
+
+def patch_summary(net: PatchDiscriminator, input_shape: Sequence[int]) -> str:
+    """What one logit judges, for the start-up log: ``2 layers, receptive field 34 voxels of a 64^3 volume (14^3
+    logits)`` (``input_shape``: the spatial shape, (D, H, W) or (rows, cols))."""
+    layers = f"{net.num_layers} layer{'' if net.num_layers == 1 else 's'}"
+    if net.spatial_dims == 3:
+        what = f"voxels of a {_shape_text(input_shape)} volume"
+    else:
+        what = f"pixels of {_shape_text(input_shape)} views"
+    return (f"{layers}, receptive field {net.receptive_field} {what} "
+            f"({_shape_text(net.logit_shape(input_shape))} logits)")
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    """``32^3`` for a cube, ``64x48`` otherwise."""
+    shape = [int(n) for n in shape]
+    return f"{shape[0]}^{len(shape)}" if len(set(shape)) == 1 else "x".join(map(str, shape))
 
 
 class PatchDiscriminator(nn.Module):
@@ -83,6 +146,16 @@ class PatchDiscriminator(nn.Module):
                    make_norm(norm, widths[num_layers], spatial_dims), make_activation("leaky_relu"),
                    conv(widths[num_layers], 1, 1, True)]
         self.net = nn.Sequential(*layers)
+
+    def logit_shape(self, size: Sequence[int]) -> tuple[int, ...]:
+        """Spatial shape ``S'`` of the logits for inputs of spatial shape ``size`` (``S``), without a forward pass."""
+        out = []
+        for n in size:
+            n = int(n)
+            for stride in [2] * self.num_layers + [1, 1]:
+                n = (n + 2 * PADDING - KERNEL_SIZE) // stride + 1
+            out.append(n)
+        return tuple(out)
 
     def forward(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
         """Patch logits ``(B, 1, *S')`` for samples ``x`` ``(B, in_channels, *S)`` given ``condition``."""

@@ -25,6 +25,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from x2ct.adversarial.discriminators import PatchDiscriminator, patch_summary, resolve_patch_layers
 from x2ct.adversarial.objectives import adversarial_weight, discriminator_loss, generator_loss, r1_penalty
 from x2ct.adversarial.projection import random_angles, render_projections
 from x2ct.engine.schedule import cosine_with_warmup
@@ -53,8 +54,10 @@ class AdversarialTraining:
         self.autocast = autocast
         self.scaler = scaler
         self.spec = input_spec
-        specs = cfg.get("discriminators") or {}
-        self.nets = nn.ModuleDict({name: instantiate(spec).to(device) for name, spec in specs.items() if spec})
+        # spatial shape each discriminator judges: the CT grid, the detector
+        self.input_shapes = {"volume": tuple(input_spec["ct_size"]), "projection": tuple(input_spec["view_shape"])}
+        specs = {name: spec for name, spec in (cfg.get("discriminators") or {}).items() if spec}
+        self.nets = nn.ModuleDict({name: self._build(name, spec).to(device) for name, spec in specs.items()})
         if not len(self.nets):
             raise ValueError("adversarial.enabled=true but adversarial.discriminators names none (volume, projection)")
         self.trained = {name: (DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
@@ -77,6 +80,26 @@ class AdversarialTraining:
             raise ValueError(f"adversarial.condition={self.condition} gives {wanted} condition channel(s), but the "
                              f"volume discriminator has condition_channels={self.nets['volume'].condition_channels}")
         self.backprojection = ConeBeamLift(geometry, [int(n) for n in size], fov).to(device) if wanted else None
+
+    def _build(self, name: str, spec: dict[str, Any]) -> nn.Module:
+        """Discriminator ``name`` from its config, its layers set from ``receptive_field`` and the input's side;
+        refused when its input is too small for one logit."""
+        key = f"adversarial.discriminators.{name}"
+        if name not in self.input_shapes:
+            raise ValueError(f"{key}: unknown discriminator; expected {sorted(self.input_shapes)}")
+        shape = self.input_shapes[name]
+        unit = "voxels" if name == "volume" else "pixels"
+        net = instantiate(resolve_patch_layers(spec, min(shape), key, unit))
+        if isinstance(net, PatchDiscriminator) and min(net.logit_shape(shape)) < 1:
+            raise ValueError(f"{key}: {net.num_layers} layers leave no logit for inputs of shape {list(shape)}; "
+                             f"lower {key}.num_layers or use {key}.receptive_field")
+        return net
+
+    def summary(self) -> list[str]:
+        """One start-up line per discriminator: layers, receptive field and logit grid for this data."""
+        return [f"{name} discriminator: " + (patch_summary(net, self.input_shapes[name])
+                                             if isinstance(net, PatchDiscriminator) else type(net).__name__)
+                for name, net in self.nets.items()]
 
     # ------------------------------------------------------------------------------------------------ hooks
 

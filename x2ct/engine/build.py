@@ -140,15 +140,19 @@ def build_ema(model: nn.Module, decay: float | None) -> ModelEMA | None:
 
 def build_adversarial(cfg: DictConfig, input_spec: dict, device: torch.device, precision: Precision,
                       dist: DistInfo, total_steps: int):
-    """The adversarial extension when ``cfg.adversarial.enabled``, else None (the plain supervised step)."""
+    """The adversarial extension when ``cfg.adversarial.enabled``, else None (the plain supervised step); rank 0
+    prints each discriminator's layers, receptive field and logit grid for this data."""
     adv_cfg = cfg.get("adversarial")
     if adv_cfg is None or not adv_cfg.get("enabled", False):
         return None
     from x2ct.engine.adversarial import AdversarialTraining
 
-    return AdversarialTraining(OmegaConf.to_container(adv_cfg, resolve=True), input_spec, device,
-                               lambda: autocast(device, precision), make_scaler(precision, device), dist.world_size,
-                               total_steps)
+    adversarial = AdversarialTraining(OmegaConf.to_container(adv_cfg, resolve=True), input_spec, device,
+                                      lambda: autocast(device, precision), make_scaler(precision, device),
+                                      dist.world_size, total_steps)
+    if dist.is_main:  # how local the discriminators' judgement is, e.g. "volume discriminator: 1 layer, ..."
+        print("\n".join(adversarial.summary()), flush=True)
+    return adversarial
 
 
 def steps_per_epoch(loader_batches: int, limit: int | None, accumulate: int) -> tuple[int, int]:
