@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from x2ct.losses.deep_supervision import DeepSupervisionLoss
 from x2ct.models import BaselineUNet, HybridViT
-from x2ct.models.multires import MultiResCascade
+from x2ct.models.multires import MultiResCascade, Refiner
 from x2ct.models.patches import crop_patches
 from x2ct.models.registry import MODELS, build_model
 
@@ -225,3 +225,45 @@ def test_with_a_coarse_model_without_deep_supervision_the_final_volume_alone_rea
     out["volume"].square().mean().backward()
     unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not unused
+
+
+@pytest.mark.parametrize("levels, n, p, origin", [(1, 24, 16, (3, 5, 8)), (2, 52, 48, (2, 4, 4))])
+def test_a_refiner_on_a_patch_equals_the_whole_volume_refiner_cropped_to_the_patch_interior(levels, n, p, origin):
+    """Issue 15: the default refiner normalises nothing over space, so a training patch (or inference tile) computes
+    what the whole volume does wherever the receptive field stays inside the patch. Measured by gradient: the
+    receptive field's radius (5 voxels at 1 level, 21 at 2), then compared on the interior. With instance norm (the
+    default before) the same comparison is off by far more than the tolerance."""
+    def refiner(norm: str | None) -> Refiner:
+        torch.manual_seed(0)
+        kwargs = {} if norm is None else {"refine_norm": norm}
+        module = Refiner(2, (0.0, 90.0), n, channels=4, levels=levels, **kwargs)
+        with torch.no_grad():
+            module.head.weight.normal_(0.0, 0.5)
+        return module
+
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(1, 4, n, n, n, generator=generator)
+    context = torch.rand(1, 1, n, n, n, generator=generator)
+    origins = torch.tensor(origin)
+    radius = receptive_radius(refiner("none"), n)
+    assert radius == {1: 5, 2: 21}[levels]
+    interior = (slice(radius, p - radius),) * 3
+    for norm, close in ((None, True), ("instance", False)):
+        module = refiner(norm)
+        with torch.no_grad():
+            whole = crop_patches(module.refine(features, context), origins, (p,) * 3)
+            patch = module.refine(crop_patches(features, origins, (p,) * 3), crop_patches(context, origins, (p,) * 3))
+        error = (patch - whole)[(..., *interior)].abs().max().item()
+        assert (error < 1e-5) == close, (norm, error)
+
+
+def receptive_radius(module: Refiner, n: int) -> int:
+    """Voxels from an output voxel to the farthest input whose gradient reaches it (norm-free refiner), the larger
+    over an even and an odd position (strided levels reach further on one side)."""
+    radius = 0
+    for centre in (n // 2, n // 2 + 1):
+        features = torch.randn(1, module.inlet.conv.in_channels - 1, n, n, n, requires_grad=True)
+        module.refine(features, torch.zeros(1, 1, n, n, n))[0, 0, centre, centre, centre].backward()
+        reached = features.grad[0].abs().sum(0).nonzero()
+        radius = max(radius, int((reached - centre).abs().max()))
+    return radius

@@ -80,13 +80,20 @@ class Refiner(nn.Module):
         grid_size: ``n``; divisible by ``2 ** (levels - 1)``.
         channels: width of the view features and of the finest 3D level; level ``i`` has ``channels * 2 ** i``.
         levels: resolution levels of the 3D U-Net (1: no downsampling, one residual dense block).
+        norm: the 2D view branch's normalisation (whole views, so any kind).
+        refine_norm: the 3D U-Net's (``refine``), which runs on patches in training and on tiles or the whole
+            volume at inference: ``"layer"`` (per voxel, over channels) or ``"none"`` keep ``refine(patch)`` equal to
+            the whole-volume ``refine`` cropped (away from the receptive field's border); ``"instance"`` normalises
+            over whatever extent it is given, so a patch-trained refiner is then another function at inference.
     """
 
     def __init__(self, num_views: int, view_angles_deg: Sequence[float], grid_size: int, channels: int = 16,
                  levels: int = 2, norm: str = "instance", act: str = "leaky_relu", lift: str = "backproject",
-                 geometry: dict | None = None, volume_fov_mm: Sequence[float] | None = None) -> None:
+                 geometry: dict | None = None, volume_fov_mm: Sequence[float] | None = None,
+                 refine_norm: str = "layer") -> None:
         super().__init__()
         self.grid_size = grid_size
+        self.multiple = 2 ** (levels - 1)  # patch and tile origins on the strided levels' grid
         chans = [channels * 2**i for i in range(levels)]
         # 2D: the stem sees the views at their own resolution, the residual block at the stage's
         self.stem = ConvNormAct(2, 1, channels, norm=norm, act=act)
@@ -95,14 +102,14 @@ class Refiner(nn.Module):
         self.lift = ViewLift(view_angles_deg, lift, channels, grid_size, geometry=geometry, fov_mm=volume_fov_mm)
         self.fuse = ViewFusion(channels, num_views, mode="mean")
         # 3D U-Net on [view features, previous volume]
-        self.inlet = ConvNormAct(3, channels + 1, chans[0], norm=norm, act=act)
-        self.encoder = nn.ModuleList([ResidualDenseBlock3D(c, norm=norm, act=act) for c in chans[:-1]])
-        self.down = nn.ModuleList([Downsample(3, chans[i], chans[i + 1], norm=norm, act=act)
-                                   for i in range(levels - 1)])
-        self.bottleneck = ResidualDenseBlock3D(chans[-1], norm=norm, act=act)
-        self.up = nn.ModuleList([Upsample(3, chans[i + 1], chans[i], norm=norm, act=act) for i in range(levels - 1)])
-        self.merge = nn.ModuleList([ConvNormAct(3, 2 * c, c, kernel_size=1, norm=norm, act=act) for c in chans[:-1]])
-        self.decoder = nn.ModuleList([ResidualDenseBlock3D(c, norm=norm, act=act) for c in chans[:-1]])
+        body = dict(norm=refine_norm, act=act)
+        self.inlet = ConvNormAct(3, channels + 1, chans[0], **body)
+        self.encoder = nn.ModuleList([ResidualDenseBlock3D(c, **body) for c in chans[:-1]])
+        self.down = nn.ModuleList([Downsample(3, chans[i], chans[i + 1], **body) for i in range(levels - 1)])
+        self.bottleneck = ResidualDenseBlock3D(chans[-1], **body)
+        self.up = nn.ModuleList([Upsample(3, chans[i + 1], chans[i], **body) for i in range(levels - 1)])
+        self.merge = nn.ModuleList([ConvNormAct(3, 2 * c, c, kernel_size=1, **body) for c in chans[:-1]])
+        self.decoder = nn.ModuleList([ResidualDenseBlock3D(c, **body) for c in chans[:-1]])
         self.head = nn.Conv3d(chans[0], 1, kernel_size=1)
         nn.init.zeros_(self.head.weight)  # start as the identity on the upsampled previous volume
         nn.init.zeros_(self.head.bias)
@@ -156,6 +163,9 @@ class MultiResCascade(nn.Module):
             (``"channels_to_depth"``) reach the coarse model only when ``coarse_kwargs`` has no ``lift``.
         infer_patch_size: run the fine stages tile by tile in eval mode, tiles of this side (capped at each
             stage's size) overlapping by ``infer_overlap`` (None: whole volume at once).
+        norm: the normalisation of the refiners' 2D view branch (the coarse model's is in ``coarse_kwargs``).
+        refiner_norm: the refiners' 3D normalisation (``Refiner.refine_norm``): ``"layer"`` (default) or ``"none"``
+            so that patches and tiles compute what the whole volume does; ``"instance"`` as before issue 15.
     """
 
     def __init__(self, num_views: int = 2, view_size: int = 128, volume_size: int = 128,
@@ -163,7 +173,8 @@ class MultiResCascade(nn.Module):
                  coarse_kwargs: Mapping[str, Any] | None = None, stage_sizes: Sequence[int] = (64, 128),
                  refiner_channels: int = 16, refiner_levels: int = 2, freeze_coarse: bool = False,
                  train_patch_size: int | None = None, infer_patch_size: int | None = None,
-                 infer_overlap: float = 0.5, norm: str = "instance", act: str = "leaky_relu",
+                 infer_overlap: float = 0.5, norm: str = "instance", refiner_norm: str = "layer",
+                 act: str = "leaky_relu",
                  coarse_checkpoint: str | None = None, lift: str = "backproject", geometry: dict | None = None,
                  volume_fov_mm: Sequence[float] | None = None) -> None:
         super().__init__()
@@ -185,7 +196,7 @@ class MultiResCascade(nn.Module):
         refiner_lift = "geometric" if lift == "geometric" else "backproject"
         self.refiners = nn.ModuleList([
             Refiner(num_views, view_angles_deg, n, refiner_channels, refiner_levels, norm=norm, act=act,
-                    lift=refiner_lift, geometry=geometry, volume_fov_mm=volume_fov_mm)
+                    refine_norm=refiner_norm, lift=refiner_lift, geometry=geometry, volume_fov_mm=volume_fov_mm)
             for n in stage_sizes[1:]])
         if coarse_checkpoint:
             load_coarse_weights(self.coarse, coarse_checkpoint)
@@ -262,7 +273,7 @@ class MultiResCascade(nn.Module):
         context is read from the coarse volume at the patch's voxels, never upsampled whole.
         """
         n, p = refiner.grid_size, (self.train_patch_size,) * 3
-        origins = sample_patch_origins((n, n, n), p, views.shape[0]).to(views.device)
+        origins = sample_patch_origins((n, n, n), p, views.shape[0], multiple=refiner.multiple).to(views.device)
         features = crop_patches(refiner.view_features(views, angles_deg), origins, p)  # (B, c, p, p, p)
         context = crop_context(previous, origins, p, scale=n / previous.shape[-1])    # (B, 1, p, p, p)
         return refiner.refine(features, context), origins
@@ -280,7 +291,7 @@ class MultiResCascade(nn.Module):
             origin = torch.tensor([s.start for s in region], device=views.device)
             return refiner.refine(features[(..., *region)], crop_context(previous, origin, p, scale))
 
-        return sliding_window_inference(predict, (n, n, n), p, self.infer_overlap)
+        return sliding_window_inference(predict, (n, n, n), p, self.infer_overlap, multiple=refiner.multiple)
 
 
 def _check_settings(num_views: int, volume_size: int, view_angles_deg: Sequence[float], stage_sizes: list[int],

@@ -53,15 +53,18 @@ def _out_of_range(origins: Tensor, high: Sequence[int]) -> bool:
 
 
 def sample_patch_origins(volume_shape: Shape3, patch_size: Shape3, count: int,
-                         generator: torch.Generator | None = None) -> Tensor:
+                         generator: torch.Generator | None = None, multiple: int = 1) -> Tensor:
     """``(count, 3)`` long origins, uniform over every origin whose patch lies inside the volume.
 
-    Each axis independently in ``[0, volume - patch]`` inclusive, so every voxel can be drawn. Pass a seeded
-    ``generator`` for reproducible patches.
+    Each axis independently in ``[0, volume - patch]`` inclusive, so every voxel can be drawn; with ``multiple``
+    only origins divisible by it (a network that downsamples ``k`` times by 2 sees a patch on the whole volume's
+    strided grid only at multiples of ``2 ** k``). Pass a seeded ``generator`` for reproducible patches.
     """
     _check_fits(volume_shape, patch_size, "sample_patch_origins")
-    axes = [torch.randint(0, s - p + 1, (count,), generator=generator) for s, p in zip(volume_shape, patch_size,
-                                                                                        strict=True)]
+    if multiple < 1:
+        raise ValueError(f"sample_patch_origins: multiple must be >= 1, got {multiple}")
+    axes = [torch.randint(0, (s - p) // multiple + 1, (count,), generator=generator) * multiple
+            for s, p in zip(volume_shape, patch_size, strict=True)]
     return torch.stack(axes, dim=1)
 
 
@@ -138,26 +141,30 @@ def crop_context(coarse: Tensor, origins_fine: Tensor, patch_size_fine: Shape3,
     return context.to(coarse.dtype)
 
 
-def window_starts(size: int, patch: int, overlap: float) -> list[int]:
+def window_starts(size: int, patch: int, overlap: float, multiple: int = 1) -> list[int]:
     """Patch starts along one axis: every ``floor(patch * (1 - overlap))`` voxels (>= 1), the last at ``size - patch``.
 
-    Snapping the last window to the border covers every voxel without padding the volume.
+    Snapping the last window to the border covers every voxel without padding the volume. ``multiple``: the stride
+    is rounded down to a multiple of it (at least ``multiple``), so that every start is one when ``size`` and
+    ``patch`` are (tiles then lie on a strided network's grid, as ``sample_patch_origins(multiple=...)``'s do).
     """
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"window_starts: overlap must be in [0, 1), got {overlap}")
     if not 1 <= patch <= size:
         raise ValueError(f"window_starts: patch {patch} must be >= 1 and <= the volume size {size}")
-    stride = max(1, int(patch * (1.0 - overlap) + _FLOAT_TOLERANCE))
+    stride = int(patch * (1.0 - overlap) + _FLOAT_TOLERANCE)
+    stride = max(multiple, stride - stride % multiple)
     starts = list(range(0, size - patch + 1, stride))
     if starts[-1] != size - patch:
         starts.append(size - patch)
     return starts
 
 
-def sliding_window_regions(volume_shape: Shape3, patch_size: Shape3, overlap: float = 0.5) -> list[Region]:
+def sliding_window_regions(volume_shape: Shape3, patch_size: Shape3, overlap: float = 0.5,
+                           multiple: int = 1) -> list[Region]:
     """Every tile ``(slice_d, slice_h, slice_w)`` of the volume, D outermost: the product of ``window_starts``."""
     _check_fits(volume_shape, patch_size, "sliding_window_regions")
-    starts = [window_starts(s, p, overlap) for s, p in zip(volume_shape, patch_size, strict=True)]
+    starts = [window_starts(s, p, overlap, multiple) for s, p in zip(volume_shape, patch_size, strict=True)]
     return [(slice(a, a + patch_size[0]), slice(b, b + patch_size[1]), slice(c, c + patch_size[2]))
             for a in starts[0] for b in starts[1] for c in starts[2]]
 
@@ -186,7 +193,7 @@ def blend_weights(patch_size: Shape3, blend: Literal["gaussian", "constant"] = "
 
 def sliding_window_inference(predict: Callable[[Region], Tensor], volume_shape: Shape3, patch_size: Shape3,
                              overlap: float = 0.5, blend: Literal["gaussian", "constant"] = "gaussian",
-                             sigma_scale: float = NNUNET_SIGMA_SCALE) -> Tensor:
+                             sigma_scale: float = NNUNET_SIGMA_SCALE, multiple: int = 1) -> Tensor:
     """Whole-volume ``(B, C, D, H, W)`` prediction from overlapping patch predictions, blended with weights.
 
     ``predict(region)`` gets the ``(slice_d, slice_h, slice_w)`` of one tile of the output volume and returns its
@@ -196,11 +203,12 @@ def sliding_window_inference(predict: Callable[[Region], Tensor], volume_shape: 
     float32 even when a model under autocast returns half-precision tiles). Output = sum of weight * prediction /
     sum of weights over the tiles covering a voxel; memory is one output and one weight volume besides a single
     patch. Call it under ``torch.no_grad()`` for inference (otherwise autograd keeps every tile's graph).
+    ``multiple``: tile starts divisible by it (``window_starts``).
     """
     weights = blend_weights(patch_size, blend, sigma_scale)
     output: Tensor | None = None
     weight_sum: Tensor | None = None
-    for region in sliding_window_regions(volume_shape, patch_size, overlap):
+    for region in sliding_window_regions(volume_shape, patch_size, overlap, multiple):
         prediction = predict(region)
         if output is None:
             if prediction.dim() != 5:

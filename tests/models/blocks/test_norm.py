@@ -17,11 +17,25 @@ def test_make_norm_builds_the_named_layer():
 
 
 def test_unknown_names_are_rejected_with_the_choices():
-    with pytest.raises(ValueError, match=r"unknown norm 'layer'.*instance"):
-        make_norm("layer", 4, 3)
+    with pytest.raises(ValueError, match=r"unknown norm 'layernorm'.*instance"):
+        make_norm("layernorm", 4, 3)
     with pytest.raises(ValueError, match=r"unknown activation 'tanh'.*leaky_relu"):
         make_activation("tanh")
 
 
 def test_leaky_relu_slope():
     torch.testing.assert_close(make_activation("leaky_relu")(torch.tensor([-1.0, 2.0])), torch.tensor([-0.2, 2.0]))
+
+
+def test_layer_norm_normalises_each_voxel_over_its_channels_alone():
+    """Against torch's LayerNorm on channels-last features; a patch of the input gives the same patch out."""
+    norm = make_norm("layer", 6, 3)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2, 6, 5, 4, 3) * 3 + 1
+    reference = nn.LayerNorm(6, eps=1e-6)
+    reference.load_state_dict({"weight": norm.weight, "bias": norm.bias})
+    expected = reference(x.movedim(1, -1)).movedim(-1, 1)
+    torch.testing.assert_close(norm(x), expected)
+    torch.testing.assert_close(norm(x[..., 1:3, :2, 1:]), expected[..., 1:3, :2, 1:])
