@@ -99,7 +99,7 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="num_layers"):
         PatchGAN2D(num_layers=0)
     with pytest.raises(ValueError, match="unknown norm"):
-        PatchGAN2D(norm="layer")
+        PatchGAN2D(norm="layernorm")
 
 
 @pytest.mark.parametrize(("num_layers", "size"), [(1, 32), (2, 64)])
