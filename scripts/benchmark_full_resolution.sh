@@ -32,14 +32,14 @@ evaluate() {  # core, sweep name
 }
 
 # the data set is prepared once, before the two sweeps start (each would otherwise prepare it)
-python - <<'PY'
-from hydra import compose, initialize_config_dir
+python -c '
 from pathlib import Path
+from hydra import compose, initialize_config_dir
 from x2ct.engine.data import ensure_dataset
 from x2ct.engine.distributed import DistInfo
 with initialize_config_dir(version_base="1.3", config_dir=str(Path("conf").resolve())):
     ensure_dataset(compose("train", overrides=["experiment=benchmark/baseline"]).data, DistInfo())
-PY
+'
 
 (
   sweep 0 "${m2_whole}" experiment=benchmark/milestone2 model.train_patch_size=null model.infer_patch_size=null "$@"
