@@ -101,8 +101,42 @@ def test_mask_errors_name_the_expected_shape_and_concat_refuses_one():
     vols = torch.randn(1, 2, 3, 4, 4, 4)
     with pytest.raises(ValueError, match=r"mask must have shape .*\(1, 2, 1, 4, 4, 4\)"):
         ViewFusion(channels=3, num_views=2, mode="mean")(vols, torch.ones(1, 2, 3, 4, 4, 4))
-    with pytest.raises(ValueError, match="takes no mask"):
+    with pytest.raises(ValueError, match="masked=False got a mask"):
         ViewFusion(channels=3, num_views=2, mode="concat", norm="none")(vols, torch.ones(1, 2, 1, 4, 4, 4))
+    with pytest.raises(ValueError, match="masked=True got no mask"):
+        ViewFusion(channels=3, num_views=2, mode="concat", norm="none", masked=True)(vols)
+
+
+def test_masked_concat_fusion_mixes_each_views_mask_beside_its_channels():
+    """The geometric lift's mask reaches a concat fusion as one more channel per view (issue 15): the mix's
+    weights on a view's mask channel are what changes where that view does not see the voxel."""
+    fuse = ViewFusion(channels=3, num_views=2, mode="concat", norm="none", act="relu", masked=True)
+    assert fuse.mix.conv.in_channels == 2 * (3 + 1)
+    vols = torch.rand(1, 2, 3, 4, 4, 4)
+    mask = torch.ones(1, 2, 1, 4, 4, 4)
+    mask[:, 1, :, 0] = 0.0
+    weight = fuse.mix.conv.weight[..., 0, 0, 0]  # (C, V * (C + 1)): view 0's channels, its mask, view 1's, ...
+    expected = torch.relu(torch.einsum("oi,bidhw->bodhw", weight, torch.cat([vols, mask], 2).flatten(1, 2))
+                          + fuse.mix.conv.bias[:, None, None, None])
+    torch.testing.assert_close(fuse(vols, mask), expected)
+    assert not torch.allclose(fuse(vols, mask)[..., 0, :, :], fuse(vols, torch.ones_like(mask))[..., 0, :, :])
+
+
+@pytest.mark.parametrize("mode", ["mean", "max", "attention"])
+def test_voxels_no_view_sees_put_no_nan_into_gradients(mode):
+    """Masked views may hold anything (here inf and NaN, as an fp16 overflow would leave), and a voxel may be seen
+    by no view at all (a softmax over only -inf is NaN): every parameter and input gradient must stay finite
+    (issue 15; the attention score's weight gradient was NaN, 0 * inf)."""
+    fuse = randomised_attention() if mode == "attention" else ViewFusion(channels=3, num_views=2, mode=mode)
+    mask = (torch.rand(2, 3, 1, 4, 4, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    mask[:, :, :, 0] = 0.0  # no view sees the first slice
+    wild = torch.randn(2, 3, 3, 4, 4, 4)
+    wild = torch.where(mask > 0, wild, torch.tensor([float("inf"), float("nan")]).repeat(64)[:64].view(4, 4, 4))
+    vols = wild.requires_grad_()
+    fuse(vols, mask).square().sum().backward()
+    grads = [vols.grad] + [p.grad for p in fuse.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert vols.grad[..., 0, :, :].abs().max() == 0  # and unseen voxels send nothing back
 
 
 def test_attention_fusion_trains_from_its_zero_start():

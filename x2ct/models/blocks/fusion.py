@@ -19,20 +19,22 @@ class ViewFusion(nn.Module):
       shared by all views, so any ``V``), then the weighted sum of the views. The score starts at zero, so an
       untrained attention fusion is the mean.
     - ``"concat"``: stacks the views' channels and mixes them with a 1x1x1 ConvNormAct (``V * C -> C``), so each
-      view gets its own weights but ``V`` is fixed at construction.
+      view gets its own weights but ``V`` is fixed at construction. With ``masked=True`` each view's mask is
+      stacked beside its channels (``V * (C + 1) -> C``): the mix learns which views see the voxel.
 
     ``forward(volumes, mask)`` takes an optional ``(B, V, 1, D, H, W)`` mask (e.g. ``ConeBeamLift``'s): views with
-    mask 0 at a voxel are left out of that voxel's mean, max and softmax; a voxel that no view sees gets 0.
-    ``"concat"`` takes no mask.
+    mask 0 at a voxel are left out of that voxel's mean, max and softmax; a voxel that no view sees gets 0 (and no
+    gradient, never NaN). ``"concat"`` takes a mask exactly when built with ``masked=True``.
     """
 
     def __init__(self, channels: int, num_views: int, mode: str = "concat", norm: str = "instance",
-                 act: str = "leaky_relu") -> None:
+                 act: str = "leaky_relu", masked: bool = False) -> None:
         super().__init__()
         if mode not in FUSION_MODES:
             raise ValueError(f"unknown fusion mode {mode!r}; expected one of {FUSION_MODES}")
-        self.mode, self.num_views = mode, num_views
-        self.mix = (ConvNormAct(3, num_views * channels, channels, kernel_size=1, norm=norm, act=act)
+        self.mode, self.num_views, self.masked = mode, num_views, masked
+        in_channels = num_views * (channels + int(masked))
+        self.mix = (ConvNormAct(3, in_channels, channels, kernel_size=1, norm=norm, act=act)
                     if mode == "concat" else None)
         self.score = nn.Conv3d(channels, 1, kernel_size=1) if mode == "attention" else None
         if self.score is not None:
@@ -43,12 +45,16 @@ class ViewFusion(nn.Module):
         if volumes.ndim != 6:
             raise ValueError(f"ViewFusion expects volumes (B, V, C, D, H, W), got shape {tuple(volumes.shape)}")
         if self.mix is not None:
-            if mask is not None:
-                raise ValueError("ViewFusion('concat') takes no mask: every view has its own weights; use 'mean', "
-                                 "'max' or 'attention' to leave out views that do not see a voxel")
+            if (mask is not None) != self.masked:
+                raise ValueError(f"ViewFusion('concat') built with masked={self.masked} got "
+                                 f"{'a' if mask is not None else 'no'} mask: a lift with a visibility mask (geometric) "
+                                 "needs masked=True, the others masked=False")
             if volumes.shape[1] != self.num_views:
                 raise ValueError(f"ViewFusion('concat') was built for {self.num_views} views, got volumes of shape "
                                  f"{tuple(volumes.shape)}")
+            if mask is not None:
+                self._check_mask(mask, volumes)
+                volumes = torch.cat([volumes, mask.to(volumes.dtype)], dim=2)  # (B, V, C + 1, D, H, W)
             return self.mix(volumes.flatten(1, 2))
         keep = None if mask is None else self._check_mask(mask, volumes)
         if self.mode == "attention":
@@ -70,12 +76,17 @@ class ViewFusion(nn.Module):
         if self.score is None:
             raise ValueError(f"attention_weights needs ViewFusion(mode='attention'), this one is {self.mode!r}")
         b, v = volumes.shape[:2]
-        scores = self.score(volumes.flatten(0, 1)).unflatten(0, (b, v))  # (B, V, 1, D, H, W)
-        if mask is None:
+        keep = None if mask is None else self._check_mask(mask, volumes)
+        # scored on the masked volumes: a masked view's inf or NaN features would otherwise meet a zero gradient
+        # in the score's weight gradient (0 * inf = NaN)
+        scores = self.score(_masked(volumes, keep, 0.0).flatten(0, 1)).unflatten(0, (b, v))  # (B, V, 1, D, H, W)
+        if keep is None:
             return scores.softmax(dim=1)
-        keep = self._check_mask(mask, volumes)
-        weights = _masked(scores, keep, float("-inf")).softmax(dim=1)
-        return torch.where(keep.any(dim=1, keepdim=True), weights, 0.0)  # all -inf gives NaN
+        seen = keep.any(dim=1, keepdim=True)  # (B, 1, 1, D, H, W)
+        # a voxel no view sees would softmax over V times -inf: NaN, and NaN gradients into the score even through
+        # a where(); give those voxels finite scores instead, then weight 0
+        scores = torch.where(seen, _masked(scores, keep, float("-inf")), 0.0)
+        return torch.where(seen, scores.softmax(dim=1), 0.0)
 
     @staticmethod
     def _check_mask(mask: Tensor, volumes: Tensor) -> Tensor:
