@@ -180,7 +180,10 @@ def test_the_mean_ct_reaches_a_coarse_template_at_the_coarse_size():
     (dict(stage_sizes=(16,)), "at least one fine stage"),
     (dict(stage_sizes=(4, 8, 16), refiner_levels=5), r"fine stage size 8 must be a positive multiple of .* = 16"),
     (dict(train_patch_size=6, refiner_levels=3), "train_patch_size 6 must be a positive multiple"),
-    (dict(train_patch_size=32), "train_patch_size=32 is larger than volume_size=16"),
+    (dict(train_patch_size=32), r"train_patch_size 32 is larger than its stage's size 16"),
+    (dict(stage_sizes=(4, 8, 16), train_patch_size=[8, None]), "patches a stage but not the one after it"),
+    (dict(stage_sizes=(4, 8, 16), train_patch_size=[4, 8]), r"reads a 6\^3 context .* patch \(4\) must hold it"),
+    (dict(stage_sizes=(4, 8, 16), train_patch_size=[8]), "one entry .* per fine stage, 2"),
     (dict(infer_overlap=1.0), r"infer_overlap must be in \[0, 1\)"),
     (dict(coarse_model="unet3000"), r"unknown model 'unet3000'; known models: \['baseline_unet', 'hybrid_vit'\]"),
 ])
@@ -267,3 +270,80 @@ def receptive_radius(module: Refiner, n: int) -> int:
         reached = features.grad[0].abs().sum(0).nonzero()
         radius = max(radius, int((reached - centre).abs().max()))
     return radius
+
+
+THREE_STAGES = dict(view_size=16, volume_size=32, stage_sizes=(8, 16, 32), coarse_kwargs=TINY_HYBRID,
+                    refiner_channels=4)
+
+
+def test_every_fine_stage_can_train_on_patches_each_holding_the_next_ones_context():
+    """Issue 15: ``train_patch_size: [p_2, p_3]`` patches both fine stages. With zero residual heads (the cascade's
+    start) each stage is its context, so the final patch must equal the coarse volume upsampled twice and cropped:
+    the nested origins and contexts line up exactly. The intermediate patch reaches the deep supervision with its
+    region, and the loss crops the area-averaged target there."""
+    torch.manual_seed(0)
+    model = MultiResCascade(**THREE_STAGES, train_patch_size=[12, 8])
+    x = torch.rand(3, 2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    for seed in range(4):
+        torch.manual_seed(seed)
+        out = model(x)
+        coarse = out["deep_supervision"][1]                                    # (B, 1, 8, 8, 8), whole
+        middle, (middle_origins, middle_size) = out["deep_supervision"][0], out["deep_supervision_regions"][0]
+        assert out["volume"].shape == (3, 1, 8, 8, 8) and middle.shape == (3, 1, 12, 12, 12) and middle_size == 16
+        assert out["deep_supervision_regions"][1:] == [None] * (len(out["deep_supervision"]) - 1)
+        assert (out["patch_origins"] % 2 == 0).all() and (middle_origins % 2 == 0).all()  # on the strided grid
+        expected = crop_patches(upsample(upsample(coarse, 16), 32), out["patch_origins"], (8, 8, 8))
+        torch.testing.assert_close(out["volume"], expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(middle, crop_patches(upsample(coarse, 16), middle_origins, (12, 12, 12)),
+                                   atol=1e-6, rtol=0)
+    target = torch.rand(3, 1, 32, 32, 32)
+    loss = DeepSupervisionLoss()(out["deep_supervision"], target, regions=out["deep_supervision_regions"])
+    reference = (middle - crop_patches(F.avg_pool3d(target, 2), middle_origins, (12, 12, 12))).abs().mean()
+    reference = (reference + sum((aux - F.interpolate(target, size=aux.shape[2:], mode="area")).abs().mean()
+                                 for aux in out["deep_supervision"][1:])) / len(out["deep_supervision"])
+    torch.testing.assert_close(loss, reference)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    x = torch.rand(2, 2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = MultiResCascade(**THREE_STAGES, train_patch_size=[12, 8], checkpointing=checkpointing)
+        perturb_heads(model)
+        torch.manual_seed(7)
+        model(x)["volume"].square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.refiners.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+    assert grads[0].abs().sum() > 0
+
+
+def test_tiled_inference_lifts_per_tile_and_matches_the_whole_volume_with_one_tile():
+    model = tiny(infer_patch_size=16).eval()
+    perturb_heads(model)
+    with torch.no_grad():
+        tiled = model(views())
+        model.infer_patch_size = None
+        whole = model(views())
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+
+
+def test_the_geometric_lift_mask_reaches_the_refiners_fusion():
+    """Issue 15: at a geometry whose detector misses some voxels, a voxel seen by one view only gets that view's
+    feature, not half of it (the mean over the views that see it)."""
+    from x2ct.physics.geometry import ProjectionGeometry
+
+    geometry = ProjectionGeometry(kind="cone", angles_deg=(0.0, 90.0), detector_shape=(12, 12),
+                                  pixel_spacing_mm=(8.0, 8.0), source_to_isocenter_mm=300.0,
+                                  source_to_detector_mm=450.0).to_dict()
+    torch.manual_seed(0)
+    refiner = Refiner(2, (0.0, 90.0), 16, channels=4, lift="geometric", geometry=geometry,
+                      volume_fov_mm=(128.0, 128.0, 128.0))
+    x = torch.rand(1, 2, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    maps = refiner.view_block(F.interpolate(refiner.stem(x.flatten(0, 1)), size=(16, 16), mode="area"))
+    lifted, seen = refiner.lift(maps.unflatten(0, (1, 2)), return_mask=True)
+    one_view = (seen.sum(dim=1) == 1).expand(-1, 4, -1, -1, -1)            # (B, c, n, n, n)
+    assert 0 < one_view.float().mean() < 1
+    expected = (lifted * seen).sum(dim=1)[one_view]                         # the one view's feature there
+    with torch.no_grad():
+        torch.testing.assert_close(refiner.view_features(x)[one_view], expected.detach())

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from x2ct.losses.registry import register_loss_component
+from x2ct.models.patches import crop_patches
 
 
 @register_loss_component("deep_supervision")
@@ -42,7 +43,10 @@ class DeepSupervisionLoss(nn.Module):
                                  f"got {scale_weights}")
         self.scale_weights = scale_weights
 
-    def forward(self, aux_outputs: Sequence[Tensor], target: Tensor) -> Tensor:
+    def forward(self, aux_outputs: Sequence[Tensor], target: Tensor,
+                regions: Sequence[tuple[Tensor, int] | None] | None = None) -> Tensor:
+        """``regions``: per output, None (a whole volume) or ``(origins (B, 3), n)`` for one patch per sample of an
+        ``n^3`` stage (a cascade's patch-trained stage): the target is area-averaged to ``n^3`` and cropped there."""
         if isinstance(aux_outputs, Tensor) or len(aux_outputs) == 0:
             got = f"a tensor {tuple(aux_outputs.shape)}" if isinstance(aux_outputs, Tensor) else "an empty list"
             raise ValueError(f"deep_supervision loss needs the list of auxiliary outputs of a model with deep "
@@ -51,13 +55,21 @@ class DeepSupervisionLoss(nn.Module):
         if len(weights) != len(aux_outputs):
             raise ValueError(f"deep_supervision loss: {len(weights)} scale_weights for {len(aux_outputs)} "
                              f"auxiliary outputs")
+        regions = list(regions) if regions is not None else [None] * len(aux_outputs)
+        if len(regions) != len(aux_outputs):
+            raise ValueError(f"deep_supervision loss: {len(regions)} regions for {len(aux_outputs)} auxiliary outputs")
         losses = []
-        for i, aux in enumerate(aux_outputs):
+        for i, (aux, region) in enumerate(zip(aux_outputs, regions, strict=True)):
             if aux.ndim != 5 or aux.shape[:2] != target.shape[:2] or any(
                     a > t for a, t in zip(aux.shape[2:], target.shape[2:], strict=True)):
                 raise ValueError(f"deep_supervision loss: auxiliary output {i} of shape {tuple(aux.shape)} must "
                                  f"match target {tuple(target.shape)} in batch and channels and be no larger")
             with torch.no_grad():
-                coarse = F.interpolate(target.to(aux.dtype), size=aux.shape[2:], mode="area")
+                if region is None:
+                    coarse = F.interpolate(target.to(aux.dtype), size=aux.shape[2:], mode="area")
+                else:
+                    origins, n = region
+                    coarse = crop_patches(F.interpolate(target.to(aux.dtype), size=(int(n),) * 3, mode="area"),
+                                          origins, tuple(aux.shape[2:]))
             losses.append((aux - coarse).abs().mean())
         return sum(w * loss for w, loss in zip(weights, losses, strict=True)) / sum(weights)

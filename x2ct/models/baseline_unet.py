@@ -96,8 +96,10 @@ class BaselineUNet(nn.Module):
         self.lift = nn.ModuleList(
             [ViewLift(view_angles_deg, mode, c, n, norm=norm, act=act, geometry=geometry, fov_mm=volume_fov_mm)
              for mode, c, n in zip(modes, chans, grids, strict=True)])
+        # the geometric lift's visibility mask reaches every fusion (a concat one as a channel per view)
         self.fuse = nn.ModuleList(
-            [ViewFusion(c, num_views, mode=fusion, norm=norm, act=act) for c in chans])
+            [ViewFusion(c, num_views, mode=fusion, norm=norm, act=act, masked=fusion == "concat" and m == "geometric")
+             for m, c in zip(modes, chans, strict=True)])
 
         # 3D decoder
         self.bottleneck = nn.Sequential(
@@ -131,7 +133,7 @@ class BaselineUNet(nn.Module):
         fused = []                                                               # per level: (B, c_i, n_i^3)
         for down, enc, lift, fuse in zip(self.down2d, self.enc2d, self.lift, self.fuse, strict=True):
             x = enc(down(x))                                                     # (B*V, c_i, n_i, n_i)
-            fused.append(fuse(lift(x.unflatten(0, (b, v)), angles)))
+            fused.append(fuse(*lift(x.unflatten(0, (b, v)), angles, return_mask=True)))  # mask None unless geometric
 
         y = self.bottleneck(fused[-1])
         for i in reversed(range(len(self.up3d))):

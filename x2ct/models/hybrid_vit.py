@@ -112,7 +112,9 @@ class HybridViT(nn.Module):
         # into the volume, then one volume from all views
         self.lift = ViewLift(view_angles_deg, lift, chans[0], volume_size, norm=norm, act=act, geometry=geometry,
                              fov_mm=volume_fov_mm)
-        self.fuse = ViewFusion(chans[0], num_views, mode=fusion, norm=norm, act=act)
+        # the geometric lift's visibility mask reaches every fusion (a concat one as a channel per view)
+        self.fuse = ViewFusion(chans[0], num_views, mode=fusion, norm=norm, act=act,
+                               masked=fusion == "concat" and lift == "geometric")
 
         def block(level: int, channels: int) -> nn.Module:
             if level in transformer_levels:
@@ -154,7 +156,7 @@ class HybridViT(nn.Module):
         x = x.unflatten(0, (b, v))                                           # (B, V, c0, n, n)
         x = x + self._cross_view(x, angles)
         lifted, seen = self.lift(x, angles, return_mask=True)                # (B, V, c0, n, n, n), mask or None
-        volume = self.fuse(lifted, None if self.fuse.mode == "concat" else seen)  # (B, c0, n, n, n)
+        volume = self.fuse(lifted, seen)                                     # (B, c0, n, n, n)
 
         skips = []
         for enc, down in zip(self.encoder, self.down, strict=True):

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from x2ct.models.blocks.conv import ConvNormAct
 from x2ct.models.blocks.dense import ResidualDenseBlock3D
@@ -47,7 +48,7 @@ from x2ct.models.blocks.lift import ViewLift, batch_angles
 from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
 from x2ct.models.blocks.residual import ResidualBlock
 from x2ct.models.inputs import forward_views
-from x2ct.models.patches import crop_context, crop_patches, sample_patch_origins, sliding_window_inference
+from x2ct.models.patches import crop_context, sample_patch_origins, sliding_window_inference
 from x2ct.models.registry import build_model
 
 
@@ -114,12 +115,22 @@ class Refiner(nn.Module):
         nn.init.zeros_(self.head.weight)  # start as the identity on the upsampled previous volume
         nn.init.zeros_(self.head.bias)
 
-    def view_features(self, views: Tensor, angles_deg: Tensor | Sequence[float] | None = None) -> Tensor:
-        """``(B, V, 1, S, S)`` -> ``(B, c, n, n, n)``: per-view 2D features, backprojected and averaged."""
+    def view_maps(self, views: Tensor) -> Tensor:
+        """``(B, V, 1, S, S)`` -> ``(B, V, c, n, n)``: per-view 2D features at the stage's grid size."""
         b, v = views.shape[:2]
         x = self.stem(views.flatten(0, 1))                                   # (B*V, c, S, S)
-        x = self.view_block(resize2d(x, self.grid_size))                     # (B*V, c, n, n)
-        return self.fuse(self.lift(x.unflatten(0, (b, v)), angles_deg))      # (B, c, n, n, n)
+        return self.view_block(resize2d(x, self.grid_size)).unflatten(0, (b, v))
+
+    def lift_features(self, maps: Tensor, angles_deg: Tensor | Sequence[float] | None = None,
+                      region: tuple[Tensor, Sequence[int]] | None = None) -> Tensor:
+        """``view_maps`` ``(B, V, c, n, n)`` -> ``(B, c, n, n, n)`` lifted along the rays and averaged over the views
+        that see each voxel (the geometric lift's mask); with ``region`` ``(origins (B, 3), (d, h, w))`` only at
+        one patch per sample, ``(B, c, d, h, w)``, equal to the whole result cropped (``ViewLift``)."""
+        return self.fuse(*self.lift(maps, angles_deg, return_mask=True, region=region))
+
+    def view_features(self, views: Tensor, angles_deg: Tensor | Sequence[float] | None = None) -> Tensor:
+        """``(B, V, 1, S, S)`` -> ``(B, c, n, n, n)``: per-view 2D features, backprojected and averaged."""
+        return self.lift_features(self.view_maps(views), angles_deg)
 
     def refine(self, features: Tensor, context: Tensor) -> Tensor:
         """``features`` ``(B, c, d, h, w)`` and ``context`` (the upsampled previous volume, ``(B, 1, d, h, w)``) on
@@ -156,7 +167,11 @@ class MultiResCascade(nn.Module):
         refiner_channels, refiner_levels: width and resolution levels of each fine stage's ``Refiner``.
         freeze_coarse: stage 1 keeps its weights (no gradients) and stays in eval mode (trained stage by stage,
             e.g. from a milestone-1 checkpoint loaded into ``.coarse``).
-        train_patch_size: train the last stage on one random patch of this side per sample (None: whole volume).
+        train_patch_size: train on one random patch per sample: an int ``p`` patches the last stage (``p^3``), a list
+            gives each fine stage its side or None (whole volume), e.g. ``[64, 64]`` for 64 -> 128 -> 256; once a
+            stage is patched every later one is (its context is the earlier patch, which covers it).
+        checkpointing: recompute each fine stage's lift and 3D U-Net in the backward pass instead of keeping their
+            activations (activation checkpointing; the coarse model has its own key in ``coarse_kwargs``).
         lift: how the fine stages lift view features: ``"geometric"`` (true cone-beam back-projection, also given to
             the coarse model unless ``coarse_kwargs`` sets its own lift; needs ``geometry`` and ``volume_fov_mm``,
             filled in by the trainer) or anything else for the parallel copy (``"backproject"``); other values
@@ -172,17 +187,17 @@ class MultiResCascade(nn.Module):
                  view_angles_deg: Sequence[float] = (0.0, 90.0), coarse_model: str = "hybrid_vit",
                  coarse_kwargs: Mapping[str, Any] | None = None, stage_sizes: Sequence[int] = (64, 128),
                  refiner_channels: int = 16, refiner_levels: int = 2, freeze_coarse: bool = False,
-                 train_patch_size: int | None = None, infer_patch_size: int | None = None,
+                 train_patch_size: int | Sequence[int | None] | None = None, infer_patch_size: int | None = None,
                  infer_overlap: float = 0.5, norm: str = "instance", refiner_norm: str = "layer",
                  act: str = "leaky_relu",
                  coarse_checkpoint: str | None = None, lift: str = "backproject", geometry: dict | None = None,
-                 volume_fov_mm: Sequence[float] | None = None) -> None:
+                 volume_fov_mm: Sequence[float] | None = None, checkpointing: bool = False) -> None:
         super().__init__()
         stage_sizes = [int(s) for s in stage_sizes]
-        _check_settings(num_views, volume_size, view_angles_deg, stage_sizes, refiner_levels, train_patch_size,
-                        infer_patch_size, infer_overlap)
+        _check_settings(num_views, volume_size, view_angles_deg, stage_sizes, refiner_levels,
+                        _patch_sizes(train_patch_size, len(stage_sizes) - 1), infer_patch_size, infer_overlap)
         self.num_views, self.view_size, self.volume_size = num_views, view_size, volume_size
-        self.stage_sizes, self.freeze_coarse = stage_sizes, freeze_coarse
+        self.stage_sizes, self.freeze_coarse, self.checkpointing = stage_sizes, freeze_coarse, checkpointing
         self.train_patch_size = train_patch_size  # plain attributes: a caller may switch patching per run
         self.infer_patch_size, self.infer_overlap = infer_patch_size, infer_overlap
 
@@ -203,6 +218,16 @@ class MultiResCascade(nn.Module):
         if freeze_coarse:
             self.coarse.requires_grad_(False)
             self.coarse.eval()
+
+    @property
+    def train_patch_sizes(self) -> list[int | None]:
+        """Each fine stage's training patch side (None: whole volume), coarse to fine."""
+        return _patch_sizes(self.train_patch_size, len(self.refiners))
+
+    @property
+    def min_views(self) -> int:
+        """The fewest views a batch may hold: the coarse model's (its cross-view attention needs 2)."""
+        return int(getattr(self.coarse, "min_views", 1))
 
     @property
     def any_view_count(self) -> bool:
@@ -226,16 +251,19 @@ class MultiResCascade(nn.Module):
             return self.stage_outputs(views, angles_deg)[-1]
         angles_deg = None if angles_deg is None else batch_angles(angles_deg)  # read once for every stage's lift
         volume, coarse_aux = self._coarse(views, angles_deg)
-        volumes = [volume]                                                   # (B, 1, n_k^3), coarse first
-        out: dict[str, Any] = {}
-        for k, refiner in enumerate(self.refiners):
-            if self.train_patch_size is not None and k == len(self.refiners) - 1:
-                patch, origins = self._refine_patch(refiner, views, volumes[-1], angles_deg)
-                volumes.append(patch)
-                out.update(patch_origins=origins, patch_size=self.train_patch_size)
-            else:
-                volumes.append(refiner(views, volumes[-1], angles_deg))
-        return {"volume": volumes[-1], "deep_supervision": volumes[-2::-1] + coarse_aux, **out}
+        origins = self._patch_origins(views.shape[0], views.device)  # per fine stage: (B, 3) or None (whole)
+        volumes, regions = [volume], [None]                          # coarse first; a patch's origins or None
+        for k in range(len(self.refiners)):
+            volumes.append(self._train_stage(k, views, volumes[-1], regions[-1], origins[k], angles_deg))
+            regions.append(origins[k])
+        out: dict[str, Any] = {"volume": volumes[-1], "deep_supervision": volumes[-2::-1] + coarse_aux}
+        if regions[-1] is not None:
+            out.update(patch_origins=regions[-1], patch_size=self.train_patch_sizes[-1])
+        if any(r is not None for r in regions[:-1]):  # a patched earlier stage: the loss crops its target too
+            out["deep_supervision_regions"] = [None if r is None else (r, n) for r, n in
+                                               zip(regions[-2::-1], self.stage_sizes[-2::-1], strict=True)]
+            out["deep_supervision_regions"] += [None] * len(coarse_aux)
+        return out
 
     def stage_outputs(self, views: Tensor, angles_deg: Tensor | Sequence[float] | None = None) -> list[Tensor]:
         """Eval mode: every stage's volume, clamped to [0, 1], coarse first: ``[(B, 1, n_k, n_k, n_k), ...]``."""
@@ -265,37 +293,83 @@ class MultiResCascade(nn.Module):
             return out["volume"], list(out.get("deep_supervision") or [])
         return out, []
 
-    def _refine_patch(self, refiner: Refiner, views: Tensor, previous: Tensor,
-                      angles_deg=None) -> tuple[Tensor, Tensor]:
-        """One random ``p^3`` patch per sample of ``refiner``'s output -> (``(B, 1, p, p, p)``, origins ``(B, 3)``).
+    def _patch_origins(self, batch: int, device: torch.device) -> list[Tensor | None]:
+        """Each fine stage's patch origins ``(B, 3)`` (None: whole volume), drawn finest first: the last stage's
+        uniformly on its refiner's strided grid, each earlier patch uniformly among the aligned ones that hold the
+        coarse voxels the next patch's context interpolates from (``crop_context``)."""
+        sizes = self.train_patch_sizes
+        origins: list[Tensor | None] = [None] * len(sizes)
+        for k in reversed(range(len(sizes))):
+            if sizes[k] is None:
+                continue
+            n, p, step = self.stage_sizes[k + 1], sizes[k], self.refiners[k].multiple
+            if k == len(sizes) - 1:
+                origins[k] = sample_patch_origins((n, n, n), (p, p, p), batch, multiple=step).to(device)
+                continue
+            fine, q, scale = origins[k + 1], sizes[k + 1], self.stage_sizes[k + 2] / n
+            low = ((fine + 0.5) / scale - 0.5).floor().clamp(0, n - 1)          # coarse voxels the context reads
+            high = ((fine + q - 0.5) / scale - 0.5).ceil().clamp(0, n - 1)
+            first = (high - p + 1).clamp(min=0).div(step).ceil() * step         # aligned origins holding them
+            last = low.clamp(max=n - p).div(step).floor() * step
+            choices = (last - first).div(step) + 1
+            draw = (torch.rand(choices.shape, device=device) * choices).floor().clamp(max=choices - 1)
+            origins[k] = (first + draw * step).long()
+        return origins
 
-        The view features are lifted on the whole grid and cropped (the lift is a cheap parameter-free copy); the
-        context is read from the coarse volume at the patch's voxels, never upsampled whole.
-        """
-        n, p = refiner.grid_size, (self.train_patch_size,) * 3
-        origins = sample_patch_origins((n, n, n), p, views.shape[0], multiple=refiner.multiple).to(views.device)
-        features = crop_patches(refiner.view_features(views, angles_deg), origins, p)  # (B, c, p, p, p)
-        context = crop_context(previous, origins, p, scale=n / previous.shape[-1])    # (B, 1, p, p, p)
-        return refiner.refine(features, context), origins
+    def _train_stage(self, k: int, views: Tensor, previous: Tensor, previous_origins: Tensor | None,
+                     origins: Tensor | None, angles_deg=None) -> Tensor:
+        """Fine stage ``k`` in training: the whole ``(B, 1, n, n, n)`` or one patch per sample ``(B, 1, p, p, p)``
+        at ``origins``; ``previous`` is the stage before's volume, or its patches at ``previous_origins``. The view
+        features are lifted at the patch's voxels alone, the context read from the previous volume there."""
+        refiner, n = self.refiners[k], self.stage_sizes[k + 1]
+        maps = refiner.view_maps(views)                                       # (B, V, c, n, n): 2D, cheap
+        if origins is None:
+            region, context = None, refiner.upsample(previous)
+        else:
+            p = (self.train_patch_sizes[k],) * 3
+            region = (origins, p)
+            whole = None if previous_origins is None else (self.stage_sizes[k],) * 3
+            context = crop_context(previous, origins, p, scale=n / self.stage_sizes[k],
+                                   coarse_origins=previous_origins, coarse_shape=whole)
+
+        def stage(maps: Tensor, context: Tensor) -> Tensor:
+            return refiner.refine(refiner.lift_features(maps, angles_deg, region), context)
+
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(stage, maps, context, use_reentrant=False)
+        return stage(maps, context)
 
     def _infer_stage(self, refiner: Refiner, views: Tensor, previous: Tensor, angles_deg=None) -> Tensor:
-        """Eval-mode output of one fine stage ``(B, 1, n, n, n)``, whole or tile by tile."""
+        """Eval-mode output of one fine stage ``(B, 1, n, n, n)``, whole or tile by tile (each tile lifts the view
+        features at its own voxels: no whole-grid feature volume)."""
         if self.infer_patch_size is None:
             return refiner(views, previous, angles_deg)
-        n = refiner.grid_size
+        n, b = refiner.grid_size, views.shape[0]
         p = (min(self.infer_patch_size, n),) * 3
-        features = refiner.view_features(views, angles_deg)                                    # (B, c, n, n, n)
+        maps = refiner.view_maps(views)                                       # (B, V, c, n, n)
         scale = n / previous.shape[-1]
 
         def predict(region: tuple[slice, slice, slice]) -> Tensor:
             origin = torch.tensor([s.start for s in region], device=views.device)
-            return refiner.refine(features[(..., *region)], crop_context(previous, origin, p, scale))
+            features = refiner.lift_features(maps, angles_deg, (origin.expand(b, 3), p))
+            return refiner.refine(features, crop_context(previous, origin, p, scale))
 
         return sliding_window_inference(predict, (n, n, n), p, self.infer_overlap, multiple=refiner.multiple)
 
 
+def _patch_sizes(train_patch_size: int | Sequence[int | None] | None, stages: int) -> list[int | None]:
+    """``train_patch_size`` as one entry per fine stage: an int patches the last stage only."""
+    if train_patch_size is None or isinstance(train_patch_size, int):
+        return [None] * (stages - 1) + [train_patch_size]
+    sizes = [None if p is None else int(p) for p in train_patch_size]
+    if len(sizes) != stages:
+        raise ValueError(f"MultiResCascade (conf/model/multires.yaml): train_patch_size {list(train_patch_size)} "
+                         f"needs one entry (a side or null) per fine stage, {stages}")
+    return sizes
+
+
 def _check_settings(num_views: int, volume_size: int, view_angles_deg: Sequence[float], stage_sizes: list[int],
-                    refiner_levels: int, train_patch_size: int | None, infer_patch_size: int | None,
+                    refiner_levels: int, train_patch_sizes: list[int | None], infer_patch_size: int | None,
                     infer_overlap: float) -> None:
     """Clear errors for settings the cascade cannot build or tile."""
     where = "MultiResCascade (conf/model/multires.yaml)"
@@ -314,12 +388,23 @@ def _check_settings(num_views: int, volume_size: int, view_angles_deg: Sequence[
     if refiner_levels < 1:
         raise ValueError(f"{where}: refiner_levels must be >= 1, got {refiner_levels}")
     multiple = 2 ** (refiner_levels - 1)
-    for name, size in [("fine stage size", s) for s in stage_sizes[1:]] + [("train_patch_size", train_patch_size),
-                                                                           ("infer_patch_size", infer_patch_size)]:
+    sizes = [("fine stage size", s) for s in stage_sizes[1:]] + [("train_patch_size", p) for p in train_patch_sizes]
+    for name, size in [*sizes, ("infer_patch_size", infer_patch_size)]:
         if size is not None and (size < 1 or size % multiple):
             raise ValueError(f"{where}: {name} {size} must be a positive multiple of 2**(refiner_levels - 1) = "
                              f"{multiple}")
-    if train_patch_size is not None and train_patch_size > volume_size:
-        raise ValueError(f"{where}: train_patch_size={train_patch_size} is larger than volume_size={volume_size}")
+    for k, p in enumerate(train_patch_sizes):
+        if p is not None and p > stage_sizes[k + 1]:
+            raise ValueError(f"{where}: train_patch_size {p} is larger than its stage's size {stage_sizes[k + 1]} "
+                             f"(stage_sizes {stage_sizes})")
+    for k, (p, q) in enumerate(itertools.pairwise(train_patch_sizes)):
+        if p is not None and q is None:
+            raise ValueError(f"{where}: train_patch_size {train_patch_sizes} patches a stage but not the one after it "
+                             f"(that stage's context would be a patch); patch every stage after the first patched one")
+        scale = stage_sizes[k + 2] // stage_sizes[k + 1]
+        if p is not None and p < -(-q // scale) + 2 + multiple:
+            raise ValueError(f"{where}: train_patch_size {train_patch_sizes}: a {q}^3 patch at stage size "
+                             f"{stage_sizes[k + 2]} reads a {-(-q // scale) + 2}^3 context from the stage before, "
+                             f"whose patch ({p}) must hold it with {multiple} voxels to spare for alignment")
     if not 0.0 <= infer_overlap < 1.0:
         raise ValueError(f"{where}: infer_overlap must be in [0, 1), got {infer_overlap}")

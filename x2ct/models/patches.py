@@ -113,30 +113,44 @@ def patch_coordinates(origins: Tensor, patch_size: Shape3, volume_shape: Shape3)
 
 
 def crop_context(coarse: Tensor, origins_fine: Tensor, patch_size_fine: Shape3,
-                 scale: float | Sequence[float]) -> Tensor:
+                 scale: float | Sequence[float], coarse_origins: Tensor | None = None,
+                 coarse_shape: Sequence[int] | None = None) -> Tensor:
     """``(B, C, d0, h0, w0)`` coarse -> ``(B, C, d, h, w)``: the coarse volume on the fine patch's voxel grid.
 
     ``scale`` = fine size / coarse size (per axis or one number). Fine voxel ``i`` reads the coarse volume at
     coarse coordinate ``(i + 0.5) / scale - 0.5`` with trilinear interpolation, clamped to the border voxels: exactly
     ``F.interpolate(coarse, scale_factor=scale, mode="trilinear", align_corners=False)`` cropped at the patch,
     without building the upsampled whole volume. The refiner sees its coarse context aligned voxel for voxel.
+
+    ``coarse`` may itself be one patch per sample of a coarse volume of ``coarse_shape``, starting at
+    ``coarse_origins`` ``(B, 3)`` (a patch-trained earlier stage): it must hold every coarse voxel the fine patch
+    reads (except beyond the coarse volume's own border, where it must touch that border); the result then equals
+    the whole coarse volume's.
     """
     if coarse.dim() != 5:
         raise ValueError(f"crop_context: coarse must be (B, C, d0, h0, w0), got {tuple(coarse.shape)}")
     scales = [float(scale)] * 3 if isinstance(scale, int | float) else [float(s) for s in scale]
     if len(scales) != 3 or any(s <= 0 for s in scales):
         raise ValueError(f"crop_context: scale must be a positive number or 3 of them (D, H, W), got {scale}")
-    fine_extent = [n * s for n, s in zip(coarse.shape[2:], scales, strict=True)]
+    if (coarse_origins is None) != (coarse_shape is None):
+        raise ValueError("crop_context: give both coarse_origins and coarse_shape (a coarse patch) or neither")
+    whole = tuple(coarse.shape[2:]) if coarse_shape is None else tuple(int(n) for n in coarse_shape)
+    fine_extent = [n * s for n, s in zip(whole, scales, strict=True)]
     origins = _batch_origins(origins_fine, coarse.shape[0], "crop_context").to(coarse.device)
     high = tuple(int(e + _FLOAT_TOLERANCE) - p for e, p in zip(fine_extent, patch_size_fine, strict=True))
     if _out_of_range(origins, high):
         raise ValueError(f"crop_context: fine patches {tuple(patch_size_fine)} at {origins.tolist()} must lie inside "
-                         f"the fine volume {tuple(fine_extent)} (coarse {tuple(coarse.shape[2:])} x scale {scales})")
+                         f"the fine volume {tuple(fine_extent)} (coarse {whole} x scale {scales})")
     # Coarse coordinate c = (i + 0.5) / s - 0.5 normalises (align_corners=False) to 2 * (i + 0.5) / (s * n0) - 1.
     # Grid and samples in float32 at least (a half-precision volume under autocast would misplace them), rounded once.
     work = torch.promote_types(coarse.dtype, torch.float32)
-    grid = _normalised_centres(origins, patch_size_fine, fine_extent).to(work)
-    context = F.grid_sample(coarse.to(work), grid.flip(1).permute(0, 2, 3, 4, 1), mode="bilinear",
+    grid = _normalised_centres(origins, patch_size_fine, fine_extent)                    # (B, 3, d, h, w) float64
+    if coarse_origins is not None:  # whole-volume coordinate u -> the patch's: ((u + 1) * n0 - 2 * o) / p - 1
+        start = _batch_origins(coarse_origins, coarse.shape[0], "crop_context").to(coarse.device).double()
+        n0 = grid.new_tensor(whole)[None, :, None, None, None]
+        size = grid.new_tensor(coarse.shape[2:])[None, :, None, None, None]
+        grid = ((grid + 1) * n0 - 2 * start[:, :, None, None, None]) / size - 1
+    context = F.grid_sample(coarse.to(work), grid.to(work).flip(1).permute(0, 2, 3, 4, 1), mode="bilinear",
                             padding_mode="border", align_corners=False)
     return context.to(coarse.dtype)
 

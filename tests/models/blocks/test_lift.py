@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from x2ct.models.blocks.lift import ChannelsToDepth, ViewLift, backproject, view_to_volume
+from x2ct.models.patches import crop_patches
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.projector import render_drr
 
@@ -145,3 +146,34 @@ def test_a_bfloat16_view_lift_matches_the_float32_lift_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         lifted = lift(features.to(torch.bfloat16))
     torch.testing.assert_close(lifted.float(), reference, rtol=2.0**-8, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["backproject", "geometric"])
+@pytest.mark.parametrize("angles", [(0.0, 90.0), (0.0, 33.0, 90.0, 181.0, 270.0)])
+def test_a_patch_lift_equals_the_whole_lift_cropped_without_building_the_whole_grid(mode, angles):
+    """Issue 15: the cascade lifts view features only at a training patch's (or inference tile's) voxels; each
+    sample has its own patch. The geometric lift's detector misses some voxels (mask 0 there, cropped alike)."""
+    n, size = 12, (8, 9, 7)
+    geometry = ProjectionGeometry(kind="cone", angles_deg=angles, detector_shape=(10, 10), pixel_spacing_mm=(8.0, 8.0),
+                                  source_to_isocenter_mm=300.0, source_to_detector_mm=450.0)
+    lift = ViewLift(angles, mode, 3, n, geometry=geometry, fov_mm=(96.0, 96.0, 96.0))
+    features = torch.randn(2, len(angles), 3, n, n, generator=torch.Generator().manual_seed(0))
+    origins = torch.tensor([[0, 3, 5], [4, 0, 4]])
+    whole, whole_mask = lift(features, return_mask=True)
+    patch, mask = lift(features, return_mask=True, region=(origins, size))
+
+    def crop(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([crop_patches(x[:, i], origins, size) for i in range(len(angles))], dim=1)
+
+    assert patch.shape == (2, len(angles), 3, *size)
+    torch.testing.assert_close(patch, crop(whole), atol=1e-5, rtol=0)
+    if mode == "geometric":
+        assert torch.equal(mask, crop(whole_mask.contiguous())) and 0 < mask.mean() < 1
+    else:
+        assert mask is None and whole_mask is None
+
+
+def test_the_learned_lift_has_no_patch_form():
+    lift = ViewLift((0.0, 90.0), "channels_to_depth", 3, 8)
+    with pytest.raises(ValueError, match="no patch-local form"):
+        lift(torch.randn(1, 2, 3, 8, 8), region=(torch.zeros(1, 3, dtype=torch.long), (4, 4, 4)))

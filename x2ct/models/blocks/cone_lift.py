@@ -48,6 +48,19 @@ def voxel_centres(volume_size: Sequence[int], fov_mm: Sequence[float], dtype: to
     return torch.stack([x, y, z], dim=-1).to(dtype)
 
 
+def patch_voxel_centres(origins: Tensor, patch_size: Sequence[int], volume_size: Sequence[int],
+                        fov_mm: Sequence[float]) -> Tensor:
+    """``voxel_centres`` of one patch per sample: origins ``(B, 3)`` (first voxel, D, H, W) -> ``(B, d, h, w, 3)``
+    float64, exactly the whole grid's centres cropped (no whole grid is built)."""
+    axes = [(origins[:, k, None].double() + torch.arange(p, dtype=torch.float64, device=origins.device) + 0.5)
+            * (f / n) - f / 2 for k, (p, n, f) in enumerate(zip(patch_size, volume_size, fov_mm, strict=True))]
+    b, (d, h, w) = origins.shape[0], patch_size
+    z = axes[0][:, :, None, None].expand(b, d, h, w)
+    y = axes[1][:, None, :, None].expand(b, d, h, w)
+    x = axes[2][:, None, None, :].expand(b, d, h, w)
+    return torch.stack([x, y, z], dim=-1)
+
+
 class ConeBeamLift(nn.Module):
     """Back-project view features onto their rays: ``(B, V, C, h, w) -> (B, V, C, D, H, W)``. No parameters.
 
@@ -76,11 +89,14 @@ class ConeBeamLift(nn.Module):
         self._cache: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()
 
     def forward(self, features: Tensor, angles_deg: Sequence[float] | Tensor | None = None,
-                return_mask: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+                return_mask: bool = False, region: tuple[Tensor, Sequence[int]] | None = None
+                ) -> Tensor | tuple[Tensor, Tensor]:
         """Lift ``features (B, V, C, h, w)`` seen at ``angles_deg`` (``V`` values; ``None``: the geometry's).
 
         Returns ``(B, V, C, D, H, W)``, and with ``return_mask`` also the ``(B, V, 1, D, H, W)`` mask (1 where
         the voxel projects inside that view's detector; an expanded view, do not write to it).
+        ``region``: ``(origins (B, 3), (d, h, w))``, one patch per sample: only its voxels are projected and read,
+        ``(B, V, C, d, h, w)`` (and mask), equal to the whole lift cropped; nothing of the whole grid is built.
         """
         if features.ndim != 5:
             raise ValueError(f"ConeBeamLift expects features (B, V, C, h, w), got shape {tuple(features.shape)}")
@@ -91,6 +107,8 @@ class ConeBeamLift(nn.Module):
                              f"{len(angles)} angles were given: {angles}")
         # half-precision grid coordinates would be off by pixels on large detectors: sample in float32 then
         work = features.dtype if features.dtype in (torch.float32, torch.float64) else torch.float32
+        if region is not None:
+            return self._lift_region(features, angles, region, work, return_mask)
         grid, mask = self.sampling_grid(angles, (h, w), features.device, work)
         n = grid.shape[2]
         grid = grid.unsqueeze(0).expand(b, -1, -1, -1, -1).reshape(b * v, 1, n, 2)
@@ -117,11 +135,32 @@ class ConeBeamLift(nn.Module):
             self._cache.popitem(last=False)
         return entry
 
-    def _make_grid(self, angles: tuple[float, ...], feature_size: tuple[int, int], device: torch.device,
-                   dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    def _lift_region(self, features: Tensor, angles: tuple[float, ...], region: tuple[Tensor, Sequence[int]],
+                     work: torch.dtype, return_mask: bool) -> Tensor | tuple[Tensor, Tensor]:
+        """One patch per sample: ``(B, V, C, d, h, w)`` (and the ``(B, V, 1, d, h, w)`` mask)."""
+        b, v, c, h, w = features.shape
+        origins, size = region[0].to(features.device), tuple(int(p) for p in region[1])
+        if origins.shape != (b, 3) or len(size) != 3:
+            raise ValueError(f"ConeBeamLift: region must be (origins (B={b}, 3), (d, h, w)), got origins of shape "
+                             f"{tuple(origins.shape)} and size {size}")
+        points = patch_voxel_centres(origins, size, self.volume_size, self.fov_mm)        # (B, d, h, w, 3)
+        grid, mask = self._grid_at(angles, points, (h, w), work)                     # (V, B, d, h, w, 2)
+        # grid (V, B, d, h, w, 2) -> (B*V, 1, d*h*w, 2): sample b's view v reads its own patch's points
+        grid = grid.transpose(0, 1).reshape(b * v, 1, -1, 2)
+        lifted = F.grid_sample(features.reshape(b * v, c, h, w).to(work), grid, mode="bilinear",
+                               padding_mode="zeros", align_corners=False)  # (B*V, C, 1, d*h*w)
+        lifted = lifted.view(b, v, c, *size).to(features.dtype)
+        if not return_mask:
+            return lifted
+        return lifted, mask.transpose(0, 1).unsqueeze(2).to(features.dtype)          # (B, V, 1, d, h, w)
+
+    def _grid_at(self, angles: tuple[float, ...], points: Tensor, feature_size: tuple[int, int],
+                 dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """World points ``(*S, 3)`` -> their ``grid_sample`` coordinates in every view ``(V, *S, 2)`` (outside the
+        detector: a coordinate that reads nothing) and the inside-the-detector mask ``(V, *S)``."""
         rows, cols = self.geometry.detector_shape
-        proj = self.geometry.with_angles(angles).project(voxel_centres(self.volume_size, self.fov_mm, device=device))
-        row, col = proj[..., 0], proj[..., 1]  # (V, D, H, W) float64; NaN behind a cone-beam source
+        proj = self.geometry.with_angles(angles).project(points)
+        row, col = proj[..., 0], proj[..., 1]  # (V, *S) float64; NaN behind a cone-beam source
         inside = (row >= -0.5) & (row <= rows - 0.5) & (col >= -0.5) & (col <= cols - 0.5)  # False for NaN
         gx = (col + 0.5) / cols * 2 - 1
         gy = (row + 0.5) / rows * 2 - 1
@@ -130,8 +169,13 @@ class ConeBeamLift(nn.Module):
         h, w = feature_size
         gx = torch.where(inside, gx.clamp(-1 + 1 / w, 1 - 1 / w), _OUTSIDE)
         gy = torch.where(inside, gy.clamp(-1 + 1 / h, 1 - 1 / h), _OUTSIDE)
-        grid = torch.stack([gx, gy], dim=-1).reshape(len(angles), 1, -1, 2)
-        return grid.to(dtype), inside.unsqueeze(1).to(dtype)
+        return torch.stack([gx, gy], dim=-1).to(dtype), inside.to(dtype)
+
+    def _make_grid(self, angles: tuple[float, ...], feature_size: tuple[int, int], device: torch.device,
+                   dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        grid, inside = self._grid_at(angles, voxel_centres(self.volume_size, self.fov_mm, device=device),
+                                     feature_size, dtype)  # (V, D, H, W, 2), (V, D, H, W)
+        return grid.reshape(len(angles), 1, -1, 2), inside.unsqueeze(1)
 
     def _angles(self, angles_deg: Sequence[float] | Tensor | None) -> tuple[float, ...]:
         if angles_deg is None:

@@ -165,23 +165,64 @@ class ViewLift(nn.Module):
         self.cone = ConeBeamLift(geometry, grid_size, fov_mm) if mode == "geometric" else None
 
     def forward(self, features: Tensor, angles_deg: Sequence[float] | Tensor | None = None,
-                return_mask: bool = False) -> Tensor | tuple[Tensor, Tensor | None]:
+                return_mask: bool = False, region: tuple[Tensor, Sequence[int]] | None = None
+                ) -> Tensor | tuple[Tensor, Tensor | None]:
         """``features`` (B, V, C, n, n); ``angles_deg`` (V,) or (B, V) with equal rows (default: the
         constructor's), so one model serves any subset of views. ``return_mask``: also the geometric lift's
-        (B, V, 1, n, n, n) mask of the voxels each view sees (None for the other modes: every view covers all)."""
+        (B, V, 1, n, n, n) mask of the voxels each view sees (None for the other modes: every view covers all).
+        ``region``: ``(origins (B, 3) long, (d, h, w))``, one patch of the ``n^3`` grid per sample: the lift is
+        computed at those voxels alone, ``(B, V, C, d, h, w)``, equal to the whole lift cropped there (the
+        parameter-free modes; a patch of 64^3 at 256^3 costs 1/64 of the whole lift's memory)."""
         b, v, c, h, w = features.shape
         angles = self.angles_deg if angles_deg is None else batch_angles(angles_deg)
         if v != len(angles) or (h, w) != (self.grid_size, self.grid_size):
             raise ValueError(f"ViewLift expects (B, {len(angles)}, C, {self.grid_size}, {self.grid_size}) "
                              f"features (one view per angle {angles}), got {tuple(features.shape)}")
         if self.cone is not None:
-            return self.cone(features, angles, return_mask=return_mask)
+            return self.cone(features, angles, return_mask=return_mask, region=region)
+        if region is not None:
+            if self.to_depth is not None:
+                raise ValueError("ViewLift: the learned lift (channels_to_depth) normalises over the whole block, so "
+                                 "it has no patch-local form; use 'backproject' or 'geometric'")
+            volumes = parallel_copy_at(features, angles, region[0], tuple(int(p) for p in region[1]))
+            return (volumes, None) if return_mask else volumes
         if self.to_depth is not None:
             blocks = self.to_depth(features.reshape(b * v, c, h, w)).unflatten(0, (b, v))
         else:
             blocks = backproject(features.reshape(b * v, c, h, w), self.grid_size).unflatten(0, (b, v))
         volumes = torch.stack([view_to_volume(blocks[:, i], a) for i, a in enumerate(angles)], dim=1)
         return (volumes, None) if return_mask else volumes
+
+
+def parallel_copy_at(features: Tensor, angles_deg: Sequence[float], origins: Tensor, size: Sequence[int]) -> Tensor:
+    """The parallel copy (``backproject`` then ``view_to_volume``) at one patch per sample, without the whole grid:
+    features ``(B, V, C, n, n)``, origins ``(B, 3)`` -> ``(B, V, C, d, h, w)``.
+
+    Every voxel reads its view's map where ``rotation_grid`` puts it (``K = -x cos a - y sin a``, ``R = -z``), with
+    bilinear weights and zeros outside, times the weight that trilinear sampling of a block constant along ``T``
+    (``T = -x sin a + y cos a``) gives to ray samples inside the block: trilinear sampling is separable, so this
+    is the whole-volume ``grid_sample`` (and, at quarter turns, its exact permutation) cropped, to float rounding.
+    """
+    from x2ct.models.patches import patch_coordinates
+
+    b, v, c, n, _ = features.shape
+    coords = patch_coordinates(origins.to(features.device), tuple(size), (n, n, n)).double()  # (B, 3, d, h, w)
+    z, y, x = coords[:, 0], coords[:, 1], coords[:, 2]
+    rad = torch.tensor([math.radians(a) for a in angles_deg], dtype=torch.float64, device=features.device)
+    cos, sin = rad.cos()[None, :, None, None, None], rad.sin()[None, :, None, None, None]
+    x, y = x[:, None], y[:, None]                                          # (B, 1, d, h, w)
+    k = -x * cos - y * sin                                                 # (B, V, d, h, w)
+    r = (-z)[:, None].expand_as(k)
+    t = ((-x * sin + y * cos) + 1) * n / 2 - 0.5                           # ray sample index, continuous
+    t0 = t.floor()
+    frac = t - t0
+    coverage = ((t0 >= 0) & (t0 <= n - 1)) * (1 - frac) + ((t0 + 1 >= 0) & (t0 + 1 <= n - 1)) * frac
+    work = features.dtype if features.dtype in (torch.float32, torch.float64) else torch.float32
+    grid = torch.stack([k, r], dim=-1).reshape(b * v, 1, -1, 2).to(work)
+    read = F.grid_sample(features.reshape(b * v, c, n, n).to(work), grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False)                             # (B*V, C, 1, d*h*w)
+    lifted = read.view(b, v, c, *size) * coverage.to(work).unsqueeze(2)
+    return lifted.to(features.dtype)
 
 
 def batch_angles(angles_deg: Sequence[float] | Tensor) -> tuple[float, ...]:
