@@ -184,6 +184,7 @@ def test_the_mean_ct_reaches_a_coarse_template_at_the_coarse_size():
     (dict(stage_sizes=(4, 8, 16), train_patch_size=[8, None]), "patches a stage but not the one after it"),
     (dict(stage_sizes=(4, 8, 16), train_patch_size=[4, 8]), r"reads a 6\^3 context .* patch \(4\) must hold it"),
     (dict(stage_sizes=(4, 8, 16), train_patch_size=[8]), "one entry .* per fine stage, 2"),
+    (dict(checkpointing=[True, False]), r"checkpointing \[True, False\] needs one entry per fine stage \(1\)"),
     (dict(infer_overlap=1.0), r"infer_overlap must be in \[0, 1\)"),
     (dict(coarse_model="unet3000"), r"unknown model 'unet3000'; known models: \['baseline_unet', 'hybrid_vit'\]"),
 ])
@@ -307,7 +308,7 @@ def test_every_fine_stage_can_train_on_patches_each_holding_the_next_ones_contex
 def test_activation_checkpointing_gives_the_same_gradients():
     x = torch.rand(2, 2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     grads = []
-    for checkpointing in (False, True):
+    for checkpointing in (False, True, [False, True]):
         torch.manual_seed(0)
         model = MultiResCascade(**THREE_STAGES, train_patch_size=[12, 8], checkpointing=checkpointing)
         perturb_heads(model)
@@ -315,6 +316,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
         model(x)["volume"].square().mean().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.refiners.parameters()]))
     torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grads[2], grads[0], atol=1e-6, rtol=1e-5)
     assert grads[0].abs().sum() > 0
 
 

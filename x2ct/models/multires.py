@@ -170,8 +170,9 @@ class MultiResCascade(nn.Module):
         train_patch_size: train on one random patch per sample: an int ``p`` patches the last stage (``p^3``), a list
             gives each fine stage its side or None (whole volume), e.g. ``[64, 64]`` for 64 -> 128 -> 256; once a
             stage is patched every later one is (its context is the earlier patch, which covers it).
-        checkpointing: recompute each fine stage's lift and 3D U-Net in the backward pass instead of keeping their
-            activations (activation checkpointing; the coarse model has its own key in ``coarse_kwargs``).
+        checkpointing: recompute a fine stage's lift and 3D U-Net in the backward pass instead of keeping their
+            activations (activation checkpointing): True / False for every fine stage, or one per fine stage; the
+            coarse model has its own key in ``coarse_kwargs``.
         lift: how the fine stages lift view features: ``"geometric"`` (true cone-beam back-projection, also given to
             the coarse model unless ``coarse_kwargs`` sets its own lift; needs ``geometry`` and ``volume_fov_mm``,
             filled in by the trainer) or anything else for the parallel copy (``"backproject"``); other values
@@ -191,13 +192,18 @@ class MultiResCascade(nn.Module):
                  infer_overlap: float = 0.5, norm: str = "instance", refiner_norm: str = "layer",
                  act: str = "leaky_relu",
                  coarse_checkpoint: str | None = None, lift: str = "backproject", geometry: dict | None = None,
-                 volume_fov_mm: Sequence[float] | None = None, checkpointing: bool = False) -> None:
+                 volume_fov_mm: Sequence[float] | None = None, checkpointing: bool | Sequence[bool] = False) -> None:
         super().__init__()
         stage_sizes = [int(s) for s in stage_sizes]
         _check_settings(num_views, volume_size, view_angles_deg, stage_sizes, refiner_levels,
                         _patch_sizes(train_patch_size, len(stage_sizes) - 1), infer_patch_size, infer_overlap)
         self.num_views, self.view_size, self.volume_size = num_views, view_size, volume_size
-        self.stage_sizes, self.freeze_coarse, self.checkpointing = stage_sizes, freeze_coarse, checkpointing
+        self.stage_sizes, self.freeze_coarse = stage_sizes, freeze_coarse
+        self.checkpointing = ([bool(checkpointing)] * (len(stage_sizes) - 1) if isinstance(checkpointing, bool)
+                              else [bool(c) for c in checkpointing])
+        if len(self.checkpointing) != len(stage_sizes) - 1:
+            raise ValueError(f"MultiResCascade (conf/model/multires.yaml): checkpointing {checkpointing} needs one "
+                             f"entry per fine stage ({len(stage_sizes) - 1}) or one bool")
         self.train_patch_size = train_patch_size  # plain attributes: a caller may switch patching per run
         self.infer_patch_size, self.infer_overlap = infer_patch_size, infer_overlap
 
@@ -335,7 +341,7 @@ class MultiResCascade(nn.Module):
         def stage(maps: Tensor, context: Tensor) -> Tensor:
             return refiner.refine(refiner.lift_features(maps, angles_deg, region), context)
 
-        if self.checkpointing and torch.is_grad_enabled():
+        if self.checkpointing[k] and torch.is_grad_enabled():
             return checkpoint(stage, maps, context, use_reentrant=False)
         return stage(maps, context)
 
