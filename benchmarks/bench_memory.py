@@ -138,20 +138,10 @@ def trim_heap() -> None:
 
 
 def compose(config_name: str, overrides: list[str]):
-    """A config from conf/ composed as the entrypoints compose it (Hydra's global state left clean)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """A config from conf/ composed as the entrypoints compose it (``x2ct.engine.launch.compose_config``)."""
+    from x2ct.engine.launch import compose_config
 
-    from x2ct.engine.launch import register_resolvers
-
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "conf")):
-            return hydra_compose(config_name=config_name, overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
+    return compose_config(config_name, overrides)
 
 
 def recipe_config(case: dict, perceptual: str):
@@ -429,6 +419,11 @@ def outcome(returncode: int | None, output: str, phase: str, args: argparse.Name
                                             "machine ran out before the cap)"}
     if MEMORY_ERRORS.search(output):
         return {"status": "over_cap", "note": f"allocation failed in {phase} under the {args.max_gb:g} GB cap"}
+    if returncode in (-signal.SIGSEGV, -signal.SIGBUS) and not output.strip():
+        # a native library whose mmap failed under the cap may crash without a word (seen at 0.5 GB in import)
+        return {"status": "over_cap", "note": f"crashed silently ({signal.Signals(-returncode).name}) in {phase} "
+                                              f"under the {args.max_gb:g} GB cap: an allocation that could not "
+                                              "report its failure"}
     last = output.strip().splitlines()[-1:] or ["(no output)"]
     return {"status": "failed", "note": f"exit status {returncode} in {phase}: {last[0][:300]}"}
 

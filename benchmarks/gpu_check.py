@@ -176,20 +176,10 @@ def run_case_in_subprocess(spec: dict, timeout_s: float) -> dict:
 
 # --- parts b-d: training steps ----------------------------------------------------------------------------------
 def compose(config_name: str, overrides: list[str]):
-    """A config from conf/ composed as the entrypoints compose it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """A config from conf/ composed as the entrypoints compose it (``x2ct.engine.launch.compose_config``)."""
+    from x2ct.engine.launch import compose_config
 
-    from x2ct.engine.launch import register_resolvers
-
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "conf")):
-            return hydra_compose(config_name=config_name, overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
+    return compose_config(config_name, overrides)
 
 
 def tiny_prepare_overrides(volume: int, detector: int, detector_mm: float) -> list[str]:

@@ -15,11 +15,26 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 RUN_STAMP_ENV = "X2CT_RUN_STAMP"
 STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S"
 MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
+    """A config of the repository's ``conf/`` composed as the entrypoints compose it, outside a Hydra app (the
+    benchmarks and checks that build what ``train.py`` builds); Hydra's global state is left clean."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(Path(__file__).resolve().parents[2] / "conf")):
+            return compose(config_name=config_name, overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def register_resolvers() -> None:
