@@ -349,3 +349,19 @@ def test_the_geometric_lift_mask_reaches_the_refiners_fusion():
     expected = (lifted * seen).sum(dim=1)[one_view]                         # the one view's feature there
     with torch.no_grad():
         torch.testing.assert_close(refiner.view_features(x)[one_view], expected.detach())
+
+
+def test_patch_training_and_tiled_inference_never_lift_the_whole_grid():
+    """Issue 15: the memory of a patch-trained fine stage follows the patch. Every lift call in training returns
+    patch-sized features, and every call in tiled inference tile-sized ones (before: the whole n^3 grid, per view)."""
+    model = MultiResCascade(**THREE_STAGES, train_patch_size=[12, 8], infer_patch_size=8)
+    shapes: list[tuple[int, ...]] = []
+    for refiner in model.refiners:
+        refiner.lift.register_forward_hook(lambda _m, _args, out: shapes.append(tuple(out[0].shape[-3:])))
+    x = torch.rand(2, 2, 1, 16, 16)
+    model(x)
+    assert shapes == [(12, 12, 12), (8, 8, 8)]
+    shapes.clear()
+    with torch.no_grad():
+        model.eval()(x)
+    assert shapes and set(shapes) == {(8, 8, 8)}
