@@ -43,7 +43,6 @@ import os
 import re
 import resource
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +56,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without in
 
 from bench_models import machine_info  # noqa: E402  (benchmarks/bench_models.py)
 from peak_memory import proc_status_kb  # noqa: E402  (benchmarks/peak_memory.py)
+from process_group import run_in_own_group  # noqa: E402  (benchmarks/process_group.py)
 
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
 
@@ -384,23 +384,10 @@ def run_case(case: Case, args: argparse.Namespace) -> dict:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--case", str(spec), "--case-out", str(out),
                "--steps", str(args.steps), "--threads", str(args.threads), "--perceptual", args.perceptual]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-        start = time.perf_counter()
-        with tempfile.TemporaryFile(mode="w+") as log:
-            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                    start_new_session=True, preexec_fn=address_space_cap(args.max_gb))
-            try:
-                returncode = proc.wait(timeout=args.timeout)
-            except subprocess.TimeoutExpired:
-                returncode = None
-            try:  # the group is the case's alone (a new session)
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-            log.seek(0)
-            output = log.read()
+        returncode, output, wall_s = run_in_own_group(cmd, args.timeout, REPO_ROOT, env,
+                                                      address_space_cap(args.max_gb))
         partial = json.loads(out.read_text()) if out.exists() else {}
-    row = {**asdict(case), **partial, "wall_s": time.perf_counter() - start, "max_gb": args.max_gb,
+    row = {**asdict(case), **partial, "wall_s": wall_s, "max_gb": args.max_gb,
            "timeout": args.timeout}
     row.pop("default")
     if row.get("status") not in ("ok", "over_cap"):

@@ -46,9 +46,7 @@ import json
 import os
 import re
 import shlex
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +58,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without in
 
 from bench_models import machine_info  # noqa: E402  (benchmarks/bench_models.py)
 from peak_memory import PeakMemory  # noqa: E402  (benchmarks/peak_memory.py)
+from process_group import run_in_own_group  # noqa: E402  (benchmarks/process_group.py)
 
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
 
@@ -126,25 +125,9 @@ OUTPUT_TAIL_LINES = 30
 # --- running a part ---------------------------------------------------------------------------------------------
 def run_command(cmd: list[str], timeout_s: float, cwd: Path = REPO_ROOT, env: dict | None = None
                 ) -> tuple[int | None, str, float]:
-    """Run ``cmd`` in a process group of its own; at ``timeout_s`` kill the whole group (torchrun's workers,
-    inductor's compile workers), so a hang cannot eat the budget. Returns (exit status or None on timeout,
-    stdout + stderr, seconds)."""
-    start = time.perf_counter()
-    with tempfile.TemporaryFile(mode="w+") as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-        try:
-            returncode = proc.wait(timeout=max(timeout_s, 1.0))
-        except subprocess.TimeoutExpired:
-            returncode = None
-        try:  # the group is ours alone (a new session): also ends strays of a finished command
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        log.seek(0)
-        output = log.read()
-    return returncode, output, time.perf_counter() - start
+    """Run ``cmd`` in a process group of its own, killed whole at ``timeout_s`` (``process_group.py``). Returns
+    (exit status or None on timeout, stdout + stderr, seconds)."""
+    return run_in_own_group(cmd, timeout_s, cwd, env)
 
 
 def tail(output: str, lines: int = OUTPUT_TAIL_LINES) -> str:
