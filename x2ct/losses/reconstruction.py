@@ -79,7 +79,7 @@ class ReconstructionLoss(nn.Module):
                     raise ValueError(f"loss component {name!r} has weight {self.weights[name]} but the model returns "
                                      "no deep-supervision outputs; set loss.weights." + name + "=0 for this model")
                 regions = pred.get("deep_supervision_regions") if isinstance(pred, Mapping) else None
-                parts[name] = component(auxiliary, target, regions=regions) if regions else component(auxiliary, target)
+                parts[name] = component(auxiliary, target, regions=regions)
             elif getattr(component, "uses_views", False):
                 if views is None or angles_deg is None:
                     raise ValueError(f"loss component {name!r} compares the prediction with the input views: pass "

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from x2ct.models.blocks.activation import make_activation
 from x2ct.models.blocks.cone_lift import ConeBeamLift
 from x2ct.models.blocks.norm import make_norm
+from x2ct.models.patches import patch_coordinates
 from x2ct.physics.geometry import ProjectionGeometry
 
 LIFT_MODES = ("backproject", "channels_to_depth", "geometric")
@@ -203,8 +204,6 @@ def parallel_copy_at(features: Tensor, angles_deg: Sequence[float], origins: Ten
     (``T = -x sin a + y cos a``) gives to ray samples inside the block: trilinear sampling is separable, so this
     is the whole-volume ``grid_sample`` (and, at quarter turns, its exact permutation) cropped, to float rounding.
     """
-    from x2ct.models.patches import patch_coordinates
-
     b, v, c, n, _ = features.shape
     coords = patch_coordinates(origins.to(features.device), tuple(size), (n, n, n)).double()  # (B, 3, d, h, w)
     z, y, x = coords[:, 0], coords[:, 1], coords[:, 2]
