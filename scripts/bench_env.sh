@@ -7,8 +7,8 @@ read -r -a pin <<< "${BENCH_PIN-taskset -c 0}"
 
 # Prepare a recipe's data set once, before sweeps start (each job would otherwise prepare it, and two sweeps side by
 # side would race): ensure_data experiment=benchmark/milestone1
-ensure_data() {
-  python - "$@" <<'PY'
+ensure_data() {  # (python -c, not a here-document: preparation spawns worker processes that re-import __main__)
+  python -c '
 import sys
 from pathlib import Path
 from hydra import compose, initialize_config_dir
@@ -16,7 +16,7 @@ from x2ct.engine.data import ensure_dataset
 from x2ct.engine.distributed import DistInfo
 with initialize_config_dir(version_base="1.3", config_dir=str(Path("conf").resolve())):
     ensure_dataset(compose("train", overrides=sys.argv[1:]).data, DistInfo())
-PY
+' "$@"
 }
 
 # Score every job of a sweep folder with evaluate.py: its best checkpoint on the test split and on the real example
