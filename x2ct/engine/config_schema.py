@@ -68,6 +68,7 @@ class LoggerConfig:
     mode: str = MISSING
     tags: list[str] = MISSING
     image_every_epochs: int = MISSING
+    group: str | None = None
 
 
 @dataclass

@@ -241,8 +241,8 @@ def _start_logging(run: Run, log: _RunLogger) -> MetricsLog | None:
                            precision=run.precision.name, world_size=run.dist.world_size)
     log.wandb = WandbLogger.create(
         run.config_dict, enabled=cfg.logger.enabled, project=cfg.logger.project, entity=cfg.logger.entity,
-        mode=cfg.logger.mode, group=_sweep_group(), name=_run_name(run_dir), run_dir=run_dir, run_id=run.wandb_id,
-        tags=list(cfg.logger.tags))
+        mode=cfg.logger.mode, group=cfg.logger.group or _sweep_group(), name=_run_name(run_dir), run_dir=run_dir,
+        run_id=run.wandb_id, tags=list(cfg.logger.tags))
     log.wandb.summary({"parameters": run.n_params})
     print(f"run folder: {run_dir}\nmodel {cfg.model._target_}: {run.n_params:,} parameters\n"
           f"data {run.train_set.layout.root}: {len(run.train_set)} train / {len(run.val_loader.dataset)} val patients; "

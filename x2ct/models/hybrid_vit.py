@@ -15,6 +15,10 @@
       -> 1x1x1 head: volume (B, 1, n, n, n), linear in training, clipped to [0, 1] in eval;
          deep supervision: a 1x1x1 head on each coarser decoder level (n/2, n/4, ... ; 4 scales with the output)
 
+Ablations: each milestone-1 part can be switched off and replaced by the plain thing it claims to improve on
+(``swin``, ``cross_view``, ``dense_blocks``, ``attention_gates``, ``deep_supervision``, ``pyramid_scales=1``; the
+``ablation`` config group names them), so the design's claimed gains can be measured (README "Ablations").
+
 Depth: the source design asks for an "8-level" U-Net, which a 64^3 grid cannot halve eight times. The default is
 4 downsamplings (levels 64, 32, 16, 8, 4): the deepest that keeps one whole 4^3 Swin window in the bottleneck.
 ``count_parameters`` at the defaults (base_channels 32, 64^3, two 512^2 views) is in the README and in
@@ -43,6 +47,7 @@ from x2ct.models.blocks.hybrid import TransformerEnhancedBlock3D
 from x2ct.models.blocks.lift import ViewLift, batch_angles
 from x2ct.models.blocks.pyramid import MultiScaleFeaturePyramid
 from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
+from x2ct.models.blocks.residual import ResidualBlock
 
 
 class HybridViT(nn.Module):
@@ -69,6 +74,11 @@ class HybridViT(nn.Module):
         view_angle_embedding: add an embedding of each view's gantry angle to its cross-view tokens
             (blocks/angle_embedding.py), so the views can come in any number and order (milestone 4).
         deep_supervision: return the coarser decoder outputs in training mode.
+        swin: False keeps only the conv branch of every transformer-enhanced block (no Swin attention anywhere).
+        cross_view: False lifts and fuses the views without their attending to each other first.
+        dense_blocks: False puts a plain residual block (two 3x3x3 convolutions, the same width) where a residual
+            dense block would be.
+        attention_gates: False passes the skips to the decoder ungated (a plain U-Net skip).
         checkpointing: recompute each 3D block in the backward pass instead of keeping its activations
             (activation checkpointing; trades compute for memory so 128^3 fits on one 80 GB GPU).
     """
@@ -80,7 +90,8 @@ class HybridViT(nn.Module):
                  pyramid_scales: int = 4, pyramid_channels: int = 16, cross_view_grid: int = 16,
                  cross_view_heads: int = 4, lift: str = "channels_to_depth", fusion: str = "concat",
                  norm: str = "instance", act: str = "leaky_relu", deep_supervision: bool = True,
-                 checkpointing: bool = False, view_angle_embedding: bool = False,
+                 checkpointing: bool = False, view_angle_embedding: bool = False, swin: bool = True,
+                 cross_view: bool = True, dense_blocks: bool = True, attention_gates: bool = True,
                  geometry: dict | None = None, volume_fov_mm: Sequence[float] | None = None) -> None:
         super().__init__()
         if len(view_angles_deg) != num_views:
@@ -97,6 +108,9 @@ class HybridViT(nn.Module):
         bad_levels = [level for level in transformer_levels if not 0 <= level < depth]
         if bad_levels:
             raise ValueError(f"HybridViT: transformer_levels {bad_levels} outside the levels 0..{depth - 1}")
+        if view_angle_embedding and not cross_view:
+            raise ValueError("HybridViT: view_angle_embedding=true needs cross_view=true (the angle embedding is added "
+                             "to the cross-view attention's tokens)")
         self.num_views, self.view_size, self.volume_size = num_views, view_size, volume_size
         self.deep_supervision, self.checkpointing = deep_supervision, checkpointing
         chans = [base_channels * m for m in channel_multipliers]
@@ -107,7 +121,7 @@ class HybridViT(nn.Module):
                                         act=act)
         # between views: cross-view attention on a pooled grid
         self.cross_view_grid = min(cross_view_grid, volume_size)
-        self.cross_view = CrossViewAttention(chans[0], cross_view_heads)
+        self.cross_view = CrossViewAttention(chans[0], cross_view_heads) if cross_view else None
         self.angle_embedding = ViewAngleEmbedding(chans[0]) if view_angle_embedding else None
         # into the volume, then one volume from all views
         self.lift = ViewLift(view_angles_deg, lift, chans[0], volume_size, norm=norm, act=act, geometry=geometry,
@@ -117,18 +131,20 @@ class HybridViT(nn.Module):
                                masked=fusion == "concat" and lift == "geometric")
 
         def block(level: int, channels: int) -> nn.Module:
-            if level in transformer_levels:
+            if level in transformer_levels or level == depth:
                 return TransformerEnhancedBlock3D(channels, channels, heads[level], window_size=window_size,
-                                                  depth=swin_depth, norm=norm, act=act)
-            return ResidualDenseBlock3D(channels, norm=norm, act=act)
+                                                  depth=swin_depth, norm=norm, act=act, swin=swin)
+            if dense_blocks:
+                return ResidualDenseBlock3D(channels, norm=norm, act=act)
+            return ResidualBlock(3, channels, norm=norm, act=act)
 
         # 3D U-Net
         self.encoder = nn.ModuleList([block(i, chans[i]) for i in range(depth)])
         self.down = nn.ModuleList([Downsample(3, chans[i], chans[i + 1], norm=norm, act=act) for i in range(depth)])
-        self.bottleneck = TransformerEnhancedBlock3D(chans[depth], chans[depth], heads[depth],
-                                                     window_size=window_size, depth=swin_depth, norm=norm, act=act)
+        self.bottleneck = block(depth, chans[depth])
         self.up = nn.ModuleList([Upsample(3, chans[i + 1], chans[i], norm=norm, act=act) for i in range(depth)])
-        self.gates = nn.ModuleList([AttentionGate3D(chans[i], chans[i + 1], norm=norm) for i in range(depth)])
+        self.gates = (nn.ModuleList([AttentionGate3D(chans[i], chans[i + 1], norm=norm) for i in range(depth)])
+                      if attention_gates else None)
         self.merge = nn.ModuleList([ConvNormAct(3, 2 * chans[i], chans[i], kernel_size=1, norm=norm, act=act)
                                     for i in range(depth)])
         self.decoder = nn.ModuleList([block(i, chans[i]) for i in range(depth)])
@@ -154,7 +170,8 @@ class HybridViT(nn.Module):
         scales = self.pyramid(views.flatten(0, 1))                           # [(B*V, p_k, S/2^k, S/2^k)]
         x = self.merge_scales(torch.cat([resize2d(s, n) for s in scales], dim=1))  # (B*V, c0, n, n)
         x = x.unflatten(0, (b, v))                                           # (B, V, c0, n, n)
-        x = x + self._cross_view(x, angles)
+        if self.cross_view is not None:
+            x = x + self._cross_view(x, angles)
         lifted, seen = self.lift(x, angles, return_mask=True)                # (B, V, c0, n, n, n), mask or None
         volume = self.fuse(lifted, seen)                                     # (B, c0, n, n, n)
 
@@ -168,7 +185,7 @@ class HybridViT(nn.Module):
         aux = []
         for i in reversed(range(len(self.decoder))):
             up = self.up[i](y)                                               # (B, c_i, n/2^i, ...)
-            gated = self.gates[i](skips[i], y)                               # skip weighted by the coarser signal
+            gated = skips[i] if self.gates is None else self.gates[i](skips[i], y)  # weighted by the coarser signal
             y = self._run(self.decoder[i], self.merge[i](torch.cat([up, gated], dim=1)))
             if self.training and self.deep_supervision and 1 <= i <= len(self.aux_heads):
                 aux.append(self.aux_heads[i - 1](y))
