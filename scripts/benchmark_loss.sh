@@ -8,7 +8,9 @@
 # the full recipe). Every best checkpoint is evaluated with evaluate.py on the test split and the real example CT,
 # then compared over seeds with x2ct.compare. W&B (offline) puts the sweep's runs in one group, the sweep's name.
 # One CPU thread, pinned by BENCH_PIN (default core 0): run beside scripts/benchmark_components.sh with
-# BENCH_PIN="taskset -c 1" for that one. Extra arguments go to every train.py call.
+# BENCH_PIN="taskset -c 1" for that one. SEEDS (default 1,2,3) and LOSS_ABLATIONS (default every row, e.g.
+# '{},{ssim:0}') run part of the study, BENCH_GROUP names the W&B group (default the sweep's name) so that parts
+# run as several sweeps compare as one. Extra arguments go to every train.py call.
 #   bash scripts/benchmark_loss.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,10 +27,12 @@ else
   ablations='{},{l1:0},{ssim:0},{edge:0},{deep_supervision:0},{frequency:0},{ssim:0,edge:0,deep_supervision:0,frequency:0}'
 fi
 
+ablations="${LOSS_ABLATIONS:-${ablations}}"
+
 ensure_data "${recipe}"
 # seed first: all settings of seed 1, then seed 2, then 3 (an interrupted study still has whole paired seeds)
-"${pin[@]}" python train.py -m "${recipe}" run_name="${name}" seed=1,2,3 "loss.weights=${ablations}" \
-  "${perceptual[@]}" "$@"
+"${pin[@]}" python train.py -m "${recipe}" run_name="${name}" logger.group="${BENCH_GROUP:-${name}}" \
+  seed="${SEEDS:-1,2,3}" "loss.weights=${ablations}" "${perceptual[@]}" "$@"
 evaluate_sweep "outputs/multiruns/${name}"
 python -m x2ct.compare "outputs/multiruns/${name}" --out "outputs/multiruns/${name}/comparison" --over seed \
   --sort name
