@@ -13,6 +13,7 @@ from tests.evaluation.test_comparison import SWEEP, outputs  # noqa: F401  (modu
 from x2ct.evaluation.comparison import RunRow, find_run_dirs, read_runs
 from x2ct.evaluation.comparison.aggregate import Stat, aggregate_runs, format_aggregate_markdown, format_stat
 from x2ct.evaluation.comparison.cli import main
+from x2ct.evaluation.comparison.paired import format_paired_markdown, paired_differences
 from x2ct.evaluation.comparison.report import aggregate_figure
 
 
@@ -104,3 +105,61 @@ def test_rows_without_evaluations_have_none(outputs):  # noqa: F811
     for r in read_runs(find_run_dirs(outputs / "runs")):
         assert r.evaluations == {}
     assert Path(outputs).is_dir()
+
+
+def test_paired_differences_subtract_the_reference_run_of_the_same_seed():
+    rows = [row(str(i), "s", [f"seed={seed}", f"ablation={name}"], psnr, ssim, 1.0,
+                {"best_example_ct": {"psnr": psnr - 10, "ssim": None}})
+            for i, (seed, name, psnr, ssim) in enumerate([
+                (1, "none", 31.0, 0.95), (1, "swin", 30.5, 0.94), (2, "none", 29.5, 0.93), (2, "swin", 29.7, 0.935),
+                (3, "none", 30.9, 0.95), (3, "cross_view", 30.0, 0.90), (2, "cross_view", 28.0, 0.92)])]
+    settings = aggregate_runs(rows, "seed")
+    reference, paired = paired_differences(settings, ["ablation=none"])
+    assert reference.overrides == ["ablation=none"]
+    swin, cross_view = paired
+    assert swin.pairs == ["1", "2"] and swin.diffs["test_psnr"] == pytest.approx([-0.5, 0.2])
+    assert swin.stats["test_psnr"].mean == pytest.approx(-0.15)
+    assert swin.stats["test_psnr"].std == pytest.approx(np.std([-0.5, 0.2], ddof=1))
+    assert swin.diffs["eval/best_example_ct/psnr"] == pytest.approx([-0.5, 0.2])
+    assert swin.diffs["eval/best_example_ct/ssim"] == [None, None]
+    assert "best_val_psnr" not in swin.diffs and "wall_time_s" not in swin.diffs  # not results
+    # seeds in this setting's order, only those the reference has too
+    assert cross_view.pairs == ["3", "2"] and cross_view.diffs["test_psnr"] == pytest.approx([-0.9, -1.5])
+    text = format_paired_markdown(reference, paired, "seed")
+    assert "| ablation=swin | 1, 2 | -0.15 +- 0.49 (-0.50, +0.20) |" in text
+    assert "Δ best_example_ct PSNR" in text and "Δ val PSNR" not in text
+
+
+def test_the_reference_must_name_exactly_one_setting_and_each_seed_once():
+    rows = [row("0", "s", ["seed=1", "a=1", "b=1"], 30.0, 0.9, 1.0), row("1", "s", ["seed=1", "a=1", "b=2"], 31.0, 0.9,
+                                                                          1.0)]
+    settings = aggregate_runs(rows, "seed")
+    with pytest.raises(ValueError, match="matches 2; the settings are: a=1 b=1; a=1 b=2"):
+        paired_differences(settings, ["a=1"])
+    with pytest.raises(ValueError, match="matches 0"):
+        paired_differences(settings, ["a=2"])
+    assert paired_differences(settings, ["a=1", "b=2"])[1][0].diffs["test_psnr"] == pytest.approx([-1.0])
+    twice = aggregate_runs([*rows, row("2", "t", ["seed=1", "a=1", "b=1"], 29.0, 0.9, 1.0)], "seed", merge_sweeps=True)
+    with pytest.raises(ValueError, match="two runs with the same value '1'"):
+        paired_differences(twice, ["b=2"])
+
+
+def test_command_writes_paired_differences(outputs, tmp_path, capsys):  # noqa: F811
+    sweep = outputs / "multiruns" / SWEEP
+    out = tmp_path / "paired"
+    # the sweep's two jobs differ in loss.weights.l1 only and share the default seed: one pair
+    assert main([str(sweep), "--over", "seed", "--paired-to", "loss.weights.l1=1.0", "--out", str(out)]) == 0
+    rows = {r.overrides[0]: r for r in read_runs(find_run_dirs(sweep))}
+    record = json.loads((out / "comparison.json").read_text())
+    assert "loss.weights.l1=1.0" in record["paired"]["reference"]
+    (other,) = record["paired"]["settings"]
+    expected = rows["loss.weights.l1=0.5"].test_psnr - rows["loss.weights.l1=1.0"].test_psnr
+    assert other["diffs"]["test_psnr"] == pytest.approx([expected])
+    assert "## Paired differences over `seed`" in (out / "comparison.md").read_text()
+    assert "paired differences over seed" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(sweep), "--paired-to", "loss.weights.l1=1.0"])
+    assert "--paired-to needs --over" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(sweep), "--over", "seed", "--paired-to", "loss.weights.l1=7"])
+    assert "must name exactly one setting" in capsys.readouterr().err

@@ -56,6 +56,7 @@ class Setting:
     over_values: list[str]  # the ``over`` value of each run, e.g. the seeds
     parameters: int | None
     stats: dict[str, Stat] = field(default_factory=dict)
+    values: dict[str, list[float | None]] = field(default_factory=dict)  # each run's number, in ``runs`` order
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,11 +88,11 @@ def aggregate_runs(rows: Sequence[RunRow], over: str = "seed", merge_sweeps: boo
                           runs=[r.run for r in group], over_values=[over_value(r, over) or MISSING for r in group],
                           parameters=group[0].parameters)
         for key, _, _ in (*BASE_METRICS, WALL_TIME):
-            setting.stats[key] = Stat.of([getattr(r, key) for r in group])
+            setting.values[key] = [getattr(r, key) for r in group]
         for name in evaluation_names(group):
             for metric in ("psnr", "ssim"):
-                setting.stats[f"eval/{name}/{metric}"] = Stat.of(
-                    [r.evaluations.get(name, {}).get(metric) for r in group])
+                setting.values[f"eval/{name}/{metric}"] = [r.evaluations.get(name, {}).get(metric) for r in group]
+        setting.stats = {key: Stat.of(values) for key, values in setting.values.items()}
         settings.append(setting)
     return settings
 

@@ -1,7 +1,9 @@
 """``python -m x2ct.compare PATH [PATH ...] [--out DIR] [--wandb-project ENTITY/PROJECT] [--sort psnr|name]
-[--no-plot] [--over KEY [--x KEY] [--merge-sweeps]]``: print a table comparing runs and write ``comparison.md``,
-``comparison.json``, ``val_psnr.png``. ``--over seed`` adds a table of mean +- std over runs that differ only in
-the seed (x2ct/evaluation/comparison/aggregate.py); ``--x data.num_views`` a plot of test PSNR / SSIM against it.
+[--no-plot] [--over KEY [--x KEY] [--merge-sweeps] [--paired-to OVERRIDES]]``: print a table comparing runs and
+write ``comparison.md``, ``comparison.json``, ``val_psnr.png``. ``--over seed`` adds a table of mean +- std over
+runs that differ only in the seed (x2ct/evaluation/comparison/aggregate.py); ``--x data.num_views`` a plot of test
+PSNR / SSIM against it; ``--paired-to 'ablation=none'`` a table of each setting's per-seed differences from that
+one (paired.py).
 
 Each PATH is a run folder or a folder searched (recursively) for run folders, e.g. ``outputs/``. Output goes to
 ``--out``, by default ``<first PATH>/comparison/`` (``./comparison/`` when only ``--wandb-project`` is given).
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from x2ct.evaluation.comparison.aggregate import aggregate_runs, format_aggregate_markdown
+from x2ct.evaluation.comparison.paired import format_paired_markdown, paired_differences
 from x2ct.evaluation.comparison.report import write_report
 from x2ct.evaluation.comparison.runs import CONFIG_FILE, METRICS_FILE, find_run_dirs, read_runs
 from x2ct.evaluation.comparison.table import SORT_KEYS, format_text_table, group_runs
@@ -48,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --over: merge runs of different sweeps too (e.g. seeds 1,2 and seed 3 run apart)")
     parser.add_argument("--x", dest="x_key", metavar="KEY", default=None,
                         help="with --over: plot test PSNR/SSIM against this numeric override (e.g. data.num_views)")
+    parser.add_argument("--paired-to", metavar="OVERRIDES", default=None,
+                        help="with --over: the reference setting (overrides it has, space-separated, e.g. "
+                             "'ablation=none'); adds each other setting's differences from it per seed")
     return parser
 
 
@@ -61,6 +67,8 @@ def main(argv: Sequence[str]) -> int:
         parser.error("--x needs --over (the plot shows means over the merged runs)")
     if args.merge_sweeps and not args.over:
         parser.error("--merge-sweeps needs --over (it says which runs --over merges)")
+    if args.paired_to and not args.over:
+        parser.error("--paired-to needs --over (it pairs runs by that override's value, e.g. the seed)")
     run_dirs = find_all_run_dirs(parser, args.paths)
 
     with warnings.catch_warnings():
@@ -87,11 +95,18 @@ def main(argv: Sequence[str]) -> int:
         settings = aggregate_runs(in_table_order, args.over, args.merge_sweeps) if args.over else []
         if settings:
             print(f"\nmean +- std over {args.over}:\n" + format_aggregate_markdown(settings, args.over), end="")
+        paired = None
+        if settings and args.paired_to:
+            try:
+                paired = paired_differences(settings, shlex.split(args.paired_to))
+            except ValueError as err:
+                parser.error(str(err))
+            print(f"\npaired differences over {args.over}:\n" + format_paired_markdown(*paired, args.over), end="")
         out = args.out or (args.paths[0] / DEFAULT_OUT_NAME if args.paths else Path(DEFAULT_OUT_NAME))
         sources = [str(p) for p in args.paths] + ([f"wandb:{args.wandb_project}"] if args.wandb_project else [])
         written = write_report(groups, out, plot=not args.no_plot, sort=args.sort, sources=sources,
                                command=f"{PROG} {shlex.join(str(a) for a in argv)}", settings=settings,
-                               over=args.over, x_key=args.x_key)
+                               over=args.over, x_key=args.x_key, paired=paired)
     print(f"\nwrote {', '.join(p.name for p in written.values())} to {out}")
     return 0
 

@@ -23,6 +23,7 @@ from x2ct.evaluation.comparison.aggregate import (
     series_label,
     shared_setting_overrides,
 )
+from x2ct.evaluation.comparison.paired import PairedSetting, format_paired_markdown
 from x2ct.evaluation.comparison.runs import RunRow
 from x2ct.evaluation.comparison.table import COLUMNS, RunGroup, format_markdown_table, name_key
 
@@ -81,10 +82,12 @@ LEGEND_ROWS_PER_COLUMN = 20
 
 def write_report(groups: list[RunGroup], out_dir: str | os.PathLike, *, plot: bool = True, sort: str = "psnr",
                  command: str | None = None, sources: Sequence[str] = (), settings: Sequence[Setting] = (),
-                 over: str | None = None, x_key: str | None = None) -> dict[str, Path]:
+                 over: str | None = None, x_key: str | None = None,
+                 paired: tuple[Setting, Sequence[PairedSetting]] | None = None) -> dict[str, Path]:
     """Write the comparison files into ``out_dir`` (created if needed); returns {"markdown", "json", "plot"?,
     "aggregate_plot"?}. ``settings`` (``aggregate_runs`` over ``over``) add the mean +- std table; with ``x_key``
-    also a plot of test PSNR and SSIM against that override's numeric value."""
+    also a plot of test PSNR and SSIM against that override's numeric value; ``paired`` (``paired_differences``:
+    the reference setting and the others' differences from it) a table of paired differences."""
     out_dir = Path(out_dir)
     written = {}
     if plot:
@@ -101,12 +104,19 @@ def write_report(groups: list[RunGroup], out_dir: str | os.PathLike, *, plot: bo
     if settings:
         record["aggregate"] = {"over": over, "std": "sample standard deviation (ddof=1) over the runs",
                                "settings": [s.to_dict() for s in settings]}
+    if paired:
+        reference, differences = paired
+        record["paired"] = {"over": over, "reference": reference.overrides,
+                            "difference": f"run minus the reference run with the same {over}",
+                            "settings": [d.to_dict() for d in differences]}
     written["json"] = write_json_atomic(out_dir / JSON_FILE, record)
     markdown = comparison_markdown(groups, generated, sort, command, sources, plot_name=PLOT_FILE if
                                    "plot" in written else None)
     if settings:
         markdown += aggregate_markdown(settings, over or "seed",
                                        written["aggregate_plot"].name if "aggregate_plot" in written else None)
+    if paired:
+        markdown += f"\n## Paired differences over `{over}`\n\n" + format_paired_markdown(*paired, over or "seed")
     written["markdown"] = write_text_atomic(out_dir / MARKDOWN_FILE, markdown)
     return written
 

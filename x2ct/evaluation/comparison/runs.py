@@ -33,7 +33,7 @@ EVALUATION_DIR = "evaluation"  # evaluate.py's default output: <run>/evaluation/
 EVALUATION_SUMMARY = "summary.json"
 SWEEP_RECORD_FILE = "multirun.yaml"  # Hydra writes it into the sweep folder, the parent of the job folders
 # Overrides that say where a run lives, not what it is: left out of the comparison.
-NOISE_OVERRIDES = ("run_name", "resume", "data.root", "paths.*", "hydra.*")
+NOISE_OVERRIDES = ("run_name", "resume", "data.root", "paths.*", "hydra.*", "logger.group")
 # Folders inside a run or output tree that never hold run folders: not searched.
 SKIP_DIRS = ("checkpoints", "wandb")
 
