@@ -33,5 +33,8 @@ fi
 for sweep in "${sweeps[@]}"; do
   evaluate_sweep "${sweep}"
 done
-python -m x2ct.compare "${sweeps[@]}" --out "outputs/multiruns/${name}/comparison" --over seed --sort name
+paired=()  # per-seed differences from the design as is, where this part of the study ran it
+[[ ",${ablations}," == *",none,"* ]] && paired=(--paired-to ablation=none)
+python -m x2ct.compare "${sweeps[@]}" --out "outputs/multiruns/${name}/comparison" --over seed --sort name \
+  "${paired[@]}"
 echo "done: outputs/multiruns/${name}/comparison/comparison.md"

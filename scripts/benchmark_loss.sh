@@ -34,6 +34,8 @@ ensure_data "${recipe}"
 "${pin[@]}" python train.py -m "${recipe}" run_name="${name}" logger.group="${BENCH_GROUP:-${name}}" \
   seed="${SEEDS:-1,2,3}" "loss.weights=${ablations}" "${perceptual[@]}" "$@"
 evaluate_sweep "outputs/multiruns/${name}"
+paired=()  # per-seed differences from the full loss, where this part of the study ran it
+[[ "${ablations}" == "{}" || "${ablations}" == "{},"* ]] && paired=(--paired-to "loss.weights={}")
 python -m x2ct.compare "outputs/multiruns/${name}" --out "outputs/multiruns/${name}/comparison" --over seed \
-  --sort name
+  --sort name "${paired[@]}"
 echo "done: outputs/multiruns/${name}/comparison/comparison.md"
