@@ -20,11 +20,12 @@ with initialize_config_dir(version_base="1.3", config_dir=str(Path("conf").resol
 }
 
 # Score every job of a sweep folder with evaluate.py: its best checkpoint on the test split and on the real example
-# CT with the same two views (example_ct_demo, the milestone table's real-CT column): evaluate_sweep outputs/multiruns/X
+# CT with the same two views (example_ct_demo, the milestone table's real-CT column), without the predicted volumes
+# and, on the test split, without the 24 per-patient figures: evaluate_sweep outputs/multiruns/X
 evaluate_sweep() {
   local job
   for job in "$1"/[0-9]*/; do
-    "${pin[@]}" python evaluate.py "${job}checkpoints/best.pt" --split test --no-volumes
+    "${pin[@]}" python evaluate.py "${job}checkpoints/best.pt" --split test --no-volumes --no-figures
     "${pin[@]}" python evaluate.py "${job}checkpoints/best.pt" --data example_ct_demo --no-volumes \
       --out "${job}evaluation/best_example_ct"
   done
