@@ -119,3 +119,77 @@ def test_out_of_memory_is_a_recorded_result_not_a_crash(monkeypatch):
     result = module.run_training_case(spec, budget_s=5.0)
     assert result["status"] == "oom" and "Tried to allocate 20.00 GiB" in result["note"]
     assert result["steps_timed"] == 0 and result["peak_mb"] >= 0
+
+
+def test_install_peers_checks_every_distribution_the_peers_need(monkeypatch, tmp_path):
+    """On the H200 a first install failed half-way (no platformdirs in the wheelhouse): diffdrr and nanodrr were in,
+    SimpleITK was not. The rerun said "peers already installed" because only the peers' modules were checked."""
+    module = load_module(monkeypatch)
+    installed = {"diffdrr": "0.6.1", "nanodrr": "0.1.7", "torchio": "1.2.1", "roma": "1.8.0", "jaxtyping": "0.3",
+                 "deprecated": "1.3.1", "einops": "0.8", "humanize": "4.0", "rich": "14.0", "typer": "0.16",
+                 "fastcore": "2.2.41", "seaborn": "0.13", "imageio": "2.37", "pandas": "2.3"}  # no simpleitk etc.
+    commands = []
+
+    def run_command(cmd, timeout_s, cwd=None, env=None):
+        commands.append(cmd)
+        return 0, "", 0.1
+
+    monkeypatch.setattr(module, "installed_version", installed.get)
+    monkeypatch.setattr(module, "run_command", run_command)
+    ctx = {"wheelhouse": tmp_path}
+    note = module.install_peers(ctx, 60.0)
+    assert note.startswith("installed simpleitk platformdirs"), note
+    assert len(commands) == 1  # nothing to install without dependencies: diffdrr, nanodrr, torchio, roma are in
+    pip = commands[0]
+    assert pip[pip.index("--find-links") + 1] == str(tmp_path) and "--no-index" in pip and "--no-deps" not in pip
+    assert pip[-2:] == ["simpleitk", "platformdirs"]
+
+    commands.clear()  # a peer at another version than the pinned one is reinstalled, without its dependencies
+    installed.update(simpleitk="2.5.7", platformdirs="4.14.8", nanodrr="0.1.6")
+    assert module.install_peers(ctx, 60.0).startswith("installed nanodrr==0.1.7")
+    assert len(commands) == 1 and commands[0][-2:] == ["--no-deps", "nanodrr==0.1.7"]
+
+    commands.clear()
+    installed["nanodrr"] = "0.1.7"
+    assert module.install_peers(ctx, 60.0) == "peers already installed" and not commands
+
+
+def test_install_peers_installs_what_it_can_when_a_wheel_is_missing(monkeypatch, tmp_path):
+    """pip installs all or nothing: without platformdirs in the wheelhouse, simpleitk is still installed alone."""
+    module = load_module(monkeypatch)
+    present = set(module.PEER_DEPENDENCIES) - {"simpleitk", "platformdirs"}
+    commands = []
+
+    def run_command(cmd, timeout_s, cwd=None, env=None):
+        commands.append(cmd)
+        if "platformdirs" in cmd:
+            return 1, "ERROR: No matching distribution found for platformdirs", 0.1
+        return 0, "", 0.1
+
+    monkeypatch.setattr(module, "installed_version",
+                        lambda name: "0.6.1" if name == "diffdrr" else "0.1.7" if name == "nanodrr"
+                        else "1" if name in present or name in module.PEER_NO_DEPS else None)
+    monkeypatch.setattr(module, "run_command", run_command)
+    note = module.install_peers({"wheelhouse": tmp_path}, 60.0)
+    # all at once, then one at a time
+    assert [cmd[-1] for cmd in commands] == ["platformdirs", "simpleitk", "platformdirs"]
+    assert commands[0][-2] == "simpleitk" and commands[1][-2] == commands[2][-2] != "simpleitk"
+    assert note == ("installing platformdirs failed (ERROR: No matching distribution found for platformdirs); "
+                    "installed simpleitk; the benchmark runs without what is missing")
+
+
+def test_missing_distributions_by_name_and_pinned_version(monkeypatch):
+    module = load_module(monkeypatch)
+    assert module.installed_version("pytest") == module.installed_version("PyTest") == pytest.__version__
+    assert module.installed_version("no-such-distribution-x2ct") is None
+    assert module.missing_distributions(["pytest", f"pytest=={pytest.__version__}"]) == []
+    assert module.missing_distributions(["pytest==0.0.1", "no-such-distribution-x2ct"]) == [
+        "pytest==0.0.1", "no-such-distribution-x2ct"]
+
+
+def test_markdown_of_the_h200_drr_run_shows_every_renderer_in_words(monkeypatch):
+    module = load_module(monkeypatch)
+    report = json.loads((REPO / "benchmarks" / "results" / "gpu_check_nvidia_h200_drr_peers.json").read_text())
+    text = module.markdown(report)
+    assert "- x2ct: 0.0022 s/call (the reference)" in text and "{'" not in text
+    assert "- peer nanodrr-triton-128: 0.0009 s/call, 0.42x x2ct's time" in text
