@@ -81,6 +81,18 @@ def load_views(paths: Sequence[str | os.PathLike], spec: dict, line_integrals: b
     return views[:, None].float()
 
 
+def finite_output(volume: torch.Tensor, checkpoint: str | os.PathLike, what: str) -> torch.Tensor:
+    """``volume`` (a model's raw output) unchanged if every value is finite, else a ValueError naming
+    ``checkpoint`` and ``what`` was predicted. Checked before clamping to [0, 1]: clamping keeps NaN (and turns
+    inf into a plausible 1), and a damaged checkpoint can load and still answer NaN."""
+    bad = int((~torch.isfinite(volume)).sum())
+    if bad:
+        raise ValueError(f"checkpoint {checkpoint}: the model's output for {what} holds {bad} NaN or infinite "
+                         f"value(s) of {volume.numel()}; its weights are damaged or the input is far outside "
+                         "what it was trained on")
+    return volume
+
+
 def ct_grid(spec: dict) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """Spacing (D, H, W) and RAS origin (x, y, z) of the output grid, centred on the isocentre (the world origin)."""
     size, fov = spec["ct_size"], spec["ct_fov_mm"]
@@ -93,7 +105,8 @@ def ct_grid(spec: dict) -> tuple[tuple[float, float, float], tuple[float, float,
 def predict_volume(trained: TrainedModel, views: torch.Tensor, spec: dict) -> CTVolume:
     """``views`` ``(V, 1, rows, cols)`` -> the predicted CT in HU on the training grid."""
     device = next(trained.model.parameters()).device
-    pred = trained.model(views[None].to(device)).float().clamp(0, 1)[0, 0].cpu().numpy()
+    output = finite_output(trained.model(views[None].to(device)), trained.path, "the given views")
+    pred = output.float().clamp(0, 1)[0, 0].cpu().numpy()
     spacing, origin = ct_grid(spec)
     return CTVolume(hu=denormalise(pred, spec["hu_window"]).astype(np.float32), spacing=spacing, origin=origin,
                     source=str(trained.path), metadata={"views": spec["views"]})

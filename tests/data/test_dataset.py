@@ -119,6 +119,22 @@ def test_missing_view_names_the_file(tiny_dataset, tmp_path):
         ds[0]
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_line_integral_is_refused_even_in_an_unselected_view(tiny_dataset, tmp_path, bad):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_dataset, root)
+    ds = PatientDRRDataset(root, "train", views=["pa"])
+    pid = ds.patient_ids[0]
+    drr_path = DatasetLayout(root).drr(pid)
+    drr = np.load(drr_path)
+    drr[1, 3, 4] = bad  # the lateral view, which this selection never feeds a model
+    np.save(drr_path, drr)
+    with pytest.raises(DatasetError, match=rf"patients/{pid}/drr\.npy: 1 NaN or infinite .*\['lateral'\]"):
+        ds[0]
+
+
 def test_not_a_data_set_folder(tmp_path):
     with pytest.raises(DatasetError, match=r"dataset\.json"):
         PatientDRRDataset(tmp_path, "train")

@@ -152,6 +152,77 @@ def test_bad_inputs_fail_with_a_message_naming_them(tiny_run, tiny_dataset, tmp_
     assert not (tmp_path / "o" / "summary.json").exists()
 
 
+def damaged_copy(dataset: Path, root: Path, patient_id: str, name: str, damage) -> Path:
+    """A copy of ``dataset`` with ``damage(array)`` applied to one patient's ``name`` file (drr.npy or ct.nii.gz)
+    and its checksum in meta.json recomputed, as a rewritten file that verify.py would pass on checksums."""
+    import shutil
+
+    from x2ct.data.layout import sha256_file
+
+    shutil.copytree(dataset, root)
+    layout = DatasetLayout(root)
+    path = layout.patient_dir(patient_id) / name
+    if name == "drr.npy":
+        array = np.load(path)
+        damage(array)
+        np.save(path, array)
+    else:
+        image = nib.load(path)
+        array = np.asarray(image.get_fdata(dtype=np.float32))
+        damage(array)
+        nib.save(nib.Nifti1Image(array, image.affine, image.header), path)
+    meta = json.loads(layout.meta(patient_id).read_text())
+    meta["checksums"][name] = sha256_file(path)
+    layout.meta(patient_id).write_text(json.dumps(meta))
+    return path
+
+
+@pytest.mark.parametrize("name", ["drr.npy", "ct.nii.gz"])
+def test_a_nan_in_one_patients_file_is_refused_naming_it(tiny_run, tiny_dataset, tmp_path, capsys, name):
+    """Issue 17, point 5: without figures (whose input check used to be the only guard) a NaN pixel in one
+    drr.npy made that patient's metrics NaN; the summary skipped them while the console counted the patient."""
+    pid = PatientDRRDataset(tiny_dataset, "train").patient_ids[1]
+
+    def one_nan(array):
+        array[(0,) * array.ndim] = np.nan
+
+    path = damaged_copy(tiny_dataset, tmp_path / "damaged", pid, name, one_nan)
+    out = tmp_path / "o"
+    code = evaluate_cli.main([str(tiny_run / "checkpoints" / "best.pt"), "--data-root", str(path.parents[2]),
+                              "--split", "train", "--no-figures", "--no-volumes", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and f"patients/{pid}/{name}" in err and "NaN or inf" in err, err
+    assert not (out / "summary.json").exists()
+
+
+def test_a_model_answering_nan_is_refused_naming_the_checkpoint_and_patient(tiny_run, tmp_path, capsys,
+                                                                             monkeypatch):
+    """A damaged checkpoint that loads but answers NaN: an error, not "PSNR nan" with exit 0."""
+    import x2ct.evaluation.evaluator as evaluator
+
+    def damaged(*args, **kwargs):
+        trained = load_trained_model(*args, **kwargs)
+        with torch.no_grad():
+            next(trained.model.parameters()).view(-1)[0] = math.nan
+        return trained
+
+    monkeypatch.setattr(evaluator, "load_trained_model", damaged)
+    best = tiny_run / "checkpoints" / "best.pt"
+    code = evaluate_cli.main([str(best), "--no-figures", "--no-volumes", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    first = PatientDRRDataset(load_trained_model(best).config["data"]["root"], "test").patient_ids[0]
+    assert code == 1 and f"checkpoint {best}" in err and f"patient {first}" in err and "NaN" in err, err
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_a_nan_whole_volume_metric_is_an_error_a_nan_region_metric_is_not():
+    from x2ct.evaluation.evaluator import _check_metrics
+
+    _check_metrics({"patient_id": "p", "psnr": 30.0, "lungs_psnr": math.nan, "psnr_stage1": math.inf}, Path("c.pt"))
+    with pytest.raises(ValueError, match=r"checkpoint c\.pt, patient p: metric\(s\) \['ssim'\] are NaN"):
+        _check_metrics({"patient_id": "p", "psnr": 30.0, "ssim": math.nan, "lungs_psnr": math.nan}, Path("c.pt"))
+
+
 def test_other_views_for_a_model_built_for_its_own_views_are_refused(tiny_run, tmp_path, capsys):
     best = str(tiny_run / "checkpoints" / "best.pt")
     assert evaluate_cli.main([best, "--views", "lateral", "--out", str(tmp_path / "o")]) == 1

@@ -12,6 +12,9 @@ Ranges the model sees:
 - ``angles_deg``: ``(V,)`` the views' gantry angles in degrees (with ``angle_jitter_deg``, the jittered ones).
 - ``geometry``: the `ProjectionGeometry` that rendered these views (the data set's, at ``angles_deg``); the
   loaders batch it as a list (`x2ct.data.collate.collate_samples`).
+
+A NaN or infinite value anywhere in a patient's ``drr.npy`` or ``ct.nii.gz`` is a `DatasetError` (or
+`CTReadError`) naming the file, even in a view that is not selected: a damaged file never reaches a model.
 """
 
 from __future__ import annotations
@@ -163,6 +166,14 @@ class PatientDRRDataset(Dataset):
         if drr.shape != expected:
             raise DatasetError(f"{path}: views have shape {drr.shape}, expected {expected} "
                                f"(views {self.manifest['views']['names']}); a view is missing or the file is stale")
+        # the whole file, not only the selected views: a damaged file must not pass because a view went unused
+        finite = np.isfinite(drr)
+        if not finite.all():
+            names = self.manifest["views"]["names"]
+            damaged = [names[v] for v in range(len(drr)) if not finite[v].all()]
+            raise DatasetError(f"{path}: {int(finite.size - finite.sum())} NaN or infinite line integrals in "
+                               f"view(s) {damaged} of patient {patient_id}; the data set is damaged (python "
+                               f"verify.py {self.layout.root} lists every such file; prepare it again)")
         return drr
 
 

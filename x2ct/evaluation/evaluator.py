@@ -17,6 +17,7 @@ Metrics per patient (definitions in ``METRIC_DEFINITIONS``, written into summary
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from x2ct.evaluation.metrics import mae, psnr, ssim3d
 from x2ct.evaluation.protocols import x2ct_gan_metrics
 from x2ct.evaluation.summary import summarise, write_rows_csv, write_summary
 from x2ct.evaluation.trained_model import TrainedModel, load_trained_model
+from x2ct.inference import finite_output
 from x2ct.models.inputs import forward_views
 from x2ct.progress import Progress
 
@@ -267,6 +269,8 @@ def _evaluate_patients(trained, dataset, indices, hu_window, reference, out_dir,
         angles = item["angles_deg"][None]
         stages = forward_views(trained.model, views, angles, "stage_outputs") if hasattr(
             trained.model, "stage_outputs") else [forward_views(trained.model, views, angles)]
+        stages = [finite_output(stage, trained.path, f"patient {pid} ({dataset.layout.patient_dir(pid)})")
+                  for stage in stages]
         pred = stages[-1].float().clamp(0, 1)[0, 0].cpu().double()
         target = item["ct"][0].double()
         target_hu = np.maximum(ct.hu, np.float32(AIR_HU))  # as patient_metrics counts it (figure's error maps)
@@ -275,6 +279,7 @@ def _evaluate_patients(trained, dataset, indices, hu_window, reference, out_dir,
         for k, stage in enumerate(stages[:-1], start=1):
             coarse = torch.nn.functional.interpolate(target[None, None], size=stage.shape[-3:], mode="area")
             row[f"psnr_stage{k}"] = psnr(stage.float().clamp(0, 1).cpu().double(), coarse).item()
+        _check_metrics(row, trained.path)
         pred_hu = denormalise(pred.float().numpy(), hu_window)
         if settings.save_volumes:
             volume = CTVolume(hu=pred_hu, spacing=ct.spacing, origin=ct.origin, source=str(trained.path))
@@ -292,6 +297,18 @@ def _evaluate_patients(trained, dataset, indices, hu_window, reference, out_dir,
         bar.update(1, psnr=f"{row['psnr']:.2f}")
     bar.close()
     return rows
+
+
+def _check_metrics(row: dict[str, Any], checkpoint: Path) -> None:
+    """Refuse a NaN whole-volume metric: the summary would skip it while the patient still counts, so the means
+    and their n would silently cover fewer patients than evaluated. Only a region metric may be NaN (the patient
+    has no such region; the report's n shows it)."""
+    regional = tuple(f"{name}_" for name in REGIONS)
+    bad = [key for key, value in row.items()
+           if key != "patient_id" and not key.startswith(regional) and math.isnan(value)]
+    if bad:
+        raise ValueError(f"checkpoint {checkpoint}, patient {row['patient_id']}: metric(s) {bad} are NaN although "
+                         "the prediction and the target are finite")
 
 
 def _write_results(rows, out_dir: Path, trained: TrainedModel, dataset: PatientDRRDataset,
