@@ -25,7 +25,15 @@ def responsive(tiny_run, tmp_path_factory):
     for key, value in state["model"].items():
         if value.is_floating_point() and "running_" not in key:
             value += 0.1 * torch.randn(value.shape, generator=generator)
-    path = tmp_path_factory.mktemp("responsive") / "responsive.pt"
+    return save_edited(state, tmp_path_factory.mktemp("responsive") / "responsive.pt")
+
+
+def save_edited(state: dict, path):
+    """Save a checkpoint edited on purpose; one that carries its checksum gets the edited content's one."""
+    if "checksum" in state:
+        from x2ct.engine.checkpoint import state_checksum
+
+        state["checksum"] = state_checksum(state)
     torch.save(state, path)
     return path
 
@@ -72,9 +80,9 @@ def test_raw_line_integrals_are_normalised_as_in_training(responsive, patient, t
     assert predict_cli.main([str(best), *files, "--line-integrals", "--out", str(tmp_path / "p"), "--no-figure"]) == 0
     volume = read_nifti(tmp_path / "p" / "prediction.nii.gz")
     np.testing.assert_allclose(volume.hu, reference_prediction(best, dataset, pid), atol=1e-2)
-    # the same files without --line-integrals are a different input, and give a different volume
-    assert predict_cli.main([str(best), *files, "--out", str(tmp_path / "q"), "--no-figure"]) == 0
-    assert np.abs(read_nifti(tmp_path / "q" / "prediction.nii.gz").hu - volume.hu).max() > 10
+    # the same files without --line-integrals are outside the [0, 1] input range: refused, with the hint
+    assert predict_cli.main([str(best), *files, "--out", str(tmp_path / "q"), "--no-figure"]) == 1
+    assert not (tmp_path / "q").exists()
 
 
 @pytest.fixture
@@ -114,12 +122,59 @@ def test_wrong_size_type_and_unreadable_files(tiny_run, views, tmp_path, capsys)
     run_and_expect_error([best, str(tmp_path / "missing.png"), views[1]], capsys, "missing.png")
 
 
+def test_views_outside_the_input_range_are_refused_naming_file_range_and_convention(tiny_run, views, tmp_path,
+                                                                                     capsys):
+    """Issue 17, point 6: such views used to give a volume and exit 0."""
+    best = str(tiny_run / "checkpoints" / "best.pt")
+    pa = np.asarray(Image.open(views[0]), dtype=np.float64)
+    pa = (pa - pa.min()) / (pa.max() - pa.min())  # the exported view stretched to span [0, 1] exactly
+    cases = {
+        "counts.npy": (pa * 400, ["[0, 400]", "detector counts"]),
+        "negative.npy": (pa - 0.5, ["[-0.5", "negative values"]),
+        "line_integrals.npy": (pa * 6.6, ["[0, 6.6]", "pass --line-integrals"]),
+    }
+    for name, (image, fragments) in cases.items():
+        np.save(tmp_path / name, image.astype(np.float32))
+        run_and_expect_error([best, str(tmp_path / name), views[1], "--out", str(tmp_path / "o")], capsys,
+                             name, "outside the model's input range [0, 1]", "global_max", *fragments)
+    # with --line-integrals only negative or non-finite values are refused
+    inf = (pa * 6.6).astype(np.float32)
+    inf[3, 3] = np.inf
+    np.save(tmp_path / "inf.npy", inf)
+    run_and_expect_error([best, str(tmp_path / "negative.npy"), str(tmp_path / "line_integrals.npy"),
+                          "--line-integrals", "--out", str(tmp_path / "o")], capsys, "negative.npy", ">= 0")
+    run_and_expect_error([best, str(tmp_path / "line_integrals.npy"), str(tmp_path / "inf.npy"),
+                          "--line-integrals", "--out", str(tmp_path / "o")], capsys, "inf.npy", "NaN or infinite")
+    assert not (tmp_path / "o").exists()
+    # rounding slack at the edges of [0, 1] is accepted
+    np.save(tmp_path / "slack.npy", np.clip(pa * 1.01 - 0.005, -0.01, 1.01).astype(np.float32))
+    assert predict_cli.main([best, str(tmp_path / "slack.npy"), views[1], "--out", str(tmp_path / "ok"),
+                             "--no-figure"]) == 0
+
+
+def test_a_model_answering_nan_is_refused_naming_the_checkpoint(tiny_run, views, tmp_path, capsys, monkeypatch):
+    """A damaged checkpoint that loads but answers NaN: an error, not an all-NaN volume with exit 0."""
+    import x2ct.evaluation.trained_model as trained_model
+
+    load = trained_model.load_trained_model
+
+    def damaged(*args, **kwargs):
+        trained = load(*args, **kwargs)
+        with torch.no_grad():
+            next(trained.model.parameters()).view(-1)[0] = float("nan")
+        return trained
+
+    monkeypatch.setattr(trained_model, "load_trained_model", damaged)
+    best = str(tiny_run / "checkpoints" / "best.pt")
+    run_and_expect_error([best, *views, "--out", str(tmp_path / "o")], capsys, f"checkpoint {best}", "NaN")
+    assert not (tmp_path / "o").exists()
+
+
 def test_checkpoints_that_cannot_serve(tiny_run, views, tmp_path, capsys):
     # a checkpoint of another model: the saved config describes a wider network than the weights
     state = torch.load(tiny_run / "checkpoints" / "best.pt", weights_only=True)
     state["config"]["model"]["base_channels"] = 8
-    other = tmp_path / "other_model.pt"
-    torch.save(state, other)
+    other = save_edited(state, tmp_path / "other_model.pt")
     run_and_expect_error([str(other), *views], capsys, "other_model.pt", "do not fit", "another model")
     # not an x2ct checkpoint at all
     plain = tmp_path / "plain.pt"

@@ -21,6 +21,14 @@ from x2ct.data.xray_io import XrayReadError, read_xray
 from x2ct.evaluation.trained_model import TrainedModel
 from x2ct.physics.radiograph import normalise_views, to_intensity
 
+# Slack around the [0, 1] input convention for rounding or resampling of an image saved in it. Values further out
+# are another convention (raw line integrals, detector counts, HU), not a slightly brighter film.
+VIEW_RANGE_TOLERANCE = 0.02
+
+# Above this a "line integral" is not one: 50 is 2.6 m of water (mu_water 0.0193/mm). Below it, values over 1
+# in a view file are most likely a data set's raw drr.npy given without --line-integrals.
+MAX_PLAUSIBLE_LINE_INTEGRAL = 50.0
+
 
 class InputSpecError(ValueError):
     """The checkpoint does not say how its inputs were prepared, or the inputs do not match it."""
@@ -62,15 +70,20 @@ def order_view_files(files: Sequence[str], view_names: Sequence[str]) -> list[Pa
 def load_views(paths: Sequence[str | os.PathLike], spec: dict, line_integrals: bool = False) -> torch.Tensor:
     """Read and prepare the views: ``(V, 1, rows, cols)`` float32, as the model saw its training views.
 
-    ``line_integrals``: the files hold raw line integrals (a data set's ``drr.npy`` convention), normalised here
-    with the training normalisation (or turned into transmission for ``radiograph=intensity`` models).
+    Files are in the model's input convention (`view_range`: [0, 1] for the usual normalisations); a file outside
+    it is refused, naming it, its range and the expected one. ``line_integrals``: the files hold raw line
+    integrals (a data set's ``drr.npy`` convention, any value >= 0), normalised here with the training
+    normalisation (or turned into transmission for ``radiograph=intensity`` models).
     """
     shape = tuple(spec["view_shape"])
     images = []
     for path in paths:
-        image = read_xray(path, expected_shape=shape)
+        image = read_xray(path, expected_shape=shape)  # refuses NaN and inf, naming the file
         if line_integrals and (image < 0).any():
-            raise XrayReadError(f"{path}: negative values cannot be line integrals (min {image.min():.4g})")
+            raise XrayReadError(f"{path}: negative values cannot be line integrals (min {image.min():.4g}); raw "
+                                "line integrals (a data set's drr.npy) are >= 0")
+        if not line_integrals:
+            _check_view_range(path, image, spec)
         images.append(torch.from_numpy(np.ascontiguousarray(image)))
     views = torch.stack(images)
     if line_integrals:
@@ -91,6 +104,35 @@ def finite_output(volume: torch.Tensor, checkpoint: str | os.PathLike, what: str
                          f"value(s) of {volume.numel()}; its weights are damaged or the input is far outside "
                          "what it was trained on")
     return volume
+
+
+def view_range(spec: dict) -> tuple[float, float | None]:
+    """``(low, high)`` of the views the model was trained on (``high`` None: unbounded): [0, 1] for
+    transmission (``radiograph=intensity``) and for line integrals divided by a maximum (``global_max``,
+    ``per_image_max``); only ``>= 0`` for line integrals divided by a chosen constant (``fixed``) or not at all."""
+    if spec["radiograph"] == "intensity" or spec["normalisation"] in ("global_max", "per_image_max"):
+        return 0.0, 1.0
+    return 0.0, None
+
+
+def _check_view_range(path: str | os.PathLike, image: np.ndarray, spec: dict) -> None:
+    """Refuse a view file outside the model's input range (`view_range`, `VIEW_RANGE_TOLERANCE` of slack): the
+    model would still answer, with a volume that means nothing."""
+    low, high = view_range(spec)
+    lo, hi = float(image.min()), float(image.max())
+    if lo >= low - VIEW_RANGE_TOLERANCE and (high is None or hi <= high + VIEW_RANGE_TOLERANCE):
+        return
+    expected = f"[{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+    if lo < low - VIEW_RANGE_TOLERANCE:
+        hint = "negative values mean another convention (a log image with another sign or offset?)"
+    elif hi <= MAX_PLAUSIBLE_LINE_INTEGRAL:
+        hint = "these look like raw line integrals (a data set's drr.npy): pass --line-integrals"
+    else:
+        hint = ("values this large look like detector counts or grey levels: save the image as an 8- or 16-bit "
+                "PNG, or divide it by its full-scale value")
+    raise XrayReadError(f"{path}: values span [{lo:.4g}, {hi:.4g}], outside the model's input range {expected} "
+                        f"(radiograph {spec['radiograph']}, views normalised {spec['normalisation']} in training, "
+                        f"tolerance {VIEW_RANGE_TOLERANCE}); {hint}")
 
 
 def ct_grid(spec: dict) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
