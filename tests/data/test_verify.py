@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -65,3 +66,58 @@ def test_corrupt_ct_is_reported_with_its_file(dataset_copy):
 def test_empty_folder_is_not_a_data_set(tmp_path):
     report = verify_dataset(tmp_path)
     assert not report.ok and "dataset.json" in report.problems[0]
+
+
+def test_truncated_meta_json_is_a_problem_naming_it(dataset_copy, capsys):
+    """Issue 17, point 7: a truncated meta.json used to stop verify.py with a raw JSONDecodeError."""
+    meta = DatasetLayout(dataset_copy).meta("phantom_0001")
+    meta.write_text(meta.read_text()[:40])
+    report = verify_dataset(dataset_copy)
+    assert any("phantom_0001/meta.json: not valid JSON" in p for p in report.problems), report.problems
+    assert verify_main([str(dataset_copy)]) == 1
+    assert "phantom_0001/meta.json" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("checksums", [True, False])
+def test_meta_json_without_a_checksum_key_is_a_problem_naming_it(dataset_copy, checksums):
+    layout = DatasetLayout(dataset_copy)
+    meta = json.loads(layout.meta("phantom_0002").read_text())
+    del meta["checksums"]["drr.npy"]
+    layout.meta("phantom_0002").write_text(json.dumps(meta))
+    del_all = json.loads(layout.meta("phantom_0003").read_text())
+    del del_all["checksums"]
+    layout.meta("phantom_0003").write_text(json.dumps(del_all))
+    problems = verify_dataset(dataset_copy, checksums=checksums).problems
+    assert any("phantom_0002/meta.json: no checksum for drr.npy" in p for p in problems), problems
+    assert any("phantom_0003/meta.json: no 'checksums' record" in p for p in problems), problems
+    assert len(problems) == 2
+
+
+def test_a_data_set_with_no_patients_is_not_ok(dataset_copy, capsys):
+    layout = DatasetLayout(dataset_copy)
+    manifest = json.loads(layout.manifest.read_text())
+    manifest["patients"] = []
+    layout.manifest.write_text(json.dumps(manifest))
+    shutil.rmtree(layout.patients_dir)
+    for split in ("train", "val", "test"):
+        layout.split_file(split).write_text("")
+    report = verify_dataset(dataset_copy)
+    assert report.problems == [f"{layout.manifest}: lists no patients; there is nothing to train or evaluate on "
+                               "(did every patient fail to prepare?)"]
+    assert verify_main([str(dataset_copy)]) == 1
+    assert "OK" not in capsys.readouterr().out
+
+
+def test_truncated_or_incomplete_manifest_and_failures_are_problems_naming_them(dataset_copy):
+    layout = DatasetLayout(dataset_copy)
+    layout.failures.write_text("[{\"patient_id\": ")
+    problems = verify_dataset(dataset_copy).problems
+    assert any("failures.json: not valid JSON" in p for p in problems), problems
+    manifest = json.loads(layout.manifest.read_text())
+    del manifest["patients"]
+    layout.manifest.write_text(json.dumps(manifest))
+    assert verify_dataset(dataset_copy).problems == [f"{layout.manifest}: incomplete, no key 'patients' (not "
+                                                     "written by prepare.py, or edited)"]
+    layout.manifest.write_text("{\"format_version\": 1, \"views\"")
+    [problem] = verify_dataset(dataset_copy).problems
+    assert problem.startswith(f"{layout.manifest}: not valid JSON")

@@ -7,6 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,19 +44,33 @@ def verify_dataset(root: str | os.PathLike, checksums: bool = True) -> VerifyRep
     if not layout.manifest.exists():
         report.problems.append(f"{layout.manifest}: missing (not a data set made by prepare.py, or it never finished)")
         return report
+    manifest = _read_json(layout.manifest, report)
+    if manifest is None:
+        return report
     try:
-        manifest = json.loads(layout.manifest.read_text())
         names = manifest["views"]["names"]
         detector = tuple(manifest["geometry"]["detector_shape"])
         ct_size = tuple(manifest["ct"]["size"])
         patients = manifest["patients"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        report.problems.append(f"{layout.manifest}: unreadable or incomplete ({err!r})")
+    except KeyError as err:
+        report.problems.append(f"{layout.manifest}: incomplete, no key {err} (not written by prepare.py, or edited)")
         return report
+    except TypeError:
+        report.problems.append(f"{layout.manifest}: malformed: 'views', 'geometry' and 'ct' must be the objects "
+                               "prepare.py writes")
+        return report
+    if not isinstance(patients, list) or not all(isinstance(p, str) for p in patients):
+        report.problems.append(f"{layout.manifest}: 'patients' must be a list of patient ids, got {patients!r:.80}")
+        return report
+    if not patients:
+        report.problems.append(f"{layout.manifest}: lists no patients; there is nothing to train or evaluate on "
+                               "(did every patient fail to prepare?)")
     if layout.failures.exists():
-        failed = json.loads(layout.failures.read_text())
-        report.problems.append(f"{layout.failures}: {len(failed)} patient(s) failed during prepare: "
-                               + ", ".join(f["patient_id"] for f in failed))
+        failed = _read_json(layout.failures, report)
+        if isinstance(failed, list):
+            report.problems.append(f"{layout.failures}: {len(failed)} patient(s) failed during prepare: "
+                                   + ", ".join(str(f.get("patient_id", "?")) if isinstance(f, dict) else "?"
+                                               for f in failed))
 
     ct_range, view_range = [np.inf, -np.inf], [np.inf, -np.inf]
     for pid in patients:
@@ -72,7 +87,11 @@ def verify_dataset(root: str | os.PathLike, checksums: bool = True) -> VerifyRep
         if not path.exists():
             report.problems.append(f"{path}: split file missing")
             continue
-        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        try:
+            ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            report.problems.append(f"{path}: unreadable ({err})")
+            continue
         splits[split] = ids
         unknown = sorted(set(ids) - set(patients))
         if unknown:
@@ -101,20 +120,43 @@ def verify_dataset(root: str | os.PathLike, checksums: bool = True) -> VerifyRep
     return report
 
 
+def _read_json(path: Path, report: VerifyReport) -> Any | None:
+    """The JSON in ``path``, or None with a problem naming the file (truncated, not JSON, unreadable)."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        report.problems.append(f"{path}: not valid JSON (truncated or corrupt: {err})")
+    except OSError as err:
+        report.problems.append(f"{path}: unreadable ({err})")
+    return None
+
+
 def _check_patient(layout, pid, names, detector, ct_size, checksums, report, ct_range, view_range) -> None:
     meta_path = layout.meta(pid)
     if not meta_path.exists():
         report.problems.append(f"{meta_path}: missing (patient {pid} listed in dataset.json)")
         return
-    meta = json.loads(meta_path.read_text())
+    meta = _read_json(meta_path, report)  # None: reported, the files are still checked
+    recorded = meta.get("checksums") if isinstance(meta, dict) else None
+    if meta is not None and not isinstance(recorded, dict):
+        report.problems.append(f"{meta_path}: no 'checksums' record (not written by prepare.py, or edited)")
+        recorded = None
     files = [("ct.nii.gz", layout.ct(pid)), ("drr.npy", layout.drr(pid))]
-    if "regions.nii.gz" in meta["checksums"]:
+    if (recorded is not None and "regions.nii.gz" in recorded) or layout.regions(pid).exists():
         files.append(("regions.nii.gz", layout.regions(pid)))
     for name, path in files:
         if not path.exists():
             report.problems.append(f"{path}: missing")
-        elif checksums and sha256_file(path) != meta["checksums"][name]:
-            report.problems.append(f"{path}: checksum differs from meta.json (file changed or corrupt)")
+        elif recorded is None:
+            continue
+        elif name not in recorded:
+            report.problems.append(f"{meta_path}: no checksum for {name}")
+        elif checksums:
+            try:
+                if sha256_file(path) != recorded[name]:
+                    report.problems.append(f"{path}: checksum differs from meta.json (file changed or corrupt)")
+            except OSError as err:
+                report.problems.append(f"{path}: unreadable ({err})")
     if layout.drr(pid).exists():
         try:
             drr = np.load(layout.drr(pid), allow_pickle=False)
