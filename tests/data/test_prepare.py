@@ -241,6 +241,34 @@ def test_folder_with_dicom_series_and_nifti_files_one_patient_each(tmp_path):
                                atol=1e-4)
 
 
+def test_a_wrapped_dicom_series_is_warned_about_and_counted_in_meta_json(tmp_path):
+    """Issue 17, point 9: HU below -1024 written as unsigned 16-bit came back near +64,500 without a word."""
+    from tests.data.test_readers import write_dicom_slice
+    from x2ct.data.readers import HURangeWarning
+
+    hu = np.full((12, 32, 32), -1000, dtype=np.int64)
+    hu[2:10, 8:24, 8:24] = 50
+    hu[:, :4, :4] = -2000  # 192 voxels below -1024, which the writer wraps
+    series = tmp_path / "cts" / "patient_a"
+    series.mkdir(parents=True)
+    for s, image in enumerate(hu):
+        write_dicom_slice(series / f"IM{s}.dcm", ((image + 1024) % 65536).astype(np.uint16), (0.0, 0.0, 10.0 * s),
+                          pixel_spacing=(10.0, 10.0))
+    root = tmp_path / "ds"
+    with pytest.warns(HURangeWarning, match=r"patient_a: 0 voxel\(s\) below -1024 HU and 192 above 3071 HU"):
+        report = prepare_dataset(tiny_config(root, "source=folder", f"source.path={tmp_path / 'cts'}"),
+                                 progress=False)
+    assert report.prepared == ["patient_a"]
+    outside = json.loads(DatasetLayout(root).meta("patient_a").read_text())["original"]["hu_outside_scale"]
+    assert (outside["below"], outside["above"], outside["max"]) == (0, 192, 63536.0)
+
+
+def test_phantoms_are_inside_the_ct_scale(tiny_dataset):
+    for pid in json.loads((tiny_dataset / "dataset.json").read_text())["patients"]:
+        outside = json.loads(DatasetLayout(tiny_dataset).meta(pid).read_text())["original"]["hu_outside_scale"]
+        assert (outside["below"], outside["above"], outside["padding"]) == (0, 0, 0)
+
+
 @pytest.mark.slow
 def test_prepare_entrypoint_reports_an_empty_source_folder_cleanly(tmp_path):
     (tmp_path / "empty").mkdir()

@@ -435,3 +435,55 @@ def test_find_ct_files(tmp_path):
     assert tmp_path / "patient1" / "series1" not in find_ct_files(tmp_path)
     with pytest.raises(CTReadError, match=r"b\.nii\.gz: not a folder"):
         find_ct_files(tmp_path / "b.nii.gz")
+
+
+# ------------------------------------------------------------------------------------------------ HU scale
+
+
+def test_hu_wrapped_by_an_unsigned_16_bit_writer_is_warned_about_and_counted(tmp_path):
+    """Issue 17, point 9: HU below -1024 stored as unsigned 16-bit (intercept -1024) wrap to about +64,500."""
+    from x2ct.data.readers import HURangeWarning
+
+    hu = synthetic_hu(shape=(4, 8, 8))
+    hu[0, 0, 0] = -1000.0  # air
+    hu[1, :2, :3] = -2000.0  # 6 voxels below the stored range
+    folder = tmp_path / "wrapped"
+    folder.mkdir()
+    for s, image in enumerate(hu):
+        stored = ((image.astype(np.int64) + 1024) % 65536).astype(np.uint16)  # what the writer did
+        write_dicom_slice(folder / f"IM{s}.dcm", stored, (0.0, 0.0, 2.5 * s))
+    with pytest.warns(HURangeWarning, match=r"wrapped: 0 voxel\(s\) below -1024 HU and 6 above 3071 HU "
+                                            r"\(HU range \[-1000, 63536\]\).*unsigned 16-bit"):
+        ct = read_ct(folder)
+    assert ct.metadata["hu_outside_scale"] == {"range": [-1024.0, 3071.0], "below": 0, "above": 6,
+                                               "min": -1000.0, "max": 63536.0, "padding_hu": None, "padding": 0}
+
+
+def test_padding_and_values_inside_the_ct_scale_are_not_warned_about(tmp_path):
+    import warnings
+
+    hu = synthetic_hu(shape=(4, 8, 8))
+    hu[:, 0] = -2048.0  # scanner padding outside the reconstruction circle (as the example CT)
+    hu[2, 4, 4] = 3071.0  # the scale's top: saturated metal
+    ct = CTVolume(hu=hu, spacing=(2.0, 1.0, 1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = read_ct(ct.save_nifti(tmp_path / "padded.nii.gz"))
+    outside = back.metadata["hu_outside_scale"]
+    assert (outside["below"], outside["above"], outside["padding_hu"], outside["padding"]) == (0, 0, -2048.0, 32)
+    # below-range values other than the padding constant are counted and named
+    hu[3, 5, 5] = -1500.0
+    from x2ct.data.readers import HURangeWarning
+
+    with pytest.warns(HURangeWarning, match=r"odd.nii.gz: 1 voxel\(s\) below -1024 HU and 0 above"):
+        read_ct(CTVolume(hu=hu, spacing=(2.0, 1.0, 1.0)).save_nifti(tmp_path / "odd.nii.gz"))
+
+
+@pytest.mark.realdata
+def test_the_example_ct_is_inside_the_ct_scale_but_for_its_padding(example_ct_file):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outside = read_ct(example_ct_file).metadata["hu_outside_scale"]
+    assert (outside["below"], outside["above"], outside["padding_hu"]) == (0, 0, -2048.0)

@@ -29,6 +29,7 @@ from x2ct.atomic_io import atomic_directory, write_json_atomic, write_text_atomi
 from x2ct.data.ct_volume import CTVolume
 from x2ct.data.layout import FORMAT_VERSION, SPLITS, DatasetLayout, sha256_file, sha256_tree
 from x2ct.data.preprocess import Preprocessing, crop_or_pad, remove_bed, resample_isotropic, resize_to
+from x2ct.data.readers import hu_outside_scale
 from x2ct.data.regions import (
     REGIONS,
     legend_region_map,
@@ -221,7 +222,10 @@ def prepare_patient(task: PatientTask, cfg: PrepareConfig, root: Path) -> dict:
     layout = DatasetLayout(root)
     ct, source_record, source_regions = _load(task, cfg.source)
     prep = preprocessing(cfg.protocol)
-    original = {"shape": list(ct.shape), "spacing_mm": list(ct.spacing), "origin_mm": list(ct.origin)}
+    # a source read from a file was counted (and warned about) by read_ct; a phantom is counted here
+    outside = ct.metadata.get("hu_outside_scale") or hu_outside_scale(ct.hu)
+    original = {"shape": list(ct.shape), "spacing_mm": list(ct.spacing), "origin_mm": list(ct.origin),
+                "hu_outside_scale": outside}
     if prep.remove_bed:
         ct = remove_bed(ct, pad_hu=prep.pad_hu)
     fov_ct = crop_or_pad(resample_isotropic(ct, prep.spacing_mm), prep.fov_mm, pad_hu=prep.pad_hu)

@@ -41,20 +41,62 @@ _CT_IMAGE_STORAGE = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1",
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+# The physical CT scale, the 12-bit one scanners store: -1024 (below air, -1000) to 3071 (dense bone, metal
+# saturated at the scale's top; the example CT peaks there). Outside it lies scanner padding (one constant value,
+# e.g. -2048 outside the reconstruction circle), an extended-scale scan's metal, or a misread file: a writer
+# that stores HU as unsigned 16-bit with intercept -1024 wraps every value below -1024 to about +64,500.
+PHYSICAL_HU_RANGE = (-1024.0, 3071.0)
+
+
 class CTReadError(ValueError):
     """A CT file or folder that cannot be read; the message names it and says what was wrong."""
 
 
+class HURangeWarning(UserWarning):
+    """A source CT holds voxels outside `PHYSICAL_HU_RANGE` (other than padding); the message names the file."""
+
+
 def read_ct(path: str | os.PathLike) -> CTVolume:
-    """Read a CT from a DICOM series folder or a ``.nii`` / ``.nii.gz`` file."""
+    """Read a source CT from a DICOM series folder or a ``.nii`` / ``.nii.gz`` file.
+
+    Voxels outside `PHYSICAL_HU_RANGE` (`hu_outside_scale`) are counted into ``metadata["hu_outside_scale"]``
+    and, if any, warned about (`HURangeWarning`) with the file named: they may be a wrapped or misread file.
+    """
     path = Path(path)
     if path.is_dir():
-        return read_dicom_series(path)
-    if _is_nifti(path):
-        return read_nifti(path)
-    if not path.exists():
+        ct = read_dicom_series(path)
+    elif _is_nifti(path):
+        ct = read_nifti(path)
+    elif not path.exists():
         raise CTReadError(f"{path}: no such file or folder")
-    raise CTReadError(f"{path}: unknown CT format; expected a .nii / .nii.gz file or a folder of DICOM files")
+    else:
+        raise CTReadError(f"{path}: unknown CT format; expected a .nii / .nii.gz file or a folder of DICOM files")
+    outside = hu_outside_scale(ct.hu)
+    ct.metadata["hu_outside_scale"] = outside
+    if outside["below"] or outside["above"]:
+        lo, hi = PHYSICAL_HU_RANGE
+        warnings.warn(f"{path}: {outside['below']} voxel(s) below {lo:.0f} HU and {outside['above']} above "
+                      f"{hi:.0f} HU (HU range [{outside['min']:.0f}, {outside['max']:.0f}]), outside the CT scale "
+                      f"[{lo:.0f}, {hi:.0f}]. A DICOM writer storing HU as unsigned 16-bit wraps values below "
+                      f"{lo:.0f} to about +64,500; unless this scan uses an extended HU scale for metal, check "
+                      "its PixelRepresentation and RescaleIntercept", HURangeWarning, stacklevel=2)
+    return ct
+
+
+def hu_outside_scale(hu: np.ndarray) -> dict:
+    """How many voxels of ``hu`` lie outside `PHYSICAL_HU_RANGE`, as plain JSON types: ``below``, ``above``,
+    the ``range``, the volume's ``min`` and ``max``, and ``padding`` voxels holding ``padding_hu``.
+
+    Padding is the volume's minimum when it lies below the range: scanners fill the area outside the
+    reconstruction circle with one constant (-2048, -3024), which is not a misread value and is not counted in
+    ``below``.
+    """
+    lo, hi = PHYSICAL_HU_RANGE
+    low, high = float(hu.min()), float(hu.max())
+    padding = int(np.count_nonzero(hu == low)) if low < lo else 0
+    return {"range": [lo, hi], "below": int(np.count_nonzero(hu < lo)) - padding,
+            "above": int(np.count_nonzero(hu > hi)), "min": low, "max": high,
+            "padding_hu": low if padding else None, "padding": padding}
 
 
 def find_ct_files(folder: str | os.PathLike) -> list[Path]:
