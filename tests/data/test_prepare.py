@@ -293,3 +293,66 @@ def test_preparing_in_process_leaves_the_callers_thread_count(tmp_path, monkeypa
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def _children(pid: int) -> list[int]:
+    """Child process ids of ``pid`` (from every thread's /proc children list)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an exited process its new parent has not reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+PREPARE_WITH_WORKERS = """
+import sys
+from tests.helpers import TINY_OVERRIDES, compose_config
+from x2ct.data.prepare import load_prepare_config, prepare_dataset
+
+if __name__ == "__main__":
+    overrides = [*TINY_OVERRIDES, "source.num_patients=12", "workers=2", f"output_dir={sys.argv[1]}"]
+    cfg = compose_config("prepare", overrides)
+    prepare_dataset(load_prepare_config(cfg), progress=False)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from Linux's /proc")
+def test_killing_the_parent_ends_its_preparation_workers(tmp_path):
+    """Issue 17, point 8: `kill -9` of a `prepare.py workers=2` left its workers running, blocked on a task queue
+    whose other end nobody holds."""
+    import os
+    import signal
+    import time
+
+    script = tmp_path / "prepare_with_workers.py"
+    script.write_text(PREPARE_WITH_WORKERS)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path / "ds")], cwd=REPO, env=env)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and parent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = [c for c in _children(parent.pid)
+                       if "spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
+        assert len(workers) == 2, f"no two workers appeared (parent exit code {parent.poll()})"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_running(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [w for w in workers if _running(w)], "workers outlived their killed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        for worker in workers:
+            if _running(worker):
+                os.kill(worker, signal.SIGKILL)

@@ -2,7 +2,8 @@
 
 Per patient: read (or generate) -> preprocess onto the grid -> render the views -> write ``ct.nii.gz``,
 ``drr.npy`` and ``meta.json`` into a folder that appears atomically (a rename), so a crashed or interrupted run
-leaves only complete patients behind and a rerun skips them. Patients run in parallel worker processes.
+leaves only complete patients behind and a rerun skips them. Patients run in parallel worker processes, which
+end on their own when the parent is killed.
 One failing patient does not stop the others: failures are collected, listed, and reported to the caller.
 See `x2ct.data.layout` for the folder layout.
 """
@@ -16,6 +17,8 @@ import multiprocessing
 import os
 import re
 import sys
+import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +44,9 @@ from x2ct.data.regions import (
 from x2ct.data.views import render_views, resized_geometry, view_names
 from x2ct.physics.geometry import ProjectionGeometry, angles_for_views
 from x2ct.progress import Progress
+
+# How often (seconds) a preparation worker checks that its parent still lives (`_exit_with_parent`).
+PARENT_POLL_S = 0.5
 
 # ----------------------------------------------------------------------------------------------- config schema
 # Values live in conf/ (YAML); these schemas give every key a type, so a typo or a wrong type fails at start
@@ -360,7 +366,8 @@ def prepare_dataset(cfg: PrepareConfig, progress: bool = True) -> PrepareReport:
         _collect(results, prepared, failures, bar, tasks)
     else:
         ctx = multiprocessing.get_context("spawn")  # torch's thread pools do not survive fork reliably
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_exit_with_parent,
+                                    initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_run_task, t, cfg, str(root), threads) for t in todo]
             _collect((f.result() for f in cf.as_completed(futures)), prepared, failures, bar, tasks)
     bar.close()
@@ -372,6 +379,20 @@ def prepare_dataset(cfg: PrepareConfig, progress: bool = True) -> PrepareReport:
     elif layout.failures.exists():
         layout.failures.unlink()
     return PrepareReport(root, sorted(prepared), sorted(skipped), failures, view_scale)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this worker once the process that started it is gone (re-parented workers see
+    another parent id). A killed parent cannot shut its pool down, and its workers would otherwise live on,
+    blocked on a task queue whose other end they hold themselves. Polling, not Linux's PR_SET_PDEATHSIG: that
+    fires when the *thread* that started the worker ends, which in a pool is not the parent's end."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _collect(results, prepared, failures, bar, tasks) -> None:
