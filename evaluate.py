@@ -10,7 +10,8 @@ Writes, under --out (default: <run>/evaluation/<checkpoint>_<split>/, with _<N>v
 the model's own): per_patient.{csv,json}, summary.{json,csv}
 (mean, std, median, 95% interval of every metric), report.md, volumes/<patient>.nii.gz (the prediction in HU with
 the target's affine: it overlays the target CT in 3D Slicer or ITK-SNAP) and figures/<patient>.png.
-Exit code 0 on success, 1 on bad input (the message names the file or option).
+Exit code 0 on success, 1 on bad input (the message names the file or option) or an OS error (one line naming the
+path: full disk, permission, --out under a file; the output folder is checked before the model is loaded).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 
 from x2ct.engine.checkpoint import CheckpointError
+from x2ct.os_errors import check_writable_dir, exit_on_os_error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,18 +61,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from x2ct.engine.distributed import dist_info_from_env
     from x2ct.evaluation.evaluator import EvaluationSettings, evaluate
+    from x2ct.evaluation.trained_model import checkpoint_run_dir
 
     settings = EvaluationSettings(
         checkpoint=args.checkpoint, data_root=args.data_root, data_config=args.data, split=args.split, out_dir=args.out,
         device=args.device, weights=args.weights, save_volumes=not args.no_volumes,
         save_figures=not args.no_figures, limit=args.limit, views=args.views, num_views=args.num_views,
         reference=not args.no_reference, wandb=args.wandb)
-    try:
-        result = evaluate(settings)
-    except (FileNotFoundError, CheckpointError, ValueError) as err:
-        print(f"evaluate.py: error: {err}", file=sys.stderr)
-        return 1
+    # the default folder's name needs the model and data set; its parent is known now
+    out = args.out or checkpoint_run_dir(args.checkpoint) / "evaluation"
+    with exit_on_os_error("evaluate.py", where=out):
+        try:
+            # rank 0 writes (the others stop with it under torchrun); a missing checkpoint is reported as such
+            if dist_info_from_env().is_main and args.checkpoint.is_file():
+                check_writable_dir(out)
+            result = evaluate(settings)
+        except (FileNotFoundError, CheckpointError, ValueError) as err:
+            print(f"evaluate.py: error: {err}", file=sys.stderr)
+            return 1
     if result is not None:
         s = result.summary
         print(f"{len(result.rows)} patients: PSNR {s['psnr']['mean']:.2f} +- {s['psnr']['std']:.2f} dB, "

@@ -10,7 +10,8 @@ size it was trained on, in its input convention: [0, 1] with bone bright, as the
 raw line integrals (a data set's drr.npy), normalised as in training.
 
 Writes DIR/prediction.nii.gz (HU, on the training grid centred on the isocentre) and DIR/prediction.png.
-Exit code 0 on success, 1 on bad input (the message names the file), 2 on bad options.
+Exit code 0 on success, 1 on bad input (the message names the file) or an OS error (one line naming the path: full
+disk, permission, --out under a file; the output folder is checked before the model is loaded), 2 on bad options.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from x2ct.engine.checkpoint import CheckpointError
+from x2ct.os_errors import check_writable_dir, exit_on_os_error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,6 +40,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    out = args.out or Path("outputs") / "predictions" / datetime.now().strftime("%Y%m%d_%H%M%S")
+    with exit_on_os_error("predict.py", where=out):
+        if args.checkpoint.is_file():  # a missing checkpoint is reported as such below
+            check_writable_dir(out)  # before inference, not after it
+        return _predict(args, out)
+
+
+def _predict(args: argparse.Namespace, out: Path) -> int:
     import torch
 
     from x2ct.evaluation.trained_model import load_trained_model
@@ -54,7 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, CheckpointError, ValueError) as err:  # XrayReadError, InputSpecError are ValueErrors
         print(f"predict.py: error: {err}", file=sys.stderr)
         return 1
-    out = args.out or Path("outputs") / "predictions" / datetime.now().strftime("%Y%m%d_%H%M%S")
     nifti = volume.save_nifti(out / "prediction.nii.gz")
     print(f"prediction: {nifti} ({'x'.join(map(str, volume.shape))} voxels of "
           f"{'x'.join(f'{s:.2f}' for s in volume.spacing)} mm, HU)")

@@ -33,15 +33,20 @@ class TrainedModel:
 
     @property
     def run_dir(self) -> Path:
-        """The training run's folder (``<run>/checkpoints/x.pt`` -> ``<run>``), else the checkpoint's folder."""
-        parent = self.path.parent
-        return parent.parent if parent.name == "checkpoints" else parent
+        """The training run's folder (``checkpoint_run_dir``)."""
+        return checkpoint_run_dir(self.path)
 
     @property
     def view_names(self) -> list[str]:
         if self.input_spec is not None:
             return list(self.input_spec["views"])
         return [str(v) for v in self.config["data"]["views"]]
+
+
+def checkpoint_run_dir(checkpoint: str | os.PathLike) -> Path:
+    """The training run's folder (``<run>/checkpoints/x.pt`` -> ``<run>``), else the checkpoint's folder."""
+    parent = Path(checkpoint).parent
+    return parent.parent if parent.name == "checkpoints" else parent
 
 
 def load_trained_model(path: str | os.PathLike, device: torch.device | str = "cpu",

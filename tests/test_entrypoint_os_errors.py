@@ -1,0 +1,162 @@
+"""Every entrypoint on an output it cannot write (a path under a file, a read-only folder, a full disk) or an input
+it may not read: exit code 1, one line on stderr naming the path, no traceback; the output folder is checked
+before the long work (no model loaded, no evaluation), and a disk that fills up during the work is reported the
+same way.
+
+Root ignores permission bits, so as root a read-only folder is simulated (``tests/os_faults.py``); otherwise a
+real chmod 0o500 folder is used.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+import evaluate as evaluate_cli
+import predict as predict_cli
+import verify as verify_cli
+from tests.os_faults import fill_disk_on_rename, refuse_listing, refuse_reading, refuse_writes
+
+KINDS = ["under_a_file", "read_only", "full_disk"]
+# what each message says besides the path
+REASONS = {"under_a_file": "is a file, not a folder", "read_only": "Permission denied",
+           "full_disk": "No space left on device"}
+
+
+@pytest.fixture
+def unwritable(tmp_path, monkeypatch):
+    """``make(kind)``: an output path that cannot be written, and the path its message must name."""
+    def make(kind: str) -> tuple[Path, Path]:
+        if kind == "under_a_file":
+            blocker = tmp_path / "notes.txt"
+            blocker.write_text("not a folder")
+            return blocker / "out", blocker
+        folder = tmp_path / "locked"
+        folder.mkdir()
+        if kind == "read_only" and os.geteuid() != 0:
+            folder.chmod(0o500)
+            restore.append(folder)
+        else:
+            refuse_writes(monkeypatch, folder, errno.EACCES if kind == "read_only" else errno.ENOSPC)
+        return folder / "out", folder / "out"
+
+    restore: list[Path] = []
+    yield make
+    for folder in restore:
+        folder.chmod(0o700)
+
+
+def one_error_line(err: str, prog: str) -> str:
+    """The single line on stderr, checked for the program's prefix and the absence of a traceback."""
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{prog}: error: "), err
+    return lines[0]
+
+
+def expect_exit_1(call) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        call()
+    assert exit_info.value.code == 1
+
+
+def never(what: str):
+    def fail(*args, **kwargs):
+        pytest.fail(f"{what} although the output cannot be written")
+    return fail
+
+
+# ---------------------------------------------------------------------------------------------------- predict
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_predict_refuses_an_unwritable_output_before_inference(kind, unwritable, tmp_path, monkeypatch, capsys):
+    out, named = unwritable(kind)
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"never read")
+    monkeypatch.setattr("x2ct.evaluation.trained_model.load_trained_model", never("the model was loaded"))
+    expect_exit_1(lambda: predict_cli.main([str(checkpoint), "pa.png", "lateral.png", "--out", str(out)]))
+    line = one_error_line(capsys.readouterr().err, "predict.py")
+    assert str(named) in line and REASONS[kind] in line
+
+
+def test_predict_reports_a_disk_that_fills_up_when_writing_the_volume(tiny_run, tiny_dataset, tmp_path, monkeypatch,
+                                                                      capsys):
+    from x2ct.data.export_views import export_views
+
+    views = export_views(tiny_dataset, "phantom_0001", tmp_path / "views")
+    out = tmp_path / "pred"
+    fill_disk_on_rename(monkeypatch, out)
+    expect_exit_1(lambda: predict_cli.main([str(tiny_run / "checkpoints" / "best.pt"), *map(str, views),
+                                            "--out", str(out)]))
+    line = one_error_line(capsys.readouterr().err, "predict.py")
+    assert line.endswith(f"cannot write {out / 'prediction.nii.gz'}: No space left on device")
+
+
+# --------------------------------------------------------------------------------------------------- evaluate
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_evaluate_refuses_an_unwritable_output_before_evaluating(kind, unwritable, tmp_path, monkeypatch, capsys):
+    out, named = unwritable(kind)
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"never read")
+    monkeypatch.setattr("x2ct.evaluation.evaluator.evaluate", never("the evaluation ran"))
+    expect_exit_1(lambda: evaluate_cli.main([str(checkpoint), "--out", str(out)]))
+    line = one_error_line(capsys.readouterr().err, "evaluate.py")
+    assert str(named) in line and REASONS[kind] in line
+
+
+def test_evaluate_checks_the_default_output_inside_the_run(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.pt").write_bytes(b"never read")
+    refuse_writes(monkeypatch, run, errno.EACCES)  # a run folder of another user
+    monkeypatch.setattr("x2ct.evaluation.evaluator.evaluate", never("the evaluation ran"))
+    expect_exit_1(lambda: evaluate_cli.main([str(run / "checkpoints" / "best.pt")]))
+    line = one_error_line(capsys.readouterr().err, "evaluate.py")
+    assert line.endswith(f"{run / 'evaluation'}: Permission denied")
+
+
+def test_evaluate_reports_a_disk_that_fills_up_during_the_evaluation(tiny_run, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "eval"
+    fill_disk_on_rename(monkeypatch, out)
+    expect_exit_1(lambda: evaluate_cli.main([str(tiny_run / "checkpoints" / "best.pt"), "--out", str(out),
+                                             "--limit", "1", "--no-figures", "--no-reference"]))
+    line = one_error_line(capsys.readouterr().err, "evaluate.py")
+    assert f"cannot write {out}{os.sep}" in line and line.endswith("No space left on device")
+
+
+# ----------------------------------------------------------------------------------------------------- verify
+
+
+def test_verify_names_a_folder_it_may_not_list(tiny_dataset, monkeypatch, capsys):
+    refuse_listing(monkeypatch, tiny_dataset / "patients")
+    expect_exit_1(lambda: verify_cli.main([str(tiny_dataset), "--no-checksums"]))
+    line = one_error_line(capsys.readouterr().err, "verify.py")
+    assert line == f"verify.py: error: {tiny_dataset / 'patients'}: Permission denied"
+
+
+def test_verify_names_a_file_it_may_not_read(tiny_dataset, monkeypatch, capsys):
+    refuse_reading(monkeypatch, tiny_dataset / "dataset.json")
+    try:
+        code = verify_cli.main([str(tiny_dataset), "--no-checksums"])
+    except SystemExit as exit_info:
+        code = exit_info.code
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert f"{tiny_dataset / 'dataset.json'}" in captured.out + captured.err
+    if captured.err:  # reported here, not as one of verify's listed problems: one line
+        one_error_line(captured.err, "verify.py")
+
+
+def test_verify_of_a_path_under_a_file_says_it_is_no_data_set(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    assert verify_cli.main([str(tmp_path / "notes.txt" / "data")]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "dataset.json" in captured.out
