@@ -1,30 +1,46 @@
-"""Build a data set of (X-ray views, CT) pairs: `python prepare.py [source=...] [protocol=...] [key=value ...]`."""
+"""Build a data set of (X-ray views, CT) pairs: `python prepare.py [source=...] [protocol=...] [key=value ...]`.
+
+Exit code 0 when every patient was prepared, 1 when some failed (listed) or on an OS error (one line naming the
+path: full disk, permission, an output_dir under a file), 2 on a bad config or source."""
 
 import sys
+from typing import NoReturn
 
 import hydra
 from omegaconf import DictConfig
 
 from x2ct.data.prepare import load_prepare_config, prepare_dataset
 from x2ct.data.verify import verify_dataset
+from x2ct.os_errors import check_writable_dir, exit_on_os_error
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="prepare")
 def main(cfg: DictConfig) -> None:
     try:
-        report = prepare_dataset(load_prepare_config(cfg))
-    except (ValueError, FileNotFoundError) as err:  # bad config or source: say what, no traceback
-        print(f"prepare: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    print(f"{report.root}: {len(report.prepared)} prepared, {len(report.skipped)} already complete, "
-          f"{len(report.failures)} failed")
-    print(verify_dataset(report.root, checksums=False).format())
+        prepare_cfg = load_prepare_config(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        refuse(err)
+    with exit_on_os_error("prepare", where=prepare_cfg.output_dir):
+        try:
+            check_writable_dir(prepare_cfg.output_dir)  # before the first patient, not after the last
+            report = prepare_dataset(prepare_cfg)
+        except (ValueError, FileNotFoundError) as err:
+            refuse(err)
+        print(f"{report.root}: {len(report.prepared)} prepared, {len(report.skipped)} already complete, "
+              f"{len(report.failures)} failed")
+        print(verify_dataset(report.root, checksums=False).format())
     if report.failures:
         print(f"{len(report.failures)} patient(s) failed (listed in {report.root / 'failures.json'}):",
               file=sys.stderr)
         for failure in report.failures:
             print(f"  {failure['patient_id']} ({failure['source']}): {failure['error']}", file=sys.stderr)
         sys.exit(1)
+
+
+def refuse(err: Exception) -> NoReturn:
+    """A bad config or source: say what, no traceback, exit 2."""
+    print(f"prepare: error: {err}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,24 @@
 """Train a model: `python train.py [experiment=NAME] [key=value ...]`, or the same under
-`torchrun --nproc_per_node=N train.py ...`. See README and conf/train.yaml."""
+`torchrun --nproc_per_node=N train.py ...`. See README and conf/train.yaml.
+
+An OS error (full disk, permission, an output path under a file) is one line naming the path, exit code 1; the run
+folder is checked before Hydra writes to it (``OutputFolderCheck`` in conf/hydra/default.yaml)."""
 
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from x2ct.engine.launch import prepare_launch
 from x2ct.engine.trainer import train
+from x2ct.os_errors import exit_on_os_error
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    return train(cfg)
+    with exit_on_os_error("train.py", where=HydraConfig.get().runtime.output_dir):
+        return train(cfg)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ than 0 also tell Hydra not to write its own files and logs, so only rank 0 write
 
 The run folder itself comes from the ``x2ct.run_dir`` resolver: ``<output_dir>/runs/<run_name>``, or the folder of
 the run being resumed, so a resumed (or requeued) job lands where it left off (hydra issue 1822).
+
+``OutputFolderCheck``, a Hydra callback (``conf/hydra/default.yaml``, ``conf/prepare.yaml``), checks that folder before
+Hydra creates it.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from x2ct.os_errors import check_writable_dir, report_os_error
 
 RUN_STAMP_ENV = "X2CT_RUN_STAMP"
 STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S"
@@ -82,3 +89,40 @@ def prepare_launch(argv: list[str], environ: os._Environ | dict = os.environ) ->
     if info.rank != 0:
         argv = [*argv, "hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
     return argv
+
+
+class OutputFolderCheck(Callback):
+    """Check that Hydra's run (or sweep) folder can be created and written before Hydra does so itself.
+
+    Hydra makes the folder and writes ``.hydra/`` and its log before the task starts, so an output path under a
+    file, a read-only folder or a full disk would end in Hydra's traceback; this says it in one line naming the
+    folder and exits 1. Under torchrun rank 0 checks and tells the others (whose Hydra would fail the same way),
+    so the line is printed once and every rank exits non-zero.
+    """
+
+    def __init__(self, prog: str) -> None:
+        self.prog = prog
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir)
+
+    def _check(self, folder: str) -> None:
+        import torch.distributed as dist
+
+        from x2ct.engine.distributed import broadcast_object, is_dist_ready
+
+        shared = is_dist_ready()  # torchrun: prepare_launch started the group; otherwise each process checks
+        failed = False
+        if not shared or dist.get_rank() == 0:
+            try:
+                check_writable_dir(folder)
+            except OSError as err:
+                report_os_error(self.prog, err)
+                failed = True
+        if shared:
+            failed = broadcast_object(failed, src=0)
+        if failed:
+            raise SystemExit(1)
