@@ -223,6 +223,21 @@ def test_a_nan_whole_volume_metric_is_an_error_a_nan_region_metric_is_not():
         _check_metrics({"patient_id": "p", "psnr": 30.0, "ssim": math.nan, "lungs_psnr": math.nan}, Path("c.pt"))
 
 
+def test_the_report_says_why_a_region_row_counts_fewer_patients(tmp_path):
+    from x2ct.evaluation.report import write_report
+    from x2ct.evaluation.summary import summarise
+
+    rows = [{"patient_id": "a", "psnr": 30.0, "ssim": 0.9, "mae_hu": 40.0, "lungs_psnr": 28.0},
+            {"patient_id": "b", "psnr": 31.0, "ssim": 0.9, "mae_hu": 41.0, "lungs_psnr": math.nan}]
+    context = {"checkpoint": "c.pt", "epoch": 0, "weights": "model", "model": "m", "data_root": "d",
+               "split": "test", "patients": 2, "views": ["pa"], "hu_window": [-1000, 1500], "time": 0.0}
+    text = write_report(tmp_path / "r.md", rows, summarise(rows), context, {}).read_text()
+    lines = text.splitlines()
+    assert next(line for line in lines if line.startswith("| PSNR (dB) | 30.50")).endswith("| 2 |")
+    assert next(line for line in lines if line.startswith("| lungs: PSNR (dB) | 28.00")).endswith("| 1 |")
+    assert "n below 2: the other patients' region maps hold no such region" in text
+
+
 def test_other_views_for_a_model_built_for_its_own_views_are_refused(tiny_run, tmp_path, capsys):
     best = str(tiny_run / "checkpoints" / "best.pt")
     assert evaluate_cli.main([best, "--views", "lateral", "--out", str(tmp_path / "o")]) == 1

@@ -51,6 +51,10 @@ def write_report(path: str | os.PathLike, rows: list[dict[str, Any]], summary: d
                    for metric, label in REGION_METRICS.items() if f"{region}_{metric}" in summary}
     if region_rows:
         lines += ["", "## Per region", "", *_table(summary, region_rows)]
+        if any(summary[key]["n"] < context["patients"] for key in region_rows):
+            # the evaluator allows NaN only here (no such region); say so rather than let n differ unexplained
+            lines += ["", f"n below {context['patients']}: the other patients' region maps hold no such region "
+                          "(their value is NaN and left out of that row)."]
     if any(k in summary for k in X2CT_GAN_METRICS):
         lines += ["", "## X2CT-GAN protocol (for comparison with published tables only)", "",
                   "Published X-ray-to-CT results (X2CT-GAN and most work that compares with it) use these "
