@@ -104,12 +104,12 @@ class OutputFolderCheck(Callback):
         self.prog = prog
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config.hydra.run.dir)
+        self._check(config, "run")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config.hydra.sweep.dir)
+        self._check(config, "sweep")
 
-    def _check(self, folder: str) -> None:
+    def _check(self, config: DictConfig, mode: str) -> None:
         import torch.distributed as dist
 
         from x2ct.engine.distributed import broadcast_object, is_dist_ready
@@ -118,10 +118,12 @@ class OutputFolderCheck(Callback):
         failed = False
         if not shared or dist.get_rank() == 0:
             try:
-                check_writable_dir(folder)
+                check_writable_dir(config.hydra[mode].dir)
             except OSError as err:
                 report_os_error(self.prog, err)
                 failed = True
+            except Exception:  # a folder that does not resolve: Hydra reports it when it makes the folder
+                pass  # (but the broadcast below must happen, or the other ranks wait for it)
         if shared:
             failed = broadcast_object(failed, src=0)
         if failed:
