@@ -52,6 +52,17 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     return Path(path)
 
 
+def copy_atomic(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy ``source``'s bytes onto ``path`` atomically (a kill mid-copy leaves ``path`` as it was)."""
+    return write_atomic(path, lambda tmp: shutil.copyfile(source, tmp))
+
+
+def temporary_files(folder: str | os.PathLike) -> list[Path]:
+    """The temporary files ``atomic_path`` leaves in ``folder`` when its process is killed mid-write."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob(".*.tmp*") if p.is_file()) if folder.is_dir() else []
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

@@ -1,4 +1,5 @@
-"""x2ct/engine/checkpoint.py: exact resume, unwrapped keys, NaN refusal, atomic writes, clear load errors."""
+"""x2ct/engine/checkpoint.py: exact resume, unwrapped keys, NaN refusal, atomic writes, clear load errors,
+checksums, copies restored from last.pt, fallback to the newest intact checkpoint, another model's shape."""
 
 from __future__ import annotations
 
@@ -14,11 +15,16 @@ from torch import nn
 import x2ct
 from x2ct.engine.checkpoint import (
     CheckpointError,
+    checkpoint_files,
     checkpoint_path,
     find_resume_checkpoint,
     load_checkpoint,
+    load_for_resume,
+    remove_temporary_files,
+    restore_copies,
     restore_training_state,
     save_checkpoint,
+    state_checksum,
 )
 from x2ct.engine.ema import ModelEMA
 from x2ct.engine.schedule import cosine_with_warmup
@@ -222,3 +228,130 @@ def test_rng_state_is_restored_per_rank(tmp_path):
     with pytest.warns(UserWarning, match="rank 2 keeps its current RNG"):
         run.restore(ckpt, rank=2)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def _flip_weight_bytes(path: Path, weight: torch.Tensor) -> None:
+    """Flip one byte inside ``weight``'s storage in the saved file (what a bad disk or copy does)."""
+    data = bytearray(path.read_bytes())
+    start = bytes(data).find(weight.detach().numpy().tobytes())
+    assert start >= 0, "the weight's bytes are not in the file"
+    data[start + 5] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_bytes_in_a_weight_are_refused_naming_the_file(tmp_path):
+    run = Parts()
+    run.train(2)
+    path = run.save(tmp_path / "last.pt")
+    assert load_checkpoint(path)["checksum"] == state_checksum(load_checkpoint(path))
+    _flip_weight_bytes(path, run.model[0].weight)
+    assert torch.load(path, weights_only=True)["epoch"] == 1  # torch itself reads it without complaint
+    with pytest.raises(CheckpointError, match=r"last\.pt: checksum mismatch: the file is damaged"):
+        load_checkpoint(path)
+
+
+def test_a_changed_value_outside_the_tensors_is_refused_too(tmp_path):
+    path = Parts().save(tmp_path / "c.pt")
+    state = torch.load(path, weights_only=True)
+    state["best_metric"] = 99.0
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_checkpoint(path)
+
+
+def test_format_1_checkpoints_load_with_a_warning_and_newer_ones_are_refused(tmp_path):
+    path = Parts().save(tmp_path / "old.pt")
+    state = torch.load(path, weights_only=True)
+    del state["checksum"], state["copies"]
+    torch.save(state | {"format_version": 1}, path)
+    with pytest.warns(UserWarning, match=r"old\.pt has format version 1, which has no checksum: .* not verified"):
+        assert load_checkpoint(path)["epoch"] == 1
+    torch.save(state | {"format_version": 3}, path)
+    with pytest.raises(CheckpointError, match="format version 3"):
+        load_checkpoint(path)
+    torch.save(state, path)  # format 2 without its checksum
+    with pytest.raises(CheckpointError, match="lacks its checksum"):
+        load_checkpoint(path)
+
+
+def test_copies_are_byte_copies_named_in_the_checkpoint_and_restored_from_it(tmp_path):
+    run = Parts()
+    last, best, periodic = (checkpoint_path(tmp_path, k, e) for k, e in (("last", None), ("best", None), ("epoch", 2)))
+    run.save(best, epoch=0, step=1)  # an older best
+    run.train(1)
+    run.save(last, copies=["best.pt", "epoch_0002.pt"])
+    assert load_checkpoint(last)["copies"] == ["best.pt", "epoch_0002.pt"]
+    assert best.read_bytes() == periodic.read_bytes() == last.read_bytes()
+
+    # a kill after last.pt: one copy never written, the other still the older state
+    periodic.unlink()
+    run.save(best, epoch=0, step=1)
+    lines = restore_copies(last, load_checkpoint(last))
+    assert best.read_bytes() == periodic.read_bytes() == last.read_bytes()
+    assert len(lines) == 2 and "best.pt" in lines[0] and "epoch 1, step 1" in lines[0]
+    assert "epoch_0002.pt" in lines[1] and "missing" in lines[1]
+    assert restore_copies(last, load_checkpoint(last)) == []  # nothing to do now
+
+    best.write_bytes(last.read_bytes()[:100])  # damaged
+    assert "damaged" in restore_copies(last, load_checkpoint(last))[0] and best.read_bytes() == last.read_bytes()
+    run.save(best, epoch=5, step=9)  # a later best (after a fallback to an older checkpoint) is kept
+    assert "kept" in restore_copies(last, load_checkpoint(last))[0] and load_checkpoint(best)["step"] == 9
+    with pytest.raises(ValueError, match="copies"):
+        run.save(last, copies=["../elsewhere.pt"])
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path):
+    run = Parts()
+    paths = {"epoch_0001.pt": (0, 10), "epoch_0002.pt": (1, 20), "best.pt": (2, 25), "last.pt": (3, 30)}
+    for name, (epoch, step) in paths.items():
+        run.save(tmp_path / "checkpoints" / name, epoch=epoch, step=step)
+    folder = tmp_path / "checkpoints"
+    assert load_for_resume(tmp_path).path == folder / "last.pt"
+
+    (folder / "last.pt").write_bytes((folder / "last.pt").read_bytes()[:1000])
+    found = load_for_resume(tmp_path)
+    assert found.path == folder / "best.pt" and found.state["step"] == 25  # later than the newest periodic file
+    assert "last.pt (1000 bytes)" in found.notes[0] and "resuming from best.pt" in found.notes[-1]
+    _flip_weight_bytes(folder / "best.pt", run.model[0].weight)
+    assert load_for_resume(tmp_path).path == folder / "epoch_0002.pt"
+    (folder / "epoch_0002.pt").write_bytes(b"")
+    assert load_for_resume(tmp_path).path == folder / "epoch_0001.pt"
+    (folder / "epoch_0001.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"no intact checkpoint .*last\.pt.*epoch_0002\.pt.*epoch_0001\.pt.*"
+                                              r"best\.pt: checksum mismatch"):
+        load_for_resume(tmp_path)
+    assert load_for_resume(tmp_path / "empty") is None
+
+
+def test_temporary_files_of_interrupted_writes_are_found_and_removed(tmp_path):
+    folder = tmp_path / "checkpoints"
+    Parts().save(folder / "last.pt")
+    for name in (".last.pt.k2j4.tmp.pt", ".best.pt.x1.tmp.pt"):
+        (folder / name).write_bytes(b"half")
+    assert [p.name for p in remove_temporary_files(tmp_path)] == [".best.pt.x1.tmp.pt", ".last.pt.k2j4.tmp.pt"]
+    assert [p.name for p in folder.iterdir()] == ["last.pt"]
+    assert checkpoint_files(tmp_path) == [folder / "last.pt"]
+
+
+def test_a_model_of_another_shape_is_refused_naming_file_parameter_and_config(tmp_path):
+    path = Parts().save(tmp_path / "last.pt")
+    wider = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.Dropout(0.3), nn.ReLU(), nn.Linear(16, 1))
+    config = {"model": {"name": "tiny", "width": 16}}
+    with pytest.raises(CheckpointError, match=r"last\.pt does not fit this run's model: '0\.weight' is \(8, 4\) in "
+                                              r"the checkpoint but \(16, 4\) .*model\.width: 8 \(checkpoint\) vs 16"):
+        restore_training_state(load_checkpoint(path), model=wider, optimizer=None, scheduler=None, scaler=None,
+                               ema=None, path=path, config=config)
+
+
+def test_evaluate_and_predict_refuse_a_damaged_checkpoint(tiny_run, tmp_path):
+    """They load through ``load_trained_model`` -> ``load_checkpoint``: flipped weight bytes stop them, naming the
+    file, instead of an all-NaN volume or a PSNR of nan."""
+    from x2ct.evaluation.trained_model import load_trained_model
+
+    path = tmp_path / "best.pt"
+    path.write_bytes((tiny_run / "checkpoints" / "best.pt").read_bytes())
+    load_trained_model(path)
+    weight = next(v for v in load_checkpoint(path)["model"].values() if v.numel() >= 16)
+    _flip_weight_bytes(path, weight)
+    with pytest.raises(CheckpointError, match=r"best\.pt: checksum mismatch"):
+        load_trained_model(path)

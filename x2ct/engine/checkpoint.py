@@ -9,17 +9,26 @@ A checkpoint is a dict (``torch.save``) with the keys:
   all ranks with ``gather_rng_states``).
 - ``config``: the resolved config as a plain dict; ``wandb_run_id``; ``extra`` (caller's plain dict or None).
 - ``x2ct_version``, ``torch_version``, ``format_version``.
+- ``copies``: names of the files beside this one that hold the same state (``best.pt``, ``epoch_0007.pt``).
+- ``checksum``: sha256 of everything else (``state_checksum``), verified by ``load_checkpoint`` (format 2).
 
 Only rank 0 saves (the caller decides); every rank loads and restores. File names inside a run folder:
 ``checkpoints/last.pt``, ``checkpoints/best.pt`` and ``checkpoints/epoch_0007.pt`` (see ``checkpoint_path``).
+
+``last.pt`` is the commit point: it is written first and names its copies, which are then written as byte copies
+of it. A kill between those writes loses nothing: ``restore_copies`` rewrites a missing or stale copy on resume.
+A damaged ``last.pt`` is not the end either: ``load_for_resume`` falls back to the newest intact checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +36,19 @@ import torch
 from torch import nn
 
 import x2ct
-from x2ct.atomic_io import atomic_path
+from x2ct.atomic_io import atomic_path, copy_atomic, temporary_files
 from x2ct.engine.distributed import unwrap_model
 from x2ct.engine.ema import ModelEMA
 from x2ct.engine.seeding import capture_rng_state, restore_rng_state
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ``checksum`` and ``copies``
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_KINDS = ("last", "best", "epoch")
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "scaler", "ema", "epoch", "step", "best_metric", "rng_states",
                  "config", "wandb_run_id", "extra", "x2ct_version", "format_version")
 # Exact types: subclasses (NumPy scalars, torch's TorchVersion str) are refused by weights_only loading.
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
+_EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt")
 
 
 class CheckpointError(RuntimeError):
@@ -59,6 +69,50 @@ def find_resume_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The run folder's ``checkpoints/last.pt`` if it exists, else ``None`` (a fresh start)."""
     path = checkpoint_path(run_dir, "last")
     return path if path.is_file() else None
+
+
+def checkpoint_files(run_dir: str | os.PathLike) -> list[Path]:
+    """Every checkpoint of a run folder: ``last.pt``, the periodic files newest first, ``best.pt`` (those present;
+    temporary files of interrupted writes are not checkpoints)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    periodic = [p for p in folder.glob("epoch_*.pt") if _EPOCH_FILE.fullmatch(p.name)] if folder.is_dir() else []
+    periodic.sort(key=lambda p: int(_EPOCH_FILE.fullmatch(p.name).group(1)), reverse=True)
+    ends = [checkpoint_path(run_dir, "last"), *periodic, checkpoint_path(run_dir, "best")]
+    return [p for p in ends if p.is_file()]
+
+
+def remove_temporary_files(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that a kill during a checkpoint write leaves in ``run_dir/checkpoints``; returns
+    them. Call it only from the one process that writes the folder, before it writes."""
+    removed = temporary_files(Path(run_dir) / CHECKPOINT_DIR)
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def state_checksum(state: Mapping[str, Any]) -> str:
+    """sha256 over a checkpoint's content but its ``checksum``: every tensor's dtype, shape and bytes and every other
+    value, each with its key path, dict keys sorted (the same on the saved dict and on its ``torch.load``)."""
+    digest = hashlib.sha256()
+    _hash_value(digest, "", {k: v for k, v in state.items() if k != "checksum"})
+    return digest.hexdigest()
+
+
+def _hash_value(digest: Any, where: str, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        data = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8)  # any dtype, even 0-d
+        digest.update(f"{where}:tensor:{value.dtype}:{tuple(value.shape)}\n".encode())
+        digest.update(data.numpy())  # the buffer itself: no copy on the CPU
+    elif isinstance(value, Mapping):
+        digest.update(f"{where}:dict:{len(value)}\n".encode())
+        for key in sorted(value, key=lambda k: (type(k).__name__, str(k))):  # optimizer state has int keys
+            _hash_value(digest, f"{where}/{key!r}", value[key])
+    elif isinstance(value, list | tuple):
+        digest.update(f"{where}:seq:{len(value)}\n".encode())
+        for i, item in enumerate(value):
+            _hash_value(digest, f"{where}[{i}]", item)
+    else:  # plain scalars only (_check_plain); repr round-trips floats exactly
+        digest.update(f"{where}:{type(value).__name__}:{value!r}\n".encode())
 
 
 def _check_finite(state: Mapping[str, Any], what: str, path: Path) -> None:
@@ -97,14 +151,19 @@ def _check_plain(obj: Any, where: str) -> None:
 def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any, scaler: Any, ema: ModelEMA | None, epoch: int, step: int,
                     best_metric: float | None, config: dict, wandb_run_id: str | None = None,
-                    extra: dict | None = None, rng_states: list[dict[str, Any]] | None = None) -> Path:
-    """Write a checkpoint atomically (a crash mid-write leaves the previous file intact); return ``path``.
+                    extra: dict | None = None, rng_states: list[dict[str, Any]] | None = None,
+                    copies: Sequence[str] = ()) -> Path:
+    """Write a checkpoint atomically (a crash mid-write leaves the previous file intact), then its ``copies``;
+    return ``path``.
 
     Args:
         scheduler: an LR scheduler (anything with ``state_dict``) or None.
         scaler: a ``torch.amp.GradScaler`` or None (bf16 needs none).
         rng_states: from ``gather_rng_states()`` for exact per-rank resume under DDP; default: this process's
             ``capture_rng_state()`` only.
+        copies: file names beside ``path`` (``best.pt``, ``epoch_0007.pt``) that get the same state. They are
+            recorded in ``path`` and then written as byte copies of it (faster than serialising again), so
+            ``path`` alone is enough to restore them (``restore_copies``).
 
     Raises ``ValueError`` naming the first model or EMA tensor holding NaN/Inf, and ``TypeError`` naming the
     key of ``config`` / ``extra`` that is not a plain container.
@@ -136,17 +195,31 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, optimizer: tor
         "x2ct_version": x2ct.__version__,
         "torch_version": str(torch.__version__),  # TorchVersion is a str subclass weights_only refuses
         "format_version": FORMAT_VERSION,
+        "copies": _copy_names(copies, path),
     }
+    payload["checksum"] = state_checksum(payload)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+    for name in payload["copies"]:
+        copy_atomic(path, path.parent / name)
     return path
+
+
+def _copy_names(copies: Iterable[str], path: Path) -> list[str]:
+    names = [str(name) for name in copies]
+    bad = [name for name in names if Path(name).name != name or name == path.name or not name.endswith(".pt")]
+    if bad:
+        raise ValueError(f"copies of {path} must be other .pt file names in its folder, got {bad}")
+    return names
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``torch.load(weights_only=True)``.
 
     Raises ``FileNotFoundError`` for a missing file and ``CheckpointError`` (naming the file) for a truncated,
-    corrupt or foreign file, or one lacking the keys in ``REQUIRED_KEYS``.
+    corrupt or foreign file, one lacking the keys in ``REQUIRED_KEYS``, or one whose content does not match its
+    checksum (flipped bytes that ``torch.load`` reads without complaint). A format-1 file (no checksum) loads with
+    a warning.
     """
     path = Path(path)
     if not path.is_file():
@@ -162,7 +235,174 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}; was it written by x2ct's save_checkpoint?")
+    _verify(ckpt, path)
     return ckpt
+
+
+def _verify(ckpt: dict[str, Any], path: Path) -> None:
+    version = ckpt["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {version!r}; this x2ct reads versions up to "
+                              f"{FORMAT_VERSION} (was it written by a newer x2ct?)")
+    if version < 2:
+        warnings.warn(f"checkpoint {path} has format version {version}, which has no checksum: its content is not "
+                      "verified", stacklevel=3)
+        return
+    if "checksum" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} (format {version}) lacks its checksum; the file is damaged or was "
+                              "not written by x2ct's save_checkpoint")
+    if state_checksum(ckpt) != ckpt["checksum"]:
+        raise CheckpointError(f"checkpoint {path}: checksum mismatch: the file is damaged (its content differs from "
+                              "what was saved); do not use it")
+
+
+@dataclass
+class Resumed:
+    """The state a run resumes from, the file it was read from, and what was refused on the way (to print)."""
+
+    path: Path
+    state: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def load_for_resume(run_dir: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Resumed | None:
+    """``last.pt`` of a run folder; if it is damaged or missing, the newest intact of its other checkpoints.
+
+    Returns None when the folder holds no checkpoint (a fresh start). Raises ``CheckpointError`` naming every file
+    tried and why it was refused when none is intact.
+    """
+    last = checkpoint_path(run_dir, "last")
+    files = checkpoint_files(run_dir)
+    if not files:
+        return None
+    refused: list[tuple[Path, str]] = []
+    if last.is_file():
+        try:
+            return Resumed(last, load_checkpoint(last, map_location))
+        except CheckpointError as err:
+            refused.append((last, str(err)))
+    else:
+        refused.append((last, f"checkpoint {last} is missing"))
+    found = newest_intact(files, map_location, refused, skip=last)
+    if found is None:
+        tried = "; ".join(why for _, why in refused)
+        raise CheckpointError(f"run folder {run_dir} has no intact checkpoint to resume from: {tried}")
+    notes = [why for _, why in refused]
+    notes.append(f"resuming from {found.path.name} instead (epoch {found.state['epoch'] + 1}, step "
+                 f"{found.state['step']}): the newest intact checkpoint of the folder")
+    found.notes = notes
+    return found
+
+
+def newest_intact(files: Sequence[Path], map_location: str | torch.device | None = "cpu",
+                  refused: list[tuple[Path, str]] | None = None, skip: Path | None = None) -> Resumed | None:
+    """The intact checkpoint with the highest (epoch, step) among ``files`` (ordered as ``checkpoint_files``) but
+    ``skip``; damaged files are appended to ``refused`` with the error (which names the file).
+
+    Loads ``last.pt``, the periodic files newest first until one is intact, and ``best.pt``: at most three intact
+    loads, whatever the number of periodic files. On a tie the earlier file in ``files`` wins.
+    """
+    refused = [] if refused is None else refused
+    best: Resumed | None = None
+    periodic_found = False
+    for path in files:
+        is_periodic = _EPOCH_FILE.fullmatch(path.name) is not None
+        if path == skip or (is_periodic and periodic_found):
+            continue
+        try:
+            state = load_checkpoint(path, map_location)
+        except CheckpointError as err:
+            refused.append((path, str(err)))
+            continue
+        periodic_found |= is_periodic
+        if best is None or (state["epoch"], state["step"]) > (best.state["epoch"], best.state["step"]):
+            best = Resumed(path, state)
+    return best
+
+
+def restore_copies(path: Path, state: dict[str, Any]) -> list[str]:
+    """Make the run folder of ``path`` agree with ``state`` (read from ``path``): the copies it names and, when
+    ``path`` is not ``last.pt`` (a fallback), ``last.pt`` are rewritten as byte copies of ``path`` where missing or
+    stale; returns one line per file restored or kept.
+
+    A file is restored when it is missing, damaged or holds an earlier state (a kill between the writes of
+    ``last.pt`` and its copies). It is kept when it holds an intact later state (``resume=`` naming an older
+    checkpoint of the folder): a resume never replaces a later state, and ``best.pt`` stays the best weights
+    validated in the folder.
+    """
+    lines = []
+    names = list(state.get("copies") or [])
+    if path.name != "last.pt":
+        names.insert(0, "last.pt")
+    for name in names:
+        target = path.parent / name
+        if target == path or _same_bytes(path, target):
+            continue
+        why = "it was missing"
+        if target.exists():
+            try:
+                other = load_checkpoint(target, map_location="cpu")
+            except CheckpointError as err:
+                why = f"it was damaged ({err})"
+            else:
+                if (other["epoch"], other["step"]) > (state["epoch"], state["step"]):
+                    lines.append(f"kept {target} (epoch {other['epoch'] + 1}, step {other['step']}): it is later "
+                                 f"than {path.name}")
+                    continue
+                why = f"it held epoch {other['epoch'] + 1}, step {other['step']}"
+        copy_atomic(path, target)
+        lines.append(f"restored {target} as a copy of {path.name} (epoch {state['epoch'] + 1}, step "
+                     f"{state['step']}): {why}")
+    return lines
+
+
+def _same_bytes(a: Path, b: Path, chunk: int = 1 << 24) -> bool:
+    if not b.is_file() or a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while block := fa.read(chunk):
+            if block != fb.read(chunk):
+                return False
+    return True
+
+
+def state_mismatches(expected: Mapping[str, torch.Tensor], saved: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:
+    """How ``saved`` weights fail to fit a model whose ``state_dict`` is ``expected``: the non-empty lists of names
+    among ``wrong shape``, ``missing`` (from ``saved``) and ``unexpected`` (in ``saved``), in that order."""
+    found = {
+        "wrong shape": [k for k, v in expected.items() if k in saved and saved[k].shape != v.shape],
+        "missing": [k for k in expected if k not in saved],
+        "unexpected": [k for k in saved if k not in expected],
+    }
+    return {label: names for label, names in found.items() if names}
+
+
+def config_differences(saved: Any, current: Any, where: str) -> list[str]:
+    """Keys whose values differ between two nested config dicts, as ``"where.key: saved vs current"``."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [line for key in sorted(set(saved) | set(current), key=str)
+                for line in config_differences(saved.get(key, "<absent>"), current.get(key, "<absent>"),
+                                               f"{where}.{key}")]
+    return [] if saved == current else [f"{where}: {saved!r} (checkpoint) vs {current!r} (this run)"]
+
+
+def _check_model_fits(ckpt: dict[str, Any], model: nn.Module, path: Path | None, config: dict | None) -> None:
+    expected, saved = model.state_dict(), ckpt["model"]
+    problems = state_mismatches(expected, saved)
+    if not problems:
+        return
+    label, names = next(iter(problems.items()))
+    first = {"wrong shape": f"{names[0]!r} is {tuple(saved[names[0]].shape)} in the checkpoint but "
+                            f"{tuple(expected[names[0]].shape)} in this run's model",
+             "missing": f"this run's model has {names[0]!r}, the checkpoint has not",
+             "unexpected": f"the checkpoint has {names[0]!r}, this run's model has not"}[label]
+    counts = ", ".join(f"{len(v)} {k}" for k, v in problems.items())
+    message = f"checkpoint {path or '(unnamed)'} does not fit this run's model: {first} ({counts})"
+    if config is not None:
+        differing = config_differences((ckpt.get("config") or {}).get("model"), config.get("model"), "model")
+        message += ("; the model config differs from the checkpoint's in " + "; ".join(differing) if differing
+                    else "; the model config is the same as the checkpoint's")
+    raise CheckpointError(message + ". Resume with the checkpoint's model settings, or start a new run.")
 
 
 def restore_ema(ckpt: dict[str, Any], ema: ModelEMA, model: nn.Module) -> None:
@@ -176,12 +416,16 @@ def restore_ema(ckpt: dict[str, Any], ema: ModelEMA, model: nn.Module) -> None:
 
 
 def restore_training_state(ckpt: dict[str, Any], *, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                           scheduler: Any, scaler: Any, ema: ModelEMA | None, rank: int = 0) -> None:
+                           scheduler: Any, scaler: Any, ema: ModelEMA | None, rank: int = 0,
+                           path: Path | None = None, config: dict | None = None) -> None:
     """Load model, optimizer, scheduler, scaler, EMA and this rank's RNG state from ``load_checkpoint``'s dict.
 
     Build the optimizer and scheduler exactly as for a fresh run first, then call this. Mismatches between
     what is passed and what was saved:
 
+    - weights that do not fit ``model`` (another width, depth, model): ``CheckpointError`` naming ``path``, the
+      first parameter that differs with both shapes, and the ``model`` keys of ``config`` (this run's resolved
+      config) that differ from the checkpoint's.
     - ``scaler`` given but none saved (e.g. a bf16 run resumed as fp16): warning, the scaler starts fresh.
     - ``ema`` given but none saved: warning, the average restarts from the restored model weights.
     - RNG saved for fewer ranks than ``rank + 1``: warning, this rank keeps its current (seeded) RNG.
@@ -189,6 +433,7 @@ def restore_training_state(ckpt: dict[str, Any], *, model: nn.Module, optimizer:
     ``epoch``, ``step``, ``best_metric`` and ``wandb_run_id`` are read from ``ckpt`` by the caller.
     """
     target = unwrap_model(model)
+    _check_model_fits(ckpt, target, path, config)
     target.load_state_dict(ckpt["model"])
     if optimizer is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
