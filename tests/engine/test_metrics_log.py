@@ -73,3 +73,19 @@ def test_bad_values_and_reserved_names_are_refused(tmp_path):
         with pytest.raises(TypeError, match="'v'"):
             log.log(step=0, epoch=0, split="train", v=torch.ones(2))
     assert read_metrics(tmp_path / "m.jsonl") == []
+
+
+def test_a_fresh_log_starts_empty_and_a_resumed_one_drops_the_splits_logged_after_checkpoints(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    with MetricsLog(path) as log:
+        for step in range(3):
+            log.log(step=step, epoch=0, split="train", loss=float(step))
+        log.log(step=2, epoch=0, split="test", psnr=20.0)  # logged after the last checkpoint (step 2)
+    with MetricsLog(path, truncate_after_step=2, drop_splits=("test",)) as log:
+        log.log(step=2, epoch=0, split="test", psnr=21.0)
+    assert [(r["step"], r["split"]) for r in read_metrics(path)] == [(0, "train"), (1, "train"), (2, "train"),
+                                                                      (2, "test")]
+    assert read_metrics(path)[-1]["psnr"] == 21.0
+    with MetricsLog(path, fresh=True) as log:  # a fresh start after a kill before the first checkpoint
+        log.log(step=0, epoch=0, split="train", loss=9.0)
+    assert [r["loss"] for r in read_metrics(path)] == [9.0]

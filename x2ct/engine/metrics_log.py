@@ -9,8 +9,10 @@ skips such a truncated last line. Only one process may write a file: under DDP t
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +36,28 @@ class MetricsLog:
             crash is cut off first, so new records start on a fresh line.
         truncate_after_step: on resume, drop existing records with ``step`` greater than this (those logged
             after the checkpoint being resumed from), so steps are not recorded twice.
+        drop_splits: on resume, also drop every existing record of these splits (logged after the last
+            checkpoint whatever their step, e.g. the test scores, which the resumed run logs again).
+        fresh: start the file empty (a fresh run in a folder where an attempt was killed before its first
+            checkpoint: its records would otherwise be followed by the same steps again).
     """
 
-    def __init__(self, path: str | os.PathLike, truncate_after_step: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, truncate_after_step: int | None = None,
+                 drop_splits: Sequence[str] = (), fresh: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            self._repair(truncate_after_step)
+        if fresh:
+            write_text_atomic(self.path, "")
+        elif self.path.exists():
+            self._repair(truncate_after_step, tuple(drop_splits))
         self._file = open(self.path, "a", encoding="utf-8")  # kept open for the whole run
 
-    def _repair(self, truncate_after_step: int | None) -> None:
+    def _repair(self, truncate_after_step: int | None, drop_splits: tuple[str, ...]) -> None:
         text = self.path.read_text(encoding="utf-8")
         complete = text if text.endswith("\n") or not text else text[: text.rfind("\n") + 1]
-        if truncate_after_step is not None:
-            kept = [rec for rec in read_metrics(self.path) if rec["step"] <= truncate_after_step]
+        if truncate_after_step is not None or drop_splits:
+            last = math.inf if truncate_after_step is None else truncate_after_step
+            kept = [rec for rec in read_metrics(self.path) if rec["step"] <= last and rec["split"] not in drop_splits]
             complete = "".join(json.dumps(rec) + "\n" for rec in kept)
         if complete != text:
             write_text_atomic(self.path, complete)
