@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tests.helpers import compose_config
+from x2ct.engine.checkpoint import CheckpointError, state_checksum
 from x2ct.engine.config_schema import validate_train_config
 from x2ct.engine.launch import register_resolvers
 from x2ct.engine.metrics_log import read_metrics
@@ -264,3 +265,104 @@ def test_fp16_trains_on_the_cpu_with_the_scaler(tiny_dataset, tmp_path):
     assert all(math.isfinite(r["loss"]) and r["grad_scale"] > 0 for r in rows)
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["scaler"] is not None
+
+
+def resume_copy(tiny_run, tiny_dataset, tmp_path, *extra):
+    """Resume a copy of the session's tiny run (2 epochs, finished) with ``resume=auto``; returns its folder."""
+    run_dir = tmp_path / "copy"
+    if not run_dir.exists():
+        shutil.copytree(tiny_run, run_dir)
+    run(tiny_cfg(tiny_dataset, tmp_path, "resume=auto", *extra), run_dir)
+    return run_dir
+
+
+def test_copies_lost_between_checkpoint_writes_are_restored_on_resume(tiny_run, tiny_dataset, tmp_path, capsys):
+    """A kill after last.pt but before its copies: resuming restores them from last.pt, and the test scores best.pt
+    again without a second val_mean_volume or test record."""
+    checkpoints = tmp_path / "copy" / "checkpoints"
+    shutil.copytree(tiny_run, tmp_path / "copy")
+    last = torch.load(checkpoints / "last.pt", weights_only=True)
+    assert "epoch_0002.pt" in last["copies"]
+    (checkpoints / "epoch_0002.pt").unlink()
+    if "best.pt" in last["copies"]:  # best.pt as the kill leaves it: still epoch 1's
+        shutil.copy(checkpoints / "epoch_0001.pt", checkpoints / "best.pt")
+    resume_copy(tiny_run, tiny_dataset, tmp_path)
+    out = capsys.readouterr().out
+    assert f"restored {checkpoints / 'epoch_0002.pt'} as a copy of last.pt (epoch 2, step 4): it was missing" in out
+    for name in last["copies"]:
+        assert (checkpoints / name).read_bytes() == (checkpoints / "last.pt").read_bytes(), name
+    rows = read_metrics(tmp_path / "copy" / "metrics.jsonl")
+    assert [r["split"] for r in rows].count("val_mean_volume") == 1 and [r["split"] for r in rows].count("test") == 1
+    assert rows == read_metrics(tiny_run / "metrics.jsonl")[:-1] + rows[-1:]  # only the test record is new
+
+
+def test_a_fresh_start_empties_what_a_run_killed_before_its_first_checkpoint_left(tiny_dataset, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text('{"step": 0, "epoch": 0, "split": "val_mean_volume", "psnr": 1.0}\n'
+                                           '{"step": 1, "epoch": 0, "split": "train", "loss": 1.0}\n')
+    (run_dir / "checkpoints" / ".last.pt.abcd1234.tmp.pt").write_bytes(b"half a checkpoint")
+    run(tiny_cfg(tiny_dataset, tmp_path, "trainer.max_epochs=1", "resume=auto"), run_dir)
+    assert "removed 1 temporary file(s) left by an interrupted checkpoint write: .last.pt.abcd1234.tmp.pt" in (
+        capsys.readouterr().out)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["split"] for r in rows].count("val_mean_volume") == 1 and rows[0]["psnr"] != 1.0
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "epoch_0001.pt", "last.pt"]
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_the_newest_intact_one(tiny_run, tiny_dataset, tmp_path, capsys):
+    checkpoints = tmp_path / "copy" / "checkpoints"
+    shutil.copytree(tiny_run, tmp_path / "copy")
+    (checkpoints / "last.pt").write_bytes((checkpoints / "last.pt").read_bytes()[:5000])
+    (checkpoints / "epoch_0002.pt").unlink()
+    resume_copy(tiny_run, tiny_dataset, tmp_path)
+    out = capsys.readouterr().out
+    assert f"cannot read checkpoint {checkpoints / 'last.pt'} (5000 bytes): it is truncated" in out
+    resumed_from = "best.pt" if torch.load(tiny_run / "checkpoints" / "best.pt", weights_only=True)["epoch"] else (
+        "epoch_0001.pt")  # best.pt when epoch 2 improved: it is later
+    assert f"resuming from {resumed_from} instead" in out
+    assert f"restored {checkpoints / 'last.pt'} as a copy of {resumed_from}" in out
+    # epoch 2 trained again from there (deterministic): the same weights as the unbroken run's
+    a = torch.load(tiny_run / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(checkpoints / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert (checkpoints / "epoch_0002.pt").read_bytes() == (checkpoints / "last.pt").read_bytes()
+
+
+def test_a_damaged_checkpoint_named_by_resume_is_refused_naming_an_intact_one(tiny_run, tiny_dataset, tmp_path):
+    checkpoints = tmp_path / "copy" / "checkpoints"
+    shutil.copytree(tiny_run, tmp_path / "copy")
+    (checkpoints / "epoch_0002.pt").write_bytes((checkpoints / "epoch_0002.pt").read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=r"epoch_0002\.pt .*truncated.*The newest intact checkpoint beside "
+                                              r"it is .*last\.pt \(epoch 2, step 4\): pass resume="):
+        run(tiny_cfg(tiny_dataset, tmp_path, f"resume={checkpoints / 'epoch_0002.pt'}"), tmp_path / "other")
+    for name in ("last.pt", "best.pt", "epoch_0001.pt"):
+        (checkpoints / name).write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"has no intact checkpoint to resume from: .*last\.pt.*; "
+                                              r".*epoch_0002\.pt.*; .*epoch_0001\.pt.*; .*best\.pt"):
+        run(tiny_cfg(tiny_dataset, tmp_path, "resume=auto"), tmp_path / "copy")
+
+
+def test_resuming_an_older_checkpoint_of_the_folder_keeps_later_files_and_the_best_score(
+        tiny_run, tiny_dataset, tmp_path, capsys):
+    """resume=<epoch_0001.pt of this folder>: last.pt and a best.pt from later epochs are kept, and the best score
+    to beat is best.pt's (here made 99 dB: nothing beats it, so best.pt is never replaced)."""
+    checkpoints = tmp_path / "copy" / "checkpoints"
+    shutil.copytree(tiny_run, tmp_path / "copy")
+    best = torch.load(checkpoints / "last.pt", weights_only=True) | {"best_metric": 99.0, "copies": []}
+    torch.save(best | {"checksum": state_checksum(best)}, checkpoints / "best.pt")
+    kept = (checkpoints / "best.pt").read_bytes()
+    assert resume_copy(tiny_run, tiny_dataset, tmp_path, f"resume={checkpoints / 'epoch_0001.pt'}")
+    out = capsys.readouterr().out
+    assert f"kept {checkpoints / 'last.pt'} (epoch 2, step 4): it is later than epoch_0001.pt" in out
+    assert f"keeping {checkpoints / 'best.pt'} (val PSNR 99.00 dB" in out
+    assert (checkpoints / "best.pt").read_bytes() == kept
+    assert torch.load(checkpoints / "last.pt", weights_only=True)["best_metric"] == 99.0
+
+
+def test_resuming_with_another_model_width_names_checkpoint_parameter_and_config(tiny_run, tiny_dataset, tmp_path):
+    with pytest.raises(CheckpointError, match=r"last\.pt does not fit this run's model: '.*' is \(4, .*\) in the "
+                                              r"checkpoint but \(8, .*\) in this run's model.*model\.base_channels: "
+                                              r"4 \(checkpoint\) vs 8 \(this run\)"):
+        resume_copy(tiny_run, tiny_dataset, tmp_path, "model.base_channels=8")

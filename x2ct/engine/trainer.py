@@ -143,7 +143,8 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
     reference = evaluate(run.model, run.val_loader, run.device, run.precision, constant=run.reference_volume,
                          limit=cfg.trainer.limit_val_batches)
     if dist.is_main:
-        metrics.log(step=run.step, epoch=run.start_epoch, split="val_mean_volume", **reference)
+        if run.resume_from is None:  # a resumed run has this record already
+            metrics.log(step=run.step, epoch=run.start_epoch, split="val_mean_volume", **reference)
         logger.summary({"val/psnr_mean_volume": reference["psnr"], "val/ssim_mean_volume": reference["ssim"]})
 
     val: dict[str, float] = {}
@@ -198,11 +199,16 @@ def build_run(cfg: DictConfig, dist: DistInfo, run_dir: Path) -> Run:
     adversarial = build_adversarial(cfg, input_spec, device, precision, dist, total_steps)
     seed_everything(cfg.seed, rank=dist.rank)
 
-    resume_from = _resume_checkpoint(cfg.resume, run_dir)
-    state = ckpt.load_checkpoint(resume_from, map_location=device) if resume_from is not None else None
+    if dist.is_main:
+        removed = ckpt.remove_temporary_files(run_dir)
+        if removed:
+            print(f"removed {len(removed)} temporary file(s) left by an interrupted checkpoint write: "
+                  f"{', '.join(p.name for p in removed)}", flush=True)
+    resumed = _resume_state(cfg.resume, run_dir, device, dist.is_main)
+    resume_from, state = (resumed.path, resumed.state) if resumed is not None else (None, None)
     if state is not None:
         ckpt.restore_training_state(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                                    ema=None, rank=dist.rank)
+                                    ema=None, rank=dist.rank, path=resume_from, config=config_dict)
         if adversarial is not None:
             saved = (state.get("extra") or {}).get("adversarial")
             if saved is None:
@@ -225,16 +231,45 @@ def build_run(cfg: DictConfig, dist: DistInfo, run_dir: Path) -> Run:
     if state is not None:
         run.start_epoch, run.step, run.best_psnr = state["epoch"] + 1, state["step"], state["best_metric"]
         run.wandb_id = state.get("wandb_run_id")
+        if resume_from.parent.resolve() == (run_dir / ckpt.CHECKPOINT_DIR).resolve():
+            run.best_psnr = _best_of_folder(run_dir, resumed, run.best_psnr, device, dist.is_main)
     return run
 
 
+def _best_of_folder(run_dir: Path, resumed: ckpt.Resumed, best: float, device: torch.device, is_main: bool) -> float:
+    """After ``resume=`` named an older checkpoint of this folder, ``best.pt`` may hold a later, better state: it stays
+    the best weights validated in this folder, and its score is the one to beat. (A fallback never gets here with a
+    later ``best.pt``: it would have resumed from it.) Returns the best score to continue with; every rank reads
+    it, so all agree."""
+    best_path = ckpt.checkpoint_path(run_dir, "best")
+    last = ckpt.checkpoint_path(run_dir, "last")
+    if resumed.path.resolve() in (last.resolve(), best_path.resolve()) or not best_path.is_file():
+        return best
+    try:
+        saved = ckpt.load_checkpoint(best_path, map_location=device)["best_metric"]
+    except ckpt.CheckpointError as err:
+        if is_main:
+            print(f"warning: {err}; it is rewritten at the next validation that beats {best:.2f} dB", flush=True)
+        return best
+    if saved is None or not saved > best:
+        return best
+    if is_main:
+        print(f"keeping {best_path} (val PSNR {saved:.2f} dB, later than {resumed.path.name}): later epochs must "
+              "beat it to replace it", flush=True)
+    return saved
+
+
 def _start_logging(run: Run, log: _RunLogger) -> MetricsLog | None:
-    """Rank 0: ``metrics.jsonl`` (records after a resumed checkpoint's step dropped), the resolved config,
+    """Rank 0: ``metrics.jsonl`` (emptied on a fresh start; on resume, records after the checkpoint's step and
+    earlier test scores dropped), the resolved config,
     ``run_info.json`` and W&B. Other ranks: None."""
     if not run.dist.is_main:
         return None
     cfg, run_dir = run.cfg, run.run_dir
-    metrics = MetricsLog(run_dir / "metrics.jsonl", truncate_after_step=run.step if run.resume_from else None)
+    # a fresh start drops the records of an attempt killed before its first checkpoint; a resumed one those logged
+    # after its checkpoint, and the test scores, which come after the last checkpoint and are scored again
+    metrics = (MetricsLog(run_dir / "metrics.jsonl", truncate_after_step=run.step, drop_splits=("test",))
+               if run.resume_from else MetricsLog(run_dir / "metrics.jsonl", fresh=True))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(run.config_dict))
     log.run_info = RunInfo(run_dir, model=cfg.model._target_, parameters=run.n_params, device=str(run.device),
@@ -247,7 +282,7 @@ def _start_logging(run: Run, log: _RunLogger) -> MetricsLog | None:
     print(f"run folder: {run_dir}\nmodel {cfg.model._target_}: {run.n_params:,} parameters\n"
           f"data {run.train_set.layout.root}: {len(run.train_set)} train / {len(run.val_loader.dataset)} val patients; "
           f"device {run.device}, precision {run.precision.name}, world size {run.dist.world_size}"
-          + (f"\nresuming from {run.resume_from} at epoch {run.start_epoch}" if run.resume_from else ""), flush=True)
+          + (f"\nresuming from {run.resume_from} after epoch {run.start_epoch}" if run.resume_from else ""), flush=True)
     return metrics
 
 
@@ -343,7 +378,8 @@ def score_best_on_test(run: Run, metrics: MetricsLog | None, logger) -> None:
     """Score the best checkpoint (its EMA average when there is one) on the test split; rank 0 writes the result."""
     best_path = ckpt.checkpoint_path(run.run_dir, "best")
     barrier()
-    if best_path.exists():
+    scored = best_path if best_path.exists() else None  # none when no validation score was finite
+    if scored is not None:
         state = ckpt.load_checkpoint(best_path, map_location=run.device)
         target = run.ema if run.ema else run.model
         target.load_state_dict(state["ema"] if run.ema else state["model"])
@@ -351,9 +387,10 @@ def score_best_on_test(run: Run, metrics: MetricsLog | None, logger) -> None:
     if run.dist.is_main:
         metrics.log(step=run.step, epoch=run.cfg.trainer.max_epochs - 1, split="test", **result)
         logger.summary({f"test/{k}": v for k, v in result.items()})
-        write_json_atomic(run.run_dir / "test_metrics.json",
-                          {"checkpoint": str(best_path), **result, "definitions": METRIC_DEFINITIONS})
-        print(f"test (best checkpoint): PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}", flush=True)
+        write_json_atomic(run.run_dir / "test_metrics.json", {"checkpoint": None if scored is None else str(scored),
+                                                              **result, "definitions": METRIC_DEFINITIONS})
+        print(f"test ({'best checkpoint' if scored else 'last weights: no best.pt'}): PSNR {result['psnr']:.2f} dB, "
+              f"SSIM {result['ssim']:.4f}", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -361,7 +398,8 @@ def score_best_on_test(run: Run, metrics: MetricsLog | None, logger) -> None:
 
 def save_checkpoints(run: Run, epoch: int, improved: bool, logger) -> None:
     """``last`` every epoch, ``best`` on a new best validation PSNR, ``epoch_NNNN`` every ``checkpoint_every_epochs``:
-    written by rank 0, with every rank's random streams (gathered, a collective) for exact resume."""
+    written by rank 0, with every rank's random streams (gathered, a collective) for exact resume. ``best`` and
+    ``epoch_NNNN`` are byte copies of ``last``, which names them, so a kill between the writes loses neither."""
     rng_states = gather_rng_states()
     if run.dist.is_main:
         state = {"model": run.model, "optimizer": run.optimizer, "scheduler": run.scheduler, "scaler": run.scaler,
@@ -369,32 +407,60 @@ def save_checkpoints(run: Run, epoch: int, improved: bool, logger) -> None:
                  "config": run.config_dict, "wandb_run_id": logger.run_id, "rng_states": rng_states,
                  "extra": {"input_spec": run.input_spec}
                  | ({"adversarial": run.adversarial.state_dict()} if run.adversarial is not None else {})}
-        ckpt.save_checkpoint(ckpt.checkpoint_path(run.run_dir, "last"), **state)
-        if improved:
-            ckpt.save_checkpoint(ckpt.checkpoint_path(run.run_dir, "best"), **state)
+        copies = ["best.pt"] if improved else []
         if (epoch + 1) % run.cfg.trainer.checkpoint_every_epochs == 0:
-            ckpt.save_checkpoint(ckpt.checkpoint_path(run.run_dir, "epoch", epoch=epoch + 1), **state)
+            copies.append(ckpt.checkpoint_path(run.run_dir, "epoch", epoch=epoch + 1).name)
+        ckpt.save_checkpoint(ckpt.checkpoint_path(run.run_dir, "last"), **state, copies=copies)
     barrier()
 
 
-def _resume_checkpoint(resume: str | None, run_dir: Path) -> Path | None:
-    existing = ckpt.find_resume_checkpoint(run_dir)
+def _resume_state(resume: str | None, run_dir: Path, device: torch.device, is_main: bool) -> ckpt.Resumed | None:
+    """The checkpoint ``resume`` asks for, loaded: none for a fresh start (refused when the folder has checkpoints);
+    ``auto`` this folder's, a run folder its newest intact checkpoint (``last.pt`` unless damaged); a file itself.
+
+    When the checkpoint is this folder's, rank 0 restores the files (``best.pt``, ``epoch_NNNN.pt``, after a fallback
+    ``last.pt``) that should hold its state but lost it to a kill between writes or to damage (``restore_copies``),
+    and prints what it refused, restored and kept.
+    """
     if resume in (None, ""):
-        if existing is not None:
-            raise FileExistsError(f"run folder {run_dir} already has checkpoints ({existing}); pass resume=auto to "
-                                  "continue it, or choose another run_name")
+        existing = ckpt.checkpoint_files(run_dir)
+        if existing:
+            raise FileExistsError(f"run folder {run_dir} already has checkpoints ({existing[0]}); pass resume=auto "
+                                  "to continue it, or choose another run_name")
         return None
-    if resume == "auto":
-        return existing
     path = Path(resume)
-    if path.is_dir():
-        found = ckpt.find_resume_checkpoint(path)
-        if found is None:
-            raise FileNotFoundError(f"resume={resume}: no checkpoints/last.pt in that folder")
-        return found
-    if not path.exists():
+    if resume == "auto":
+        resumed = ckpt.load_for_resume(run_dir, device)
+    elif path.is_dir():
+        resumed = ckpt.load_for_resume(path, device)
+        if resumed is None:
+            raise FileNotFoundError(f"resume={resume}: no checkpoints in {path / ckpt.CHECKPOINT_DIR}")
+    elif not path.exists():
         raise FileNotFoundError(f"resume={resume}: no such checkpoint file or run folder")
-    return path
+    else:
+        resumed = _load_named_checkpoint(path, device)
+    if resumed is not None and is_main:
+        if resumed.path.parent.resolve() == (run_dir / ckpt.CHECKPOINT_DIR).resolve():
+            resumed.notes += ckpt.restore_copies(resumed.path, resumed.state)
+        for note in resumed.notes:
+            print(note, flush=True)
+    return resumed
+
+
+def _load_named_checkpoint(path: Path, device: torch.device) -> ckpt.Resumed:
+    """``resume=<file>``: that file, or an error naming it and the newest intact checkpoint beside it."""
+    try:
+        return ckpt.Resumed(path, ckpt.load_checkpoint(path, map_location=device))
+    except ckpt.CheckpointError as err:
+        folder = path.parent
+        others = ckpt.checkpoint_files(folder.parent) if folder.name == ckpt.CHECKPOINT_DIR else []
+        refused: list[tuple[Path, str]] = []
+        alternative = ckpt.newest_intact(others, "cpu", refused, skip=path)
+        hint = (f"the newest intact checkpoint beside it is {alternative.path} (epoch "
+                f"{alternative.state['epoch'] + 1}, step {alternative.state['step']}): pass resume={alternative.path}"
+                if alternative is not None else f"no other intact checkpoint in {folder}"
+                + (f" (refused: {', '.join(p.name for p, _ in refused)})" if refused else ""))
+        raise ckpt.CheckpointError(f"{err}. {hint[0].upper()}{hint[1:]}") from err
 
 
 def _run_name(run_dir: Path) -> str:
