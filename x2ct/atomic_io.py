@@ -20,6 +20,8 @@ from typing import Any
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
+    An ``OSError`` without a file name (a full disk seen by a writer's ``write``) is raised again naming ``path``.
+
     The temporary name keeps the final suffixes (``.nii.gz``, ``.npy``) so writers that infer the format from
     the name behave the same.
     """
@@ -34,6 +36,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+    except OSError as err:
+        if err.filename is None:  # a writer's write() failed (e.g. ENOSPC): say which file, for the one-line report
+            raise type(err)(err.errno, err.strerror or str(err), str(path)) from err
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

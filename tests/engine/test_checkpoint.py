@@ -154,7 +154,7 @@ def test_crash_during_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def broken_save(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"half a checkpoint")
+        f.write(b"half a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
@@ -162,6 +162,38 @@ def test_crash_during_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
         run.save(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary left behind
+
+
+_FULL_DISK_SCRIPT = """
+import resource, signal, sys
+from pathlib import Path
+from tests.engine.test_checkpoint import Parts
+run = Parts()
+path = run.save(Path(sys.argv[1]))  # before the limit: the previous checkpoint
+before = path.read_bytes()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, like a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, resource.RLIM_INFINITY))
+try:
+    run.save(path)
+except OSError as err:
+    print(type(err).__name__, err.errno, err.filename, path.read_bytes() == before)
+"""
+
+
+def test_a_write_that_fails_for_lack_of_space_is_an_os_error_naming_the_checkpoint(tmp_path):
+    """A real failing write (a file-size limit stands in for a full disk; no root needed): an OSError naming the
+    checkpoint, which the entrypoints report in one line, not torch's "unexpected pos" RuntimeError; the previous
+    file intact, no temporary left."""
+    import errno
+    import subprocess
+    import sys
+
+    path = tmp_path / "last.pt"
+    out = subprocess.run([sys.executable, "-c", _FULL_DISK_SCRIPT, str(path)], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["OSError", str(errno.EFBIG), str(path), "True"], out.stdout + out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
 def test_load_errors_name_the_file(tmp_path):

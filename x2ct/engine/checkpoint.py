@@ -198,8 +198,9 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, optimizer: tor
         "copies": _copy_names(copies, path),
     }
     payload["checksum"] = state_checksum(payload)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # through a file object: a full disk is then an OSError (ENOSPC), not torch's "unexpected pos" RuntimeError
+        torch.save(payload, f)
     for name in payload["copies"]:
         copy_atomic(path, path.parent / name)
     return path
