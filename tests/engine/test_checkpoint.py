@@ -15,18 +15,20 @@ from torch import nn
 import x2ct
 from x2ct.engine.checkpoint import (
     CheckpointError,
-    checkpoint_files,
     checkpoint_path,
-    find_resume_checkpoint,
     load_checkpoint,
-    load_for_resume,
-    remove_temporary_files,
-    restore_copies,
     restore_training_state,
     save_checkpoint,
     state_checksum,
 )
 from x2ct.engine.ema import ModelEMA
+from x2ct.engine.resume import (
+    checkpoint_files,
+    find_resume_checkpoint,
+    load_for_resume,
+    remove_temporary_files,
+    restore_copies,
+)
 from x2ct.engine.schedule import cosine_with_warmup
 from x2ct.engine.seeding import capture_rng_state, seed_everything
 

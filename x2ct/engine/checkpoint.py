@@ -16,8 +16,8 @@ Only rank 0 saves (the caller decides); every rank loads and restores. File name
 ``checkpoints/last.pt``, ``checkpoints/best.pt`` and ``checkpoints/epoch_0007.pt`` (see ``checkpoint_path``).
 
 ``last.pt`` is the commit point: it is written first and names its copies, which are then written as byte copies
-of it. A kill between those writes loses nothing: ``restore_copies`` rewrites a missing or stale copy on resume.
-A damaged ``last.pt`` is not the end either: ``load_for_resume`` falls back to the newest intact checkpoint.
+of it. A kill between those writes loses nothing, and a damaged ``last.pt`` is not the end either: resuming
+(``x2ct.engine.resume``) restores lost copies and falls back to the newest intact checkpoint.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ import torch
 from torch import nn
 
 import x2ct
-from x2ct.atomic_io import atomic_path, copy_atomic, temporary_files
+from x2ct.atomic_io import atomic_path, copy_atomic
 from x2ct.engine.distributed import unwrap_model
 from x2ct.engine.ema import ModelEMA
 from x2ct.engine.seeding import capture_rng_state, restore_rng_state
@@ -48,7 +47,7 @@ REQUIRED_KEYS = ("model", "optimizer", "scheduler", "scaler", "ema", "epoch", "s
                  "config", "wandb_run_id", "extra", "x2ct_version", "format_version")
 # Exact types: subclasses (NumPy scalars, torch's TorchVersion str) are refused by weights_only loading.
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
-_EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt")
+EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt")
 
 
 class CheckpointError(RuntimeError):
@@ -63,31 +62,6 @@ def checkpoint_path(run_dir: str | os.PathLike, kind: str, epoch: int | None = N
         raise ValueError(f"an epoch number is needed for kind='epoch' and only then (kind={kind!r}, epoch={epoch})")
     name = f"epoch_{epoch:04d}.pt" if kind == "epoch" else f"{kind}.pt"
     return Path(run_dir) / CHECKPOINT_DIR / name
-
-
-def find_resume_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The run folder's ``checkpoints/last.pt`` if it exists, else ``None`` (a fresh start)."""
-    path = checkpoint_path(run_dir, "last")
-    return path if path.is_file() else None
-
-
-def checkpoint_files(run_dir: str | os.PathLike) -> list[Path]:
-    """Every checkpoint of a run folder: ``last.pt``, the periodic files newest first, ``best.pt`` (those present;
-    temporary files of interrupted writes are not checkpoints)."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    periodic = [p for p in folder.glob("epoch_*.pt") if _EPOCH_FILE.fullmatch(p.name)] if folder.is_dir() else []
-    periodic.sort(key=lambda p: int(_EPOCH_FILE.fullmatch(p.name).group(1)), reverse=True)
-    ends = [checkpoint_path(run_dir, "last"), *periodic, checkpoint_path(run_dir, "best")]
-    return [p for p in ends if p.is_file()]
-
-
-def remove_temporary_files(run_dir: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that a kill during a checkpoint write leaves in ``run_dir/checkpoints``; returns
-    them. Call it only from the one process that writes the folder, before it writes."""
-    removed = temporary_files(Path(run_dir) / CHECKPOINT_DIR)
-    for path in removed:
-        path.unlink(missing_ok=True)
-    return removed
 
 
 def state_checksum(state: Mapping[str, Any]) -> str:
@@ -255,116 +229,6 @@ def _verify(ckpt: dict[str, Any], path: Path) -> None:
     if state_checksum(ckpt) != ckpt["checksum"]:
         raise CheckpointError(f"checkpoint {path}: checksum mismatch: the file is damaged (its content differs from "
                               "what was saved); do not use it")
-
-
-@dataclass
-class Resumed:
-    """The state a run resumes from, the file it was read from, and what was refused on the way (to print)."""
-
-    path: Path
-    state: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
-
-
-def load_for_resume(run_dir: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> Resumed | None:
-    """``last.pt`` of a run folder; if it is damaged or missing, the newest intact of its other checkpoints.
-
-    Returns None when the folder holds no checkpoint (a fresh start). Raises ``CheckpointError`` naming every file
-    tried and why it was refused when none is intact.
-    """
-    last = checkpoint_path(run_dir, "last")
-    files = checkpoint_files(run_dir)
-    if not files:
-        return None
-    refused: list[tuple[Path, str]] = []
-    if last.is_file():
-        try:
-            return Resumed(last, load_checkpoint(last, map_location))
-        except CheckpointError as err:
-            refused.append((last, str(err)))
-    else:
-        refused.append((last, f"checkpoint {last} is missing"))
-    found = newest_intact(files, map_location, refused, skip=last)
-    if found is None:
-        tried = "; ".join(why for _, why in refused)
-        raise CheckpointError(f"run folder {run_dir} has no intact checkpoint to resume from: {tried}")
-    notes = [why for _, why in refused]
-    notes.append(f"resuming from {found.path.name} instead (epoch {found.state['epoch'] + 1}, step "
-                 f"{found.state['step']}): the newest intact checkpoint of the folder")
-    found.notes = notes
-    return found
-
-
-def newest_intact(files: Sequence[Path], map_location: str | torch.device | None = "cpu",
-                  refused: list[tuple[Path, str]] | None = None, skip: Path | None = None) -> Resumed | None:
-    """The intact checkpoint with the highest (epoch, step) among ``files`` (ordered as ``checkpoint_files``) but
-    ``skip``; damaged files are appended to ``refused`` with the error (which names the file).
-
-    Loads ``last.pt``, the periodic files newest first until one is intact, and ``best.pt``: at most three intact
-    loads, whatever the number of periodic files. On a tie the earlier file in ``files`` wins.
-    """
-    refused = [] if refused is None else refused
-    best: Resumed | None = None
-    periodic_found = False
-    for path in files:
-        is_periodic = _EPOCH_FILE.fullmatch(path.name) is not None
-        if path == skip or (is_periodic and periodic_found):
-            continue
-        try:
-            state = load_checkpoint(path, map_location)
-        except CheckpointError as err:
-            refused.append((path, str(err)))
-            continue
-        periodic_found |= is_periodic
-        if best is None or (state["epoch"], state["step"]) > (best.state["epoch"], best.state["step"]):
-            best = Resumed(path, state)
-    return best
-
-
-def restore_copies(path: Path, state: dict[str, Any]) -> list[str]:
-    """Make the run folder of ``path`` agree with ``state`` (read from ``path``): the copies it names and, when
-    ``path`` is not ``last.pt`` (a fallback), ``last.pt`` are rewritten as byte copies of ``path`` where missing or
-    stale; returns one line per file restored or kept.
-
-    A file is restored when it is missing, damaged or holds an earlier state (a kill between the writes of
-    ``last.pt`` and its copies). It is kept when it holds an intact later state (``resume=`` naming an older
-    checkpoint of the folder): a resume never replaces a later state, and ``best.pt`` stays the best weights
-    validated in the folder.
-    """
-    lines = []
-    names = list(state.get("copies") or [])
-    if path.name != "last.pt":
-        names.insert(0, "last.pt")
-    for name in names:
-        target = path.parent / name
-        if target == path or _same_bytes(path, target):
-            continue
-        why = "it was missing"
-        if target.exists():
-            try:
-                other = load_checkpoint(target, map_location="cpu")
-            except CheckpointError as err:
-                why = f"it was damaged ({err})"
-            else:
-                if (other["epoch"], other["step"]) > (state["epoch"], state["step"]):
-                    lines.append(f"kept {target} (epoch {other['epoch'] + 1}, step {other['step']}): it is later "
-                                 f"than {path.name}")
-                    continue
-                why = f"it held epoch {other['epoch'] + 1}, step {other['step']}"
-        copy_atomic(path, target)
-        lines.append(f"restored {target} as a copy of {path.name} (epoch {state['epoch'] + 1}, step "
-                     f"{state['step']}): {why}")
-    return lines
-
-
-def _same_bytes(a: Path, b: Path, chunk: int = 1 << 24) -> bool:
-    if not b.is_file() or a.stat().st_size != b.stat().st_size:
-        return False
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while block := fa.read(chunk):
-            if block != fb.read(chunk):
-                return False
-    return True
 
 
 def state_mismatches(expected: Mapping[str, torch.Tensor], saved: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from x2ct.atomic_io import write_json_atomic, write_text_atomic
 from x2ct.data.dataset import PatientDRRDataset
 from x2ct.engine import checkpoint as ckpt
+from x2ct.engine import resume
 from x2ct.engine.build import (
     build_adversarial,
     build_ema,
@@ -200,11 +201,11 @@ def build_run(cfg: DictConfig, dist: DistInfo, run_dir: Path) -> Run:
     seed_everything(cfg.seed, rank=dist.rank)
 
     if dist.is_main:
-        removed = ckpt.remove_temporary_files(run_dir)
+        removed = resume.remove_temporary_files(run_dir)
         if removed:
             print(f"removed {len(removed)} temporary file(s) left by an interrupted checkpoint write: "
                   f"{', '.join(p.name for p in removed)}", flush=True)
-    resumed = _resume_state(cfg.resume, run_dir, device, dist.is_main)
+    resumed = resume.resume_state(cfg.resume, run_dir, device, dist.is_main)
     resume_from, state = (resumed.path, resumed.state) if resumed is not None else (None, None)
     if state is not None:
         ckpt.restore_training_state(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
@@ -232,31 +233,8 @@ def build_run(cfg: DictConfig, dist: DistInfo, run_dir: Path) -> Run:
         run.start_epoch, run.step, run.best_psnr = state["epoch"] + 1, state["step"], state["best_metric"]
         run.wandb_id = state.get("wandb_run_id")
         if resume_from.parent.resolve() == (run_dir / ckpt.CHECKPOINT_DIR).resolve():
-            run.best_psnr = _best_of_folder(run_dir, resumed, run.best_psnr, device, dist.is_main)
+            run.best_psnr = resume.best_of_folder(run_dir, resumed, run.best_psnr, device, dist.is_main)
     return run
-
-
-def _best_of_folder(run_dir: Path, resumed: ckpt.Resumed, best: float, device: torch.device, is_main: bool) -> float:
-    """After ``resume=`` named an older checkpoint of this folder, ``best.pt`` may hold a later, better state: it stays
-    the best weights validated in this folder, and its score is the one to beat. (A fallback never gets here with a
-    later ``best.pt``: it would have resumed from it.) Returns the best score to continue with; every rank reads
-    it, so all agree."""
-    best_path = ckpt.checkpoint_path(run_dir, "best")
-    last = ckpt.checkpoint_path(run_dir, "last")
-    if resumed.path.resolve() in (last.resolve(), best_path.resolve()) or not best_path.is_file():
-        return best
-    try:
-        saved = ckpt.load_checkpoint(best_path, map_location=device)["best_metric"]
-    except ckpt.CheckpointError as err:
-        if is_main:
-            print(f"warning: {err}; it is rewritten at the next validation that beats {best:.2f} dB", flush=True)
-        return best
-    if saved is None or not saved > best:
-        return best
-    if is_main:
-        print(f"keeping {best_path} (val PSNR {saved:.2f} dB, later than {resumed.path.name}): later epochs must "
-              "beat it to replace it", flush=True)
-    return saved
 
 
 def _start_logging(run: Run, log: _RunLogger) -> MetricsLog | None:
@@ -412,55 +390,6 @@ def save_checkpoints(run: Run, epoch: int, improved: bool, logger) -> None:
             copies.append(ckpt.checkpoint_path(run.run_dir, "epoch", epoch=epoch + 1).name)
         ckpt.save_checkpoint(ckpt.checkpoint_path(run.run_dir, "last"), **state, copies=copies)
     barrier()
-
-
-def _resume_state(resume: str | None, run_dir: Path, device: torch.device, is_main: bool) -> ckpt.Resumed | None:
-    """The checkpoint ``resume`` asks for, loaded: none for a fresh start (refused when the folder has checkpoints);
-    ``auto`` this folder's, a run folder its newest intact checkpoint (``last.pt`` unless damaged); a file itself.
-
-    When the checkpoint is this folder's, rank 0 restores the files (``best.pt``, ``epoch_NNNN.pt``, after a fallback
-    ``last.pt``) that should hold its state but lost it to a kill between writes or to damage (``restore_copies``),
-    and prints what it refused, restored and kept.
-    """
-    if resume in (None, ""):
-        existing = ckpt.checkpoint_files(run_dir)
-        if existing:
-            raise FileExistsError(f"run folder {run_dir} already has checkpoints ({existing[0]}); pass resume=auto "
-                                  "to continue it, or choose another run_name")
-        return None
-    path = Path(resume)
-    if resume == "auto":
-        resumed = ckpt.load_for_resume(run_dir, device)
-    elif path.is_dir():
-        resumed = ckpt.load_for_resume(path, device)
-        if resumed is None:
-            raise FileNotFoundError(f"resume={resume}: no checkpoints in {path / ckpt.CHECKPOINT_DIR}")
-    elif not path.exists():
-        raise FileNotFoundError(f"resume={resume}: no such checkpoint file or run folder")
-    else:
-        resumed = _load_named_checkpoint(path, device)
-    if resumed is not None and is_main:
-        if resumed.path.parent.resolve() == (run_dir / ckpt.CHECKPOINT_DIR).resolve():
-            resumed.notes += ckpt.restore_copies(resumed.path, resumed.state)
-        for note in resumed.notes:
-            print(note, flush=True)
-    return resumed
-
-
-def _load_named_checkpoint(path: Path, device: torch.device) -> ckpt.Resumed:
-    """``resume=<file>``: that file, or an error naming it and the newest intact checkpoint beside it."""
-    try:
-        return ckpt.Resumed(path, ckpt.load_checkpoint(path, map_location=device))
-    except ckpt.CheckpointError as err:
-        folder = path.parent
-        others = ckpt.checkpoint_files(folder.parent) if folder.name == ckpt.CHECKPOINT_DIR else []
-        refused: list[tuple[Path, str]] = []
-        alternative = ckpt.newest_intact(others, "cpu", refused, skip=path)
-        hint = (f"the newest intact checkpoint beside it is {alternative.path} (epoch "
-                f"{alternative.state['epoch'] + 1}, step {alternative.state['step']}): pass resume={alternative.path}"
-                if alternative is not None else f"no other intact checkpoint in {folder}"
-                + (f" (refused: {', '.join(p.name for p, _ in refused)})" if refused else ""))
-        raise ckpt.CheckpointError(f"{err}. {hint[0].upper()}{hint[1:]}") from err
 
 
 def _run_name(run_dir: Path) -> str:
