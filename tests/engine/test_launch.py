@@ -49,7 +49,7 @@ def test_torchrun_two_ranks_share_one_run_folder_and_agree(tiny_dataset, tmp_pat
     from omegaconf import OmegaConf
 
     from x2ct.data.dataset import PatientDRRDataset
-    from x2ct.evaluation.metrics import psnr
+    from x2ct.ops.metrics import psnr
 
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     model = instantiate(OmegaConf.create(state["config"]["model"]))

@@ -6,8 +6,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import structural_similarity
 
-from x2ct.evaluation.metrics import psnr, ssim3d
 from x2ct.evaluation.protocols import X2CT_GAN_PEAK, X2CT_GAN_RANGE, slice_ssim, x2ct_gan_metrics
+from x2ct.ops.metrics import psnr, ssim3d
 
 SHAPE = (20, 24, 28)
 KEYS = {"psnr_3d", "psnr_slice", "ssim_slice", "psnr_slice_d", "psnr_slice_h", "psnr_slice_w", "ssim_slice_d",

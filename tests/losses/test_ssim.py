@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from x2ct.evaluation.metrics import ssim3d
 from x2ct.losses.registry import build_loss_component
 from x2ct.losses.ssim import SSIMLoss
+from x2ct.ops.metrics import ssim3d
 
 
 def volume(seed: int = 0, size: int = 16) -> torch.Tensor:

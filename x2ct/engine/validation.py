@@ -9,9 +9,9 @@ from torch.utils.data import DataLoader
 
 from x2ct.engine.distributed import all_reduce_mean, unwrap_model
 from x2ct.engine.precision import Precision, autocast
-from x2ct.evaluation.metrics import psnr, ssim3d
 from x2ct.losses import ReconstructionLoss
 from x2ct.models.inputs import forward_views
+from x2ct.ops.metrics import psnr, ssim3d
 
 MIN_SSIM_SIZE = 11  # the 3D SSIM window (sigma 1.5) needs this many voxels per axis
 METRIC_DEFINITIONS = ("PSNR = 10 log10(1 / MSE) on [0, 1] volumes; SSIM = 3D Gaussian-window SSIM (sigma 1.5, "

@@ -1,11 +1,10 @@
-"""Evaluation: metrics (pure functions on tensors), published protocols, summaries, figures, the evaluator.
+"""Evaluation: published protocols, summaries, figures, the evaluator (the metrics themselves: ``x2ct.ops.metrics``).
 
 ``figures``, ``evaluator`` and ``report`` are imported from their modules (they pull in matplotlib and the data
 stack); the package itself exports the light pure functions.
 """
 
-from x2ct.evaluation.metrics import mae, psnr, ssim3d
 from x2ct.evaluation.protocols import slice_ssim, x2ct_gan_metrics
 from x2ct.evaluation.summary import summarise, write_rows_csv, write_summary
 
-__all__ = ["mae", "psnr", "slice_ssim", "ssim3d", "summarise", "write_rows_csv", "write_summary", "x2ct_gan_metrics"]
+__all__ = ["slice_ssim", "summarise", "write_rows_csv", "write_summary", "x2ct_gan_metrics"]

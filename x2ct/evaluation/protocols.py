@@ -15,7 +15,7 @@ predicted and true CT in [0, 1], clips the prediction to [0, 1], and computes:
   over the slices; ``psnr_slice`` is the mean of the three. A slice (or volume) with zero MSE counts as 100 dB.
 - ``mae``: mean absolute difference of the integer volumes, on the [0, 2500] scale (their ``MAE``).
 
-How these compare with this project's metrics (``x2ct.evaluation.metrics``, data range 1 on [0, 1]):
+How these compare with this project's metrics (``x2ct.ops.metrics``, data range 1 on [0, 1]):
 
 - The peak 4095 exceeds the 2500 range the data can span, so ``psnr_3d`` is our ``psnr`` plus
   ``20 log10(4095 / 2500) = 4.29 dB`` (up to the integer truncation, whose error is ~0.4 units of 2500). A paper
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from x2ct.evaluation.metrics import SSIM_K1, SSIM_K2
+from x2ct.ops.metrics import SSIM_K1, SSIM_K2
 
 X2CT_GAN_RANGE = 2500  # CT_MIN_MAX = [0, 2500]: [0, 1] volumes are scaled to this integer range
 X2CT_GAN_PEAK = 4095.0  # PIXEL_MAX in their PSNR (a 12-bit peak, larger than the range the data spans)

@@ -4,7 +4,7 @@ A row is one patient's results, e.g. ``{"patient_id": "LIDC-0001", "psnr": 27.1,
 ``summarise`` gives, for every numeric column:
 
 - ``n``: values used; ``n_missing``: rows where the value is NaN, None or absent (e.g. an empty region mask gives
-  NaN; see ``x2ct.evaluation.metrics``). Missing values are skipped, not counted as zero. ``inf`` (a perfect PSNR)
+  NaN; see ``x2ct.ops.metrics``). Missing values are skipped, not counted as zero. ``inf`` (a perfect PSNR)
   is a value and propagates into the mean.
 - ``mean``, ``std`` (sample standard deviation, ``ddof = 1``; 0.0 for a single value), ``median``, ``min``,
   ``max``.

@@ -1,7 +1,7 @@
 """Structural dissimilarity ``1 - SSIM``: the validation metric ``ssim3d`` made a training objective.
 
 Training on the quantity that validation reports keeps the two consistent; the formula lives in
-``x2ct.evaluation.metrics`` only.
+``x2ct.ops.metrics`` only.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from x2ct.evaluation.metrics import ssim3d
 from x2ct.losses.registry import register_loss_component
+from x2ct.ops.metrics import ssim3d
 
 
 @register_loss_component("ssim")

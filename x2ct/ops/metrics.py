@@ -1,4 +1,7 @@
-"""Validation metrics on CT volumes in [0, 1]: pure functions of tensors, batched, on any device.
+"""Metrics on CT volumes in [0, 1]: pure functions of tensors, batched, on any device.
+
+One definition for training's validation (``x2ct.engine.validation``), the SSIM loss (``x2ct.losses.ssim``) and
+the evaluator (``x2ct.evaluation.evaluator``).
 
 Inputs are ``(B, 1, D, H, W)`` or a single ``(D, H, W)`` volume (a batch of one); each metric returns ``(B,)``
 values in float64, one per volume.

@@ -4,7 +4,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from x2ct.evaluation.metrics import gaussian_window, mae, psnr, ssim3d
+from x2ct.ops.metrics import gaussian_window, mae, psnr, ssim3d
 
 SHAPES = [(11, 11, 11), (16, 20, 24), (13, 40, 17), (32, 32, 32)]
 
