@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16's loss ablation on the phantom benchmark (README "Ablations"): milestone 1's benchmark recipe
+# Issue 16's loss ablation on the phantom benchmark (docs/results.md "Ablations"): milestone 1's benchmark recipe
 # (experiments/benchmark/milestone1.yaml) with the six-part loss as designed (L1 1.0, SSIM 0.3, perceptual 0.2,
 # edge 0.2, deep supervision 0.2, frequency 0.3), each component's weight at 0 in turn, and L1 alone, 3 seeds each,
 # as ONE Hydra sweep over loss.weights (a dict per job, merged into the recipe's weights; loss.weights.deep_supervision
@@ -22,7 +22,7 @@ if [[ "$(vgg16_available)" == 1 ]]; then
   perceptual=("loss.weights.perceptual=0.2")  # the design's weight; its leave-one-out row below
   ablations='{},{l1:0},{ssim:0},{perceptual:0},{edge:0},{deep_supervision:0},{frequency:0},{ssim:0,perceptual:0,edge:0,deep_supervision:0,frequency:0}'
 else
-  echo "VGG16 ImageNet file absent: the perceptual term stays 0 in every run (README 'Ablations')"
+  echo "VGG16 ImageNet file absent: the perceptual term stays 0 in every run (docs/results.md 'Ablations')"
   perceptual=()
   ablations='{},{l1:0},{ssim:0},{edge:0},{deep_supervision:0},{frequency:0},{ssim:0,edge:0,deep_supervision:0,frequency:0}'
 fi

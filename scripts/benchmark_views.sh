@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Milestone 4's study on the phantom benchmark (README "Milestone 4 on the phantom benchmark"): the N-view model
+# Milestone 4's study on the phantom benchmark (docs/results.md "Milestone 4 on the phantom benchmark"): the N-view model
 # with 2, 4 and 8 views; learned against geometric (back-projection) lifting and with and without the
 # projection-consistency loss at 2 and 8 views; one view-dropout model for 2-8 views (10 and 30 epochs); 3 seeds
 # each, as five Hydra sweeps. Evaluates every best checkpoint with evaluate.py (the test split, and the real example
