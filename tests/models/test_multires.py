@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from x2ct.losses.deep_supervision import DeepSupervisionLoss
 from x2ct.models import BaselineUNet, HybridViT
 from x2ct.models.multires import MultiResCascade, Refiner
-from x2ct.models.patches import crop_patches
 from x2ct.models.registry import MODELS, build_model
+from x2ct.ops.patches import crop_patches
 
 TINY_HYBRID = dict(base_channels=4, depth=2, channel_multipliers=(1, 2, 4), transformer_levels=(1,), num_heads=2,
                    pyramid_channels=4, cross_view_grid=4, cross_view_heads=2)

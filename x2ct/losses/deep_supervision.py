@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from x2ct.losses.registry import register_loss_component
-from x2ct.models.patches import crop_patches
+from x2ct.ops.patches import crop_patches
 
 
 @register_loss_component("deep_supervision")

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from x2ct.losses.registry import LOSS_COMPONENTS, build_loss_component
+from x2ct.ops.patches import crop_patches
 
 
 def split_outputs(pred: Tensor | Mapping[str, Any]) -> tuple[Tensor, list[Tensor]]:
@@ -67,8 +68,6 @@ class ReconstructionLoss(nn.Module):
         volume, auxiliary = split_outputs(pred)
         volume_target = target
         if isinstance(pred, Mapping) and "patch_origins" in pred:  # a cascade's fine stage trained on one patch
-            from x2ct.models.patches import crop_patches
-
             volume_target = crop_patches(target, pred["patch_origins"], (int(pred["patch_size"]),) * 3)
         parts = {}
         for name, component in self.components.items():

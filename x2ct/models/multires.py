@@ -19,7 +19,7 @@ Output contract:
   area-averaged to its size, so the loss reaches every stage (its ``scale_weights``, if given, need one weight per
   entry). A coarse model that returns a dict in training mode adds its own outputs; a frozen one (eval) adds none.
 - Patch training (``train_patch_size = p``): the LAST stage runs on one random ``p^3`` patch per sample, with the
-  upsampled previous volume and the lifted view features cropped at the same place (x2ct/models/patches.py).
+  upsampled previous volume and the lifted view features cropped at the same place (x2ct/ops/patches.py).
   ``"volume"`` is then ``(B, 1, p, p, p)``, ``"patch_origins"`` ``(B, 3)`` long, the patch's first voxel (D, H, W)
   in the ``N^3`` grid, and ``"patch_size"`` the int ``p``: the loss compares ``"volume"`` with
   ``crop_patches(target, patch_origins, (p, p, p))``. Earlier stages run on whole volumes, so ``"deep_supervision"``
@@ -48,8 +48,8 @@ from x2ct.models.blocks.lift import ViewLift, batch_angles
 from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
 from x2ct.models.blocks.residual import ResidualBlock
 from x2ct.models.inputs import forward_views
-from x2ct.models.patches import crop_context, sample_patch_origins, sliding_window_inference
 from x2ct.models.registry import build_model
+from x2ct.ops.patches import crop_context, sample_patch_origins, sliding_window_inference
 
 
 def load_coarse_weights(model: nn.Module, path: str) -> None:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from x2ct.models.blocks.lift import ChannelsToDepth, ViewLift, backproject, view_to_volume
-from x2ct.models.patches import crop_patches
+from x2ct.ops.patches import crop_patches
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.projector import render_drr
 

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from x2ct.models.blocks.activation import make_activation
 from x2ct.models.blocks.cone_lift import ConeBeamLift
 from x2ct.models.blocks.norm import make_norm
-from x2ct.models.patches import patch_coordinates
+from x2ct.ops.patches import patch_coordinates
 from x2ct.physics.geometry import ProjectionGeometry
 
 LIFT_MODES = ("backproject", "channels_to_depth", "geometric")

@@ -2,6 +2,8 @@
 
 A 256^3 refiner does not fit on one GPU for training, so fine stages train on random patches (with the matching
 coarse context and the patch's position in the volume) and infer on the whole volume tile by tile.
+Models (the cascade, the lifts' patch coordinates) and losses (the target cropped where the model's patch
+lies) share these functions, so both sides of the crop contract use one definition.
 
 Coordinate convention (one for every function here, the one of ``F.interpolate(..., align_corners=False)`` and
 ``F.grid_sample(..., align_corners=False)``): voxel ``i`` of an axis of size ``N`` is the cell ``[i, i + 1)`` with its

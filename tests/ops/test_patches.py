@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from x2ct.models.patches import (
+from x2ct.ops.patches import (
     blend_weights,
     crop_context,
     crop_patches,
