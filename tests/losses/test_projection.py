@@ -10,13 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.helpers import TINY_OVERRIDES, compose_config
-from x2ct.adversarial.projection import random_angles, render_projections
 from x2ct.data.collate import collate_samples
 from x2ct.data.dataset import PatientDRRDataset
 from x2ct.losses import build_loss_component
 from x2ct.losses.projection import ProjectionConsistencyLoss, ncc_distance
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.projector import render_drr
+from x2ct.physics.view_angles import random_angles
+from x2ct.physics.volume_projections import render_projections
 
 
 @pytest.fixture(scope="module")

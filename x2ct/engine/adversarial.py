@@ -10,7 +10,7 @@ The trainer calls three hooks when ``cfg.adversarial.enabled``; with it off none
 
 Discriminators (``conf/discriminator/``): a 3D PatchGAN on volumes, and a 2D PatchGAN on projections, i.e. DRRs
 of the predicted and the real volume rendered by the project's differentiable projector at the input angles and
-at ``random_angles`` new ones per step, normalised as the input views (``x2ct.adversarial.projection``).
+at ``random_angles`` new ones per step, normalised as the input views (``x2ct.physics.volume_projections``).
 Objectives, R1 and the weight ramp: ``x2ct.adversarial.objectives``.
 """
 
@@ -27,10 +27,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from x2ct.adversarial.discriminators import PatchDiscriminator, patch_summary, resolve_patch_layers
 from x2ct.adversarial.objectives import adversarial_weight, discriminator_loss, generator_loss, r1_penalty
-from x2ct.adversarial.projection import random_angles, render_projections
 from x2ct.engine.schedule import cosine_with_warmup
 from x2ct.models.blocks.cone_lift import ConeBeamLift
 from x2ct.physics.geometry import ProjectionGeometry
+from x2ct.physics.view_angles import random_angles
+from x2ct.physics.volume_projections import render_projections
 
 CONDITIONS = ("none", "backprojection")
 

@@ -19,10 +19,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from x2ct.adversarial.projection import random_angles, render_projections
 from x2ct.losses.registry import register_loss_component
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.radiograph import to_intensity
+from x2ct.physics.view_angles import random_angles
+from x2ct.physics.volume_projections import render_projections
 
 METRICS = ("l1", "ncc")
 

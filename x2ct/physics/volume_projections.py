@@ -1,9 +1,9 @@
-"""What the projection discriminator sees: DRRs of a [0, 1] volume, rendered as the data set's input views were.
+"""A [0, 1] volume's projections, rendered as the data set's input views were: what the projection-consistency
+loss compares with the input views and what the projection discriminator sees.
 
-Real and generated volumes go through the same pipeline that made the training views (`x2ct.data.views.
-render_views` then `PatientDRRDataset`'s normalisation): [0, 1] -> HU -> mu -> line integrals -> normalised
-views. Everything is differentiable with respect to the volume, so the projection discriminator's gradient
-reaches the generator through the projector.
+Volumes go through the same pipeline that made the training views (`x2ct.data.views.render_views` then
+`PatientDRRDataset`'s normalisation): [0, 1] -> HU -> mu -> line integrals -> normalised views. Everything is
+differentiable with respect to the volume, so a loss on the views reaches the model through the projector.
 
 This runs at every training step on the same few geometries, so the geometry-only part of rendering (the ray
 plan) is built once per geometry, volume shape, spacing, device and dtype and kept in a small LRU cache.
@@ -17,7 +17,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from x2ct.data.preprocess import denormalise
 from x2ct.physics.attenuation import hu_to_mu
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.projector import RayPlan, plan_rays, render_drr, working_dtype
@@ -49,7 +48,7 @@ def render_projections(volume01: Tensor, hu_window: Sequence[float], mu_water: f
     """
     if volume01.ndim != 5 or volume01.shape[1] != 1:
         raise ValueError(f"render_projections expects volumes of shape (B, 1, D, H, W), got {tuple(volume01.shape)}")
-    mu = hu_to_mu(denormalise(volume01, hu_window), mu_water)
+    mu = hu_to_mu(window_to_hu(volume01, hu_window), mu_water)
     spacing = tuple(float(s) for s in spacing_mm)
     dtype = working_dtype(mu.dtype)
     if torch.compiler.is_compiling():  # traced into the graph: a Python-side cache would not survive there
@@ -59,6 +58,15 @@ def render_projections(volume01: Tensor, hu_window: Sequence[float], mu_water: f
     return normalise_views(render_drr(mu, spacing, geometry, plan=plan), normalisation, scale)
 
 
+def window_to_hu(volume01: Tensor, hu_window: Sequence[float]) -> Tensor:
+    """The HU window mapped onto [0, 1] back to HU, as ``x2ct.data.preprocess.denormalise`` (which physics, below
+    the data layer, does not import)."""
+    lo, hi = (float(v) for v in hu_window)
+    if not lo < hi:
+        raise ValueError(f"hu_window must be (min, max) with min < max, got {tuple(hu_window)}")
+    return volume01 * (hi - lo) + lo
+
+
 @functools.lru_cache(maxsize=RAY_PLAN_CACHE_SIZE)
 def _cached_ray_plan(geometry: ProjectionGeometry, volume_shape: tuple[int, ...], spacing_mm: tuple[float, ...],
                      dtype: torch.dtype, device: torch.device) -> RayPlan:
@@ -66,16 +74,3 @@ def _cached_ray_plan(geometry: ProjectionGeometry, volume_shape: tuple[int, ...]
     with torch.inference_mode(False):  # a plan first made under inference_mode must still serve training steps
         return plan_rays(geometry, volume_shape, spacing_mm, dtype=dtype, device=device)
 
-
-def random_angles(generator: torch.Generator | None, count: int, low: float = 0.0,
-                  high: float = 180.0) -> list[float]:
-    """``count`` gantry angles in degrees drawn uniformly from [low, high), for views the input never had.
-
-    A seeded ``generator`` makes the draw reproducible (and resumable) independently of the global RNG.
-    """
-    if count < 1:
-        raise ValueError(f"random_angles: count must be >= 1, got {count}")
-    if not high > low:
-        raise ValueError(f"random_angles: need high > low, got low={low}, high={high}")
-    draws = torch.rand(count, generator=generator, dtype=torch.float64)
-    return (low + (high - low) * draws).tolist()

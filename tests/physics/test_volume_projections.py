@@ -1,18 +1,18 @@
-"""Tests for x2ct/adversarial/projection.py: it reproduces the data set's views and is differentiable."""
+"""Tests for x2ct/physics/volume_projections.py: it reproduces the data set's views and is differentiable."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from x2ct.adversarial import projection
-from x2ct.adversarial.projection import random_angles, render_projections
 from x2ct.data.dataset import PatientDRRDataset
 from x2ct.data.preprocess import denormalise
+from x2ct.physics import volume_projections as projection
 from x2ct.physics.attenuation import hu_to_mu
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.projector import render_drr
 from x2ct.physics.radiograph import normalise_views
+from x2ct.physics.volume_projections import render_projections, window_to_hu
 
 
 def _settings(ds: PatientDRRDataset) -> dict:
@@ -164,17 +164,9 @@ def test_cached_plans_are_per_device(plan_calls):
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
 
 
-def test_random_angles_are_reproducible_and_in_range():
-    a = random_angles(torch.Generator().manual_seed(3), 50, low=10.0, high=20.0)
-    b = random_angles(torch.Generator().manual_seed(3), 50, low=10.0, high=20.0)
-    c = random_angles(torch.Generator().manual_seed(4), 50, low=10.0, high=20.0)
-    assert a == b and a != c
-    assert len(a) == 50 and all(10.0 <= x < 20.0 for x in a)
-    assert max(a) - min(a) > 5.0  # spread over the range, not a constant
 
-
-def test_random_angles_errors():
-    with pytest.raises(ValueError, match="count"):
-        random_angles(None, 0)
-    with pytest.raises(ValueError, match="high > low"):
-        random_angles(None, 2, low=90.0, high=90.0)
+def test_window_to_hu_is_the_data_layers_denormalise():
+    volume = torch.rand(2, 1, 4, 5, 6) * 1.2 - 0.1  # a model's output may leave [0, 1]
+    assert torch.equal(window_to_hu(volume, (-1000, 2000)), denormalise(volume, (-1000, 2000)))
+    with pytest.raises(ValueError, match="min < max"):
+        window_to_hu(volume, (500.0, 500.0))
