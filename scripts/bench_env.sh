@@ -12,10 +12,9 @@ ensure_data() {  # (python -c, not a here-document: preparation spawns worker pr
 import sys
 from pathlib import Path
 from hydra import compose, initialize_config_dir
-from x2ct.engine.data import ensure_dataset
-from x2ct.engine.distributed import DistInfo
+from x2ct.data.ensure import ensure_dataset
 with initialize_config_dir(version_base="1.3", config_dir=str(Path("conf").resolve())):
-    ensure_dataset(compose("train", overrides=sys.argv[1:]).data, DistInfo())
+    ensure_dataset(compose("train", overrides=sys.argv[1:]).data)
 ' "$@"
 }
 

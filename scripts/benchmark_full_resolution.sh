@@ -37,10 +37,9 @@ evaluate() {  # core, sweep name
 python -c '
 from pathlib import Path
 from hydra import compose, initialize_config_dir
-from x2ct.engine.data import ensure_dataset
-from x2ct.engine.distributed import DistInfo
+from x2ct.data.ensure import ensure_dataset
 with initialize_config_dir(version_base="1.3", config_dir=str(Path("conf").resolve())):
-    ensure_dataset(compose("train", overrides=["experiment=benchmark/baseline"]).data, DistInfo())
+    ensure_dataset(compose("train", overrides=["experiment=benchmark/baseline"]).data)
 '
 
 (

@@ -325,12 +325,11 @@ def test_wandb_gets_the_table_summary_and_figures(tiny_run, tmp_path, monkeypatc
 @pytest.mark.realdata
 def test_data_config_prepares_the_real_ct_on_the_demo_grid(example_ct_file, tmp_path, monkeypatch):
     from x2ct.data.verify import verify_dataset
-    from x2ct.engine.distributed import DistInfo
     from x2ct.evaluation.evaluator import prepared_data_root
 
     monkeypatch.setenv("X2CT_EXAMPLE_CT_DIR", str(example_ct_file.parent))
     monkeypatch.chdir(tmp_path)
-    root = prepared_data_root("example_ct_demo", DistInfo(rank=0, world_size=1, local_rank=0))
+    root = prepared_data_root("example_ct_demo")
     assert root == Path("data/example_ct_demo") and verify_dataset(root).ok
     dataset = PatientDRRDataset(root, "test")
     assert dataset.patient_ids == ["example_cxr"] and dataset[0]["ct"].shape == (1, 32, 32, 32)

@@ -1,4 +1,4 @@
-"""The training data: the data set folder (built by rank 0 when missing), the loaders and their samplers.
+"""The training data: the loaders and their samplers (the folder itself: ``x2ct.data.ensure``).
 
 Every rank reads the same folder; the train loader shards it with a ``DistributedSampler`` (re-seeded per epoch,
 so a resumed run draws what an unbroken one would), validation and test with ``ShardSampler`` (no padding, so
@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from x2ct.data.collate import collate_samples
 from x2ct.data.dataset import PatientDRRDataset
 from x2ct.data.view_selection import ViewSubsetCollate
-from x2ct.engine.distributed import DistInfo, run_on_main_then_wait
+from x2ct.engine.distributed import DistInfo
 
 
 class ShardSampler(Sampler[int]):
@@ -30,40 +30,6 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
-
-
-def ensure_dataset(data_cfg: DictConfig, dist: DistInfo, wait_timeout_s: float = 4 * 3600.0) -> Path:
-    """The data set folder; rank 0 builds it with prepare.py's pipeline when missing and ``data.prepare`` is set.
-
-    The other ranks wait up to ``wait_timeout_s`` (``trainer.data_wait_timeout_min``) in a collective of their own:
-    preparing a large data set takes longer than the process group's default timeout (NCCL's watchdog: 10 min).
-    """
-    root = Path(data_cfg.root)
-    if not (root / "dataset.json").exists():
-        if data_cfg.prepare is None:
-            raise FileNotFoundError(f"data.root={root} holds no data set (dataset.json); prepare one with prepare.py "
-                                    f"or set data.prepare")
-
-        def prepare() -> None:
-            from hydra import compose, initialize_config_dir
-            from hydra.core.global_hydra import GlobalHydra
-
-            from x2ct.data.prepare import load_prepare_config, prepare_dataset
-
-            overrides = [*data_cfg.prepare, f"output_dir={root}"]
-            conf_dir = str(Path(__file__).resolve().parents[2] / "conf")
-            if GlobalHydra.instance().is_initialized():
-                prepare_cfg = compose("prepare", overrides=overrides)
-            else:
-                with initialize_config_dir(version_base="1.3", config_dir=conf_dir):
-                    prepare_cfg = compose("prepare", overrides=overrides)
-            print(f"data set {root} not found: preparing it (prepare.py {' '.join(overrides)})", flush=True)
-            report = prepare_dataset(load_prepare_config(prepare_cfg))
-            if not report.ok:
-                raise RuntimeError(f"preparing {root} failed for {len(report.failures)} patients: {report.failures}")
-
-        run_on_main_then_wait(prepare, timeout_s=wait_timeout_s, what=f"preparing the data set {root}")
-    return root
 
 
 def make_loaders(data_cfg: DictConfig, root: Path, dist: DistInfo, seed: int):
@@ -108,8 +74,3 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """Seed of the train loader's generator for one epoch on one rank."""
     return (seed * 1_000_003 + epoch) * 4_099 + rank
 
-
-def mean_volume(dataset: PatientDRRDataset, limit: int = 64) -> torch.Tensor:
-    """Mean training CT ``(1, D, H, W)``: the reference a model must beat ("predict the average patient")."""
-    n = min(limit, len(dataset))
-    return torch.stack([dataset.ct(i) for i in range(n)]).mean(dim=0)

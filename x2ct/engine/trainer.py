@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from x2ct.atomic_io import write_json_atomic, write_text_atomic
 from x2ct.data.dataset import PatientDRRDataset
+from x2ct.data.ensure import ensure_dataset
+from x2ct.data.reference import mean_volume
 from x2ct.engine import checkpoint as ckpt
 from x2ct.engine import resume
 from x2ct.engine.build import (
@@ -36,8 +39,8 @@ from x2ct.engine.build import (
     wrap_for_training,
 )
 from x2ct.engine.config_schema import validate_train_config
-from x2ct.engine.data import ensure_dataset, epoch_seed, make_loaders, mean_volume
-from x2ct.engine.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+from x2ct.engine.data import epoch_seed, make_loaders
+from x2ct.engine.distributed import DistInfo, barrier, cleanup_distributed, init_distributed, run_on_main_then_wait
 from x2ct.engine.ema import ModelEMA
 from x2ct.engine.metrics_log import MetricsLog
 from x2ct.engine.precision import Precision, make_scaler, resolve_device, resolve_precision
@@ -177,7 +180,9 @@ def build_run(cfg: DictConfig, dist: DistInfo, run_dir: Path) -> Run:
     # then draws its own stream (patches, dropout, augmentation)
     seed_everything(cfg.seed)
 
-    root = ensure_dataset(cfg.data, dist, wait_timeout_s=60.0 * cfg.trainer.data_wait_timeout_min)
+    # the other ranks wait for rank 0's preparation longer than NCCL's watchdog (10 min) would let them
+    root = ensure_dataset(cfg.data, partial(run_on_main_then_wait,
+                                            timeout_s=60.0 * cfg.trainer.data_wait_timeout_min))
     train_set, train_loader, train_sampler, val_loader, test_loader = make_loaders(cfg.data, root, dist, cfg.seed)
     input_spec = train_set.input_spec()  # what predict.py needs to feed the model without the data set
     fill_model_config(cfg, train_set, input_spec)

@@ -21,6 +21,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from x2ct.data.ct_volume import CTVolume
 from x2ct.data.dataset import PatientDRRDataset
 from x2ct.data.preprocess import AIR_HU, denormalise
 from x2ct.data.readers import read_nifti
+from x2ct.data.reference import mean_volume
 from x2ct.data.regions import REGIONS, load_regions
 from x2ct.evaluation.protocols import x2ct_gan_metrics
 from x2ct.evaluation.summary import summarise, write_rows_csv, write_summary
@@ -138,7 +140,7 @@ def evaluate(settings: EvaluationSettings) -> EvaluationResult | None:
         device = _device(settings.device, dist.local_rank)
         trained = load_trained_model(settings.checkpoint, device=device, weights=settings.weights)
         if settings.data_config is not None:
-            settings.data_root = prepared_data_root(settings.data_config, dist)
+            settings.data_root = prepared_data_root(settings.data_config)
         dataset, hu_window = _dataset(trained, settings)
         out_dir = (Path(settings.out_dir) if settings.out_dir
                    else default_out_dir(trained, settings.split, dataset.view_names))
@@ -168,12 +170,13 @@ def evaluate(settings: EvaluationSettings) -> EvaluationResult | None:
 # ------------------------------------------------------------------------------------------------- internals
 
 
-def prepared_data_root(name: str, dist) -> Path:
+def prepared_data_root(name: str) -> Path:
     """The root of data config ``conf/data/<name>.yaml``, prepared (by rank 0) if it does not exist yet."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
-    from x2ct.engine.data import ensure_dataset
+    from x2ct.data.ensure import ensure_dataset
+    from x2ct.engine.distributed import run_on_main_then_wait
     from x2ct.engine.launch import register_resolvers
 
     register_resolvers()
@@ -184,7 +187,7 @@ def prepared_data_root(name: str, dist) -> Path:
     except (MissingConfigException, ConfigCompositionException) as err:
         choices = sorted(p.stem for p in (Path(conf_dir) / "data").glob("*.yaml"))
         raise ValueError(f"--data {name}: no such data config in {conf_dir}/data (choices: {choices})") from err
-    return ensure_dataset(cfg.data, dist)
+    return ensure_dataset(cfg.data, partial(run_on_main_then_wait, timeout_s=60.0 * cfg.trainer.data_wait_timeout_min))
 
 
 def _device(name: str, local_rank: int) -> torch.device:
@@ -242,8 +245,6 @@ def _dataset(trained: TrainedModel, settings: EvaluationSettings) -> tuple[Patie
 def _reference_volume(dataset: PatientDRRDataset, trained: TrainedModel) -> torch.Tensor | None:
     """The mean CT of the model's own training split (the evaluated data set's, if the training data are not
     here); None when neither has training patients."""
-    from x2ct.engine.data import mean_volume
-
     trained_on = trained.config.get("data", {}).get("root")
     root = trained_on if trained_on and (Path(trained_on) / "dataset.json").exists() else dataset.layout.root
     train = PatientDRRDataset(root, "train", views=trained.view_names)

@@ -1,0 +1,56 @@
+"""A data set on demand: the folder ``data.root`` names, prepared with prepare.py's pipeline when it is missing.
+
+Training and evaluation call this before reading ``data.root``. Under torchrun only one process may prepare: the
+caller passes ``run_once``, which runs the preparation on rank 0 while the other ranks wait (the engine's
+``run_on_main_then_wait``); the data layer itself knows nothing of process groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from omegaconf import DictConfig
+
+
+class RunOnce(Protocol):
+    """Runs ``prepare`` once for all the processes of a run; ``what`` names it in the other ranks' errors."""
+
+    def __call__(self, prepare: Callable[[], None], *, what: str) -> None: ...
+
+
+def run_here(prepare: Callable[[], None], *, what: str) -> None:
+    """One process: prepare here."""
+    prepare()
+
+
+def ensure_dataset(data_cfg: DictConfig, run_once: RunOnce = run_here) -> Path:
+    """The data set folder ``data_cfg.root``; prepared (through ``run_once``) when missing and ``data.prepare`` is
+    set, else a FileNotFoundError naming the folder."""
+    root = Path(data_cfg.root)
+    if not (root / "dataset.json").exists():
+        if data_cfg.prepare is None:
+            raise FileNotFoundError(f"data.root={root} holds no data set (dataset.json); prepare one with prepare.py "
+                                    f"or set data.prepare")
+
+        def prepare() -> None:
+            from hydra import compose, initialize_config_dir
+            from hydra.core.global_hydra import GlobalHydra
+
+            from x2ct.data.prepare import load_prepare_config, prepare_dataset
+
+            overrides = [*data_cfg.prepare, f"output_dir={root}"]
+            conf_dir = str(Path(__file__).resolve().parents[2] / "conf")
+            if GlobalHydra.instance().is_initialized():
+                prepare_cfg = compose("prepare", overrides=overrides)
+            else:
+                with initialize_config_dir(version_base="1.3", config_dir=conf_dir):
+                    prepare_cfg = compose("prepare", overrides=overrides)
+            print(f"data set {root} not found: preparing it (prepare.py {' '.join(overrides)})", flush=True)
+            report = prepare_dataset(load_prepare_config(prepare_cfg))
+            if not report.ok:
+                raise RuntimeError(f"preparing {root} failed for {len(report.failures)} patients: {report.failures}")
+
+        run_once(prepare, what=f"preparing the data set {root}")
+    return root
