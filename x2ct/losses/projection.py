@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from x2ct.losses.registry import register_loss_component
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.radiograph import to_intensity
-from x2ct.physics.view_angles import random_angles
+from x2ct.physics.view_angles import angle_rows, random_angles
 from x2ct.physics.volume_projections import render_projections
 
 METRICS = ("l1", "ncc")
@@ -144,7 +144,10 @@ class ProjectionConsistencyLoss(nn.Module):
             raise ValueError(f"projection loss: rendered DRRs are {tuple(geometry.detector_shape)} (input_spec "
                              f"geometry.detector_shape) but the views are {tuple(views.shape[-2:])}; views "
                              "resampled to another size (protocol.view_size) are not supported")
-        angles = _angle_rows(angles_deg, pred.shape[0], views.shape[1])
+        angles = angle_rows(angles_deg, batch=pred.shape[0])
+        if len(angles) != pred.shape[0] or any(len(row) != views.shape[1] for row in angles):
+            raise ValueError(f"projection loss: angles_deg must be (B, V) = ({pred.shape[0]}, {views.shape[1]}) or "
+                             f"(V,), got {(len(angles), len(angles[0]) if angles else 0)}")
         if self.novel_views and target is None:
             raise ValueError(f"projection loss: novel_views={self.novel_views} needs the target volume; pass "
                              "target= (or set novel_views=0)")
@@ -197,16 +200,3 @@ def _check_spec(spec: Mapping) -> None:
             if key not in spec:
                 raise ValueError(f"projection loss: input_spec lacks key {key!r}, needed for radiograph='log'")
 
-
-def _angle_rows(angles_deg: Tensor | Sequence, batch: int, num_views: int) -> list[tuple[float, ...]]:
-    """Gantry angles as ``B`` rows of ``V`` floats (they only build geometries). A tensor is read once: under
-    ``torch.compile`` a graph break; angles given as Python numbers compile without one."""
-    rows = angles_deg.detach().to("cpu", torch.float64).tolist() if isinstance(angles_deg, Tensor) else angles_deg
-    rows = list(rows)
-    if rows and not (isinstance(rows[0], Sequence) or getattr(rows[0], "ndim", 0) > 0):  # (V,): the batch's row
-        rows = [rows] * batch
-    rows = [tuple(float(a) for a in row) for row in rows]
-    if len(rows) != batch or any(len(row) != num_views for row in rows):
-        raise ValueError(f"projection loss: angles_deg must be (B, V) = ({batch}, {num_views}) or (V,), got "
-                         f"{(len(rows), len(rows[0]) if rows else 0)}")
-    return rows

@@ -36,7 +36,7 @@ from x2ct.models.blocks import (
     make_norm,
     resize2d,
 )
-from x2ct.models.blocks.lift import batch_angles
+from x2ct.physics.view_angles import batch_angles
 
 
 class BaselineUNet(nn.Module):

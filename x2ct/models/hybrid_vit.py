@@ -44,10 +44,11 @@ from x2ct.models.blocks.cross_view import CrossViewAttention
 from x2ct.models.blocks.dense import ResidualDenseBlock3D
 from x2ct.models.blocks.fusion import ViewFusion
 from x2ct.models.blocks.hybrid import TransformerEnhancedBlock3D
-from x2ct.models.blocks.lift import ViewLift, batch_angles
+from x2ct.models.blocks.lift import ViewLift
 from x2ct.models.blocks.pyramid import MultiScaleFeaturePyramid
 from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
 from x2ct.models.blocks.residual import ResidualBlock
+from x2ct.physics.view_angles import batch_angles
 
 
 class HybridViT(nn.Module):

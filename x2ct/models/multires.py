@@ -44,12 +44,13 @@ from torch.utils.checkpoint import checkpoint
 from x2ct.models.blocks.conv import ConvNormAct
 from x2ct.models.blocks.dense import ResidualDenseBlock3D
 from x2ct.models.blocks.fusion import ViewFusion
-from x2ct.models.blocks.lift import ViewLift, batch_angles
+from x2ct.models.blocks.lift import ViewLift
 from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
 from x2ct.models.blocks.residual import ResidualBlock
 from x2ct.models.inputs import forward_views
 from x2ct.models.registry import build_model
 from x2ct.ops.patches import crop_context, sample_patch_origins, sliding_window_inference
+from x2ct.physics.view_angles import batch_angles
 
 
 def load_coarse_weights(model: nn.Module, path: str) -> None:

@@ -131,7 +131,7 @@ def test_call_time_angles_override_the_construction_angles():
     assert not torch.allclose(default[:, 1], other[:, 1])
     with pytest.raises(ValueError, match="3 angles"):
         lift(feats, [0.0, 90.0, 30.0])
-    with pytest.raises(ValueError, match="differ between samples"):
+    with pytest.raises(ValueError, match="share their view angles"):
         lift(feats.expand(2, -1, -1, -1, -1), torch.tensor([[0.0, 90.0], [0.0, 60.0]]))
 
 

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from x2ct.physics.geometry import ProjectionGeometry
+from x2ct.physics.view_angles import batch_angles
 
 # Normalised grid_sample coordinate for "no reading": far enough outside any map that bilinear weights are zero.
 _OUTSIDE = -4.0
@@ -101,7 +102,7 @@ class ConeBeamLift(nn.Module):
         if features.ndim != 5:
             raise ValueError(f"ConeBeamLift expects features (B, V, C, h, w), got shape {tuple(features.shape)}")
         b, v, c, h, w = features.shape
-        angles = self._angles(angles_deg)
+        angles = self.geometry.angles_deg if angles_deg is None else batch_angles(angles_deg)
         if len(angles) != v:
             raise ValueError(f"ConeBeamLift: features have {v} views (shape {tuple(features.shape)}) but "
                              f"{len(angles)} angles were given: {angles}")
@@ -176,20 +177,6 @@ class ConeBeamLift(nn.Module):
         grid, inside = self._grid_at(angles, voxel_centres(self.volume_size, self.fov_mm, device=device),
                                      feature_size, dtype)  # (V, D, H, W, 2), (V, D, H, W)
         return grid.reshape(len(angles), 1, -1, 2), inside.unsqueeze(1)
-
-    def _angles(self, angles_deg: Sequence[float] | Tensor | None) -> tuple[float, ...]:
-        if angles_deg is None:
-            return self.geometry.angles_deg
-        if isinstance(angles_deg, Tensor):
-            if angles_deg.ndim == 2:  # a batch's (B, V) angles: one set shared by all samples
-                if not bool((angles_deg == angles_deg[:1]).all()):
-                    raise ValueError(f"ConeBeamLift: angles_deg of shape {tuple(angles_deg.shape)} differ between "
-                                     "samples; lift samples with different view angles separately")
-                angles_deg = angles_deg[0]
-            if angles_deg.ndim != 1:
-                raise ValueError(f"ConeBeamLift: angles_deg must be (V,) or (B, V), got {tuple(angles_deg.shape)}")
-            return tuple(float(a) for a in angles_deg.tolist())
-        return tuple(float(a) for a in angles_deg)
 
     def extra_repr(self) -> str:
         return (f"kind={self.geometry.kind}, detector={self.geometry.detector_shape}, "

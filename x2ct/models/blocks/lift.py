@@ -38,6 +38,7 @@ from x2ct.models.blocks.cone_lift import ConeBeamLift
 from x2ct.models.blocks.norm import make_norm
 from x2ct.ops.patches import patch_coordinates
 from x2ct.physics.geometry import ProjectionGeometry
+from x2ct.physics.view_angles import batch_angles
 
 LIFT_MODES = ("backproject", "channels_to_depth", "geometric")
 
@@ -223,20 +224,3 @@ def parallel_copy_at(features: Tensor, angles_deg: Sequence[float], origins: Ten
     lifted = read.view(b, v, c, *size) * coverage.to(work).unsqueeze(2)
     return lifted.to(features.dtype)
 
-
-def batch_angles(angles_deg: Sequence[float] | Tensor) -> tuple[float, ...]:
-    """The views' gantry angles of a batch as a tuple: ``(V,)``, or ``(B, V)`` whose rows must be equal (the
-    samples of one batch share their views; the view-dropout collate draws one subset per batch).
-
-    A tensor is read once (under ``torch.compile`` that read is the forward's one graph break: the lift's geometry
-    is chosen in Python from the values; pass a tuple of floats to compile without it)."""
-    if isinstance(angles_deg, Tensor):
-        if angles_deg.ndim not in (1, 2):
-            raise ValueError(f"angles_deg must be (V,) or (B, V), got shape {tuple(angles_deg.shape)}")
-        rows = angles_deg.detach().to("cpu", torch.float64).tolist()
-        if angles_deg.ndim == 1:
-            return tuple(rows)
-        if any(row != rows[0] for row in rows):
-            raise ValueError(f"the samples of a batch must share their view angles, got {rows}")
-        return tuple(rows[0])
-    return tuple(float(a) for a in angles_deg)
