@@ -13,6 +13,7 @@ from x2ct.models.blocks.dense import ResidualDenseBlock3D
 from x2ct.models.blocks.fusion import FUSION_MODES, ViewFusion
 from x2ct.models.blocks.hybrid import TransformerEnhancedBlock3D
 from x2ct.models.blocks.lift import LIFT_MODES, ChannelsToDepth, ViewLift, backproject, view_to_volume
+from x2ct.models.blocks.mlp import TransformerMLP
 from x2ct.models.blocks.norm import NORMS, make_norm
 from x2ct.models.blocks.pyramid import MultiScaleFeaturePyramid
 from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
@@ -35,6 +36,7 @@ __all__ = [
     "SwinStage3D",
     "SwinTransformerBlock3D",
     "TransformerEnhancedBlock3D",
+    "TransformerMLP",
     "Upsample",
     "ViewFiLM",
     "ViewFusion",

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from x2ct.models.blocks.mlp import TransformerMLP
+
 
 class CrossViewAttention(nn.Module):
     """``(B, V, N, dim) -> (B, V, N, dim)``: each view queries the ``(V-1)*N`` tokens of the other views.
@@ -31,9 +33,7 @@ class CrossViewAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim),
-                                 nn.Dropout(dropout))
+        self.mlp = TransformerMLP(dim, mlp_ratio, dropout)
 
     def forward(self, x: Tensor, pos: Tensor | None = None) -> Tensor:
         """``x`` (B, V, N, dim); ``pos`` (B, V, N, dim) or (V, N, dim), optional, added to queries and keys (not

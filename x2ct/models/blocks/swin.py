@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from x2ct.models.blocks.mlp import TransformerMLP
+
 Size3 = tuple[int, int, int]
 
 
@@ -131,9 +133,7 @@ class SwinTransformerBlock3D(nn.Module):
         self.register_buffer("full_window_index", relative_position_index(full, window_size), persistent=False)
         self.drop = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim),
-                                 nn.Dropout(dropout))
+        self.mlp = TransformerMLP(dim, mlp_ratio, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 5 or x.shape[1] != self.dim:
