@@ -62,8 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from x2ct.engine.distributed import dist_info_from_env
+    from x2ct.engine.trained_model import checkpoint_run_dir
     from x2ct.evaluation.evaluator import EvaluationSettings, evaluate
-    from x2ct.evaluation.trained_model import checkpoint_run_dir
 
     settings = EvaluationSettings(
         checkpoint=args.checkpoint, data_root=args.data_root, data_config=args.data, split=args.split, out_dir=args.out,

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 def _predict(args: argparse.Namespace, out: Path) -> int:
     import torch
 
-    from x2ct.evaluation.trained_model import load_trained_model
+    from x2ct.engine.trained_model import load_trained_model
     from x2ct.inference import input_spec, load_views, order_view_files, predict_volume
 
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device

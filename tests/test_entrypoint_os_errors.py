@@ -89,7 +89,7 @@ def test_predict_refuses_an_unwritable_output_before_inference(kind, unwritable,
     out, named = unwritable(kind)
     checkpoint = tmp_path / "best.pt"
     checkpoint.write_bytes(b"never read")
-    monkeypatch.setattr("x2ct.evaluation.trained_model.load_trained_model", never("the model was loaded"))
+    monkeypatch.setattr("x2ct.engine.trained_model.load_trained_model", never("the model was loaded"))
     expect_exit_1(lambda: predict_cli.main([str(checkpoint), "pa.png", "lateral.png", "--out", str(out)]))
     line = one_error_line(capsys.readouterr().err, "predict.py")
     assert str(named) in line and REASONS[kind] in line

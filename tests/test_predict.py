@@ -13,7 +13,7 @@ from x2ct.data.export_views import export_views
 from x2ct.data.layout import DatasetLayout
 from x2ct.data.preprocess import denormalise
 from x2ct.data.readers import read_nifti
-from x2ct.evaluation.trained_model import load_trained_model
+from x2ct.engine.trained_model import load_trained_model
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +154,7 @@ def test_views_outside_the_input_range_are_refused_naming_file_range_and_convent
 
 def test_a_model_answering_nan_is_refused_naming_the_checkpoint(tiny_run, views, tmp_path, capsys, monkeypatch):
     """A damaged checkpoint that loads but answers NaN: an error, not an all-NaN volume with exit 0."""
-    import x2ct.evaluation.trained_model as trained_model
+    import x2ct.engine.trained_model as trained_model
 
     load = trained_model.load_trained_model
 

@@ -18,7 +18,7 @@ import torch
 from x2ct.data.ct_volume import CTVolume
 from x2ct.data.preprocess import denormalise
 from x2ct.data.xray_io import XrayReadError, read_xray
-from x2ct.evaluation.trained_model import TrainedModel
+from x2ct.engine.trained_model import TrainedModel, finite_output
 from x2ct.physics.radiograph import normalise_views, to_intensity
 
 # Slack around the [0, 1] input convention for rounding or resampling of an image saved in it. Values further out
@@ -92,18 +92,6 @@ def load_views(paths: Sequence[str | os.PathLike], spec: dict, line_integrals: b
         else:
             views = normalise_views(views, spec["normalisation"], spec["scale"])
     return views[:, None].float()
-
-
-def finite_output(volume: torch.Tensor, checkpoint: str | os.PathLike, what: str) -> torch.Tensor:
-    """``volume`` (a model's raw output) unchanged if every value is finite, else a ValueError naming
-    ``checkpoint`` and ``what`` was predicted. Checked before clamping to [0, 1]: clamping keeps NaN (and turns
-    inf into a plausible 1), and a damaged checkpoint can load and still answer NaN."""
-    bad = int((~torch.isfinite(volume)).sum())
-    if bad:
-        raise ValueError(f"checkpoint {checkpoint}: the model's output for {what} holds {bad} NaN or infinite "
-                         f"value(s) of {volume.numel()}; its weights are damaged or the input is far outside "
-                         "what it was trained on")
-    return volume
 
 
 def view_range(spec: dict) -> tuple[float, float | None]:

@@ -380,7 +380,7 @@ def test_a_model_of_another_shape_is_refused_naming_file_parameter_and_config(tm
 def test_evaluate_and_predict_refuse_a_damaged_checkpoint(tiny_run, tmp_path):
     """They load through ``load_trained_model`` -> ``load_checkpoint``: flipped weight bytes stop them, naming the
     file, instead of an all-NaN volume or a PSNR of nan."""
-    from x2ct.evaluation.trained_model import load_trained_model
+    from x2ct.engine.trained_model import load_trained_model
 
     path = tmp_path / "best.pt"
     path.write_bytes((tiny_run / "checkpoints" / "best.pt").read_bytes())

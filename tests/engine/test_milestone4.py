@@ -88,7 +88,7 @@ def test_milestone4_trains_with_dropout_and_projection_loss_and_evaluates(four_v
     # the same model on fewer views: rows equal the model run on those views with their angles
     from evaluate import main as evaluate_main
     from x2ct.data.dataset import PatientDRRDataset
-    from x2ct.evaluation.trained_model import load_trained_model
+    from x2ct.engine.trained_model import load_trained_model
     from x2ct.ops.metrics import psnr
 
     checkpoint = run_dir / "checkpoints" / "best.pt"

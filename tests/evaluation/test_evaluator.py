@@ -21,8 +21,8 @@ from x2ct.data.dataset import PatientDRRDataset
 from x2ct.data.layout import DatasetLayout
 from x2ct.data.preprocess import denormalise
 from x2ct.data.regions import REGIONS, load_regions
+from x2ct.engine.trained_model import load_trained_model
 from x2ct.evaluation.evaluator import EvaluationSettings, evaluate
-from x2ct.evaluation.trained_model import load_trained_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -352,8 +352,8 @@ def test_hu_metrics_count_padding_below_air_as_air():
 
 
 def test_a_cascade_is_scored_at_every_stage(tiny_dataset, tmp_path):
+    from x2ct.engine.trained_model import TrainedModel
     from x2ct.evaluation.evaluator import _evaluate_patients
-    from x2ct.evaluation.trained_model import TrainedModel
     from x2ct.models import MultiResCascade
 
     torch.manual_seed(0)

@@ -35,10 +35,9 @@ from x2ct.data.preprocess import AIR_HU, denormalise
 from x2ct.data.readers import read_nifti
 from x2ct.data.reference import mean_volume
 from x2ct.data.regions import REGIONS, load_regions
+from x2ct.engine.trained_model import TrainedModel, finite_output, load_trained_model
 from x2ct.evaluation.protocols import x2ct_gan_metrics
 from x2ct.evaluation.summary import summarise, write_rows_csv, write_summary
-from x2ct.evaluation.trained_model import TrainedModel, load_trained_model
-from x2ct.inference import finite_output
 from x2ct.models.inputs import forward_views
 from x2ct.ops.metrics import mae, psnr, ssim3d
 from x2ct.progress import Progress

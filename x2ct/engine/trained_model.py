@@ -1,8 +1,10 @@
 """A trained model back from its checkpoint: the network rebuilt from the config saved inside, and its weights.
 
-Used by ``evaluate.py`` and ``predict.py``. The checkpoint is read with ``torch.load(weights_only=True)``; the
-model is whatever ``config["model"]["_target_"]`` names, built with the saved (data-derived) sizes, so no other
-file is needed. EMA weights are used when the run kept them (training validated and chose ``best`` with them).
+The reading side of the checkpoint format (``x2ct.engine.checkpoint``), for the layers above the engine:
+``evaluate.py`` (``x2ct.evaluation``) and ``predict.py`` (``x2ct.inference``). The checkpoint is read with
+``torch.load(weights_only=True)``; the model is whatever ``config["model"]["_target_"]`` names, built with the
+saved (data-derived) sizes, so no other file is needed. EMA weights are used when the run kept them (training
+validated and chose ``best`` with them). ``finite_output`` refuses what a damaged checkpoint answers.
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ def checkpoint_run_dir(checkpoint: str | os.PathLike) -> Path:
     """The training run's folder (``<run>/checkpoints/x.pt`` -> ``<run>``), else the checkpoint's folder."""
     parent = Path(checkpoint).parent
     return parent.parent if parent.name == "checkpoints" else parent
+
+
+def finite_output(volume: torch.Tensor, checkpoint: str | os.PathLike, what: str) -> torch.Tensor:
+    """``volume`` (a model's raw output) unchanged if every value is finite, else a ValueError naming
+    ``checkpoint`` and ``what`` was predicted. Checked before clamping to [0, 1]: clamping keeps NaN (and turns
+    inf into a plausible 1), and a damaged checkpoint can load and still answer NaN."""
+    bad = int((~torch.isfinite(volume)).sum())
+    if bad:
+        raise ValueError(f"checkpoint {checkpoint}: the model's output for {what} holds {bad} NaN or infinite "
+                         f"value(s) of {volume.numel()}; its weights are damaged or the input is far outside "
+                         "what it was trained on")
+    return volume
 
 
 def load_trained_model(path: str | os.PathLike, device: torch.device | str = "cpu",
