@@ -3,6 +3,7 @@
 - ``distributed``: torchrun process group, collectives that also work in one process, ``unwrap_model``.
 - ``seeding``: seeds, deterministic mode, RNG state capture/restore.
 - ``checkpoint``: atomic save, ``weights_only`` load, exact resume.
+- ``trained_model``: a model rebuilt from its checkpoint, for evaluation and prediction (the layers above).
 - ``ema``: exponential moving average of the weights.
 - ``schedule``: warmup + cosine learning rate.
 - ``metrics_log``: the run's JSON-lines metrics file.
