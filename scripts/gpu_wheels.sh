@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Wheels for scripts/gpu_check.sh on an offline GPU machine (Python 3.12, x86-64 Linux, torch already installed):
 #   .whl/site   x2ct's own dependencies that a torch image lacks: hydra-core, omegaconf, antlr4-python3-runtime,
-#               nibabel, pydicom (gpu_check.sh installs them into a temporary folder on PYTHONPATH)
+#               nibabel, pydicom, einops (gpu_check.sh installs them into a temporary folder on PYTHONPATH)
 #   .whl/peers  the DRR peers and what they need beyond such an image: diffdrr, nanodrr, torchio, roma, Deprecated,
 #               SimpleITK, fastcore, platformdirs (gpu_check.sh passes it as --wheelhouse)
 # Run it where there is internet, then carry .whl/ with the checkout (keep it out of git: `/.whl/` in
@@ -17,7 +17,7 @@ mkdir -p "$site" "$peers"
 download=("$py" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp
           --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
           --platform any)
-"${download[@]}" -d "$site" hydra-core==1.3.8 omegaconf==2.3.1 nibabel==5.4.2 pydicom==3.0.2
+"${download[@]}" -d "$site" hydra-core==1.3.8 omegaconf==2.3.1 nibabel==5.4.2 pydicom==3.0.2 einops==0.8.2
 # omegaconf 2.3 pins antlr4-python3-runtime 4.9.*, published as a source distribution only: build its (pure Python)
 # wheel here
 "$py" -m pip wheel --no-deps -w "$site" antlr4-python3-runtime==4.9.3

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from x2ct.physics.geometry import ProjectionGeometry
@@ -60,6 +61,15 @@ def patch_voxel_centres(origins: Tensor, patch_size: Sequence[int], volume_size:
     y = axes[1][:, None, :, None].expand(b, d, h, w)
     x = axes[2][:, None, None, :].expand(b, d, h, w)
     return torch.stack([x, y, z], dim=-1)
+
+
+def sample_views(features: Tensor, grid: Tensor, size: Sequence[int], work: torch.dtype) -> Tensor:
+    """Features ``(B, V, C, h, w)`` read bilinearly (zeros outside) at ``grid`` ``(B*V, 1, d*h*w, 2)``, the points
+    of a ``size = (d, h, w)`` grid of voxels per sample and view: ``(B, V, C, d, h, w)`` in ``work`` precision."""
+    maps = rearrange(features, "b v c r k -> (b v) c r k").to(work)
+    read = F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    d, h, _ = size
+    return rearrange(read, "(b v) c 1 (d h w) -> b v c d h w", b=features.shape[0], d=d, h=h)
 
 
 class ConeBeamLift(nn.Module):
@@ -101,7 +111,7 @@ class ConeBeamLift(nn.Module):
         """
         if features.ndim != 5:
             raise ValueError(f"ConeBeamLift expects features (B, V, C, h, w), got shape {tuple(features.shape)}")
-        b, v, c, h, w = features.shape
+        b, v, _, h, w = features.shape
         angles = self.geometry.angles_deg if angles_deg is None else batch_angles(angles_deg)
         if len(angles) != v:
             raise ValueError(f"ConeBeamLift: features have {v} views (shape {tuple(features.shape)}) but "
@@ -111,15 +121,11 @@ class ConeBeamLift(nn.Module):
         if region is not None:
             return self._lift_region(features, angles, region, work, return_mask)
         grid, mask = self.sampling_grid(angles, (h, w), features.device, work)
-        n = grid.shape[2]
-        grid = grid.unsqueeze(0).expand(b, -1, -1, -1, -1).reshape(b * v, 1, n, 2)
-        lifted = F.grid_sample(features.reshape(b * v, c, h, w).to(work), grid, mode="bilinear",
-                               padding_mode="zeros", align_corners=False)  # (B*V, C, 1, N)
-        lifted = lifted.view(b, v, c, *self.volume_size).to(features.dtype)
-        mask = mask.to(features.dtype)
+        grid = repeat(grid, "v 1 n xy -> (b v) 1 n xy", b=b)
+        lifted = sample_views(features, grid, self.volume_size, work).to(features.dtype)
         if not return_mask:
             return lifted
-        return lifted, mask.unsqueeze(0).expand(b, -1, -1, -1, -1, -1)
+        return lifted, repeat(mask.to(features.dtype), "v 1 d h w -> b v 1 d h w", b=b)
 
     def sampling_grid(self, angles_deg: Sequence[float], feature_size: tuple[int, int],
                       device: torch.device | str, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -139,21 +145,19 @@ class ConeBeamLift(nn.Module):
     def _lift_region(self, features: Tensor, angles: tuple[float, ...], region: tuple[Tensor, Sequence[int]],
                      work: torch.dtype, return_mask: bool) -> Tensor | tuple[Tensor, Tensor]:
         """One patch per sample: ``(B, V, C, d, h, w)`` (and the ``(B, V, 1, d, h, w)`` mask)."""
-        b, v, c, h, w = features.shape
+        b, h, w = features.shape[0], features.shape[3], features.shape[4]
         origins, size = region[0].to(features.device), tuple(int(p) for p in region[1])
         if origins.shape != (b, 3) or len(size) != 3:
             raise ValueError(f"ConeBeamLift: region must be (origins (B={b}, 3), (d, h, w)), got origins of shape "
                              f"{tuple(origins.shape)} and size {size}")
         points = patch_voxel_centres(origins, size, self.volume_size, self.fov_mm)        # (B, d, h, w, 3)
         grid, mask = self._grid_at(angles, points, (h, w), work)                     # (V, B, d, h, w, 2)
-        # grid (V, B, d, h, w, 2) -> (B*V, 1, d*h*w, 2): sample b's view v reads its own patch's points
-        grid = grid.transpose(0, 1).reshape(b * v, 1, -1, 2)
-        lifted = F.grid_sample(features.reshape(b * v, c, h, w).to(work), grid, mode="bilinear",
-                               padding_mode="zeros", align_corners=False)  # (B*V, C, 1, d*h*w)
-        lifted = lifted.view(b, v, c, *size).to(features.dtype)
+        # sample b's view v reads its own patch's points
+        grid = rearrange(grid, "v b d h w xy -> (b v) 1 (d h w) xy")
+        lifted = sample_views(features, grid, size, work).to(features.dtype)
         if not return_mask:
             return lifted
-        return lifted, mask.transpose(0, 1).unsqueeze(2).to(features.dtype)          # (B, V, 1, d, h, w)
+        return lifted, rearrange(mask, "v b d h w -> b v 1 d h w").to(features.dtype)
 
     def _grid_at(self, angles: tuple[float, ...], points: Tensor, feature_size: tuple[int, int],
                  dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -176,7 +180,7 @@ class ConeBeamLift(nn.Module):
                    dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         grid, inside = self._grid_at(angles, voxel_centres(self.volume_size, self.fov_mm, device=device),
                                      feature_size, dtype)  # (V, D, H, W, 2), (V, D, H, W)
-        return grid.reshape(len(angles), 1, -1, 2), inside.unsqueeze(1)
+        return rearrange(grid, "v d h w xy -> v 1 (d h w) xy"), rearrange(inside, "v d h w -> v 1 d h w")
 
     def extra_repr(self) -> str:
         return (f"kind={self.geometry.kind}, detector={self.geometry.detector_shape}, "

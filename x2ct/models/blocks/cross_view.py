@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from x2ct.models.blocks.mlp import TransformerMLP
@@ -40,7 +41,7 @@ class CrossViewAttention(nn.Module):
         values): where a token sits, e.g. its view angle, steers who attends to it without being mixed in."""
         if x.ndim != 4 or x.shape[-1] != self.dim:
             raise ValueError(f"CrossViewAttention expects tokens (B, V, N, {self.dim}), got {tuple(x.shape)}")
-        b, v, n, c = x.shape
+        b, v = x.shape[:2]
         if v < 2:
             raise ValueError(f"CrossViewAttention needs at least 2 views to attend across, got x of shape "
                              f"{tuple(x.shape)} (V={v})")
@@ -49,14 +50,13 @@ class CrossViewAttention(nn.Module):
                              f"{tuple(x.shape[1:])}, got {tuple(pos.shape)}")
         h = self.norm1(x)
         hp = h if pos is None else h + pos
-        heads, head_dim = self.num_heads, c // self.num_heads
-        q = self.q(hp).view(b, v, n, heads, head_dim)
-        # keys/values of view i: the tokens of the other views, (B, V, (V-1)*N, heads, head_dim)
+        heads = self.num_heads
+        q = rearrange(self.q(hp), "b v n (heads hd) -> (b v) heads n hd", heads=heads)
+        # keys/values of view i: the N tokens of each of the V-1 other views
         others = _other_views(v, x.device)  # (V, V-1)
-        k = self.k(hp).view(b, v, n, heads, head_dim)[:, others].flatten(2, 3)
-        val = self.v(h).view(b, v, n, heads, head_dim)[:, others].flatten(2, 3)
-        q, k, val = (t.flatten(0, 1).transpose(1, 2) for t in (q, k, val))  # (B*V, heads, tokens, head_dim)
-        out = F.scaled_dot_product_attention(q, k, val).transpose(1, 2).reshape(b, v, n, c)
+        k = rearrange(self.k(hp)[:, others], "b v o n (heads hd) -> (b v) heads (o n) hd", heads=heads)
+        val = rearrange(self.v(h)[:, others], "b v o n (heads hd) -> (b v) heads (o n) hd", heads=heads)
+        out = rearrange(F.scaled_dot_product_attention(q, k, val), "(b v) heads n hd -> b v n (heads hd)", b=b)
         x = x + self.drop(self.proj(out))
         return x + self.mlp(self.norm2(x))
 
@@ -67,9 +67,8 @@ class CrossViewAttention(nn.Module):
         """
         if x.ndim != 5:
             raise ValueError(f"CrossViewAttention.forward_maps expects (B, V, dim, H, W), got {tuple(x.shape)}")
-        b, v, c, h, w = x.shape
-        tokens = self(x.flatten(3).transpose(2, 3), pos)  # (B, V, H*W, dim)
-        return tokens.transpose(2, 3).reshape(b, v, c, h, w)
+        tokens = self(rearrange(x, "b v c h w -> b v (h w) c"), pos)
+        return rearrange(tokens, "b v (h w) c -> b v c h w", h=x.shape[3])
 
 
 def _other_views(num_views: int, device: torch.device) -> Tensor:

@@ -31,10 +31,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from x2ct.models.blocks.activation import make_activation
-from x2ct.models.blocks.cone_lift import ConeBeamLift
+from x2ct.models.blocks.cone_lift import ConeBeamLift, sample_views
 from x2ct.models.blocks.norm import make_norm
 from x2ct.ops.patches import patch_coordinates
 from x2ct.physics.geometry import ProjectionGeometry
@@ -106,7 +107,7 @@ def backproject(features: Tensor, depth: int) -> Tensor:
 
     Unfiltered backprojection: parameter-free, so it suits skip connections at high resolution.
     """
-    return features.unsqueeze(2).expand(-1, -1, depth, -1, -1)
+    return repeat(features, "b c r k -> b c t r k", t=depth)  # a view: no copy until the rotation
 
 
 class ChannelsToDepth(nn.Module):
@@ -125,8 +126,7 @@ class ChannelsToDepth(nn.Module):
         self.act = make_activation(act)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, _, r, k = x.shape
-        return self.act(self.norm(self.conv(x).view(b, self.out_channels, self.depth, r, k)))
+        return self.act(self.norm(rearrange(self.conv(x), "b (c t) r k -> b c t r k", t=self.depth)))
 
 
 class ViewLift(nn.Module):
@@ -175,7 +175,7 @@ class ViewLift(nn.Module):
         ``region``: ``(origins (B, 3) long, (d, h, w))``, one patch of the ``n^3`` grid per sample: the lift is
         computed at those voxels alone, ``(B, V, C, d, h, w)``, equal to the whole lift cropped there (the
         parameter-free modes; a patch of 64^3 at 256^3 costs 1/64 of the whole lift's memory)."""
-        b, v, c, h, w = features.shape
+        b, v, _, h, w = features.shape
         angles = self.angles_deg if angles_deg is None else batch_angles(angles_deg)
         if v != len(angles) or (h, w) != (self.grid_size, self.grid_size):
             raise ValueError(f"ViewLift expects (B, {len(angles)}, C, {self.grid_size}, {self.grid_size}) "
@@ -188,10 +188,9 @@ class ViewLift(nn.Module):
                                  "it has no patch-local form; use 'backproject' or 'geometric'")
             volumes = parallel_copy_at(features, angles, region[0], tuple(int(p) for p in region[1]))
             return (volumes, None) if return_mask else volumes
-        if self.to_depth is not None:
-            blocks = self.to_depth(features.reshape(b * v, c, h, w)).unflatten(0, (b, v))
-        else:
-            blocks = backproject(features.reshape(b * v, c, h, w), self.grid_size).unflatten(0, (b, v))
+        maps = rearrange(features, "b v c r k -> (b v) c r k")
+        blocks = self.to_depth(maps) if self.to_depth is not None else backproject(maps, self.grid_size)
+        blocks = rearrange(blocks, "(b v) c t r k -> b v c t r k", b=b)
         volumes = torch.stack([view_to_volume(blocks[:, i], a) for i, a in enumerate(angles)], dim=1)
         return (volumes, None) if return_mask else volumes
 
@@ -205,7 +204,7 @@ def parallel_copy_at(features: Tensor, angles_deg: Sequence[float], origins: Ten
     (``T = -x sin a + y cos a``) gives to ray samples inside the block: trilinear sampling is separable, so this
     is the whole-volume ``grid_sample`` (and, at quarter turns, its exact permutation) cropped, to float rounding.
     """
-    b, v, c, n, _ = features.shape
+    n = features.shape[-1]
     coords = patch_coordinates(origins.to(features.device), tuple(size), (n, n, n)).double()  # (B, 3, d, h, w)
     z, y, x = coords[:, 0], coords[:, 1], coords[:, 2]
     rad = torch.tensor([math.radians(a) for a in angles_deg], dtype=torch.float64, device=features.device)
@@ -218,9 +217,7 @@ def parallel_copy_at(features: Tensor, angles_deg: Sequence[float], origins: Ten
     frac = t - t0
     coverage = ((t0 >= 0) & (t0 <= n - 1)) * (1 - frac) + ((t0 + 1 >= 0) & (t0 + 1 <= n - 1)) * frac
     work = features.dtype if features.dtype in (torch.float32, torch.float64) else torch.float32
-    grid = torch.stack([k, r], dim=-1).reshape(b * v, 1, -1, 2).to(work)
-    read = F.grid_sample(features.reshape(b * v, c, n, n).to(work), grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=False)                             # (B*V, C, 1, d*h*w)
-    lifted = read.view(b, v, c, *size) * coverage.to(work).unsqueeze(2)
+    grid = rearrange(torch.stack([k, r], dim=-1), "b v d h w kr -> (b v) 1 (d h w) kr").to(work)
+    lifted = sample_views(features, grid, size, work) * rearrange(coverage.to(work), "b v d h w -> b v 1 d h w")
     return lifted.to(features.dtype)
 

@@ -15,6 +15,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from x2ct.models.blocks.mlp import TransformerMLP
@@ -41,18 +42,15 @@ def window_partition(x: Tensor, window: Size3) -> Tensor:
     Windows are listed in D, H, W raster order and tokens inside a window too. Sizes must be multiples of the
     window.
     """
-    b, d, h, w, c = x.shape
     wd, wh, ww = window
-    x = x.reshape(b, d // wd, wd, h // wh, wh, w // ww, ww, c)
-    return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, -1, wd * wh * ww, c)
+    return rearrange(x, "b (nd wd) (nh wh) (nw ww) c -> b (nd nh nw) (wd wh ww) c", wd=wd, wh=wh, ww=ww)
 
 
 def window_reverse(windows: Tensor, window: Size3, size: Size3) -> Tensor:
     """``(B, nW, N, C) -> (B, D, H, W, C)``, the inverse of ``window_partition`` for a volume of ``size``."""
-    b, c = windows.shape[0], windows.shape[-1]
     (d, h, w), (wd, wh, ww) = size, window
-    x = windows.reshape(b, d // wd, h // wh, w // ww, wd, wh, ww, c)
-    return x.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, d, h, w, c)
+    return rearrange(windows, "b (nd nh nw) (wd wh ww) c -> b (nd wd) (nh wh) (nw ww) c", nd=d // wd, nh=h // wh,
+                     nw=w // ww, wd=wd, wh=wh, ww=ww)
 
 
 def relative_position_index(window: Size3, window_size: int) -> Tensor:
@@ -138,7 +136,8 @@ class SwinTransformerBlock3D(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 5 or x.shape[1] != self.dim:
             raise ValueError(f"SwinTransformerBlock3D expects (B, {self.dim}, D, H, W), got {tuple(x.shape)}")
-        return self.forward_tokens(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+        tokens = self.forward_tokens(rearrange(x, "b c d h w -> b d h w c"))
+        return rearrange(tokens, "b d h w c -> b c d h w")
 
     def forward_tokens(self, x: Tensor) -> Tensor:
         """Channels-last ``(B, D, H, W, dim) -> (B, D, H, W, dim)`` (what ``SwinStage3D`` chains)."""
@@ -162,21 +161,21 @@ class SwinTransformerBlock3D(nn.Module):
 
         ``mask`` (``(nW, N, N)`` bool, True = may attend) or None when every pair may attend.
         """
-        b, nw, n, c = windows.shape
-        head_dim = c // self.num_heads
-        qkv = self.qkv(windows).view(b * nw, n, 3, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
+        b = windows.shape[0]
+        q, k, v = rearrange(self.qkv(windows), "b nw n (qkv heads hd) -> qkv (b nw) heads n hd", qkv=3,
+                            heads=self.num_heads)
         index = (self.full_window_index if window == (self.window_size,) * 3
                  else relative_position_index(window, self.window_size).to(windows.device))
-        bias = self.relative_position_bias[index].permute(2, 0, 1)  # (heads, N, N)
+        bias = rearrange(self.relative_position_bias[index], "n m heads -> heads n m")
         if mask is None:
             attn_mask = bias[None]
         else:
             forbidden = torch.zeros(mask.shape, dtype=bias.dtype, device=bias.device).masked_fill(~mask, -math.inf)
-            # (nW, heads, N, N) repeated over the batch: the fused kernels want one 4D mask row per (B*nW) item
-            attn_mask = (bias[None] + forbidden[:, None]).expand(b, -1, -1, -1, -1).reshape(b * nw, -1, n, n)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask.to(qkv.dtype),
+            # repeated over the batch: the fused kernels want one 4D mask row per (B*nW) item
+            attn_mask = repeat(bias[None] + forbidden[:, None], "nw heads n m -> (b nw) heads n m", b=b)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype),
                                              dropout_p=self.attn_dropout if self.training else 0.0)
-        return self.proj(out.transpose(1, 2).reshape(b, nw, n, c))
+        return self.proj(rearrange(out, "(b nw) heads n hd -> b nw n (heads hd)", b=b))
 
 
 class SwinStage3D(nn.Module):
@@ -200,7 +199,7 @@ class SwinStage3D(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 5 or x.shape[1] != self.dim:
             raise ValueError(f"SwinStage3D expects (B, {self.dim}, D, H, W), got {tuple(x.shape)}")
-        x = x.permute(0, 2, 3, 4, 1)  # channels-last once for the whole stage
+        x = rearrange(x, "b c d h w -> b d h w c")  # channels-last once for the whole stage
         for block in self.blocks:
             x = block.forward_tokens(x)
-        return x.permute(0, 4, 1, 2, 3)
+        return rearrange(x, "b d h w c -> b c d h w")
