@@ -48,9 +48,9 @@ def test_the_recipe_and_the_lift_group_compose(tmp_path):
     cfg = compose_config("train", ["experiment=milestone4"])
     assert cfg.model.lift == "geometric" and cfg.model.fusion == "attention" and cfg.model.view_angle_embedding
     assert cfg.data.num_views == 8 and cfg.data.views is None and cfg.loss.weights.projection == 0.1
-    assert compose_config("train", ["experiment=milestone4", "lift=learned"]).model.lift == "channels_to_depth"
-    assert compose_config("train", ["lift=backproject"]).model.lift == "geometric"  # any model: the baseline too
-    assert compose_config("train", []).model.lift == "channels_to_depth"
+    assert compose_config("train", ["experiment=milestone4", "lift=learned"]).model.lift == "learned"
+    assert compose_config("train", ["lift=geometric"]).model.lift == "geometric"  # any model: the baseline too
+    assert compose_config("train", []).model.lift == "learned"
 
 
 def test_view_dropout_draws_a_subset_per_batch_and_keeps_the_pa_view(four_view_dataset, tmp_path):

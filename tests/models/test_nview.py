@@ -30,7 +30,7 @@ def nview(**overrides) -> HybridViT:
 
 
 @pytest.mark.parametrize("fusion", ["attention", "mean", "max"])
-@pytest.mark.parametrize("lift", ["geometric", "channels_to_depth"])
+@pytest.mark.parametrize("lift", ["geometric", "learned"])
 def test_permuting_views_with_their_angles_leaves_the_output_unchanged(fusion, lift):
     model = nview(fusion=fusion, lift=lift)
     # the attention fusion starts as the mean: give its scores weight so the test sees a real attention
@@ -83,8 +83,8 @@ def test_baseline_and_cascade_take_the_geometric_lift_and_angles():
     out.mean().backward()
     assert out.shape == (2, 1, 16, 16, 16)
     assert all(p.grad is not None for p in baseline.parameters() if p.requires_grad)
-    with pytest.raises(ValueError, match="lift must be"):
-        BaselineUNet(num_views=2, view_size=32, volume_size=16, depth=2, lift="backproject")
+    with pytest.raises(ValueError, match=r"BaselineUNet: lift='parallel' is not one of learned \| geometric"):
+        BaselineUNet(num_views=2, view_size=32, volume_size=16, depth=2, lift="parallel")
 
     cascade = MultiResCascade(num_views=2, view_size=32, volume_size=16, view_angles_deg=[0.0, 90.0],
                               stage_sizes=[8, 16], refiner_channels=4,

@@ -2,7 +2,8 @@
 type fails at start with the full key named. Values live in the YAML files; the schema holds none.
 
 Groups whose keys depend on the chosen class (model, optimizer, scheduler) stay open dicts with a ``_target_``;
-the class itself rejects unknown arguments (and the loss rejects unknown component names).
+the class itself rejects unknown arguments (and the loss rejects unknown component names). The model's lift names
+are checked here already, so an old name is refused at start, naming its key and the new name.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+from x2ct.models.blocks.lift_names import check_lift, lift_settings
 
 
 @dataclass
@@ -124,4 +127,6 @@ def validate_train_config(cfg: DictConfig) -> DictConfig:
     for group in ("model", "optimizer", "scheduler"):
         if "_target_" not in merged[group]:
             raise ValueError(f"config group {group} needs a _target_ (the class or function to build)")
+    for key, lift in lift_settings(merged.model):
+        check_lift(lift, "config", key)
     return merged

@@ -4,9 +4,10 @@
       -> 2D encoder, weights shared by all views; a per-view FiLM after the stem's norm tells it which view
          it sees; stem at the view resolution, then resized to the volume grid n_0 = volume_size:
          level i: residual blocks at n_i = volume_size / 2^i with c_i = base_channels * 2^i channels
-      -> lift into the volume frame, by each view's gantry angle (blocks/lift.py):
-         deepest level: channels-to-depth (learned features along each ray);
-         other levels: backprojection (features copied along each ray), as skip connections
+      -> lift into the volume frame, by each view's gantry angle (blocks/lift.py), lift="learned":
+         deepest level: learned features along each ray (ChannelsToDepth);
+         other levels: the parallel copy (features copied along each ray), as skip connections;
+         lift="geometric": the true cone-beam lift at every level (blocks/cone_lift.py)
       -> fuse the views at every level (blocks/fusion.py)
       -> 3D decoder: residual blocks at n_{L-1}, then per level up-sample, concatenate the fused skip, merge,
          residual block
@@ -36,6 +37,7 @@ from x2ct.models.blocks import (
     make_norm,
     resize2d,
 )
+from x2ct.models.blocks.lift_names import check_lift
 from x2ct.physics.view_angles import batch_angles
 
 
@@ -56,16 +58,16 @@ class BaselineUNet(nn.Module):
         fusion: how views are fused at each level, ``"concat"`` (learned, per view) or ``"mean"``.
         encoder_blocks: residual blocks per level of the 2D encoder (cheap: 2D, and shared by the views).
         bottleneck_blocks: residual blocks on the deepest 3D grid, where the views first meet.
-        lift: ``"channels_to_depth"``: copied along parallel rays at the skip levels and learned at the deepest
-            (the design of issue 3); ``"geometric"``: true cone-beam back-projection at every level (needs
-            ``geometry`` and ``volume_fov_mm``, filled in by the trainer from the data set).
+        lift: ``"learned"``: copied along parallel rays at the skip levels and learned at the deepest (the design
+            of issue 3); ``"geometric"``: true cone-beam back-projection at every level (needs ``geometry`` and
+            ``volume_fov_mm``, filled in by the trainer from the data set).
     """
 
     def __init__(self, num_views: int = 2, view_size: int = 128, volume_size: int = 64, base_channels: int = 32,
                  depth: int = 4, view_angles_deg: Sequence[float] = (0.0, 90.0), norm: str = "instance",
                  dropout: float = 0.0, act: str = "leaky_relu", fusion: str = "concat",
                  encoder_blocks: int = 2, bottleneck_blocks: int = 2, learned_prior: bool = True,
-                 lift: str = "channels_to_depth", geometry: dict | None = None,
+                 lift: str = "learned", geometry: dict | None = None,
                  volume_fov_mm: Sequence[float] | None = None) -> None:
         super().__init__()
         if len(view_angles_deg) != num_views:
@@ -90,9 +92,8 @@ class BaselineUNet(nn.Module):
              for c in chans])
 
         # lift and fuse, per level
-        if lift not in ("channels_to_depth", "geometric"):
-            raise ValueError(f"BaselineUNet: lift must be 'channels_to_depth' or 'geometric', got {lift!r}")
-        modes = ["geometric"] * depth if lift == "geometric" else ["backproject"] * (depth - 1) + ["channels_to_depth"]
+        check_lift(lift, "BaselineUNet", allowed=("learned", "geometric"))
+        modes = ["geometric"] * depth if lift == "geometric" else ["parallel"] * (depth - 1) + ["learned"]
         self.lift = nn.ModuleList(
             [ViewLift(view_angles_deg, mode, c, n, norm=norm, act=act, geometry=geometry, fov_mm=volume_fov_mm)
              for mode, c, n in zip(modes, chans, grids, strict=True)])

@@ -45,6 +45,7 @@ from x2ct.models.blocks.dense import ResidualDenseBlock3D
 from x2ct.models.blocks.fusion import ViewFusion
 from x2ct.models.blocks.hybrid import TransformerEnhancedBlock3D
 from x2ct.models.blocks.lift import ViewLift
+from x2ct.models.blocks.lift_names import check_lift
 from x2ct.models.blocks.pyramid import MultiScaleFeaturePyramid
 from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
 from x2ct.models.blocks.residual import ResidualBlock
@@ -67,7 +68,7 @@ class HybridViT(nn.Module):
         pyramid_scales: scales of the X-ray pyramid (1, 1/2, 1/4, 1/8 for 4); pyramid_channels its finest width.
         cross_view_grid: side of the pooled grid the views attend over (tokens per view = grid^2);
             cross_view_heads: its heads.
-        lift: ``"channels_to_depth"`` (learned along each ray), ``"backproject"`` (copied along each ray, parallel
+        lift: ``"learned"`` (learned along each ray), ``"parallel"`` (copied along each ray, parallel
             approximation) or ``"geometric"`` (true cone-beam back-projection; needs ``geometry`` and
             ``volume_fov_mm``, which the trainer fills from the data set). The ``lift`` config group picks one.
         fusion: ``"concat"`` (fixed number of views), ``"mean"``, ``"max"`` or ``"attention"`` (any number of views,
@@ -89,12 +90,13 @@ class HybridViT(nn.Module):
                  channel_multipliers: Sequence[int] = (1, 2, 4, 12, 24), transformer_levels: Sequence[int] = (2,),
                  num_heads: int | Sequence[int] = (2, 4, 8, 12, 24), window_size: int = 4, swin_depth: int = 2,
                  pyramid_scales: int = 4, pyramid_channels: int = 16, cross_view_grid: int = 16,
-                 cross_view_heads: int = 4, lift: str = "channels_to_depth", fusion: str = "concat",
+                 cross_view_heads: int = 4, lift: str = "learned", fusion: str = "concat",
                  norm: str = "instance", act: str = "leaky_relu", deep_supervision: bool = True,
                  checkpointing: bool = False, view_angle_embedding: bool = False, swin: bool = True,
                  cross_view: bool = True, dense_blocks: bool = True, attention_gates: bool = True,
                  geometry: dict | None = None, volume_fov_mm: Sequence[float] | None = None) -> None:
         super().__init__()
+        check_lift(lift, "HybridViT")
         if len(view_angles_deg) != num_views:
             raise ValueError(f"HybridViT: view_angles_deg has {len(view_angles_deg)} angles {list(view_angles_deg)} "
                              f"but num_views={num_views}")

@@ -5,7 +5,8 @@
       -> stage k = 2..K at n_k = stage_sizes[k - 1], a Refiner:
            views -> 2D stem at S, resized to n_k (blocks/resample.py), residual block: per-view features
              (B, V, c, n_k, n_k), weights shared by the views
-           -> backprojected along each view's rays by its gantry angle (blocks/lift.py), averaged over the views
+           -> lifted along each view's rays by its gantry angle (blocks/lift.py: parallel, or geometric), averaged
+              over the views
            -> concatenated with the previous stage's volume upsampled to n_k (trilinear, align_corners=False)
            -> a small 3D U-Net of residual dense blocks, ``refiner_levels`` resolution levels
            -> 1x1x1 head, zero at initialisation: a residual added to the upsampled previous volume, so an untrained
@@ -45,6 +46,7 @@ from x2ct.models.blocks.conv import ConvNormAct
 from x2ct.models.blocks.dense import ResidualDenseBlock3D
 from x2ct.models.blocks.fusion import ViewFusion
 from x2ct.models.blocks.lift import ViewLift
+from x2ct.models.blocks.lift_names import check_lift
 from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
 from x2ct.models.blocks.residual import ResidualBlock
 from x2ct.models.inputs import forward_views
@@ -90,7 +92,7 @@ class Refiner(nn.Module):
     """
 
     def __init__(self, num_views: int, view_angles_deg: Sequence[float], grid_size: int, channels: int = 16,
-                 levels: int = 2, norm: str = "instance", act: str = "leaky_relu", lift: str = "backproject",
+                 levels: int = 2, norm: str = "instance", act: str = "leaky_relu", lift: str = "parallel",
                  geometry: dict | None = None, volume_fov_mm: Sequence[float] | None = None,
                  refine_norm: str = "layer") -> None:
         super().__init__()
@@ -174,10 +176,10 @@ class MultiResCascade(nn.Module):
         checkpointing: recompute a fine stage's lift and 3D U-Net in the backward pass instead of keeping their
             activations (activation checkpointing): True / False for every fine stage, or one per fine stage; the
             coarse model has its own key in ``coarse_kwargs``.
-        lift: how the fine stages lift view features: ``"geometric"`` (true cone-beam back-projection, also given to
-            the coarse model unless ``coarse_kwargs`` sets its own lift; needs ``geometry`` and ``volume_fov_mm``,
-            filled in by the trainer) or anything else for the parallel copy (``"backproject"``); other values
-            (``"channels_to_depth"``) reach the coarse model only when ``coarse_kwargs`` has no ``lift``.
+        lift: ``"parallel"`` (the fine stages copy view features along parallel rays), ``"geometric"`` (true
+            cone-beam back-projection in the fine stages and, unless ``coarse_kwargs`` sets its own lift, the coarse
+            model; needs ``geometry`` and ``volume_fov_mm``, filled in by the trainer) or ``"learned"`` (the coarse
+            model's lift unless ``coarse_kwargs`` sets its own; the fine stages copy in parallel).
         infer_patch_size: run the fine stages tile by tile in eval mode, tiles of this side (capped at each
             stage's size) overlapping by ``infer_overlap`` (None: whole volume at once).
         norm: the normalisation of the refiners' 2D view branch (the coarse model's is in ``coarse_kwargs``).
@@ -192,9 +194,10 @@ class MultiResCascade(nn.Module):
                  train_patch_size: int | Sequence[int | None] | None = None, infer_patch_size: int | None = None,
                  infer_overlap: float = 0.5, norm: str = "instance", refiner_norm: str = "layer",
                  act: str = "leaky_relu",
-                 coarse_checkpoint: str | None = None, lift: str = "backproject", geometry: dict | None = None,
+                 coarse_checkpoint: str | None = None, lift: str = "parallel", geometry: dict | None = None,
                  volume_fov_mm: Sequence[float] | None = None, checkpointing: bool | Sequence[bool] = False) -> None:
         super().__init__()
+        check_lift(lift, "MultiResCascade")
         stage_sizes = [int(s) for s in stage_sizes]
         _check_settings(num_views, volume_size, view_angles_deg, stage_sizes, refiner_levels,
                         _patch_sizes(train_patch_size, len(stage_sizes) - 1), infer_patch_size, infer_overlap)
@@ -209,13 +212,13 @@ class MultiResCascade(nn.Module):
         self.infer_patch_size, self.infer_overlap = infer_patch_size, infer_overlap
 
         coarse_kwargs = dict(coarse_kwargs or {})
-        if lift != "backproject":  # the lift group's choice reaches the coarse model, unless its kwargs say otherwise
+        if lift != "parallel":  # the lift group's choice reaches the coarse model, unless its kwargs say otherwise
             coarse_kwargs.setdefault("lift", lift)
         if coarse_kwargs.get("lift") == "geometric":
             coarse_kwargs.update(geometry=geometry, volume_fov_mm=volume_fov_mm)
         self.coarse = build_model(coarse_model, num_views=num_views, view_size=view_size, volume_size=stage_sizes[0],
                                   view_angles_deg=view_angles_deg, **coarse_kwargs)
-        refiner_lift = "geometric" if lift == "geometric" else "backproject"
+        refiner_lift = "geometric" if lift == "geometric" else "parallel"
         self.refiners = nn.ModuleList([
             Refiner(num_views, view_angles_deg, n, refiner_channels, refiner_levels, norm=norm, act=act,
                     refine_norm=refiner_norm, lift=refiner_lift, geometry=geometry, volume_fov_mm=volume_fov_mm)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from x2ct.models.blocks.lift import ChannelsToDepth, ViewLift, backproject, view_to_volume
+from x2ct.models.blocks.lift import ChannelsToDepth, ViewLift, copy_along_rays, view_to_volume
 from x2ct.ops.patches import crop_patches
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.projector import render_drr
@@ -22,14 +22,14 @@ def lit_voxels(volume: torch.Tensor) -> set[tuple[int, int, int]]:
 def test_pa_pixel_lands_on_its_ray_along_h():
     # PA: rows run head->feet (decreasing D), columns patient right->left (decreasing W), the ray runs along H
     r, c = 1, 2
-    vol = view_to_volume(backproject(delta_image(r, c), N), 0.0)
+    vol = view_to_volume(copy_along_rays(delta_image(r, c), N), 0.0)
     assert lit_voxels(vol) == {(N - 1 - r, h, N - 1 - c) for h in range(N)}
 
 
 def test_lateral_pixel_lands_on_its_ray_along_w():
     # left lateral: rows decreasing D, columns anterior->posterior (decreasing H), the ray runs along W
     r, c = 1, 2
-    vol = view_to_volume(backproject(delta_image(r, c), N), 90.0)
+    vol = view_to_volume(copy_along_rays(delta_image(r, c), N), 90.0)
     assert lit_voxels(vol) == {(N - 1 - r, N - 1 - c, w) for w in range(N)}
 
 
@@ -54,7 +54,7 @@ def test_backprojection_of_a_rendered_point_passes_through_the_point(angle):
     vol[(0, 0, *point)] = 1.0
     geom = ProjectionGeometry(kind="parallel", angles_deg=(angle,), detector_shape=(n, n), pixel_spacing_mm=(1, 1))
     img = render_drr(vol, (1.0, 1.0, 1.0), geom)[:, :1].float()  # (1, 1, n, n)
-    back = view_to_volume(backproject(img, n), angle)[0, 0]
+    back = view_to_volume(copy_along_rays(img, n), angle)[0, 0]
     assert back[point] == pytest.approx(back.max().item(), rel=1e-6)
     assert back[point] > 0.5 * img.max()
 
@@ -65,7 +65,7 @@ def test_pa_and_lateral_backprojections_meet_only_at_the_point():
     vol[(0, 0, *point)] = 1.0
     geom = ProjectionGeometry(kind="parallel", angles_deg=(0.0, 90.0), detector_shape=(n, n), pixel_spacing_mm=(1, 1))
     img = render_drr(vol, (1.0, 1.0, 1.0), geom).float()
-    both = sum(view_to_volume(backproject(img[:, i : i + 1], n), a) for i, a in enumerate((0.0, 90.0)))[0, 0]
+    both = sum(view_to_volume(copy_along_rays(img[:, i : i + 1], n), a) for i, a in enumerate((0.0, 90.0)))[0, 0]
     assert lit_voxels((both > 1.5).float()[None, None]) == {point}
 
 
@@ -97,24 +97,26 @@ def test_channels_to_depth_orders_channel_groups_along_the_ray():
 
 def test_view_lift_places_every_view_by_its_own_angle():
     feats = torch.rand(2, 3, 4, N, N)
-    out = ViewLift((0.0, 90.0, 30.0), "backproject", in_channels=4, grid_size=N)(feats)
+    out = ViewLift((0.0, 90.0, 30.0), "parallel", in_channels=4, grid_size=N)(feats)
     assert out.shape == (2, 3, 4, N, N, N)
-    torch.testing.assert_close(out[:, 1], view_to_volume(backproject(feats[:, 1], N), 90.0))
-    torch.testing.assert_close(out[:, 2], view_to_volume(backproject(feats[:, 2], N), 30.0))
-    learned = ViewLift((0.0, 90.0, 30.0), "channels_to_depth", in_channels=4, grid_size=N, out_channels=5)
+    torch.testing.assert_close(out[:, 1], view_to_volume(copy_along_rays(feats[:, 1], N), 90.0))
+    torch.testing.assert_close(out[:, 2], view_to_volume(copy_along_rays(feats[:, 2], N), 30.0))
+    learned = ViewLift((0.0, 90.0, 30.0), "learned", in_channels=4, grid_size=N, out_channels=5)
     assert learned(feats).shape == (2, 3, 5, N, N, N)
 
 
 def test_view_lift_rejects_a_wrong_number_of_views_or_size():
-    lift = ViewLift((0.0, 90.0), "backproject", in_channels=4, grid_size=N)
+    lift = ViewLift((0.0, 90.0), "parallel", in_channels=4, grid_size=N)
     with pytest.raises(ValueError, match=r"one view per angle"):
         lift(torch.rand(1, 3, 4, N, N))
     with pytest.raises(ValueError, match=r"\(B, 2, C, 8, 8\)"):
         lift(torch.rand(1, 2, 4, N, N + 1))
-    with pytest.raises(ValueError, match=r"unknown lift mode 'splat'"):
+    with pytest.raises(ValueError, match=r"ViewLift: mode='splat' is not one of geometric \| parallel \| learned"):
         ViewLift((0.0,), "splat", in_channels=4, grid_size=N)
+    with pytest.raises(ValueError, match=r"ViewLift: mode=channels_to_depth is an old name: use mode=learned"):
+        ViewLift((0.0,), "channels_to_depth", in_channels=4, grid_size=N)
     with pytest.raises(ValueError, match=r"keeps the channels"):
-        ViewLift((0.0,), "backproject", in_channels=4, grid_size=N, out_channels=8)
+        ViewLift((0.0,), "parallel", in_channels=4, grid_size=N, out_channels=8)
 
 
 def coordinate_ramps(n: int) -> torch.Tensor:
@@ -141,14 +143,14 @@ def test_a_bfloat16_block_is_rotated_on_the_float32_grid_under_autocast(n, angle
 def test_a_bfloat16_view_lift_matches_the_float32_lift_under_autocast():
     n = 64
     features = coordinate_ramps(n)[:, None, 1:, 0].repeat(1, 2, 1, 1, 1)  # (1, 2, 2, n, n): R and K ramps per view
-    lift = ViewLift([30.0, 120.0], "backproject", 2, n)
+    lift = ViewLift([30.0, 120.0], "parallel", 2, n)
     reference = lift(features.to(torch.bfloat16).float())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         lifted = lift(features.to(torch.bfloat16))
     torch.testing.assert_close(lifted.float(), reference, rtol=2.0**-8, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["backproject", "geometric"])
+@pytest.mark.parametrize("mode", ["parallel", "geometric"])
 @pytest.mark.parametrize("angles", [(0.0, 90.0), (0.0, 33.0, 90.0, 181.0, 270.0)])
 def test_a_patch_lift_equals_the_whole_lift_cropped_without_building_the_whole_grid(mode, angles):
     """Issue 15: the cascade lifts view features only at a training patch's (or inference tile's) voxels; each
@@ -174,6 +176,6 @@ def test_a_patch_lift_equals_the_whole_lift_cropped_without_building_the_whole_g
 
 
 def test_the_learned_lift_has_no_patch_form():
-    lift = ViewLift((0.0, 90.0), "channels_to_depth", 3, 8)
+    lift = ViewLift((0.0, 90.0), "learned", 3, 8)
     with pytest.raises(ValueError, match="no patch-local form"):
         lift(torch.randn(1, 2, 3, 8, 8), region=(torch.zeros(1, 3, dtype=torch.long), (4, 4, 4)))

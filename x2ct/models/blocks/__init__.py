@@ -12,7 +12,8 @@ from x2ct.models.blocks.cross_view import CrossViewAttention
 from x2ct.models.blocks.dense import ResidualDenseBlock3D
 from x2ct.models.blocks.fusion import FUSION_MODES, ViewFusion
 from x2ct.models.blocks.hybrid import TransformerEnhancedBlock3D
-from x2ct.models.blocks.lift import LIFT_MODES, ChannelsToDepth, ViewLift, backproject, view_to_volume
+from x2ct.models.blocks.lift import ChannelsToDepth, ViewLift, copy_along_rays, view_to_volume
+from x2ct.models.blocks.lift_names import LIFTS
 from x2ct.models.blocks.mlp import TransformerMLP
 from x2ct.models.blocks.norm import NORMS, make_norm
 from x2ct.models.blocks.pyramid import MultiScaleFeaturePyramid
@@ -23,7 +24,7 @@ from x2ct.models.blocks.swin import SwinStage3D, SwinTransformerBlock3D
 __all__ = [
     "ACTIVATIONS",
     "FUSION_MODES",
-    "LIFT_MODES",
+    "LIFTS",
     "NORMS",
     "AttentionGate3D",
     "ChannelsToDepth",
@@ -41,7 +42,7 @@ __all__ = [
     "ViewFiLM",
     "ViewFusion",
     "ViewLift",
-    "backproject",
+    "copy_along_rays",
     "make_activation",
     "make_norm",
     "resize2d",

@@ -19,9 +19,10 @@ angle    rows, columns                ray (source -> detector)
 270      decreasing D, increasing H   increasing W
 =======  ===========================  =============================
 
-The lift assumes each image spans the volume's extent with parallel rays (cone-beam magnification is left for
-the network to absorb). Multiples of 90 degrees map by exact permutes and flips; other angles rotate about the D
-axis with trilinear ``grid_sample``, and volume corners that no ray of the block reaches read zero.
+The ``parallel`` and ``learned`` lifts assume each image spans the volume's extent with parallel rays (cone-beam
+magnification is left for the network to absorb). Multiples of 90 degrees map by exact permutes and flips; other
+angles rotate about the D axis with trilinear ``grid_sample``, and volume corners that no ray of the block reaches
+read zero. The ``geometric`` lift follows the true rays (``cone_lift.py``); the names: ``lift_names.py``.
 """
 
 from __future__ import annotations
@@ -36,12 +37,11 @@ from torch import Tensor, nn
 
 from x2ct.models.blocks.activation import make_activation
 from x2ct.models.blocks.cone_lift import ConeBeamLift, sample_views
+from x2ct.models.blocks.lift_names import check_lift
 from x2ct.models.blocks.norm import make_norm
 from x2ct.ops.patches import patch_coordinates
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.view_angles import batch_angles
-
-LIFT_MODES = ("backproject", "channels_to_depth", "geometric")
 
 # Quarter turns: (permutation of the view block's dims (B, C, T, R, K) into (D, H, W), dims to flip afterwards).
 _QUARTER_TURNS = {
@@ -102,10 +102,9 @@ def rotation_grid(angle_rad: float, depth: int, side: int, device: torch.device 
     return grid[None]
 
 
-def backproject(features: Tensor, depth: int) -> Tensor:
-    """``(B, C, R, K) -> (B, C, depth, R, K)`` view block: every pixel's feature copied along its whole ray.
-
-    Unfiltered backprojection: parameter-free, so it suits skip connections at high resolution.
+def copy_along_rays(features: Tensor, depth: int) -> Tensor:
+    """``(B, C, R, K) -> (B, C, depth, R, K)`` view block: every pixel's feature copied along its whole ray (the
+    ``parallel`` lift: unfiltered backprojection, parameter-free, so it suits skip connections at high resolution).
     """
     return repeat(features, "b c r k -> b c t r k", t=depth)  # a view: no copy until the rotation
 
@@ -135,10 +134,10 @@ class ViewLift(nn.Module):
     Args:
         angles_deg: gantry angle of each view (``V`` values), as in ``ProjectionGeometry``: the default when
             ``forward`` is given no angles.
-        mode: ``"backproject"`` (copy along the ray, parallel rays spanning the volume, no parameters,
-            ``C_out = C_in``), ``"channels_to_depth"`` (learned, ``ChannelsToDepth``; weights shared by all views)
-            or ``"geometric"`` (every voxel centre projected into every view with the true cone-beam geometry,
-            ``blocks/cone_lift.py``; no parameters, ``C_out = C_in``).
+        mode: ``"geometric"`` (every voxel centre projected into every view with the true cone-beam geometry,
+            ``blocks/cone_lift.py``; no parameters, ``C_out = C_in``), ``"parallel"`` (copied along the ray,
+            parallel rays spanning the volume; no parameters, ``C_out = C_in``) or ``"learned"``
+            (``ChannelsToDepth``; weights shared by all views). The names of ``lift_names.py``.
         in_channels, out_channels: feature channels before and after (``out_channels`` defaults to
             ``in_channels``).
         grid_size: ``n``, the side of the square feature maps and of the cubic volume grid.
@@ -150,10 +149,9 @@ class ViewLift(nn.Module):
                  out_channels: int | None = None, norm: str = "instance", act: str = "leaky_relu",
                  geometry: ProjectionGeometry | dict | None = None, fov_mm: Sequence[float] | None = None) -> None:
         super().__init__()
-        if mode not in LIFT_MODES:
-            raise ValueError(f"unknown lift mode {mode!r}; expected one of {LIFT_MODES}")
+        check_lift(mode, "ViewLift", key="mode")
         out_channels = out_channels or in_channels
-        if mode in ("backproject", "geometric") and out_channels != in_channels:
+        if mode in ("parallel", "geometric") and out_channels != in_channels:
             raise ValueError(f"lift mode {mode!r} keeps the channels: in_channels={in_channels} but "
                              f"out_channels={out_channels}")
         if mode == "geometric" and (geometry is None or fov_mm is None):
@@ -163,7 +161,7 @@ class ViewLift(nn.Module):
         self.angles_deg = tuple(float(a) for a in angles_deg)
         self.mode, self.grid_size = mode, grid_size
         self.to_depth = (ChannelsToDepth(in_channels, out_channels, grid_size, norm=norm, act=act)
-                         if mode == "channels_to_depth" else None)
+                         if mode == "learned" else None)
         self.cone = ConeBeamLift(geometry, grid_size, fov_mm) if mode == "geometric" else None
 
     def forward(self, features: Tensor, angles_deg: Sequence[float] | Tensor | None = None,
@@ -184,19 +182,19 @@ class ViewLift(nn.Module):
             return self.cone(features, angles, return_mask=return_mask, region=region)
         if region is not None:
             if self.to_depth is not None:
-                raise ValueError("ViewLift: the learned lift (channels_to_depth) normalises over the whole block, so "
-                                 "it has no patch-local form; use 'backproject' or 'geometric'")
+                raise ValueError("ViewLift: the learned lift normalises over the whole block, so it has no "
+                                 "patch-local form; use 'parallel' or 'geometric'")
             volumes = parallel_copy_at(features, angles, region[0], tuple(int(p) for p in region[1]))
             return (volumes, None) if return_mask else volumes
         maps = rearrange(features, "b v c r k -> (b v) c r k")
-        blocks = self.to_depth(maps) if self.to_depth is not None else backproject(maps, self.grid_size)
+        blocks = self.to_depth(maps) if self.to_depth is not None else copy_along_rays(maps, self.grid_size)
         blocks = rearrange(blocks, "(b v) c t r k -> b v c t r k", b=b)
         volumes = torch.stack([view_to_volume(blocks[:, i], a) for i, a in enumerate(angles)], dim=1)
         return (volumes, None) if return_mask else volumes
 
 
 def parallel_copy_at(features: Tensor, angles_deg: Sequence[float], origins: Tensor, size: Sequence[int]) -> Tensor:
-    """The parallel copy (``backproject`` then ``view_to_volume``) at one patch per sample, without the whole grid:
+    """The parallel copy (``copy_along_rays`` then ``view_to_volume``) at one patch per sample, without the whole grid:
     features ``(B, V, C, n, n)``, origins ``(B, 3)`` -> ``(B, V, C, d, h, w)``.
 
     Every voxel reads its view's map where ``rotation_grid`` puts it (``K = -x cos a - y sin a``, ``R = -z``), with
