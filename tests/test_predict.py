@@ -11,9 +11,9 @@ import predict as predict_cli
 from x2ct.data.dataset import PatientDRRDataset
 from x2ct.data.export_views import export_views
 from x2ct.data.layout import DatasetLayout
-from x2ct.data.preprocess import denormalise
 from x2ct.data.readers import read_nifti
 from x2ct.engine.trained_model import load_trained_model
+from x2ct.ops.hu_window import denormalise
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from x2ct.data.ct_volume import CTVolume
-from x2ct.data.preprocess import denormalise
 from x2ct.data.xray_io import XrayReadError, read_xray
 from x2ct.engine.trained_model import TrainedModel, finite_output
+from x2ct.ops.hu_window import denormalise
 from x2ct.physics.radiograph import normalise_views, to_intensity
 
 # Slack around the [0, 1] input convention for rounding or resampling of an image saved in it. Values further out

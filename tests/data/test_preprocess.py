@@ -12,12 +12,10 @@ from x2ct.data.ct_volume import CTVolume
 from x2ct.data.preprocess import (
     Preprocessing,
     crop_or_pad,
-    denormalise,
     preprocess_ct,
     remove_bed,
     resample_isotropic,
     resize_to,
-    window_normalise,
 )
 
 INSIDE_HU, OUTSIDE_HU = 1000.0, -1000.0
@@ -147,25 +145,6 @@ def test_crop_or_pad_scalar_fov_and_sphere(ball):
     got_centre, got_radius = sphere_stats(out)
     np.testing.assert_allclose(got_centre, sphere_stats(iso)[0], atol=1e-6)
     assert got_radius == pytest.approx(sphere_stats(iso)[1], abs=1e-6)
-
-
-def test_window_normalise_round_trip_and_clipping():
-    hu = np.array([-2000.0, -1000.0, -250.0, 0.0, 500.0, 1000.0, 3000.0])
-    x = window_normalise(hu, (-1000.0, 1000.0))
-    assert x.dtype == np.float32
-    np.testing.assert_allclose(x, [0.0, 0.0, 0.375, 0.5, 0.75, 1.0, 1.0])
-    np.testing.assert_allclose(denormalise(x, (-1000.0, 1000.0)), np.clip(hu, -1000, 1000), atol=1e-4)
-    with pytest.raises(ValueError, match="hu_window"):
-        window_normalise(hu, (500.0, -500.0))
-
-
-def test_window_normalise_accepts_torch():
-    torch = pytest.importorskip("torch")
-    hu = torch.tensor([-1000.0, 0.0, 2000.0])
-    x = window_normalise(hu, (-1000, 1000))
-    assert isinstance(x, torch.Tensor)
-    assert x.tolist() == [0.0, 0.5, 1.0]
-    assert denormalise(x, (-1000, 1000)).tolist() == [-1000.0, 0.0, 1000.0]
 
 
 def body_and_table_ct() -> tuple[CTVolume, dict[str, np.ndarray]]:

@@ -19,10 +19,10 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 import evaluate as evaluate_cli
 from x2ct.data.dataset import PatientDRRDataset
 from x2ct.data.layout import DatasetLayout
-from x2ct.data.preprocess import denormalise
 from x2ct.data.regions import REGIONS, load_regions
 from x2ct.engine.trained_model import load_trained_model
 from x2ct.evaluation.evaluator import EvaluationSettings, evaluate
+from x2ct.ops.hu_window import denormalise
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from x2ct.data.dataset import PatientDRRDataset
-from x2ct.data.preprocess import denormalise
+from x2ct.ops.hu_window import denormalise
 from x2ct.physics import volume_projections as projection
 from x2ct.physics.attenuation import hu_to_mu
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.projector import render_drr
 from x2ct.physics.radiograph import normalise_views
-from x2ct.physics.volume_projections import render_projections, window_to_hu
+from x2ct.physics.volume_projections import render_projections
 
 
 def _settings(ds: PatientDRRDataset) -> dict:
@@ -162,11 +162,3 @@ def test_cached_plans_are_per_device(plan_calls):
     gpu = render_projections(volume.cuda(), geometry=_small_geometry(), **SMALL)
     assert len(plan_calls) == 2 and gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
-
-
-
-def test_window_to_hu_is_the_data_layers_denormalise():
-    volume = torch.rand(2, 1, 4, 5, 6) * 1.2 - 0.1  # a model's output may leave [0, 1]
-    assert torch.equal(window_to_hu(volume, (-1000, 2000)), denormalise(volume, (-1000, 2000)))
-    with pytest.raises(ValueError, match="min < max"):
-        window_to_hu(volume, (500.0, 500.0))

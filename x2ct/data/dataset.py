@@ -29,9 +29,9 @@ import torch
 from torch.utils.data import Dataset
 
 from x2ct.data.layout import SPLITS, DatasetLayout
-from x2ct.data.preprocess import window_normalise
 from x2ct.data.view_selection import evenly_spread_views
 from x2ct.data.views import render_views
+from x2ct.ops.hu_window import window_normalise
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.radiograph import add_poisson_noise, normalise_views, to_intensity
 

@@ -35,8 +35,8 @@ class Preprocessing:
         spacing_mm: isotropic voxel size (mm) of the intermediate resampling.
         fov_mm: physical field of view (D, H, W) in mm, centred on the volume centre; one value for a cube.
         size: output grid (D, H, W) in voxels; one value for a cube. The output spacing is fov_mm / size.
-        hu_window: (min, max) HU of `window_normalise`; recorded here, applied later when the data are
-            normalised for the network.
+        hu_window: (min, max) HU of `x2ct.ops.hu_window.window_normalise`; recorded here, applied later when
+            the data are normalised for the network.
         pad_hu: HU for voxels outside the scanned volume (padding) and outside the body after bed removal.
         remove_bed: mask out the patient table and everything else outside the body first.
     """
@@ -167,25 +167,6 @@ def remove_bed(ct: CTVolume, threshold_hu: float = BODY_THRESHOLD_HU, opening_mm
     return dataclasses.replace(ct, hu=np.where(body, ct.hu, np.float32(pad_hu)).astype(np.float32))
 
 
-def window_normalise(hu: Any, hu_window: Sequence[float]) -> Any:
-    """Map HU in ``hu_window`` = (min, max) linearly onto [0, 1], clipping outside.
-
-    Accepts a numpy array (returned as float32) or a torch tensor (dtype kept), any shape.
-    """
-    lo, hi = _window(hu_window)
-    if not _is_torch_tensor(hu):
-        hu = np.asarray(hu, dtype=np.float32)
-    return ((hu - lo) / (hi - lo)).clip(0.0, 1.0)
-
-
-def denormalise(x: Any, hu_window: Sequence[float]) -> Any:
-    """Inverse of `window_normalise` for values in [0, 1]: back to HU (numpy float32 or torch tensor)."""
-    lo, hi = _window(hu_window)
-    if not _is_torch_tensor(x):
-        x = np.asarray(x, dtype=np.float32)
-    return x * (hi - lo) + lo
-
-
 # ---------------------------------------------------------------------------------------------------- helpers
 
 
@@ -249,17 +230,6 @@ def _triple(value: float | Sequence[float], name: str) -> tuple[float, float, fl
     if len(values) != 3:
         raise ValueError(f"{name} must be one value or three (D, H, W), got {value}")
     return values
-
-
-def _is_torch_tensor(x: Any) -> bool:
-    return type(x).__module__.split(".")[0] == "torch"  # without importing torch here
-
-
-def _window(hu_window: Sequence[float]) -> tuple[float, float]:
-    lo, hi = (float(v) for v in hu_window)
-    if not lo < hi:
-        raise ValueError(f"hu_window must be (min, max) with min < max, got {tuple(hu_window)}")
-    return lo, hi
 
 
 def _plain(value: Any) -> Any:

@@ -31,7 +31,7 @@ import torch
 from x2ct.atomic_io import write_json_atomic
 from x2ct.data.ct_volume import CTVolume
 from x2ct.data.dataset import PatientDRRDataset
-from x2ct.data.preprocess import AIR_HU, denormalise
+from x2ct.data.preprocess import AIR_HU
 from x2ct.data.readers import read_nifti
 from x2ct.data.reference import mean_volume
 from x2ct.data.regions import REGIONS, load_regions
@@ -39,6 +39,7 @@ from x2ct.engine.trained_model import TrainedModel, finite_output, load_trained_
 from x2ct.evaluation.protocols import x2ct_gan_metrics
 from x2ct.evaluation.summary import summarise, write_rows_csv, write_summary
 from x2ct.models.inputs import forward_views
+from x2ct.ops.hu_window import denormalise
 from x2ct.ops.metrics import mae, psnr, ssim3d
 from x2ct.progress import Progress
 

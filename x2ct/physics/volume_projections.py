@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from x2ct.ops.hu_window import denormalise
 from x2ct.physics.attenuation import hu_to_mu
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.projector import RayPlan, plan_rays, render_drr, working_dtype
@@ -48,7 +49,7 @@ def render_projections(volume01: Tensor, hu_window: Sequence[float], mu_water: f
     """
     if volume01.ndim != 5 or volume01.shape[1] != 1:
         raise ValueError(f"render_projections expects volumes of shape (B, 1, D, H, W), got {tuple(volume01.shape)}")
-    mu = hu_to_mu(window_to_hu(volume01, hu_window), mu_water)
+    mu = hu_to_mu(denormalise(volume01, hu_window), mu_water)
     spacing = tuple(float(s) for s in spacing_mm)
     dtype = working_dtype(mu.dtype)
     if torch.compiler.is_compiling():  # traced into the graph: a Python-side cache would not survive there
@@ -57,14 +58,6 @@ def render_projections(volume01: Tensor, hu_window: Sequence[float], mu_water: f
         plan = _cached_ray_plan(geometry, tuple(mu.shape[2:]), spacing, dtype, mu.device)
     return normalise_views(render_drr(mu, spacing, geometry, plan=plan), normalisation, scale)
 
-
-def window_to_hu(volume01: Tensor, hu_window: Sequence[float]) -> Tensor:
-    """The HU window mapped onto [0, 1] back to HU, as ``x2ct.data.preprocess.denormalise`` (which physics, below
-    the data layer, does not import)."""
-    lo, hi = (float(v) for v in hu_window)
-    if not lo < hi:
-        raise ValueError(f"hu_window must be (min, max) with min < max, got {tuple(hu_window)}")
-    return volume01 * (hi - lo) + lo
 
 
 @functools.lru_cache(maxsize=RAY_PLAN_CACHE_SIZE)
