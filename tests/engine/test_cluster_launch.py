@@ -1,6 +1,6 @@
 """The cluster launch paths, run for real on one machine: ``torchrun --nnodes=2`` as two agents meeting at a c10d
 rendezvous on 127.0.0.1 (one rank each), and a sweep through hydra-submitit-launcher's local executor (real
-submitit, each job its own process). See the README section on clusters."""
+submitit, each job its own process). See docs/training.md, "Clusters"."""
 
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ def prepare_launch(argv: list[str], environ: os._Environ | dict = os.environ) ->
         return argv
     if any(flag in argv for flag in MULTIRUN_FLAGS):
         raise SystemExit("train.py: a multirun (-m) cannot run inside torchrun: run the sweep with plain python "
-                         "and let each job start its own DDP job (e.g. hydra/launcher=slurm), see README")
+                         "and let each job start its own DDP job (e.g. hydra/launcher=slurm), see docs/training.md")
     from x2ct.engine.distributed import broadcast_object, init_distributed
 
     info = init_distributed()

@@ -17,11 +17,11 @@
 
 Ablations: each milestone-1 part can be switched off and replaced by the plain thing it claims to improve on
 (``swin``, ``cross_view``, ``dense_blocks``, ``attention_gates``, ``deep_supervision``, ``pyramid_scales=1``; the
-``ablation`` config group names them), so the design's claimed gains can be measured (README "Ablations").
+``ablation`` config group names them), so the design's claimed gains can be measured (docs/results.md "Ablations").
 
 Depth: the source design asks for an "8-level" U-Net, which a 64^3 grid cannot halve eight times. The default is
 4 downsamplings (levels 64, 32, 16, 8, 4): the deepest that keeps one whole 4^3 Swin window in the bottleneck.
-``count_parameters`` at the defaults (base_channels 32, 64^3, two 512^2 views) is in the README and in
+``count_parameters`` at the defaults (base_channels 32, 64^3, two 512^2 views) is in docs/models.md and in
 ``experiments/milestone1.yaml``.
 
 In training mode ``forward`` returns ``{"volume": (B, 1, n, n, n), "deep_supervision": [(B, 1, n/2, ...), ...]}``
