@@ -68,13 +68,13 @@ def _predict(args: argparse.Namespace, out: Path) -> int:
     print(f"prediction: {nifti} ({'x'.join(map(str, volume.shape))} voxels of "
           f"{'x'.join(f'{s:.2f}' for s in volume.spacing)} mm, HU)")
     if not args.no_figure:
-        from x2ct.evaluation.figures import comparison_figure
+        from x2ct.evaluation.figures import build_comparison_figure, save_figure
 
-        figure = comparison_figure(out / "prediction.png", views[:, 0].numpy(), spec["views"], volume.hu,
-                                   spacing_mm=volume.spacing, hu_window=tuple(spec["hu_window"]),
-                                   title=f"from {', '.join(p.name for p in paths)} ({trained.run_dir.name}/"
-                                         f"{trained.path.name})")
-        print(f"figure: {figure}")
+        figure = build_comparison_figure(views[:, 0].numpy(), spec["views"], volume.hu, spacing_mm=volume.spacing,
+                                         hu_window=tuple(spec["hu_window"]),
+                                         title=f"from {', '.join(p.name for p in paths)} ({trained.run_dir.name}/"
+                                               f"{trained.path.name})")
+        print(f"figure: {save_figure(out / 'prediction.png', figure)}")
     return 0
 
 

@@ -10,8 +10,8 @@ from x2ct.evaluation.figures import (
     ERROR_COLORBAR_LABEL,
     HU_COLORBAR_LABEL,
     build_comparison_figure,
-    comparison_figure,
     figure_layout,
+    save_figure,
 )
 
 SHAPE = (12, 14, 16)  # (D, H, W): all different, so a transposed slice cannot pass
@@ -142,20 +142,20 @@ def test_views_use_their_own_percentile_window(volumes):
         assert image.get_clim() == pytest.approx(tuple(np.percentile(view, (1, 99))))
 
 
-def test_comparison_figure_writes_png_atomically(tmp_path, volumes):
+def test_save_figure_writes_png_atomically(tmp_path, volumes):
     views, pred, target = volumes
     dpi = 40
-    path = comparison_figure(tmp_path / "figs" / "patient.png", views, VIEW_NAMES, pred, target, dpi=dpi,
-                             title="patient 0")
+    figure = build_comparison_figure(views, VIEW_NAMES, pred, target, title="patient 0")
+    path = save_figure(tmp_path / "figs" / "patient.png", figure, dpi=dpi)
     assert path == tmp_path / "figs" / "patient.png"
-    width_in, height_in = build_comparison_figure(views, VIEW_NAMES, pred, target, title="patient 0").get_size_inches()
+    width_in, height_in = figure.get_size_inches()
     with Image.open(path) as png:
         assert png.format == "PNG"
         assert png.size == (round(width_in * dpi), round(height_in * dpi))
         png.load()
     assert [p.name for p in (tmp_path / "figs").iterdir()] == ["patient.png"]
 
-    inference = comparison_figure(tmp_path / "infer.png", views, VIEW_NAMES, pred, dpi=dpi)
+    inference = save_figure(tmp_path / "infer.png", build_comparison_figure(views, VIEW_NAMES, pred), dpi=dpi)
     with Image.open(inference) as png:
         assert png.size[1] < round(height_in * dpi)  # two rows, not four
 

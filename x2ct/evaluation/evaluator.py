@@ -286,13 +286,13 @@ def _evaluate_patients(trained, dataset, indices, hu_window, reference, out_dir,
             volume = CTVolume(hu=pred_hu, spacing=ct.spacing, origin=ct.origin, source=str(trained.path))
             row["volume"] = str(volume.save_nifti(out_dir / "volumes" / f"{pid}.nii.gz").relative_to(out_dir))
         if settings.save_figures:
-            from x2ct.evaluation.figures import comparison_figure
+            from x2ct.evaluation.figures import build_comparison_figure, save_figure
 
             title = (f"{pid}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, MAE {row['mae_hu']:.0f} HU "
                      f"({trained.path.name}, {settings.split})")
-            path = comparison_figure(out_dir / "figures" / f"{pid}.png", item["views"][:, 0].numpy(),
-                                     dataset.view_names, pred_hu, target_hu, spacing_mm=ct.spacing,
-                                     hu_window=hu_window, title=title)
+            figure = build_comparison_figure(item["views"][:, 0].numpy(), dataset.view_names, pred_hu, target_hu,
+                                             spacing_mm=ct.spacing, hu_window=hu_window, title=title)
+            path = save_figure(out_dir / "figures" / f"{pid}.png", figure)
             row["figure"] = str(path.relative_to(out_dir))
         rows.append(row)
         bar.update(1, psnr=f"{row['psnr']:.2f}")

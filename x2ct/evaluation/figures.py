@@ -151,29 +151,12 @@ def build_comparison_figure(
     return fig
 
 
-def comparison_figure(
-    path: str | os.PathLike,
-    views: np.ndarray,
-    view_names: Sequence[str],
-    pred: np.ndarray,
-    target: np.ndarray | None = None,
-    spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
-    hu_window: tuple[float, float] = (-1000.0, 1000.0),
-    title: str = "",
-    error_max_hu: float | None = None,
-    dpi: int = 100,
-    **layout_options,
-) -> Path:
-    """Build the comparison figure and write it to ``path`` as a PNG, atomically; returns ``path``.
-
-    ``layout_options`` go to `build_comparison_figure` (``slice_index``, ``panel_inches``, ...). The PNG is
-    ``figure size in inches * dpi`` pixels.
-    """
-    fig = build_comparison_figure(views, view_names, pred, target, spacing_mm=spacing_mm, hu_window=hu_window,
-                                  title=title, error_max_hu=error_max_hu, **layout_options)
+def save_figure(path: str | os.PathLike, figure: Figure, dpi: int = 100) -> Path:
+    """Write ``figure`` (e.g. `build_comparison_figure`'s) to ``path`` as a PNG of ``figure size in inches * dpi``
+    pixels, atomically (a reader never sees half an image); returns ``path``."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        figure.savefig(tmp, format="png", dpi=dpi)
     return path
 
 
