@@ -36,3 +36,20 @@ def compose_config(config_name: str, overrides: list[str]):
         GlobalHydra.instance().clear()
 
 
+def assert_same_state(a, b, where: str = "state") -> None:
+    """Nested dicts / lists of tensors and plain values equal exactly (tensors: same dtype, ``torch.equal``);
+    the assertion names the key path of the first difference."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where

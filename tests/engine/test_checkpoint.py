@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import x2ct
+from tests.helpers import assert_same_state
 from x2ct.engine.checkpoint import (
     CheckpointError,
     checkpoint_path,
@@ -70,21 +71,6 @@ class Parts:
         restore_training_state(ckpt, **kwargs)
 
 
-def _assert_nested_equal(a, b, where="state"):
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            _assert_nested_equal(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_nested_equal(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     seed_everything(0)
     run = Parts()
@@ -98,15 +84,15 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     resumed = Parts()
     ckpt = load_checkpoint(path)
     resumed.restore(ckpt)
-    _assert_nested_equal(resumed.optimizer.state_dict(), saved_optimizer, "optimizer")
+    assert_same_state(resumed.optimizer.state_dict(), saved_optimizer, "optimizer")
     assert resumed.scheduler.last_epoch == 3 and resumed.scaler.get_scale() == run.scaler.get_scale()
     assert resumed.ema.updates == 3
     resumed.train(3)
 
-    _assert_nested_equal(resumed.model.state_dict(), run.model.state_dict(), "model")
-    _assert_nested_equal(resumed.ema.state_dict(), run.ema.state_dict(), "ema")
-    _assert_nested_equal(resumed.optimizer.state_dict(), run.optimizer.state_dict(), "optimizer")
-    _assert_nested_equal(capture_rng_state(), rng_after, "rng")
+    assert_same_state(resumed.model.state_dict(), run.model.state_dict(), "model")
+    assert_same_state(resumed.ema.state_dict(), run.ema.state_dict(), "ema")
+    assert_same_state(resumed.optimizer.state_dict(), run.optimizer.state_dict(), "optimizer")
+    assert_same_state(capture_rng_state(), rng_after, "rng")
     assert (ckpt["epoch"], ckpt["step"], ckpt["best_metric"]) == (1, 3, 0.5)
     assert ckpt["config"] == CONFIG and ckpt["wandb_run_id"] == "abc123" and ckpt["extra"] == {"note": "test"}
     assert ckpt["x2ct_version"] == x2ct.__version__
@@ -242,7 +228,7 @@ def test_optional_parts_and_missing_state_warn(tmp_path):
     fresh = Parts()
     with pytest.warns(UserWarning, match="no EMA state"), pytest.warns(UserWarning, match="no GradScaler"):
         fresh.restore(ckpt, scheduler=None)
-    _assert_nested_equal(fresh.ema.module.state_dict(), run.model.state_dict(), "ema from model")
+    assert_same_state(fresh.ema.module.state_dict(), run.model.state_dict(), "ema from model")
     with pytest.raises(CheckpointError, match="no scheduler state"):
         fresh.restore(ckpt)
 

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.engine.killable_run import KILL_ENV
+from tests.helpers import assert_same_state
 from x2ct.engine.checkpoint import load_checkpoint
 from x2ct.engine.metrics_log import read_metrics
 
@@ -51,21 +51,6 @@ def _train(run_dir: Path, data: Path, out: Path, kill_at: str | None) -> subproc
         env[KILL_ENV] = kill_at
     return subprocess.run([sys.executable, "-m", "tests.engine.killable_run", str(run_dir), str(data), str(out),
                            *RUN], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-
-
-def _assert_same_state(a, b, where: str) -> None:
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            _assert_same_state(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_same_state(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
 
 
 def _records(run_dir: Path) -> list[dict]:
@@ -101,7 +86,7 @@ def test_a_run_killed_anywhere_and_resumed_equals_the_unbroken_run(tiny_dataset,
     for name in files:
         a, b = load_checkpoint(unbroken / "checkpoints" / name), load_checkpoint(killed / "checkpoints" / name)
         for key in ("model", "optimizer", "ema", "scheduler", "rng_states"):
-            _assert_same_state(a[key], b[key], f"{name} {key}")
+            assert_same_state(a[key], b[key], f"{name} {key}")
         assert (a["epoch"], a["step"], a["best_metric"], a["copies"]) == (b["epoch"], b["step"], b["best_metric"],
                                                                           b["copies"]), name
         assert a["checksum"] == b["checksum"], name  # the whole content, config included
