@@ -84,14 +84,24 @@ def never(what: str):
 # ---------------------------------------------------------------------------------------------------- predict
 
 
+# predict and evaluate: the output folder is checked before the model is loaded or the split evaluated
+BEFORE_THE_WORK = {
+    "predict.py": (predict_cli, "x2ct.engine.trained_model.load_trained_model", "the model was loaded",
+                   ["pa.png", "lateral.png"]),
+    "evaluate.py": (evaluate_cli, "x2ct.evaluation.evaluator.evaluate", "the evaluation ran", []),
+}
+
+
+@pytest.mark.parametrize("prog", list(BEFORE_THE_WORK))
 @pytest.mark.parametrize("kind", KINDS)
-def test_predict_refuses_an_unwritable_output_before_inference(kind, unwritable, tmp_path, monkeypatch, capsys):
+def test_an_unwritable_output_is_refused_before_the_work(prog, kind, unwritable, tmp_path, monkeypatch, capsys):
+    cli, work, what, views = BEFORE_THE_WORK[prog]
     out, named = unwritable(kind)
     checkpoint = tmp_path / "best.pt"
     checkpoint.write_bytes(b"never read")
-    monkeypatch.setattr("x2ct.engine.trained_model.load_trained_model", never("the model was loaded"))
-    expect_exit_1(lambda: predict_cli.main([str(checkpoint), "pa.png", "lateral.png", "--out", str(out)]))
-    line = one_error_line(capsys.readouterr().err, "predict.py")
+    monkeypatch.setattr(work, never(what))
+    expect_exit_1(lambda: cli.main([str(checkpoint), *views, "--out", str(out)]))
+    line = one_error_line(capsys.readouterr().err, prog)
     assert str(named) in line and REASONS[kind] in line
 
 
@@ -109,17 +119,6 @@ def test_predict_reports_a_disk_that_fills_up_when_writing_the_volume(tiny_run, 
 
 
 # --------------------------------------------------------------------------------------------------- evaluate
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_evaluate_refuses_an_unwritable_output_before_evaluating(kind, unwritable, tmp_path, monkeypatch, capsys):
-    out, named = unwritable(kind)
-    checkpoint = tmp_path / "best.pt"
-    checkpoint.write_bytes(b"never read")
-    monkeypatch.setattr("x2ct.evaluation.evaluator.evaluate", never("the evaluation ran"))
-    expect_exit_1(lambda: evaluate_cli.main([str(checkpoint), "--out", str(out)]))
-    line = one_error_line(capsys.readouterr().err, "evaluate.py")
-    assert str(named) in line and REASONS[kind] in line
 
 
 def test_evaluate_checks_the_default_output_inside_the_run(tmp_path, monkeypatch, capsys):
