@@ -25,7 +25,6 @@ from x2ct.engine.checkpoint import (
 from x2ct.engine.ema import ModelEMA
 from x2ct.engine.resume import (
     checkpoint_files,
-    find_resume_checkpoint,
     load_for_resume,
     remove_temporary_files,
     restore_copies,
@@ -214,9 +213,9 @@ def test_paths_and_resume_lookup(tmp_path):
         checkpoint_path(tmp_path, "epoch")
     with pytest.raises(ValueError, match="kind"):
         checkpoint_path(tmp_path, "latest")
-    assert find_resume_checkpoint(tmp_path) is None
+    assert load_for_resume(tmp_path) is None  # a fresh start
     Parts().save(checkpoint_path(tmp_path, "last"))
-    assert find_resume_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.pt"
+    assert load_for_resume(tmp_path).path == tmp_path / "checkpoints" / "last.pt"
 
 
 def test_optional_parts_and_missing_state_warn(tmp_path):

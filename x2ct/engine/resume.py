@@ -32,12 +32,6 @@ from x2ct.engine.checkpoint import (
 )
 
 
-def find_resume_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The run folder's ``checkpoints/last.pt`` if it exists, else ``None`` (a fresh start)."""
-    path = checkpoint_path(run_dir, "last")
-    return path if path.is_file() else None
-
-
 def checkpoint_files(run_dir: str | os.PathLike) -> list[Path]:
     """Every checkpoint of a run folder: ``last.pt``, the periodic files newest first, ``best.pt`` (those present;
     temporary files of interrupted writes are not checkpoints)."""
