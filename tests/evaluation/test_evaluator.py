@@ -372,3 +372,55 @@ def test_a_cascade_is_scored_at_every_stage(tiny_dataset, tmp_path):
     assert row["psnr_stage1"] == pytest.approx(peak_signal_noise_ratio(
         target[0, 0].numpy(), coarse[0, 0].double().numpy(), data_range=1), abs=1e-4)
     assert "psnr_stage2" not in row and row["psnr"] > 0
+
+
+def test_a_ct_shorter_than_the_grid_is_scored_over_its_scanned_voxels_as_the_headline(tiny_run, tmp_path):
+    """The real-CT case: missing end slices and the corners outside the reconstruction circle are padding; the
+    scanned-voxel figures lead the report, and they equal scikit-image's over the scanned voxels."""
+    from tests.data.test_scanned import prepare_short
+    from x2ct.data.scanned import load_scanned
+
+    root = prepare_short(tmp_path)
+    result = evaluate(EvaluationSettings(checkpoint=tiny_run / "checkpoints" / "best.pt", data_root=root,
+                                         out_dir=tmp_path / "e", save_figures=False, save_volumes=False))
+    row = result.rows[0]
+    dataset = PatientDRRDataset(root, "test")
+    pred = predictions(tiny_run / "checkpoints" / "best.pt", dataset)["short"].numpy()
+    target = dataset[0]["ct"][0].double().numpy()
+    scanned = load_scanned(DatasetLayout(root).scanned("short"))
+    assert row["scanned_fraction"] == pytest.approx(scanned.mean()) and 0.3 < scanned.mean() < 0.7
+    assert row["scanned_psnr"] == pytest.approx(
+        peak_signal_noise_ratio(target[scanned], pred[scanned], data_range=1), abs=1e-4)
+    _, ssim_map = structural_similarity(target, pred, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                        data_range=1, full=True)
+    r = 5  # the 11-voxel window's radius: the map's valid region
+    valid = np.zeros_like(scanned)
+    valid[r:-r, r:-r, r:-r] = True
+    assert row["scanned_ssim"] == pytest.approx(ssim_map[scanned & valid].mean(), abs=1e-4)
+    assert row["scanned_psnr"] != pytest.approx(row["psnr"], abs=0.01)
+    assert "ref_scanned_psnr" in row
+    report = (tmp_path / "e" / "report.md").read_text()
+    headline, whole = report.index("over the scanned voxels (the headline)"), report.index("over the whole volume")
+    assert headline < whole
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["context"]["scanned_masks"] is True
+
+
+def test_a_data_set_scanned_everywhere_says_so_and_one_without_masks_is_named(evaluation, tiny_run, tmp_path,
+                                                                            capsys):
+    import shutil
+
+    report = (evaluation.out_dir / "report.md").read_text()
+    assert "Every voxel of these patients was scanned" in report
+    assert all(row["scanned_psnr"] == pytest.approx(row["psnr"], abs=1e-9) for row in evaluation.rows)
+    old = tmp_path / "old"
+    shutil.copytree(json.loads((evaluation.out_dir / "summary.json").read_text())["context"]["data_root"], old)
+    manifest = json.loads((old / "dataset.json").read_text())
+    del manifest["scanned_masks"]
+    (old / "dataset.json").write_text(json.dumps(manifest))
+    for mask in old.glob("patients/*/scanned.nii.gz"):
+        mask.unlink()
+    result = evaluate(EvaluationSettings(checkpoint=tiny_run / "checkpoints" / "best.pt", data_root=old,
+                                         out_dir=tmp_path / "e", save_figures=False, save_volumes=False))
+    assert "stores no scanned-voxel masks" in capsys.readouterr().out
+    assert "scanned_psnr" not in result.rows[0]
+    assert "padding is scored as air" in (tmp_path / "e" / "report.md").read_text()

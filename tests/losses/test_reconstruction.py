@@ -91,3 +91,73 @@ def test_a_patch_output_is_compared_with_the_same_crop_of_the_target():
                     target)
     assert parts["l1"].item() == pytest.approx(0.25, abs=1e-6)
     assert parts["deep_supervision"].item() == pytest.approx(0.0, abs=1e-6)  # whole coarse volumes, whole target
+
+
+# ------------------------------------------------------------------------------------- unscanned voxels
+
+ALL_COMPONENTS = {"l1": 1.0, "ssim": 0.3, "perceptual": 0.2, "edge": 0.2, "frequency": 0.3, "deep_supervision": 0.2}
+RANDOM_VGG = {"perceptual": {"weights": "random", "slices_per_axis": 2}}
+
+
+def scanned_case(seed: int = 0):
+    """A 12^3 prediction with a 6^3 deep-supervision output; the first and last 2 slices were not scanned."""
+    g = torch.Generator().manual_seed(seed)
+    volume = torch.rand(2, 1, 12, 12, 12, generator=g).requires_grad_()
+    coarse = torch.rand(2, 1, 6, 6, 6, generator=g).requires_grad_()
+    target = torch.rand(2, 1, 12, 12, 12, generator=g)
+    scanned = torch.ones_like(target, dtype=torch.bool)
+    scanned[:, :, :2] = scanned[:, :, -2:] = False
+    return volume, coarse, target, scanned
+
+
+def loss_and_grads(criterion, volume, coarse, target, scanned):
+    volume.grad = coarse.grad = None
+    total, _ = criterion({"volume": volume, "deep_supervision": [coarse]}, target, scanned=scanned)
+    total.backward()
+    return total.detach(), volume.grad.clone(), coarse.grad.clone()
+
+
+def test_unscanned_voxels_carry_no_error_and_no_gradient_in_any_component():
+    criterion = ReconstructionLoss(ALL_COMPONENTS, RANDOM_VGG)
+    volume, coarse, target, scanned = scanned_case()
+    total, grad, coarse_grad = loss_and_grads(criterion, volume, coarse, target, scanned)
+    assert grad[~scanned].abs().max() == 0 and grad[scanned].abs().max() > 0
+    # coarse voxels over an unscanned slice: slice 0 of 6 covers fine slices 0-1 (unscanned)
+    assert coarse_grad[:, :, 0].abs().max() == 0 and coarse_grad[:, :, -1].abs().max() == 0
+    assert coarse_grad[:, :, 1:-1].abs().max() > 0
+    # whatever the model paints where nobody scanned, the loss is the same
+    with torch.no_grad():
+        volume[~scanned] = 1.0 - volume[~scanned]
+        coarse[:, :, 0] = 0.0
+    assert loss_and_grads(criterion, volume, coarse, target, scanned)[0] == total
+
+
+def test_an_all_scanned_mask_changes_nothing_bit_for_bit_and_scanned_only_false_ignores_the_mask():
+    torch.manual_seed(0)  # the same random VGG in both criteria
+    criterion = ReconstructionLoss(ALL_COMPONENTS, RANDOM_VGG)
+    volume, coarse, target, scanned = scanned_case(1)
+    plain = loss_and_grads(criterion, volume, coarse, target, None)
+    masked = loss_and_grads(criterion, volume, coarse, target, torch.ones_like(scanned))
+    for a, b in zip(plain, masked, strict=True):
+        assert torch.equal(a, b)
+    torch.manual_seed(0)
+    everywhere = ReconstructionLoss(ALL_COMPONENTS, RANDOM_VGG, scanned_only=False)
+    for a, b in zip(plain, loss_and_grads(everywhere, volume, coarse, target, scanned), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_patch_output_sees_the_same_crop_of_the_mask():
+    volume, _, target, scanned = scanned_case(2)
+    patch = volume[:, :, :4, :4, :4].detach().clone().requires_grad_()  # origin 0: slices 0-1 unscanned
+    pred = {"volume": patch, "patch_origins": torch.zeros(2, 3, dtype=torch.long), "patch_size": 4}
+    total, _ = ReconstructionLoss({"l1": 1.0})(pred, target, scanned=scanned)
+    total.backward()
+    assert patch.grad[:, :, :2].abs().max() == 0 and patch.grad[:, :, 2:].abs().min() > 0
+    expected = (patch[:, :, 2:] - target[:, :, 2:4, :4, :4]).abs().sum() / patch.numel()
+    assert total.item() == pytest.approx(expected.item())
+
+
+def test_a_mask_of_another_shape_is_refused():
+    volume, _, target, scanned = scanned_case()
+    with pytest.raises(ValueError, match="scanned mask"):
+        ReconstructionLoss({"l1": 1.0})(volume, target, scanned=scanned[:, :, 1:])

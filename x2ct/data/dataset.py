@@ -12,6 +12,8 @@ Ranges the model sees:
 - ``angles_deg``: ``(V,)`` the views' gantry angles in degrees (with ``angle_jitter_deg``, the jittered ones).
 - ``geometry``: the `ProjectionGeometry` that rendered these views (the data set's, at ``angles_deg``); the
   loaders batch it as a list (`x2ct.data.collate.collate_samples`).
+- ``scanned``: ``(1, D, H, W)`` bool, the voxels of ``ct`` that were scanned (`x2ct.data.scanned`); all True for a
+  data set prepared before masks were stored (``has_scanned_masks`` tells).
 
 A NaN or infinite value anywhere in a patient's ``drr.npy`` or ``ct.nii.gz`` is a `DatasetError` (or
 `CTReadError`) naming the file, even in a view that is not selected: a damaged file never reaches a model.
@@ -115,7 +117,27 @@ class PatientDRRDataset(Dataset):
         else:
             views = normalise_views(line_integrals, self.normalisation, self.view_scale)
         return {"views": views[:, None].float(), "ct": self._normalised(ct), "patient_id": patient_id,
-                "angles_deg": angles.float(), "geometry": geometry}
+                "angles_deg": angles.float(), "geometry": geometry, "scanned": self.scanned(patient_id, ct.shape)}
+
+    @property
+    def has_scanned_masks(self) -> bool:
+        """Whether the data set stores scanned-voxel masks (prepared with them); else every voxel counts."""
+        return bool(self.manifest.get("scanned_masks"))
+
+    def scanned(self, patient_id: str, shape: Sequence[int]) -> torch.Tensor:
+        """``(1, D, H, W)`` bool: the patient's scanned voxels; all True without a stored mask."""
+        path = self.layout.scanned(patient_id)
+        if not path.exists():
+            if self.has_scanned_masks:
+                raise DatasetError(f"{path}: scanned-voxel mask missing for patient {patient_id} (the data set "
+                                   "lists masks in its dataset.json); prepare it again")
+            return torch.ones(1, *shape, dtype=torch.bool)
+        from x2ct.data.scanned import load_scanned
+
+        mask = load_scanned(path)
+        if mask.shape != tuple(shape):
+            raise DatasetError(f"{path}: mask of shape {mask.shape} does not match the CT's {tuple(shape)}")
+        return torch.from_numpy(mask)[None]
 
     def input_spec(self) -> dict:
         """What a model trained on this data expects, as plain JSON types (stored in checkpoints for predict.py).

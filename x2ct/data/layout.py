@@ -7,9 +7,11 @@
       splits/{train,val,test}.txt  one patient id per line
       patients/<id>/ct.nii.gz    preprocessed CT in HU (float32, RAS affine with the grid's true spacing)
       patients/<id>/drr.npy      (V, rows, cols) float32 line integrals, in the view order of dataset.json
-      patients/<id>/regions.nii.gz  optional: uint8 region map (x2ct.data.regions.REGIONS) on the CT's grid
       patients/<id>/regions.nii.gz  optional: uint8 region map (lungs 1, bone 2, heart 3; x2ct.data.regions) on
                                     the CT's grid, when the source has labels (phantoms, the example CT)
+      patients/<id>/scanned.nii.gz  uint8 1 where the grid voxel was scanned, 0 where preparation padded it with
+                                    air (outside the scan's extent or the reconstruction circle; x2ct.data.scanned);
+                                    absent in data sets prepared before masks were stored
       patients/<id>/meta.json    source file and checksum, geometry, HU window, checksums of the files above
       failures.json              only when some patients failed to prepare
 """
@@ -56,6 +58,9 @@ class DatasetLayout:
 
     def regions(self, patient_id: str) -> Path:
         return self.patient_dir(patient_id) / "regions.nii.gz"
+
+    def scanned(self, patient_id: str) -> Path:
+        return self.patient_dir(patient_id) / "scanned.nii.gz"
 
     def meta(self, patient_id: str) -> Path:
         return self.patient_dir(patient_id) / "meta.json"

@@ -41,12 +41,19 @@ from x2ct.data.regions import (
     regions_on_grid,
     save_regions,
 )
+from x2ct.data.scanned import padding_as_air, save_scanned, scanned_on_grid, scanner_padding
 from x2ct.data.views import render_views, resized_geometry, view_names
 from x2ct.physics.geometry import ProjectionGeometry, angles_for_views
 from x2ct.progress import Progress
 
 # How often (seconds) a preparation worker checks that its parent still lives (`_exit_with_parent`).
 PARENT_POLL_S = 0.5
+
+PHANTOM_GENERATORS = ("v1", "v2")
+
+# Settings left out of prepare_settings.json while at these values, so that a data set prepared before the key
+# existed still matches its settings (`_check_same_settings`) and is not prepared again.
+SETTINGS_OMITTED_AT = {("source", "generator"): "v1"}
 
 # ----------------------------------------------------------------------------------------------- config schema
 # Values live in conf/ (YAML); these schemas give every key a type, so a typo or a wrong type fails at start
@@ -60,6 +67,7 @@ class SourceConfig:
     path: str | None = None  # folder of CT files (kind=folder)
     num_patients: int = 0  # kind=phantom
     seed: int = 0  # kind=phantom: patient i uses a seed derived from (seed, i)
+    generator: str = "v1"  # kind=phantom: v1 (the benchmark's chests) | v2 (shoulders, arms, abdomen, tables, ...)
     shape: list[int] | None = None  # kind=phantom: generator grid (D, H, W)
     spacing_mm: list[float] | None = None  # kind=phantom: generator voxel size (D, H, W)
     phantom: dict[str, Any] = field(default_factory=dict)  # kind=phantom: PhantomConfig overrides
@@ -133,6 +141,7 @@ def _check_choices(cfg: PrepareConfig) -> None:
             raise ValueError(f"config key {key}={value!r} is not one of {list(allowed)}")
 
     one_of("source.kind", cfg.source.kind, ("phantom", "folder", "example_ct"))
+    one_of("source.generator", cfg.source.generator, PHANTOM_GENERATORS)
     one_of("protocol.render_from", cfg.protocol.render_from, ("grid", "fov"))
     one_of("protocol.view_normalisation", cfg.protocol.view_normalisation,
            ("none", "per_image_max", "global_max", "fixed"))
@@ -232,6 +241,9 @@ def prepare_patient(task: PatientTask, cfg: PrepareConfig, root: Path) -> dict:
     outside = ct.metadata.get("hu_outside_scale") or hu_outside_scale(ct.hu)
     original = {"shape": list(ct.shape), "spacing_mm": list(ct.spacing), "origin_mm": list(ct.origin),
                 "hu_outside_scale": outside}
+    # scanner padding becomes air before any resampling; the scanned mask remembers where it was
+    padding = scanner_padding(ct)
+    ct = source_ct = padding_as_air(ct, padding, prep.pad_hu)
     if prep.remove_bed:
         ct = remove_bed(ct, pad_hu=prep.pad_hu)
     fov_ct = crop_or_pad(resample_isotropic(ct, prep.spacing_mm), prep.fov_mm, pad_hu=prep.pad_hu)
@@ -241,6 +253,7 @@ def prepare_patient(task: PatientTask, cfg: PrepareConfig, root: Path) -> dict:
     _check_finite(grid_ct, task)
 
     regions = regions_on_grid(source_regions, ct, grid_ct) if source_regions is not None else None
+    scanned = scanned_on_grid(source_ct, grid_ct, padding)
 
     geometry, names = protocol_geometry(cfg.protocol)
     render_ct = fov_ct if cfg.protocol.render_from == "fov" else grid_ct
@@ -253,6 +266,7 @@ def prepare_patient(task: PatientTask, cfg: PrepareConfig, root: Path) -> dict:
         np.save(tmp / "drr.npy", drr.astype(np.float32))
         if regions is not None:
             save_regions(regions, grid_ct, tmp / "regions.nii.gz")
+        save_scanned(scanned, grid_ct, tmp / "scanned.nii.gz")
         meta = {
             "patient_id": task.patient_id,
             "source": source_record,
@@ -262,7 +276,10 @@ def prepare_patient(task: PatientTask, cfg: PrepareConfig, root: Path) -> dict:
                    "hu_range": [float(grid_ct.hu.min()), float(grid_ct.hu.max())]},
             "views": {"names": names, "angles_deg": list(geometry.angles_deg), "shape": list(drr.shape),
                       "max_line_integral": float(drr.max()), "rendered_from": cfg.protocol.render_from},
-            "checksums": {name: sha256_file(tmp / name) for name in ("ct.nii.gz", "drr.npy", "regions.nii.gz")
+            "scanned": {"fraction": float(scanned.mean()), "padding_voxels_in_source": int(padding.sum()),
+                        "scan_range_z_mm": ct_scan_range_z_mm(source_ct)},
+            "checksums": {name: sha256_file(tmp / name)
+                          for name in ("ct.nii.gz", "drr.npy", "regions.nii.gz", "scanned.nii.gz")
                           if (tmp / name).exists()},
         }
         if regions is not None:
@@ -274,13 +291,17 @@ def prepare_patient(task: PatientTask, cfg: PrepareConfig, root: Path) -> dict:
 def _load(task: PatientTask, source: SourceConfig) -> tuple[CTVolume, dict, np.ndarray | None]:
     """The CT, a record of where it came from, and its region map (`x2ct.data.regions`) when the source has one."""
     if task.seed is not None:
-        from x2ct.data.phantom import PhantomConfig, generate_chest_phantom
+        from x2ct.data import phantom
 
-        config = PhantomConfig(**source.phantom) if source.phantom else None
-        ct, labels = generate_chest_phantom(task.seed, shape=tuple(source.shape),
-                                            spacing_mm=tuple(source.spacing_mm), config=config, with_labels=True)
+        names = {"v1": ("generate_chest_phantom", "PhantomConfig"),
+                 "v2": ("generate_chest_phantom_v2", "PhantomV2Config")}[source.generator]
+        generate, config_type = (getattr(phantom, name) for name in names)
+        config = config_type(**source.phantom) if source.phantom else None
+        ct, labels = generate(task.seed, shape=tuple(source.shape), spacing_mm=tuple(source.spacing_mm),
+                              config=config, with_labels=True)
         record = {"kind": "phantom", "seed": task.seed, "generator": f"x2ct {x2ct.__version__}",
-                  "shape": list(source.shape), "spacing_mm": list(source.spacing_mm)}
+                  "generator_version": source.generator, "shape": list(source.shape),
+                  "spacing_mm": list(source.spacing_mm)}
         return ct, record, phantom_region_map(labels)
     from x2ct.data.readers import read_ct
 
@@ -407,7 +428,17 @@ def _collect(results, prepared, failures, bar, tasks) -> None:
 
 
 def _settings_record(cfg: PrepareConfig) -> dict:
-    return {"source": dataclasses.asdict(cfg.source), "protocol": dataclasses.asdict(cfg.protocol)}
+    record = {"source": dataclasses.asdict(cfg.source), "protocol": dataclasses.asdict(cfg.protocol)}
+    for (group, key), value in SETTINGS_OMITTED_AT.items():
+        if record[group].get(key) == value:
+            del record[group][key]
+    return record
+
+
+def ct_scan_range_z_mm(ct: CTVolume) -> list[float]:
+    """World z (mm) of the first and last voxel edge of a CT along the body axis: the scanned slab."""
+    z0 = ct.origin[2] - ct.spacing[0] / 2
+    return [z0, z0 + ct.extent_mm[0]]
 
 
 def _check_same_settings(layout: DatasetLayout, settings: dict) -> None:
@@ -439,6 +470,7 @@ def _write_manifest(cfg: PrepareConfig, layout: DatasetLayout, complete: list[st
         "geometry": stored_geometry.to_dict(),
         "render_geometry": geometry.to_dict(),
         "regions": dict(REGIONS) if any(layout.regions(pid).exists() for pid in complete) else None,
+        "scanned_masks": all(layout.scanned(pid).exists() for pid in complete),
         "ct": {"size": list(cfg.protocol.preprocess.size), "fov_mm": list(cfg.protocol.preprocess.fov_mm),
                "hu_window": list(cfg.protocol.preprocess.hu_window), "stored_as": "HU"},
         "mu_water": cfg.protocol.mu_water,

@@ -144,6 +144,8 @@ def _check_patient(layout, pid, names, detector, ct_size, checksums, report, ct_
     files = [("ct.nii.gz", layout.ct(pid)), ("drr.npy", layout.drr(pid))]
     if (recorded is not None and "regions.nii.gz" in recorded) or layout.regions(pid).exists():
         files.append(("regions.nii.gz", layout.regions(pid)))
+    if (recorded is not None and "scanned.nii.gz" in recorded) or layout.scanned(pid).exists():
+        files.append(("scanned.nii.gz", layout.scanned(pid)))
     for name, path in files:
         if not path.exists():
             report.problems.append(f"{path}: missing")
@@ -182,7 +184,25 @@ def _check_patient(layout, pid, names, detector, ct_size, checksums, report, ct_
             return
         if ct.shape != ct_size:
             report.problems.append(f"{layout.ct(pid)}: CT shape {ct.shape}, expected {ct_size}")
+        if layout.scanned(pid).exists():
+            _check_scanned(layout.scanned(pid), ct.shape, report)
         lo, hi = float(ct.hu.min()), float(ct.hu.max())
         if lo < PLAUSIBLE_HU[0] or hi > PLAUSIBLE_HU[1]:
             report.problems.append(f"{layout.ct(pid)}: HU range [{lo:.0f}, {hi:.0f}] outside plausible {PLAUSIBLE_HU}")
         ct_range[0], ct_range[1] = min(ct_range[0], lo), max(ct_range[1], hi)
+
+
+def _check_scanned(path: Path, shape: tuple[int, ...], report: VerifyReport) -> None:
+    """A scanned-voxel mask: readable, 0/1, on the CT's grid, and not empty."""
+    from x2ct.data.readers import CTReadError
+    from x2ct.data.scanned import load_scanned
+
+    try:
+        mask = load_scanned(path)
+    except (CTReadError, ValueError) as err:
+        report.problems.append(str(err))
+        return
+    if mask.shape != shape:
+        report.problems.append(f"{path}: mask shape {mask.shape}, expected the CT's {shape}")
+    elif not mask.any():
+        report.problems.append(f"{path}: no voxel of the grid was scanned")

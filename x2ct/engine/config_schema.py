@@ -40,6 +40,8 @@ class LossConfig:
     weights: dict[str, float] = MISSING
     # per-component constructor settings, e.g. {perceptual: {weights: imagenet}}; checked by each component
     components: dict[str, Any] = field(default_factory=dict)
+    # every component sees only the target's scanned voxels (x2ct/data/scanned.py); false: padding counts as air
+    scanned_only: bool = True
 
 
 @dataclass

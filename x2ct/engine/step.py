@@ -77,12 +77,15 @@ class TrainStep:
             views = batch["views"].to(self.device, non_blocking=True)
             target = batch["ct"].to(self.device, non_blocking=True)
             angles = batch["angles_deg"]
+            scanned = batch.get("scanned")
+            scanned = None if scanned is None else scanned.to(self.device, non_blocking=True)
             last = k == n - 1
             sync = contextlib.nullcontext() if last or self.world_size == 1 else self.train_model.no_sync()
             with sync:
                 with autocast(self.device, self.precision):
                     pred = forward_views(self.train_model, views, angles)
-                loss, parts = self.criterion(in_float32(pred), target, views=views, angles_deg=angles)
+                loss, parts = self.criterion(in_float32(pred), target, views=views, angles_deg=angles,
+                                             scanned=scanned)
                 volume = split_outputs(pred)[0]
                 if extra_loss is not None:
                     extra, extra_parts = extra_loss(volume, views, angles)

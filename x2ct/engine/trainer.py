@@ -194,7 +194,7 @@ def build_run(cfg: DictConfig, dist: DistInfo, run_dir: Path) -> Run:
     components = cfg.loss.get("components")
     criterion = ReconstructionLoss(dict(cfg.loss.weights),
                                    OmegaConf.to_container(components, resolve=True) if components else None,
-                                   input_spec=input_spec).to(device)
+                                   input_spec=input_spec, scanned_only=cfg.loss.scanned_only).to(device)
     optimizer = build_optimizer(cfg.optimizer, model, device)
     accumulate = cfg.trainer.accumulate_grad_batches
     batches, steps = steps_per_epoch(len(train_loader), cfg.trainer.limit_train_batches, accumulate)

@@ -15,14 +15,16 @@ from x2ct.ops.metrics import psnr, ssim3d
 
 MIN_SSIM_SIZE = 11  # the 3D SSIM window (sigma 1.5) needs this many voxels per axis
 METRIC_DEFINITIONS = ("PSNR = 10 log10(1 / MSE) on [0, 1] volumes; SSIM = 3D Gaussian-window SSIM (sigma 1.5, "
-                      "K1 0.01, K2 0.03, data_range 1), both per patient, averaged over the split")
+                      "K1 0.01, K2 0.03, data_range 1), both per patient over its scanned voxels (all voxels when "
+                      "every one was scanned), averaged over the split")
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, precision: Precision,
              criterion: ReconstructionLoss | None = None, limit: int | None = None,
              constant: torch.Tensor | None = None) -> dict[str, float]:
-    """Mean PSNR / 3D SSIM (and loss) over a split, summed per sample and all-reduced across ranks.
+    """Mean PSNR / 3D SSIM (and loss) over a split, summed per sample and all-reduced across ranks; over each
+    patient's scanned voxels where the batch holds unscanned ones (`x2ct.data.scanned`).
 
     ``constant`` evaluates a fixed prediction instead of the model (the mean-volume reference). A model with
     ``stage_outputs`` (the multi-resolution cascade) is also scored at every earlier stage's size, against the
@@ -38,6 +40,9 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, p
             break
         views, target = batch["views"].to(device), batch["ct"].to(device)
         angles = batch.get("angles_deg")
+        scanned = batch.get("scanned")
+        # scored over the scanned voxels where some were not; a data set scanned everywhere keeps the plain mean
+        mask = None if scanned is None or bool(scanned.all()) else scanned.to(device)
         stages = []
         if constant is not None:
             pred = constant.to(device).expand_as(target)
@@ -47,11 +52,11 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, p
                           else [forward_views(model, views, angles)])
             stages = [s.float() for s in stages]
             pred = stages[-1]
-        totals[0] += psnr(pred, target).sum().double()
-        totals[1] += ssim3d(pred, target).sum().double()
+        totals[0] += psnr(pred, target, mask=mask).sum().double()
+        totals[1] += ssim3d(pred, target, mask=mask).sum().double()
         if criterion is not None:
-            totals[2] += criterion(pred, target, volume_only=True, views=views,
-                                   angles_deg=angles)[0].double() * len(target)
+            totals[2] += criterion(pred, target, volume_only=True, views=views, angles_deg=angles,
+                                   scanned=mask)[0].double() * len(target)
         totals[3] += len(target)
         for k, stage in enumerate(stages[:-1]):
             coarse_target = F.interpolate(target, size=stage.shape[-3:], mode="area")

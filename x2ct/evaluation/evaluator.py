@@ -9,6 +9,9 @@ Metrics per patient (definitions in ``METRIC_DEFINITIONS``, written into summary
 
 - the true 3D figures: ``psnr`` and ``ssim`` on the [0, 1] volumes (the HU window mapped linearly, as the model
   sees them), ``psnr_hu`` and ``mae_hu`` in HU against the stored target without clipping;
+- over the scanned voxels only (`x2ct.data.scanned`; the data set stores the masks): ``scanned_psnr``,
+  ``scanned_ssim``, ``scanned_psnr_hu``, ``scanned_mae_hu`` and ``scanned_fraction``; the headline wherever some
+  voxels were not scanned (a real CT shorter than the grid, the corners outside its reconstruction circle);
 - per region when the data set has region maps (lungs, bone, heart): ``<region>_psnr``, ``<region>_ssim``,
   ``<region>_mae_hu``;
 - the X2CT-GAN protocol's numbers, labelled ``x2ct_gan_*`` (see ``x2ct.evaluation.protocols``);
@@ -53,6 +56,10 @@ METRIC_DEFINITIONS: dict[str, str] = {
                "not clipped to the window (errors above it count); target values below air (-1000 HU: scanner "
                "padding) count as air",
     "mae_hu": "mean |prediction - target| in HU over the volume, target as for psnr_hu",
+    "scanned_*": "psnr, ssim, psnr_hu and mae_hu over the scanned voxels only: grid voxels whose centre lies inside "
+                 "the source CT's extent and not on its scanner padding (outside the reconstruction circle); "
+                 "scanned SSIM averages the 3D SSIM map over them. The headline where scanned_fraction < 1",
+    "scanned_fraction": "share of the grid's voxels that were scanned (1 for phantoms not truncated)",
     "<region>_*": "the same, over the voxels of a region (lungs, bone, heart; a voxel belongs to the region of the "
                   "label at its centre); region SSIM averages the 3D SSIM map over the region",
     "x2ct_gan_psnr_3d": "X2CT-GAN protocol: volumes rescaled to [0, 2500] and truncated to integers, PSNR with peak "
@@ -107,9 +114,10 @@ def default_out_dir(trained: TrainedModel, split: str, views: list[str] | None =
 
 def patient_metrics(pred: torch.Tensor, target: torch.Tensor, target_hu: torch.Tensor,
                     hu_window: tuple[float, float], regions: torch.Tensor | None = None,
-                    reference: torch.Tensor | None = None) -> dict[str, float]:
+                    reference: torch.Tensor | None = None, scanned: torch.Tensor | None = None) -> dict[str, float]:
     """All metrics of one patient; ``pred``, ``target`` ``(D, H, W)`` in [0, 1], ``target_hu`` ``(D, H, W)`` in HU,
-    ``regions`` ``(D, H, W)`` integer ids of ``REGIONS`` (or None), ``reference`` the mean volume in [0, 1]."""
+    ``regions`` ``(D, H, W)`` integer ids of ``REGIONS`` (or None), ``reference`` the mean volume in [0, 1],
+    ``scanned`` ``(D, H, W)`` bool, the scanned voxels (None: the data set stores no mask; no scanned_* metrics)."""
     width = float(hu_window[1] - hu_window[0])
     pred_hu = denormalise(pred.double(), hu_window)
     # nothing attenuates less than air: values below it are scanner padding (e.g. -2048 outside the reconstruction
@@ -117,6 +125,12 @@ def patient_metrics(pred: torch.Tensor, target: torch.Tensor, target_hu: torch.T
     target_hu = target_hu.double().clamp(min=AIR_HU)
     row = {"psnr": psnr(pred, target).item(), "ssim": ssim3d(pred, target).item(),
            "psnr_hu": psnr(pred_hu, target_hu, data_range=width).item(), "mae_hu": mae(pred_hu, target_hu).item()}
+    if scanned is not None:
+        row |= {"scanned_psnr": psnr(pred, target, mask=scanned).item(),
+                "scanned_ssim": ssim3d(pred, target, mask=scanned).item(),
+                "scanned_psnr_hu": psnr(pred_hu, target_hu, data_range=width, mask=scanned).item(),
+                "scanned_mae_hu": mae(pred_hu, target_hu, mask=scanned).item(),
+                "scanned_fraction": scanned.double().mean().item()}
     if regions is not None:
         for name, label in REGIONS.items():
             mask = regions == label
@@ -127,6 +141,9 @@ def patient_metrics(pred: torch.Tensor, target: torch.Tensor, target_hu: torch.T
     if reference is not None:
         row["ref_psnr"] = psnr(reference, target).item()
         row["ref_ssim"] = ssim3d(reference, target).item()
+        if scanned is not None:
+            row["ref_scanned_psnr"] = psnr(reference, target, mask=scanned).item()
+            row["ref_scanned_ssim"] = ssim3d(reference, target, mask=scanned).item()
     return row
 
 
@@ -148,6 +165,10 @@ def evaluate(settings: EvaluationSettings) -> EvaluationResult | None:
         if count == 0:
             raise ValueError(f"the {settings.split} split of {dataset.layout.root} is empty: nothing to evaluate")
         reference = _reference_volume(dataset, trained) if settings.reference else None
+        if not dataset.has_scanned_masks and dist.is_main:
+            print(f"{dataset.layout.root} stores no scanned-voxel masks (prepared by an older x2ct): every voxel is "
+                  "scored, padding as air, and no scanned_* metrics are written; prepare it again to get them",
+                  flush=True)
         mine = list(range(dist.rank, count, dist.world_size))
         rows = _evaluate_patients(trained, dataset, mine, hu_window, reference, out_dir, settings, device,
                                   progress=dist.is_main)
@@ -265,6 +286,7 @@ def _evaluate_patients(trained, dataset, indices, hu_window, reference, out_dir,
         ct = read_nifti(dataset.layout.ct(pid))
         regions_path = dataset.layout.regions(pid)
         regions = torch.from_numpy(load_regions(regions_path)) if regions_path.exists() else None
+        scanned = item["scanned"][0] if dataset.has_scanned_masks else None
         views = item["views"][None].to(device)
         # a cascade also gives its earlier stages, scored at their own size against the area-averaged target
         angles = item["angles_deg"][None]
@@ -276,7 +298,7 @@ def _evaluate_patients(trained, dataset, indices, hu_window, reference, out_dir,
         target = item["ct"][0].double()
         target_hu = np.maximum(ct.hu, np.float32(AIR_HU))  # as patient_metrics counts it (figure's error maps)
         row = {"patient_id": pid, **patient_metrics(pred, target, torch.from_numpy(target_hu), hu_window, regions,
-                                                   reference)}
+                                                   reference, scanned)}
         for k, stage in enumerate(stages[:-1], start=1):
             coarse = torch.nn.functional.interpolate(target[None, None], size=stage.shape[-3:], mode="area")
             row[f"psnr_stage{k}"] = psnr(stage.float().clamp(0, 1).cpu().double(), coarse).item()
@@ -324,6 +346,7 @@ def _write_results(rows, out_dir: Path, trained: TrainedModel, dataset: PatientD
         "split": settings.split, "patients": len(rows), "limited": settings.limit is not None,
         "hu_window": list(dataset.hu_window), "views": dataset.view_names, "time": time.time(),
         "view_normalisation": [dataset.normalisation, dataset.view_scale],
+        "scanned_masks": dataset.has_scanned_masks,
     }
     write_rows_csv(rows, out_dir / "per_patient.csv")
     write_json_atomic(out_dir / "per_patient.json", rows)

@@ -18,6 +18,7 @@ from x2ct.data.regions import REGIONS
 
 MAIN_METRICS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "psnr_hu": "PSNR over the HU window (dB)",
                 "mae_hu": "MAE (HU)"}
+SCANNED_METRICS = {f"scanned_{key}": label for key, label in MAIN_METRICS.items()}
 REGION_METRICS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "mae_hu": "MAE (HU)"}
 X2CT_GAN_METRICS = {"x2ct_gan_psnr_3d": "PSNR 3D, [0, 2500] / peak 4095 (dB)",
                     "x2ct_gan_psnr_slice": "PSNR, slice average over 3 axes (dB)",
@@ -38,15 +39,15 @@ def write_report(path: str | os.PathLike, rows: list[dict[str, Any]], summary: d
         f"- views: {', '.join(context['views'])}; HU window {context['hu_window']}",
         f"- evaluated {datetime.fromtimestamp(context['time']).strftime('%Y-%m-%d %H:%M')}",
         "",
-        "## True 3D metrics",
-        "",
-        *_table(summary, MAIN_METRICS),
+        *_true_3d_tables(summary),
     ]
     if "ref_psnr" in summary:
-        ref = summary["ref_psnr"]
-        ours = summary["psnr"]
-        lines += ["", f"Mean training volume (predict-the-average reference): PSNR {_pm(ref)} dB, SSIM "
-                      f"{_pm(summary['ref_ssim'], 4)}; the model is {ours['mean'] - ref['mean']:+.2f} dB above it."]
+        prefix = "scanned_" if _scanned_headline(summary) else ""
+        ref, ours = summary[f"ref_{prefix}psnr"], summary[f"{prefix}psnr"]
+        where = "over the scanned voxels" if prefix else "over the whole volume"
+        lines += ["", f"Mean training volume (predict-the-average reference), {where}: PSNR {_pm(ref)} dB, SSIM "
+                      f"{_pm(summary[f'ref_{prefix}ssim'], 4)}; the model is {ours['mean'] - ref['mean']:+.2f} dB "
+                      "above it."]
     region_rows = {f"{region}_{metric}": f"{region}: {label}" for region in REGIONS
                    for metric, label in REGION_METRICS.items() if f"{region}_{metric}" in summary}
     if region_rows:
@@ -64,12 +65,40 @@ def write_report(path: str | os.PathLike, rows: list[dict[str, Any]], summary: d
     lines += ["", "## Definitions", "", *[f"- `{name}`: {text}" for name, text in definitions.items()],
               "- mean +- std: over patients (sample std); 95% interval: 2.5th-97.5th percentile of the patients' "
               "values (their spread, not a confidence interval of the mean)",
-              "", "## Per patient", "", "| patient | PSNR (dB) | SSIM | MAE (HU) | figure |", "|---|---|---|---|---|"]
+              "", "## Per patient", ""]
+    scanned = "scanned_psnr" in summary
+    lines += ["| patient | PSNR (dB) | SSIM | MAE (HU) |" + (" scanned PSNR (dB) | scanned share |" if scanned else "")
+              + " figure |", "|---|---|---|---|" + ("---|---|" if scanned else "") + "---|"]
     for row in rows:
         figure = f"[png]({row['figure']})" if "figure" in row else "-"
-        lines.append(f"| {row['patient_id']} | {row['psnr']:.2f} | {row['ssim']:.4f} | {row['mae_hu']:.1f} | "
+        extra = f" {row['scanned_psnr']:.2f} | {row['scanned_fraction']:.3f} |" if scanned else ""
+        lines.append(f"| {row['patient_id']} | {row['psnr']:.2f} | {row['ssim']:.4f} | {row['mae_hu']:.1f} |{extra} "
                      f"{figure} |")
     return write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _scanned_headline(summary: dict[str, dict[str, float]]) -> bool:
+    """Scanned-voxel figures lead where some voxels were not scanned."""
+    fraction = summary.get("scanned_fraction")
+    return fraction is not None and fraction["min"] < 1.0
+
+
+def _true_3d_tables(summary: dict[str, dict[str, float]]) -> list[str]:
+    """The true 3D metrics: over the scanned voxels first where they differ from the whole volume."""
+    if not _scanned_headline(summary):
+        note = (["", "Every voxel of these patients was scanned: the scanned-voxel figures equal these."]
+                if "scanned_fraction" in summary else
+                ["", "The data set stores no scanned-voxel masks (prepared by an older x2ct): padding is scored as "
+                     "air."])
+        return ["## True 3D metrics", "", *_table(summary, MAIN_METRICS), *note]
+    fraction = summary["scanned_fraction"]
+    return ["## True 3D metrics over the scanned voxels (the headline)", "",
+            f"Only {fraction['mean']:.1%} of the grid's voxels were scanned on average (min {fraction['min']:.1%}): "
+            "the rest lie outside the source CT's extent or its reconstruction circle and hold padding (air), "
+            "which a model is not charged for here.", "",
+            *_table(summary, SCANNED_METRICS), "",
+            "## True 3D metrics over the whole volume (padding scored as air)", "",
+            *_table(summary, MAIN_METRICS)]
 
 
 def _table(summary: dict[str, dict[str, float]], metrics: dict[str, str]) -> list[str]:

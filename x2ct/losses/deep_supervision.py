@@ -44,9 +44,11 @@ class DeepSupervisionLoss(nn.Module):
         self.scale_weights = scale_weights
 
     def forward(self, aux_outputs: Sequence[Tensor], target: Tensor,
-                regions: Sequence[tuple[Tensor, int] | None] | None = None) -> Tensor:
+                regions: Sequence[tuple[Tensor, int] | None] | None = None, scanned: Tensor | None = None) -> Tensor:
         """``regions``: per output, None (a whole volume) or ``(origins (B, 3), n)`` for one patch per sample of an
-        ``n^3`` stage (a cascade's patch-trained stage): the target is area-averaged to ``n^3`` and cropped there."""
+        ``n^3`` stage (a cascade's patch-trained stage): the target is area-averaged to ``n^3`` and cropped there.
+        ``scanned`` (B, 1, D, H, W) bool: a coarse voxel counts only when every fine voxel under it was scanned;
+        elsewhere the output takes the coarse target's value (no error, no gradient)."""
         if isinstance(aux_outputs, Tensor) or len(aux_outputs) == 0:
             got = f"a tensor {tuple(aux_outputs.shape)}" if isinstance(aux_outputs, Tensor) else "an empty list"
             raise ValueError(f"deep_supervision loss needs the list of auxiliary outputs of a model with deep "
@@ -65,11 +67,17 @@ class DeepSupervisionLoss(nn.Module):
                 raise ValueError(f"deep_supervision loss: auxiliary output {i} of shape {tuple(aux.shape)} must "
                                  f"match target {tuple(target.shape)} in batch and channels and be no larger")
             with torch.no_grad():
-                if region is None:
-                    coarse = F.interpolate(target.to(aux.dtype), size=aux.shape[2:], mode="area")
-                else:
-                    origins, n = region
-                    coarse = crop_patches(F.interpolate(target.to(aux.dtype), size=(int(n),) * 3, mode="area"),
-                                          origins, tuple(aux.shape[2:]))
+                coarse = _coarse(target.to(aux.dtype), aux.shape[2:], region)
+                whole = None if scanned is None else _coarse(scanned.to(aux.dtype), aux.shape[2:], region) >= 1 - 1e-6
+            if whole is not None:
+                aux = torch.where(whole, aux, coarse)
             losses.append((aux - coarse).abs().mean())
         return sum(w * loss for w, loss in zip(weights, losses, strict=True)) / sum(weights)
+
+
+def _coarse(volume: Tensor, size: Sequence[int], region: tuple[Tensor, int] | None) -> Tensor:
+    """``volume`` area-averaged to ``size``, or to ``n^3`` and cropped at the patch origins of ``region``."""
+    if region is None:
+        return F.interpolate(volume, size=tuple(size), mode="area")
+    origins, n = region
+    return crop_patches(F.interpolate(volume, size=(int(n),) * 3, mode="area"), origins, tuple(size))

@@ -36,11 +36,17 @@ class ReconstructionLoss(nn.Module):
     whose class sets ``uses_deep_supervision = True`` get that list, the others the volume. A dict with
     ``"patch_origins"`` (B, 3) and ``"patch_size"`` (a cascade trained on patches) holds a patch as its volume: the
     volume components then compare it with the same crop of the target (deep supervision still sees whole volumes).
+
+    Unscanned voxels (``scanned``, ``(B, 1, D, H, W)`` bool, `x2ct.data.scanned`): with ``scanned_only`` the
+    prediction takes the target's value there before any component sees it, so those voxels carry no error and
+    no gradient in every component alike (windowed and Fourier terms included); a real CT padded with air where
+    nobody scanned does not teach the model to paint air. An all-True mask changes nothing, bit for bit.
     """
 
     def __init__(self, weights: Mapping[str, float], component_kwargs: Mapping[str, Mapping] | None = None,
-                 input_spec: Mapping[str, Any] | None = None) -> None:
+                 input_spec: Mapping[str, Any] | None = None, scanned_only: bool = True) -> None:
         super().__init__()
+        self.scanned_only = bool(scanned_only)
         component_kwargs = dict(component_kwargs or {})
         for name in [*weights, *component_kwargs]:
             if name not in LOSS_COMPONENTS:
@@ -61,14 +67,26 @@ class ReconstructionLoss(nn.Module):
              for name in self.weights})
 
     def forward(self, pred: Tensor | Mapping[str, Any], target: Tensor, volume_only: bool = False,
-                views: Tensor | None = None, angles_deg: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+                views: Tensor | None = None, angles_deg: Tensor | None = None,
+                scanned: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """``volume_only``: skip the deep-supervision components (validation: models return the volume alone in
         eval mode, and the validation loss is that of the final volume). ``views`` (B, V, 1, h, w) and
-        ``angles_deg`` (B, V): the model's inputs, for components that compare with them (``uses_views``)."""
+        ``angles_deg`` (B, V): the model's inputs, for components that compare with them (``uses_views``).
+        ``scanned`` (B, 1, D, H, W) bool: the target's scanned voxels (see the class docstring)."""
         volume, auxiliary = split_outputs(pred)
         volume_target = target
+        if not self.scanned_only:
+            scanned = None
+        if scanned is not None and scanned.shape != target.shape:
+            raise ValueError(f"scanned mask {tuple(scanned.shape)} does not match the target {tuple(target.shape)}")
+        volume_scanned = scanned
         if isinstance(pred, Mapping) and "patch_origins" in pred:  # a cascade's fine stage trained on one patch
-            volume_target = crop_patches(target, pred["patch_origins"], (int(pred["patch_size"]),) * 3)
+            size = (int(pred["patch_size"]),) * 3
+            volume_target = crop_patches(target, pred["patch_origins"], size)
+            if scanned is not None:
+                volume_scanned = crop_patches(scanned, pred["patch_origins"], size)
+        if volume_scanned is not None:
+            volume = torch.where(volume_scanned.to(volume.device), volume, volume_target.to(volume.dtype))
         parts = {}
         for name, component in self.components.items():
             if getattr(component, "uses_deep_supervision", False):
@@ -78,7 +96,7 @@ class ReconstructionLoss(nn.Module):
                     raise ValueError(f"loss component {name!r} has weight {self.weights[name]} but the model returns "
                                      "no deep-supervision outputs; set loss.weights." + name + "=0 for this model")
                 regions = pred.get("deep_supervision_regions") if isinstance(pred, Mapping) else None
-                parts[name] = component(auxiliary, target, regions=regions)
+                parts[name] = component(auxiliary, target, regions=regions, scanned=scanned)
             elif getattr(component, "uses_views", False):
                 if views is None or angles_deg is None:
                     raise ValueError(f"loss component {name!r} compares the prediction with the input views: pass "
