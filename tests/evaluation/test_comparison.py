@@ -139,7 +139,9 @@ def test_plot_has_one_line_per_run_with_its_validation_curve(outputs):
     assert any(label.startswith("mean-volume reference") for label in lines)
 
 
-def write_run(run_dir: Path, records: list[dict], info: dict | None = None) -> Path:
+def write_run(run_dir: Path, records: list[dict], info: dict | None = None, overrides: list[str] | None = None,
+              json_files: dict[str, dict] | None = None) -> Path:
+    """A fake run folder; ``json_files`` maps paths inside it (``test_metrics.json``, ...) to their content."""
     run_dir.mkdir(parents=True)
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     config = {"model": {"_target_": "lab.nets.MyNet"}, "loss": {"weights": {"l1": 1.0, "perceptual": 0.1}},
@@ -147,6 +149,12 @@ def write_run(run_dir: Path, records: list[dict], info: dict | None = None) -> P
     (run_dir / "config_resolved.yaml").write_text(yaml.safe_dump(config))
     if info is not None:
         (run_dir / "run_info.json").write_text(json.dumps(info))
+    if overrides is not None:
+        (run_dir / ".hydra").mkdir()
+        (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    for name, content in (json_files or {}).items():
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text(json.dumps(content))
     return run_dir
 
 

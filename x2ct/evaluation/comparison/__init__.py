@@ -6,6 +6,8 @@
   run_info.json, test_metrics.json).
 - ``wandb_source``: the same rows from a W&B project through its public API.
 - ``table``: group rows by sweep, rank them, format them as aligned text or Markdown.
+- ``aggregate``, ``paired``: mean +- std over seeds; each setting's per-seed differences from a reference.
+- ``rank_correlation``: does one metric column rank the settings as another does (phantom against real CT)?
 - ``report``: write comparison.md, comparison.json and the validation PSNR plot.
 """
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from x2ct.evaluation.comparison.runs import RunRow
+from x2ct.evaluation.comparison.runs import EVALUATION_METRICS, RunRow
 from x2ct.evaluation.comparison.table import MISSING, PSNR_DECIMALS, SSIM_DECIMALS, format_duration, format_parameters
 
 # (key in Setting.stats, column title, decimals or None for a duration)
@@ -90,7 +90,7 @@ def aggregate_runs(rows: Sequence[RunRow], over: str = "seed", merge_sweeps: boo
         for key, _, _ in (*BASE_METRICS, WALL_TIME):
             setting.values[key] = [getattr(r, key) for r in group]
         for name in evaluation_names(group):
-            for metric in ("psnr", "ssim"):
+            for metric in EVALUATION_METRICS:
                 setting.values[f"eval/{name}/{metric}"] = [r.evaluations.get(name, {}).get(metric) for r in group]
         setting.stats = {key: Stat.of(values) for key, values in setting.values.items()}
         settings.append(setting)
@@ -121,8 +121,10 @@ def format_stat(stat: Stat, decimals: int | None) -> str:
 def aggregate_columns(settings: Sequence[Setting]) -> list[tuple[str, str, int | None]]:
     """(stat key, title, decimals) of each metric column: base metrics, evaluations, wall time."""
     names = sorted({key.split("/")[1] for s in settings for key in s.stats if key.startswith("eval/")})
-    evals = [(f"eval/{n}/{m}", f"{n} {m.upper()}", PSNR_DECIMALS if m == "psnr" else SSIM_DECIMALS)
-             for n in names for m in ("psnr", "ssim")]
+    present = {key for s in settings for key, stat in s.stats.items() if stat.mean is not None}
+    evals = [(f"eval/{n}/{m}", f"{n} {title}", SSIM_DECIMALS if m.endswith("ssim") else PSNR_DECIMALS)
+             for n in names for m, title in EVALUATION_METRICS.items()
+             if m in ("psnr", "ssim") or f"eval/{n}/{m}" in present]
     return [*BASE_METRICS, *evals, WALL_TIME]
 
 

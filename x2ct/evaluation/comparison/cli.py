@@ -1,16 +1,17 @@
 """``python -m x2ct.compare PATH [PATH ...] [--out DIR] [--wandb-project ENTITY/PROJECT] [--sort psnr|name]
-[--no-plot] [--over KEY [--x KEY] [--merge-sweeps] [--paired-to OVERRIDES]]``: print a table comparing runs and
-write ``comparison.md``, ``comparison.json``, ``val_psnr.png``. ``--over seed`` adds a table of mean +- std over
-runs that differ only in the seed (x2ct/evaluation/comparison/aggregate.py); ``--x data.num_views`` a plot of test
-PSNR / SSIM against it; ``--paired-to 'ablation=none'`` a table of each setting's per-seed differences from that
-one (paired.py).
+[--no-plot] [--over KEY [--x KEY] [--merge-sweeps] [--paired-to OVERRIDES] [--rank-correlation COL COL]...]``:
+print a table comparing runs and write ``comparison.md``, ``comparison.json``, ``val_psnr.png``. ``--over seed``
+adds a table of mean +- std over runs that differ only in the seed (x2ct/evaluation/comparison/aggregate.py);
+``--x data.num_views`` a plot of test PSNR / SSIM against it; ``--paired-to 'ablation=none'`` a table of each
+setting's per-seed differences from that one (paired.py); ``--rank-correlation 'test PSNR' 'best_example_ct PSNR'``
+Spearman's rho between two columns of that table over its settings (rank_correlation.py).
 
 Each PATH is a run folder or a folder searched (recursively) for run folders, e.g. ``outputs/``. Output goes to
 ``--out``, by default ``<first PATH>/comparison/`` (``./comparison/`` when only ``--wandb-project`` is given).
 
 Exit status: 0 compared; 1 the W&B project could not be read; 2 bad arguments (a PATH that does not exist or
-holds no runs, or no run that could be read). A run folder with a corrupt metrics.jsonl or config is skipped
-with a warning naming the file; the other runs are still compared.
+holds no runs, no run that could be read, a column or reference setting that is not in the table). A run folder
+with a corrupt metrics.jsonl or config is skipped with a warning naming the file; the other runs are still compared.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from x2ct.evaluation.comparison.aggregate import aggregate_runs, format_aggregate_markdown
 from x2ct.evaluation.comparison.paired import format_paired_markdown, paired_differences
+from x2ct.evaluation.comparison.rank_correlation import format_rank_correlation_line, rank_correlation
 from x2ct.evaluation.comparison.report import write_report
 from x2ct.evaluation.comparison.runs import CONFIG_FILE, METRICS_FILE, find_run_dirs, read_runs
 from x2ct.evaluation.comparison.table import SORT_KEYS, format_text_table, group_runs
@@ -54,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--paired-to", metavar="OVERRIDES", default=None,
                         help="with --over: the reference setting (overrides it has, space-separated, e.g. "
                              "'ablation=none'); adds each other setting's differences from it per seed")
+    parser.add_argument("--rank-correlation", nargs=2, action="append", default=[], metavar=("COL_A", "COL_B"),
+                        help="with --over: Spearman's rho (and Pearson's r) between two metric columns of the mean "
+                             "+- std table over its settings, e.g. 'test PSNR' 'best_example_ct PSNR'; repeatable")
     return parser
 
 
@@ -69,6 +74,9 @@ def main(argv: Sequence[str]) -> int:
         parser.error("--merge-sweeps needs --over (it says which runs --over merges)")
     if args.paired_to and not args.over:
         parser.error("--paired-to needs --over (it pairs runs by that override's value, e.g. the seed)")
+    if args.rank_correlation and not args.over:
+        parser.error("--rank-correlation needs --over (it ranks the settings by their means over that override; "
+                     "with one run per setting each mean is the run's number)")
     run_dirs = find_all_run_dirs(parser, args.paths)
 
     with warnings.catch_warnings():
@@ -102,11 +110,18 @@ def main(argv: Sequence[str]) -> int:
             except ValueError as err:
                 parser.error(str(err))
             print(f"\npaired differences over {args.over}:\n" + format_paired_markdown(*paired, args.over), end="")
+        try:
+            correlations = [rank_correlation(settings, a, b) for a, b in args.rank_correlation]
+        except ValueError as err:
+            parser.error(f"--rank-correlation: {err}")
+        if correlations:
+            print(f"\nrank correlation over {len(settings)} settings (means over {args.over}):")
+            print("\n".join(format_rank_correlation_line(c) for c in correlations))
         out = args.out or (args.paths[0] / DEFAULT_OUT_NAME if args.paths else Path(DEFAULT_OUT_NAME))
         sources = [str(p) for p in args.paths] + ([f"wandb:{args.wandb_project}"] if args.wandb_project else [])
         written = write_report(groups, out, plot=not args.no_plot, sort=args.sort, sources=sources,
                                command=f"{PROG} {shlex.join(str(a) for a in argv)}", settings=settings,
-                               over=args.over, x_key=args.x_key, paired=paired)
+                               over=args.over, x_key=args.x_key, paired=paired, rank_correlations=correlations)
     print(f"\nwrote {', '.join(p.name for p in written.values())} to {out}")
     return 0
 

@@ -24,6 +24,7 @@ from x2ct.evaluation.comparison.aggregate import (
     shared_setting_overrides,
 )
 from x2ct.evaluation.comparison.paired import PairedSetting, format_paired_markdown
+from x2ct.evaluation.comparison.rank_correlation import RankCorrelation, format_rank_correlation_markdown
 from x2ct.evaluation.comparison.runs import RunRow
 from x2ct.evaluation.comparison.table import COLUMNS, RunGroup, format_markdown_table, name_key
 
@@ -83,11 +84,13 @@ LEGEND_ROWS_PER_COLUMN = 20
 def write_report(groups: list[RunGroup], out_dir: str | os.PathLike, *, plot: bool = True, sort: str = "psnr",
                  command: str | None = None, sources: Sequence[str] = (), settings: Sequence[Setting] = (),
                  over: str | None = None, x_key: str | None = None,
-                 paired: tuple[Setting, Sequence[PairedSetting]] | None = None) -> dict[str, Path]:
+                 paired: tuple[Setting, Sequence[PairedSetting]] | None = None,
+                 rank_correlations: Sequence[RankCorrelation] = ()) -> dict[str, Path]:
     """Write the comparison files into ``out_dir`` (created if needed); returns {"markdown", "json", "plot"?,
     "aggregate_plot"?}. ``settings`` (``aggregate_runs`` over ``over``) add the mean +- std table; with ``x_key``
     also a plot of test PSNR and SSIM against that override's numeric value; ``paired`` (``paired_differences``:
-    the reference setting and the others' differences from it) a table of paired differences."""
+    the reference setting and the others' differences from it) a table of paired differences;
+    ``rank_correlations`` (``rank_correlation`` over ``settings``) a table of rank correlations between columns."""
     out_dir = Path(out_dir)
     written = {}
     if plot:
@@ -109,6 +112,12 @@ def write_report(groups: list[RunGroup], out_dir: str | os.PathLike, *, plot: bo
         record["paired"] = {"over": over, "reference": reference.overrides,
                             "difference": f"run minus the reference run with the same {over}",
                             "settings": [d.to_dict() for d in differences]}
+    if rank_correlations:
+        record["rank_correlation"] = {
+            "over": over, "rows": f"the settings of the aggregate table, each its mean over {over}",
+            "rho": "Spearman's rank correlation, ties as average ranks; p_value two-sided, exact over all orderings "
+                   "up to 8 settings (else scipy.stats.spearmanr's t approximation)",
+            "left_out": "settings missing either column", "pairs": [c.to_dict() for c in rank_correlations]}
     written["json"] = write_json_atomic(out_dir / JSON_FILE, record)
     markdown = comparison_markdown(groups, generated, sort, command, sources, plot_name=PLOT_FILE if
                                    "plot" in written else None)
@@ -117,6 +126,9 @@ def write_report(groups: list[RunGroup], out_dir: str | os.PathLike, *, plot: bo
                                        written["aggregate_plot"].name if "aggregate_plot" in written else None)
     if paired:
         markdown += f"\n## Paired differences over `{over}`\n\n" + format_paired_markdown(*paired, over or "seed")
+    if rank_correlations:
+        markdown += ("\n## Rank correlation between columns\n\n"
+                     + format_rank_correlation_markdown(rank_correlations, over or "seed"))
     written["markdown"] = write_text_atomic(out_dir / MARKDOWN_FILE, markdown)
     return written
 

@@ -31,6 +31,9 @@ OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 TEST_METRICS_FILE = "test_metrics.json"
 EVALUATION_DIR = "evaluation"  # evaluate.py's default output: <run>/evaluation/<name>/summary.json
 EVALUATION_SUMMARY = "summary.json"
+# the evaluate.py means read from each summary, and their column titles; the scanned-voxel figures exist for data
+# sets that store scanned masks (x2ct.data.scanned), and lead where not every voxel was scanned (a real CT)
+EVALUATION_METRICS = {"psnr": "PSNR", "ssim": "SSIM", "scanned_psnr": "scanned PSNR", "scanned_ssim": "scanned SSIM"}
 SWEEP_RECORD_FILE = "multirun.yaml"  # Hydra writes it into the sweep folder, the parent of the job folders
 # Overrides that say where a run lives, not what it is: left out of the comparison.
 NOISE_OVERRIDES = ("run_name", "resume", "data.root", "paths.*", "hydra.*", "logger.group")
@@ -161,15 +164,16 @@ def validation_curve(records: list[dict[str, Any]], psnr_key: str = "psnr", ssim
 
 
 def read_evaluations(run_dir: Path) -> dict[str, dict[str, float | None]]:
-    """``evaluate.py`` summaries of the run: ``evaluation/<name>/summary.json`` -> {name: {"psnr", "ssim"}} (the
-    means over patients); a corrupt summary gives a warning and is left out."""
+    """``evaluate.py`` summaries of the run: ``evaluation/<name>/summary.json`` -> {name: {metric: mean}} for the
+    ``EVALUATION_METRICS`` (means over patients; None where absent); a corrupt summary gives a warning and is left
+    out."""
     out = {}
     for path in sorted(run_dir.glob(f"{EVALUATION_DIR}/*/{EVALUATION_SUMMARY}")):
         metrics = _read_optional_json(path).get("metrics")
         if not isinstance(metrics, dict):
             continue
         out[path.parent.name] = {name: finite_or_none((metrics.get(name) or {}).get("mean"))
-                                 if isinstance(metrics.get(name), dict) else None for name in ("psnr", "ssim")}
+                                 if isinstance(metrics.get(name), dict) else None for name in EVALUATION_METRICS}
     return out
 
 
