@@ -356,3 +356,24 @@ def test_killing_the_parent_ends_its_preparation_workers(tmp_path):
         for worker in workers:
             if _running(worker):
                 os.kill(worker, signal.SIGKILL)
+
+
+def test_benchmark_grid_presets_are_the_benchmarks_grid_with_the_table_removed():
+    """benchmark_v2 and the real CT on the same grid compare with `benchmark`: the same grid, detector, views and
+    splits; the preset differs only in removing the table. The 64^3 tier is the same cube at twice the voxels."""
+    def prepare_cfg(data: str):
+        data_cfg = compose_config("train", [f"data={data}"]).data
+        return load_prepare_config(compose_config("prepare", list(data_cfg.prepare)))
+
+    old, v2, real = prepare_cfg("benchmark"), prepare_cfg("benchmark_v2"), prepare_cfg("example_ct_32")
+    for cfg in (v2, real):
+        assert cfg.protocol.geometry == old.protocol.geometry
+        assert (cfg.protocol.preprocess.size, cfg.protocol.preprocess.fov_mm) == ([32] * 3, [352.0] * 3)
+        assert cfg.protocol.preprocess.remove_bed and not old.protocol.preprocess.remove_bed
+        assert (cfg.protocol.mu_water, cfg.protocol.view_normalisation) == (old.protocol.mu_water, "global_max")
+    assert (v2.source.generator, old.source.generator) == ("v2", "v1")
+    assert (v2.source.seed, v2.split, v2.source.num_patients) == (old.source.seed, old.split, 160)
+    tier = prepare_cfg("benchmark_v2_64")
+    assert tier.protocol.preprocess.size == [64] * 3 and tier.protocol.geometry.detector_shape == [128, 128]
+    assert tier.protocol.geometry.views == old.protocol.geometry.views
+    assert prepare_cfg("example_ct_64").protocol == tier.protocol
