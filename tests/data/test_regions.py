@@ -9,7 +9,7 @@ import pytest
 
 from x2ct.data.ct_volume import CTVolume
 from x2ct.data.layout import DatasetLayout
-from x2ct.data.phantom import LABELS
+from x2ct.data.phantom import LABELS, LABELS_V2
 from x2ct.data.readers import read_nifti
 from x2ct.data.regions import (
     REGIONS,
@@ -29,6 +29,16 @@ def test_phantom_labels_map_onto_regions():
     labels = np.array([LABELS[name] for name in ("background", "lung", "pulmonary_vessel", "nodule", "bone",
                                                   "heart", "aorta", "body")], dtype=np.uint8)
     assert phantom_region_map(labels).tolist() == [0, 1, 1, 1, 2, 3, 0, 0]
+
+
+def test_v2_labels_map_onto_regions_and_keep_v1_ids():
+    assert all(LABELS_V2[name] == i for name, i in LABELS.items())
+    names = ("clavicle", "scapula", "humerus", "left_ventricle", "right_atrium", "great_vessel", "liver", "table",
+             "arm", "nodule", "bone")
+    labels = np.array([LABELS_V2[name] for name in names], dtype=np.uint8)
+    assert phantom_region_map(labels).tolist() == [2, 2, 2, 3, 3, 0, 0, 0, 0, 1, 2]
+    with pytest.raises(ValueError, match="LABELS_V2"):
+        phantom_region_map(np.array([max(LABELS_V2.values()) + 1], dtype=np.uint8))
 
 
 def test_legend_map_uses_name_prefixes_and_leaves_cartilage_out():

@@ -22,12 +22,13 @@ from x2ct.data.ct_volume import CTVolume
 
 REGIONS: dict[str, int] = {"lungs": 1, "bone": 2, "heart": 3}
 
-# Phantom label names (x2ct.data.phantom.LABELS) in each region: the lungs are the organ, vessels and nodules
-# inside them included.
+# Phantom label names in each region, for both generator versions (``LABELS_V2`` keeps v1's ``LABELS`` ids and
+# appends its own): the lungs are the organ, vessels and nodules inside them included; bone is every bone; the
+# heart is the myocardium and its chambers.
 PHANTOM_REGIONS: dict[str, tuple[str, ...]] = {
     "lungs": ("lung", "pulmonary_vessel", "nodule"),
-    "bone": ("bone",),
-    "heart": ("heart",),
+    "bone": ("bone", "clavicle", "scapula", "humerus"),
+    "heart": ("heart", "left_ventricle", "right_ventricle", "left_atrium", "right_atrium"),
 }
 
 # TotalSegmentator structure names (structures.csv of the example CT) by prefix; costal cartilage is not bone.
@@ -40,15 +41,15 @@ TOTALSEGMENTATOR_PREFIXES: dict[str, tuple[str, ...]] = {
 
 
 def phantom_region_map(labels: np.ndarray) -> np.ndarray:
-    """Phantom label map (ids of ``phantom.LABELS``) -> region map (ids of ``REGIONS``), same shape, uint8."""
-    from x2ct.data.phantom import LABELS
+    """Phantom label map (v1 ``LABELS`` or v2 ``LABELS_V2`` ids) -> region map (ids of ``REGIONS``), uint8."""
+    from x2ct.data.phantom import LABELS_V2
 
-    lookup = np.zeros(max(LABELS.values()) + 1, dtype=np.uint8)
+    lookup = np.zeros(max(LABELS_V2.values()) + 1, dtype=np.uint8)
     for region, names in PHANTOM_REGIONS.items():
         for name in names:
-            lookup[LABELS[name]] = REGIONS[region]
+            lookup[LABELS_V2[name]] = REGIONS[region]
     if labels.size and int(labels.max()) >= len(lookup):
-        raise ValueError(f"phantom label map holds id {int(labels.max())}, unknown to phantom.LABELS")
+        raise ValueError(f"phantom label map holds id {int(labels.max())}, unknown to phantom.LABELS_V2")
     return lookup[labels]
 
 

@@ -27,10 +27,35 @@ The modules, in the order a patient is built:
 - ``skeleton``: spine, sternum, ribs and costal cartilage.
 - ``lungs``: the lungs carved by heart, aorta and spine; pulmonary vessel trees; nodules.
 - ``partial_volume``: the voxel grid, the edge ramp, painting HU over HU.
-- ``assembly``: ``generate_chest_phantom``: the parts composed, painted in order with their HU and ``LABELS``.
+- ``assembly``: ``generate_chest_phantom``: the parts composed, painted in order with their HU and ``LABELS``;
+  its painters (lungs, vessels, aorta, airways, bones, nodules) are shared with v2.
+- ``references``: published adult ranges (organ volumes, chest diameters, bone sizes, tissue HU), each with its
+  source: what v2's ranges are set against and its tests check.
+
+Version 2, ``generate_chest_phantom_v2(seed)`` (package ``v2``), adds what shapes a chest radiograph and varies
+between real patients, keeping v1 bit-identical: v1's parts are built on an *effective* patient (habitus, overall
+scale, inspiration applied to the drawn ranges) and painted through a slightly rotated grid (pose); the v2 parts
+hang on them. ``PhantomV2Config`` extends ``PhantomConfig``; ``LABELS_V2`` keeps v1's ids and appends new ones.
+
+- ``v2.config``: ``PhantomV2Config`` and the categorical draws (habitus, sex, arm pose, contrast phase, table,
+  truncation, stomach gas), each from its own stream.
+- ``v2.patient``: the drawn patient and its effective anatomy for v1's parts.
+- ``v2.pose``: ``PoseGrid``, v1's grid seen from the rotated patient's frame.
+- ``v2.shapes``: oriented ellipsoids, tube chains, triangular plates, smooth union.
+- ``v2.shoulders``: clavicles, scapulae, humeri, forearms; arms down, up or across.
+- ``v2.contour``: the skin: torso capped at the shoulders, neck, shoulder masses, arms, breasts.
+- ``v2.mediastinum``: heart chambers inside the myocardium; arch branches, SVC, pulmonary trunk and arteries.
+- ``v2.contrast``: blood and organ HU in the patient's phase (none, venous, arterial).
+- ``v2.abdomen``: whole liver, spleen, stomach with its gas cap.
+- ``v2.table``: the scanner table (world frame) below a foam gap.
+- ``v2.texture``: correlated HU texture from voxel-averaged plane waves.
+- ``v2.truncation``: the scanned slab of a truncated scan.
+- ``v2.assembly``: ``generate_chest_phantom_v2``: everything painted in order, then cut to the scanned slab.
 """
 
 from x2ct.data.phantom.assembly import LABELS, generate_chest_phantom
 from x2ct.data.phantom.config import PhantomConfig, draw_patient
+from x2ct.data.phantom.v2 import LABELS_V2, PhantomV2Config, draw_patient_v2, generate_chest_phantom_v2
 
-__all__ = ["LABELS", "PhantomConfig", "draw_patient", "generate_chest_phantom"]
+__all__ = ["LABELS", "LABELS_V2", "PhantomConfig", "PhantomV2Config", "draw_patient", "draw_patient_v2",
+           "generate_chest_phantom", "generate_chest_phantom_v2"]

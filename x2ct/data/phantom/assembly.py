@@ -124,26 +124,8 @@ def _render(chest: Chest, grid: Grid, seed: int) -> tuple[np.ndarray, np.ndarray
         sl, bx, by, bz = box
         paint(hu, sl, ramp(chest.liver.sdf(bx, by, bz), w), p.liver_hu)
 
-    # lungs, carved by the heart, aorta and vertebral column
-    lung = np.full(grid.shape, BIG_MM, dtype=np.float32)
-    for side in (+1, -1):
-        box = grid.box(*chest.lungs.bounds(side, w))
-        if box is not None:
-            sl, bx, by, bz = box
-            np.minimum(lung[sl], chest.lungs.base_sdf(side, bx, by, bz), out=lung[sl])
-    carved = {}  # name -> (slices, sdf in that box), reused to paint the heart and the discs
-    for name, (fn, margin, bounds) in chest.lungs.exclusions.items():
-        box = grid.box(*(np.asarray(bounds) + np.array([-w, w])))
-        if box is not None:
-            sl, bx, by, bz = box
-            carved[name] = (sl, fn(bx, by, bz))
-            np.maximum(lung[sl], margin - carved[name][1], out=lung[sl])
-    lung_frac = ramp(lung, w)
-    paint(hu, full, lung_frac, p.lung_hu)
-    lung_in = lung < 0
-    lab[lung_in] = LABELS["lung"]
-
-    _draw_vessels(chest, grid, hu, lab, lung_frac, lung_in, stream(seed, "pulmonary_vessels"))
+    lung_frac, lung_in, carved = paint_lungs(chest, grid, hu, lab)
+    draw_vessels(chest, grid, hu, lab, lung_frac, lung_in, stream(seed, "pulmonary_vessels"), p.blood_hu)
 
     if "heart" in carved:
         sl, heart = carved["heart"]
@@ -151,22 +133,74 @@ def _render(chest: Chest, grid: Grid, seed: int) -> tuple[np.ndarray, np.ndarray
         paint(hu, sl, ramp(heart, w), p.heart_hu)
         lab[sl][heart < 0] = LABELS["heart"]
 
+    paint_aorta(chest, grid, hu, lab, p.blood_hu)
+    paint_airways(chest, grid, hu, lab)
+    paint_bones(chest, grid, hu, lab, carved, cage)
+
+    nodules = place_nodules(chest.lungs, stream(seed, "nodules"), config)
+    for nod in nodules:
+        draw_nodule(nod, grid, hu, lab)
+
+    if config.noise_std_hu > 0:
+        noise = stream(seed, "noise").normal(scale=config.noise_std_hu, size=grid.shape).astype(np.float32)
+        hu += body_frac * noise
+    return hu, lab, nodules
+
+
+def paint_lungs(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray):
+    """Both lungs, carved by the heart, aorta and vertebral column.
+
+    Returns (lung fraction (D, H, W), lung label mask (D, H, W), carved: name -> (slices, sdf in that box)); the
+    carved SDFs are reused to paint the heart and the discs.
+    """
+    p, w = chest.p, grid.edge_mm
+    lung = np.full(grid.shape, BIG_MM, dtype=np.float32)
+    for side in (+1, -1):
+        box = grid.box(*chest.lungs.bounds(side, w))
+        if box is not None:
+            sl, bx, by, bz = box
+            np.minimum(lung[sl], chest.lungs.base_sdf(side, bx, by, bz), out=lung[sl])
+    carved = {}
+    for name, (fn, margin, bounds) in chest.lungs.exclusions.items():
+        box = grid.box(*(np.asarray(bounds) + np.array([-w, w])))
+        if box is not None:
+            sl, bx, by, bz = box
+            carved[name] = (sl, fn(bx, by, bz))
+            np.maximum(lung[sl], margin - carved[name][1], out=lung[sl])
+    lung_frac = ramp(lung, w)
+    paint(hu, (slice(None),) * 3, lung_frac, p.lung_hu)
+    lung_in = lung < 0
+    lab[lung_in] = LABELS["lung"]
+    return lung_frac, lung_in, carved
+
+
+def paint_aorta(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray, blood_hu: float) -> None:
+    """Ascending aorta, arch and descending aorta, filled with blood of ``blood_hu``."""
+    p, w = chest.p, grid.edge_mm
     box = grid.box(*(chest.aorta.bounds + np.array([-w, w])))
     if box is not None:
         sl, bx, by, bz = box
         drawn, _ = tube_render(p.aorta_radius_mm, w)
-        paint(hu, sl, ramp(chest.aorta.sdf(bx, by, bz, radius=float(drawn)), w), p.blood_hu)
+        paint(hu, sl, ramp(chest.aorta.sdf(bx, by, bz, radius=float(drawn)), w), blood_hu)
         lab[sl][chest.aorta.sdf(bx, by, bz) < 0] = LABELS["aorta"]
 
+
+def paint_airways(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray) -> None:
+    """Trachea and main bronchi: a soft-tissue wall around an air lumen."""
+    p, w = chest.p, grid.edge_mm
     box = grid.box(*(chest.airways.bounds + np.array([-w, w])))
     if box is not None:
         sl, bx, by, bz = box
         wall = chest.airways.sdf(bx, by, bz, wall=p.airway_wall_mm)
         paint(hu, sl, ramp(wall, w), p.soft_tissue_hu)
-        paint(hu, sl, ramp(chest.airways.sdf(bx, by, bz), w), config.air_hu)
+        paint(hu, sl, ramp(chest.airways.sdf(bx, by, bz), w), chest.config.air_hu)
         lab[sl][wall < 0] = LABELS["airway"]
 
-    # bones: discs first, then each bone's cortex, then its marrow space
+
+def paint_bones(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray, carved: dict,
+                cage: np.ndarray) -> None:
+    """Discs first, then each bone's cortex, then its marrow space; then ribs and costal cartilage."""
+    p, w = chest.p, grid.edge_mm
     if "column" in carved:
         sl, column = carved["column"]
         paint(hu, sl, ramp(column, w), p.disc_hu)
@@ -178,22 +212,13 @@ def _render(chest: Chest, grid: Grid, seed: int) -> tuple[np.ndarray, np.ndarray
             paint(hu, sl, ramp(bone, w), p.cortical_bone_hu)
             paint(hu, sl, ramp(bone + p.cortical_thickness_mm, w), p.cancellous_bone_hu)
             lab[sl][bone < 0] = LABELS["bone"]
-    _draw_ribs(chest, grid, hu, lab, cage)
-
-    nodules = place_nodules(chest.lungs, stream(seed, "nodules"), config)
-    for nod in nodules:
-        _draw_nodule(nod, grid, hu, lab)
-
-    if config.noise_std_hu > 0:
-        noise = stream(seed, "noise").normal(scale=config.noise_std_hu, size=grid.shape).astype(np.float32)
-        hu += body_frac * noise
-    return hu, lab, nodules
+    draw_ribs(chest, grid, hu, lab, cage)
 
 
-def _draw_vessels(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray, lung_frac: np.ndarray,
-                  lung_in: np.ndarray, rng: np.random.Generator) -> None:
-    """Pulmonary vessel trees: tapered tubes, kept only inside the lungs."""
-    p, w = chest.p, grid.edge_mm
+def draw_vessels(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray, lung_frac: np.ndarray,
+                 lung_in: np.ndarray, rng: np.random.Generator, blood_hu: float) -> None:
+    """Pulmonary vessel trees: tapered tubes of ``blood_hu``, kept only inside the lungs."""
+    w = grid.edge_mm
     starts, ends, r0s, r1s = vessel_segments(chest.lungs, chest.airways.hila, chest.config, rng)
     frac = np.zeros(grid.shape, dtype=np.float32)
     inside = np.zeros(grid.shape, dtype=bool)
@@ -211,11 +236,11 @@ def _draw_vessels(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray, lun
         np.maximum(frac[sl], (ramp(dist - drawn, w) * scale).astype(np.float32), out=frac[sl])
         inside[sl] |= dist < radius
     frac *= lung_frac
-    paint(hu, (slice(None),) * 3, frac, p.blood_hu)
+    paint(hu, (slice(None),) * 3, frac, blood_hu)
     lab[inside & lung_in] = LABELS["pulmonary_vessel"]
 
 
-def _draw_ribs(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray, cage: np.ndarray) -> None:
+def draw_ribs(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray, cage: np.ndarray) -> None:
     """Ribs and costal cartilage, evaluated only on voxels near the cage ellipse."""
     p, config, w = chest.p, chest.config, grid.edge_mm
     a, b = 0.5 * p.rib_thickness_mm, 0.5 * p.rib_height_mm
@@ -231,7 +256,8 @@ def _draw_ribs(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray, cage: 
     near = np.abs(cage[sz]) < reach
     k, j, i = np.nonzero(near)
     k = k + sz.start
-    x, y, z, dr = grid.x[i], grid.y[j], grid.z[k], cage[k, j, i]
+    x, y, z = grid.points(k, j, i)
+    dr = cage[k, j, i]
     flat = np.ravel_multi_index((k, j, i), grid.shape)
     hu_flat, lab_flat = hu.reshape(-1), lab.reshape(-1)
     rib, cartilage, rib_true = chest.ribs.sdfs(x, y, z, dr, (a - shrink, b - shrink), (a, b))
@@ -241,7 +267,7 @@ def _draw_ribs(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray, cage: 
     lab_flat[flat[rib_true < 0]] = LABELS["bone"]
 
 
-def _draw_nodule(nodule: dict, grid: Grid, hu: np.ndarray, lab: np.ndarray) -> None:
+def draw_nodule(nodule: dict, grid: Grid, hu: np.ndarray, lab: np.ndarray) -> None:
     """A sphere; its label also claims the voxel nearest its centre, so no nodule vanishes on a coarse grid."""
     w = grid.edge_mm
     c, r = nodule["centre_mm"], nodule["radius_mm"]

@@ -149,43 +149,44 @@ class PhantomConfig:
     nodule_clearance_mm: float = 3.0  # lung tissue kept around each nodule and between nodules
 
     def __post_init__(self) -> None:
+        owner = type(self).__name__  # errors name the config class a caller built
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type == "Range":
-                setattr(self, f.name, _check_range(f.name, value))
-        self.fov_mm = check_positive_triple("PhantomConfig.fov_mm", self.fov_mm)
-        self.nodule_count = _check_count_range("nodule_count", self.nodule_count)
+                setattr(self, f.name, _check_range(f"{owner}.{f.name}", value))
+        self.fov_mm = check_positive_triple(f"{owner}.fov_mm", self.fov_mm)
+        self.nodule_count = _check_count_range(f"{owner}.nodule_count", self.nodule_count)
         for name, low in (("rib_count", 0), ("sternal_rib_count", 0), ("vessel_generations", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"PhantomConfig.{name}: expected an integer >= {low}, got {value!r}")
+                raise ValueError(f"{owner}.{name}: expected an integer >= {low}, got {value!r}")
         for name in ("edge_width_voxels", "noise_std_hu", "nodule_clearance_mm", "vessel_direction_jitter",
                      "vessel_steering"):
             value = float(getattr(self, name))
             if not math.isfinite(value) or value < 0 or (name == "edge_width_voxels" and value == 0):
-                raise ValueError(f"PhantomConfig.{name}: expected a finite value >= 0 (> 0 for edge width), "
+                raise ValueError(f"{owner}.{name}: expected a finite value >= 0 (> 0 for edge width), "
                                  f"got {value!r}")
             setattr(self, name, value)
 
 
-def _check_range(name: str, value) -> Range:
+def _check_range(what: str, value) -> Range:
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"PhantomConfig.{name}: expected a (low, high) pair of numbers, got {value!r}") from None
+        raise ValueError(f"{what}: expected a (low, high) pair of numbers, got {value!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-        raise ValueError(f"PhantomConfig.{name}: expected finite (low, high) with low <= high, got {value!r}")
+        raise ValueError(f"{what}: expected finite (low, high) with low <= high, got {value!r}")
     return (lo, hi)
 
 
-def _check_count_range(name: str, value) -> tuple[int, int]:
+def _check_count_range(what: str, value) -> tuple[int, int]:
     try:
         lo, hi = value
         ok = all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (lo, hi)) and 0 <= lo <= hi
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ValueError(f"PhantomConfig.{name}: expected integers (low, high) with 0 <= low <= high, "
+        raise ValueError(f"{what}: expected integers (low, high) with 0 <= low <= high, "
                          f"got {value!r}")
     return (int(lo), int(hi))
 

@@ -46,6 +46,10 @@ class Grid:
         """Every voxel, in the form ``box`` returns."""
         return self.box((-np.inf, np.inf), (-np.inf, np.inf), (-np.inf, np.inf))
 
+    def points(self, k: np.ndarray, j: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x, y, z) mm (N,) of the voxel centres with indices (k, j, i) (N,) along (D, H, W)."""
+        return self.x[i], self.y[j], self.z[k]
+
 
 def ramp(sdf: np.ndarray, width: float) -> np.ndarray:
     """Voxel fraction inside a structure whose edge is locally planar (box-filtered step)."""
@@ -78,3 +82,12 @@ def sphere_render(radius: float, width: float) -> tuple[float, float]:
     p, q = width * width / 4.0, radius**3  # r'^3 + p r' - q = 0, one real root (Cardano)
     s = math.sqrt(q * q / 4.0 + p**3 / 27.0)
     return float(np.cbrt(q / 2.0 + s) + np.cbrt(q / 2.0 - s)), 1.0
+
+
+def plate_render(thickness: float, width: float) -> tuple[float, float]:
+    """As ``tube_render`` for a plate: (thickness to draw, contrast scale) holding ``thickness`` of material.
+
+    A ramp of width w around a plate of thickness t' >= w holds exactly t'; thinner plates are drawn at w with
+    their contrast scaled by t / w.
+    """
+    return (thickness, 1.0) if thickness >= width else (width, thickness / width)
