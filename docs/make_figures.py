@@ -1,8 +1,9 @@
-"""Make the README's figures from the project's own code: `python docs/make_figures.py`.
+"""Make the docs' DRR figures from the project's own code: `python docs/make_figures.py`.
 
 Renders a frontal (PA) and a left lateral DRR of the real example chest CT (fetched with
-`python -m x2ct.data.example_ct`, table removed) and of one procedural phantom, and writes
-docs/figures/drr_examples.png.
+`python -m x2ct.data.example_ct`, table removed) and of one procedural phantom (docs/figures/drr_examples.png),
+and the real CT beside phantoms of both generator versions on the benchmark grid as a model sees them (prepared
+with protocol=benchmark_32, 64^2 views) and at 384^2 (docs/figures/phantom_v2_drrs.png).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from x2ct.data.example_ct import example_ct_path, fetch_example_ct
-from x2ct.data.phantom import generate_chest_phantom
+from x2ct.data.phantom import generate_chest_phantom, generate_chest_phantom_v2
 from x2ct.data.preprocess import crop_or_pad, remove_bed, resample_isotropic
 from x2ct.data.readers import read_ct
 from x2ct.data.views import render_views
@@ -47,6 +48,32 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     fig.savefig(OUT / "drr_examples.png", dpi=90)
     print(f"wrote {OUT / 'drr_examples.png'}")
+    phantom_generations(real)
+
+
+def phantom_generations(real) -> None:
+    """PA and lateral of the real CT, one v1 phantom and four v2 phantoms (seeds 0-3), each whole-body at 384^2."""
+    from x2ct.data.scanned import padding_as_air, scanner_padding
+
+    shape, spacing = (128, 128, 128), (2.75, 2.75, 2.75)
+    columns = [("example CT", real), ("phantom v1, seed 0", generate_chest_phantom(0, shape, spacing))]
+    for seed in range(4):
+        chest = generate_chest_phantom_v2(seed, shape, spacing)
+        pose = chest.metadata["choices"]["arm_pose"]
+        cut = ", truncated" if chest.metadata.get("truncated") else ""
+        columns.append((f"phantom v2, seed {seed}\n(arms {pose}{cut})", padding_as_air(chest, scanner_padding(chest),
+                                                                                   -1000.0)))
+    fig, axes = plt.subplots(2, len(columns), figsize=(2.6 * len(columns), 5.6), constrained_layout=True)
+    for c, (name, ct) in enumerate(columns):
+        views = render_views(ct, GEOMETRY, MU_WATER)
+        for r, title in enumerate(("PA", "left lateral")):
+            ax = axes[r, c]
+            ax.imshow(views[r].numpy(), cmap="gray", vmin=0, vmax=float(views.max()))
+            ax.set_title(f"{name}: {title}" if r == 0 else title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.savefig(OUT / "phantom_v2_drrs.png", dpi=80)
+    print(f"wrote {OUT / 'phantom_v2_drrs.png'}")
 
 
 if __name__ == "__main__":
