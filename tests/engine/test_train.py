@@ -12,7 +12,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tests.helpers import compose_config
+from tests.helpers import TINY_OVERRIDES, assert_same_state, compose_config
 from x2ct.engine.checkpoint import CheckpointError, state_checksum
 from x2ct.engine.config_schema import validate_train_config
 from x2ct.engine.launch import register_resolvers
@@ -366,3 +366,36 @@ def test_resuming_with_another_model_width_names_checkpoint_parameter_and_config
                                               r"checkpoint but \(8, .*\) in this run's model.*model\.base_channels: "
                                               r"4 \(checkpoint\) vs 8 \(this run\)"):
         resume_copy(tiny_run, tiny_dataset, tmp_path, "model.base_channels=8")
+
+
+def test_training_never_sees_what_lies_beyond_the_scan(tmp_path):
+    """Truncated v2 phantoms (every scan shorter than the grid): whatever the stored CT holds in its unscanned
+    voxels, the trained weights are the same with loss.scanned_only (the default), and differ without it."""
+    from x2ct.data.layout import DatasetLayout
+    from x2ct.data.prepare import load_prepare_config, prepare_dataset
+    from x2ct.data.readers import read_nifti
+    from x2ct.data.scanned import load_scanned
+
+    air = tmp_path / "air"
+    prepare_dataset(load_prepare_config(compose_config("prepare", [
+        *TINY_OVERRIDES, "source.generator=v2", "+source.phantom.truncation_probability=1.0",
+        "+source.phantom.scan_margin_above_apex_mm=[0.0,0.0]", "+source.phantom.scan_margin_below_recess_mm=[0.0,0.0]",
+        f"output_dir={air}"])), progress=False)
+    painted = tmp_path / "painted"
+    shutil.copytree(air, painted)
+    layout = DatasetLayout(painted)
+    for pid in json.loads(layout.manifest.read_text())["patients"]:
+        ct, scanned = read_nifti(layout.ct(pid)), load_scanned(layout.scanned(pid))
+        assert not scanned.all()
+        ct.hu[~scanned] = 400.0  # a body where nobody scanned; the views are unchanged
+        ct.save_nifti(layout.ct(pid))
+
+    def weights(root, name, *extra):
+        run(tiny_cfg(root, tmp_path / name, "trainer.max_epochs=1", "test_after_training=false", *extra),
+            tmp_path / name / "run")
+        return torch.load(tmp_path / name / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+    reference = weights(air, "a")
+    assert_same_state(reference, weights(painted, "b"), "model trained on the painted CTs")
+    everywhere = weights(painted, "c", "loss.scanned_only=false")
+    assert any(not torch.equal(reference[k], everywhere[k]) for k in reference)
