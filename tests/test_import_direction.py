@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, list[str]]] = [  # top to bottom
     ("models", ["x2ct.models"]),
     ("data", ["x2ct.data"]),
     ("physics", ["x2ct.physics"]),
-    ("leaves", ["x2ct.ops", "x2ct.atomic_io", "x2ct.os_errors", "x2ct.progress", "x2ct"]),
+    ("leaves", ["x2ct.ops", "x2ct.atomic_io", "x2ct.os_errors", "x2ct.progress", "x2ct.provenance", "x2ct"]),
 ]
 
 

@@ -128,6 +128,8 @@ def test_command_writes_the_rank_correlation_to_the_report_and_the_json(tmp_path
 
     phantom_means, real_means = [sum(phantom[n]) / 2 for n in real], [sum(real[n]) / 2 for n in real]
     expected = stats.spearmanr(phantom_means, real_means)
+    provenance = json.loads((out / "comparison.json").read_text())["compared_by"]
+    assert set(provenance) == {"code", "machine"} and "torch" in provenance["machine"]
     record = json.loads((out / "comparison.json").read_text())["rank_correlation"]
     transfer, validation = record["pairs"]
     assert record["over"] == "seed"

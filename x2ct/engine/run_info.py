@@ -1,7 +1,8 @@
 """``run_info.json``: what a run is and how it went, in one small file that run comparison reads.
 
-``{"model", "parameters", "device", "precision", "world_size", "started", "finished", "wall_time_s", "status",
-"sessions"}``: ``started`` / ``finished`` are Unix times; ``wall_time_s`` sums the sessions of a run (a resumed
+``{"model", "parameters", "device", "precision", "world_size", "code", "machine", "started", "finished",
+"wall_time_s", "status", "sessions"}`` (``code``: the commit that ran, `x2ct.provenance`; a resumed run records
+its last session's): ``started`` / ``finished`` are Unix times; ``wall_time_s`` sums the sessions of a run (a resumed
 run adds one session per restart, the time between them not counted); ``status`` is ``running``, ``finished``
 or ``failed``. Written atomically by rank 0 at the start and the end of every session.
 """

@@ -52,6 +52,7 @@ from x2ct.engine.wandb_logger import NullLogger, WandbLogger
 from x2ct.losses import ReconstructionLoss
 from x2ct.models import count_parameters
 from x2ct.progress import Progress
+from x2ct.provenance import code_version, machine
 
 __all__ = ["NonFiniteLossError", "Run", "build_run", "train"]
 
@@ -256,7 +257,8 @@ def _start_logging(run: Run, log: _RunLogger) -> MetricsLog | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(run.config_dict))
     log.run_info = RunInfo(run_dir, model=cfg.model._target_, parameters=run.n_params, device=str(run.device),
-                           precision=run.precision.name, world_size=run.dist.world_size)
+                           precision=run.precision.name, world_size=run.dist.world_size, code=code_version(),
+                           machine=machine())
     log.wandb = WandbLogger.create(
         run.config_dict, enabled=cfg.logger.enabled, project=cfg.logger.project, entity=cfg.logger.entity,
         mode=cfg.logger.mode, group=cfg.logger.group or _sweep_group(), name=_run_name(run_dir), run_dir=run_dir,

@@ -27,6 +27,7 @@ from x2ct.evaluation.comparison.paired import PairedSetting, format_paired_markd
 from x2ct.evaluation.comparison.rank_correlation import RankCorrelation, format_rank_correlation_markdown
 from x2ct.evaluation.comparison.runs import RunRow
 from x2ct.evaluation.comparison.table import COLUMNS, RunGroup, format_markdown_table, name_key
+from x2ct.provenance import code_version, machine
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -138,6 +139,9 @@ def comparison_json(groups: list[RunGroup], generated: str, sort: str, command: 
     return {
         "generated": generated,
         "command": command,
+        # the comparison's own code and machine; each run's training commit and machine are in "runs" (code,
+        # machine; None for runs recorded before run_info.json held them)
+        "compared_by": {"code": code_version(), "machine": machine()},
         "sources": list(sources),
         "sort": sort,
         "definitions": DEFINITIONS,

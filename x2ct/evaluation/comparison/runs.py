@@ -70,6 +70,9 @@ class RunRow:
     val_curve: list[dict[str, float | None]] = field(default_factory=list)  # [{"epoch", "psnr", "ssim"}]
     # evaluate.py results in the run folder: evaluation/<name>/summary.json -> {"psnr", "ssim"} (means over patients)
     evaluations: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    # run_info.json's provenance: the commit that trained the run and the machine (None for older runs)
+    code: dict[str, Any] | None = None
+    machine: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -144,6 +147,7 @@ def read_run(run_dir: str | os.PathLike) -> RunRow:
     times = [float(r["time"]) for r in records if finite_or_none(r.get("time")) is not None]
     if row.wall_time_s is None and len(times) >= 2:
         row.wall_time_s = max(times) - min(times)
+    row.code, row.machine = info.get("code"), info.get("machine")
     if isinstance(info.get("status"), str):
         row.status = info["status"]
     elif row.max_epochs is not None:
