@@ -141,3 +141,22 @@ def test_prepare_settings_leave_the_default_generator_out_and_refuse_an_unknown_
     assert load_scanned(DatasetLayout(root).scanned("phantom_0000")).all()
     with pytest.raises(ValueError, match=r"source\.generator"):
         load_prepare_config(compose_config("prepare", [*TINY_OVERRIDES, "source.generator=v3"]))
+
+
+@pytest.mark.realdata
+def test_the_example_ct_on_the_benchmark_grid_misses_its_end_slices_and_corners(example_ct_file, tmp_path,
+                                                                              monkeypatch):
+    """The real case the masks are for: 332.5 mm of scan on a 352 mm grid, a 361 mm reconstruction circle."""
+    monkeypatch.setenv("X2CT_EXAMPLE_CT_DIR", str(example_ct_file.parent))
+    root = tmp_path / "real"
+    cfg = load_prepare_config(compose_config("prepare", [
+        "source=example_ct", "protocol=benchmark_32", f"output_dir={root}", "workers=1"]))
+    assert prepare_dataset(cfg, progress=False).ok
+    layout = DatasetLayout(root)
+    mask, ct = load_scanned(layout.scanned("example_cxr")), read_nifti(layout.ct("example_cxr"))
+    along = mask.any(axis=(1, 2))
+    assert not along[0] and not along[-1] and along[1:-1].all()
+    assert not mask[16, 0, 0] and mask[16, 16, 16]  # a corner outside the circle, the centre inside
+    assert mask.mean() == pytest.approx(0.766, abs=0.005)
+    assert ct.hu.min() >= -1024.0  # no padding value (-2048) left; air itself measures down to -1024
+    assert np.all(ct.hu[~along] == -1000.0)
