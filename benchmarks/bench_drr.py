@@ -51,6 +51,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without in
 
 from peak_memory import PeakMemory, proc_status_kb  # noqa: E402  (benchmarks/peak_memory.py)
 
+from x2ct import provenance  # noqa: E402
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
 from x2ct.physics.attenuation import hu_to_mu  # noqa: E402
 from x2ct.physics.geometry import ProjectionGeometry  # noqa: E402
@@ -376,12 +377,7 @@ def _run_in_subprocess(spec: dict, timeout_s: float) -> dict:
 def machine_info(device: str) -> dict:
     import torch
 
-    cpu_model = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu_model)
-    except OSError:
-        pass
+    cpu_model = provenance.cpu_model()
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "cpu_model": cpu_model, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "device": device,

@@ -15,10 +15,10 @@ import numpy as np
 
 from x2ct.data.ct_volume import CTVolume
 from x2ct.data.phantom.body import BodyFrame
-from x2ct.data.phantom.config import PhantomConfig, check_positive_triple, draw_patient, stream
+from x2ct.data.phantom.config import PhantomConfig, draw_patient, stream
 from x2ct.data.phantom.lungs import Lungs, place_nodules, vessel_segments
 from x2ct.data.phantom.organs import Airways, Aorta, Heart, Liver
-from x2ct.data.phantom.partial_volume import Grid, paint, ramp, sphere_render, tube_render
+from x2ct.data.phantom.partial_volume import Grid, checked_seed_and_grid, paint, ramp, sphere_render, tube_render
 from x2ct.data.phantom.sdf import BIG_MM, segment_distance
 from x2ct.data.phantom.skeleton import Ribs, Spine, Sternum
 
@@ -73,19 +73,8 @@ def generate_chest_phantom(
         with RAS centres in mm, label names); with ``with_labels`` also labels uint8 (D, H, W), ids in LABELS.
     """
     config = PhantomConfig() if config is None else config
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"generate_chest_phantom: seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
-    if len(tuple(shape)) != 3 or not all(isinstance(n, int | np.integer) and n > 0 for n in shape):
-        raise ValueError(f"generate_chest_phantom: shape must be 3 positive integers (D, H, W), got {shape!r}")
-    shape = tuple(int(n) for n in shape)
-    if spacing_mm is None:
-        spacing = tuple(f / n for f, n in zip(config.fov_mm, shape, strict=True))
-    else:
-        spacing = check_positive_triple("generate_chest_phantom: spacing_mm", spacing_mm)
-    axes = [((np.arange(n) - (n - 1) / 2.0) * s).astype(np.float32) for n, s in zip(shape, spacing, strict=True)]
-    grid = Grid(x=axes[2], y=axes[1], z=axes[0], spacing=spacing,
-                edge_mm=config.edge_width_voxels * float(np.mean(spacing)))
+    seed, grid = checked_seed_and_grid("generate_chest_phantom", seed, shape, spacing_mm, config.fov_mm,
+                                       config.edge_width_voxels)
 
     patient = draw_patient(seed, config)
     chest = Chest(SimpleNamespace(**patient), config)
@@ -100,7 +89,7 @@ def generate_chest_phantom(
         "nodules": nodules,
         "labels": dict(LABELS),
     }
-    ct = CTVolume(hu=hu, spacing=spacing, origin=origin, source=f"phantom:chest:seed={seed}", metadata=metadata)
+    ct = CTVolume(hu=hu, spacing=grid.spacing, origin=origin, source=f"phantom:chest:seed={seed}", metadata=metadata)
     return (ct, labels) if with_labels else ct
 
 

@@ -91,3 +91,23 @@ def plate_render(thickness: float, width: float) -> tuple[float, float]:
     their contrast scaled by t / w.
     """
     return (thickness, 1.0) if thickness >= width else (width, thickness / width)
+
+
+def checked_seed_and_grid(caller: str, seed, shape, spacing_mm, fov_mm: tuple[float, float, float],
+                          edge_width_voxels: float) -> tuple[int, Grid]:
+    """A generator's arguments checked (errors name ``caller``), and its grid centred on the world origin:
+    ``spacing_mm`` None spreads ``fov_mm`` over ``shape``."""
+    from x2ct.data.phantom.config import check_positive_triple
+
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"{caller}: seed must be a non-negative integer, got {seed!r}")
+    if len(tuple(shape)) != 3 or not all(isinstance(n, int | np.integer) and n > 0 for n in shape):
+        raise ValueError(f"{caller}: shape must be 3 positive integers (D, H, W), got {shape!r}")
+    shape = tuple(int(n) for n in shape)
+    if spacing_mm is None:
+        spacing = tuple(f / n for f, n in zip(fov_mm, shape, strict=True))
+    else:
+        spacing = check_positive_triple(f"{caller}: spacing_mm", spacing_mm)
+    axes = [((np.arange(n) - (n - 1) / 2.0) * s).astype(np.float32) for n, s in zip(shape, spacing, strict=True)]
+    return int(seed), Grid(x=axes[2], y=axes[1], z=axes[0], spacing=spacing,
+                           edge_mm=edge_width_voxels * float(np.mean(spacing)))

@@ -23,10 +23,10 @@ from x2ct.data.phantom.assembly import (
     paint_lungs,
 )
 from x2ct.data.phantom.body import BodyFrame
-from x2ct.data.phantom.config import check_positive_triple, stream
+from x2ct.data.phantom.config import stream
 from x2ct.data.phantom.lungs import Lungs, place_nodules
 from x2ct.data.phantom.organs import Airways, Aorta, Heart
-from x2ct.data.phantom.partial_volume import Grid, paint, plate_render, ramp, tube_render
+from x2ct.data.phantom.partial_volume import checked_seed_and_grid, paint, plate_render, ramp, tube_render
 from x2ct.data.phantom.skeleton import Ribs, Spine, Sternum
 from x2ct.data.phantom.v2.abdomen import Spleen, Stomach, WholeLiver
 from x2ct.data.phantom.v2.config import PhantomV2Config
@@ -111,19 +111,9 @@ def generate_chest_phantom_v2(
     config = PhantomV2Config() if config is None else config
     if not isinstance(config, PhantomV2Config):
         raise ValueError(f"generate_chest_phantom_v2: config must be a PhantomV2Config, got {type(config).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"generate_chest_phantom_v2: seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
-    if len(tuple(shape)) != 3 or not all(isinstance(n, int | np.integer) and n > 0 for n in shape):
-        raise ValueError(f"generate_chest_phantom_v2: shape must be 3 positive integers (D, H, W), got {shape!r}")
-    shape = tuple(int(n) for n in shape)
-    if spacing_mm is None:
-        spacing = tuple(f / n for f, n in zip(config.fov_mm, shape, strict=True))
-    else:
-        spacing = check_positive_triple("generate_chest_phantom_v2: spacing_mm", spacing_mm)
-    axes = [((np.arange(n) - (n - 1) / 2.0) * s).astype(np.float32) for n, s in zip(shape, spacing, strict=True)]
-    world = Grid(x=axes[2], y=axes[1], z=axes[0], spacing=spacing,
-                 edge_mm=config.edge_width_voxels * float(np.mean(spacing)))
+    seed, world = checked_seed_and_grid("generate_chest_phantom_v2", seed, shape, spacing_mm, config.fov_mm,
+                                        config.edge_width_voxels)
+    shape, spacing = world.shape, world.spacing
 
     patient = draw_patient_v2(seed, config)
     chest = ChestV2(patient, config)
