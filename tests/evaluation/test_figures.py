@@ -172,3 +172,20 @@ def test_bad_inputs_are_named(volumes):
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="pred holds NaN"):
         build_comparison_figure(views, VIEW_NAMES, bad, target)
+
+
+def test_unscanned_voxels_are_left_out_of_the_error_maps_and_their_scale(volumes):
+    views, pred, target = volumes
+    pred = pred.copy()
+    scanned = np.ones(pred.shape, dtype=bool)
+    scanned[:2] = False  # two axial slices nobody scanned, where the prediction is far off
+    pred[:2] += 3000.0
+    fig = build_comparison_figure(views, VIEW_NAMES, pred, target, hu_window=HU_WINDOW, scanned=scanned)
+    coronal = _image(fig, "error coronal")
+    # radiological display puts superior at the top: the two unscanned slices are the bottom rows, masked
+    assert np.isnan(coronal[-2:]).all() and not np.isnan(coronal[:-2]).any()
+    plain = build_comparison_figure(views, VIEW_NAMES, pred, target, hu_window=HU_WINDOW)
+    scale = _axes_by_label(fig)["error coronal"].get_images()[0].get_clim()[1]
+    assert scale < _axes_by_label(plain)["error coronal"].get_images()[0].get_clim()[1]
+    with pytest.raises(ValueError, match="scanned mask"):
+        build_comparison_figure(views, VIEW_NAMES, pred, target, hu_window=HU_WINDOW, scanned=scanned[1:])

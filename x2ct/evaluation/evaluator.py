@@ -312,8 +312,11 @@ def _evaluate_patients(trained, dataset, indices, hu_window, reference, out_dir,
 
             title = (f"{pid}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}, MAE {row['mae_hu']:.0f} HU "
                      f"({trained.path.name}, {settings.split})")
+            if row.get("scanned_fraction", 1.0) < 1.0:
+                title += f"; scanned voxels ({row['scanned_fraction']:.0%}): PSNR {row['scanned_psnr']:.2f} dB"
             figure = build_comparison_figure(item["views"][:, 0].numpy(), dataset.view_names, pred_hu, target_hu,
-                                             spacing_mm=ct.spacing, hu_window=hu_window, title=title)
+                                             spacing_mm=ct.spacing, hu_window=hu_window, title=title,
+                                             scanned=None if scanned is None else scanned.numpy())
             path = save_figure(out_dir / "figures" / f"{pid}.png", figure)
             row["figure"] = str(path.relative_to(out_dir))
         rows.append(row)

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -33,6 +34,7 @@ HU_COLORBAR_LABEL = "HU"
 ERROR_COLORBAR_LABEL = "absolute error (HU)"
 GREY_CMAP = "gray"
 ERROR_CMAP = "magma"
+UNSCANNED_GREY = "0.6"  # error maps: voxels nobody scanned
 
 # Orientation letters at the (top, bottom, left, right) edges of each plane in radiological display.
 ORIENTATION_LETTERS = {
@@ -86,6 +88,7 @@ def build_comparison_figure(
     error_percentile: float = 99.5,
     panel_inches: float = 2.5,
     orientation_letters: bool = True,
+    scanned: np.ndarray | None = None,
 ) -> Figure:
     """The comparison figure (see the module docstring) as an unsaved ``Figure``.
 
@@ -94,6 +97,9 @@ def build_comparison_figure(
     ``(D // 2, H // 2, W // 2)``). The error colour scale runs from 0 to ``error_max_hu``, or to the
     ``error_percentile`` of the errors over the three slices (1 HU if they are all zero), so one outlier
     does not wash the map out.
+
+    ``scanned`` ``(D, H, W)`` bool (`x2ct.data.scanned`): the error maps leave unscanned voxels grey (no error is
+    defined where nobody scanned) and scale over the scanned ones.
 
     Panels are findable by ``ax.get_label()`` (the titles of ``figure_layout``); the colour bars' axes are
     labelled ``"colorbar HU"`` and ``"colorbar error"``.
@@ -136,10 +142,16 @@ def build_comparison_figure(
     if target is not None:
         errors = [np.abs(radiological_slice(pred, p, i) - radiological_slice(target, p, i))
                   for p, i in zip(PLANES, index, strict=True)]
+        if scanned is not None:
+            if np.shape(scanned) != pred.shape:
+                raise ValueError(f"scanned mask of shape {np.shape(scanned)} does not match the volumes {pred.shape}")
+            errors = [np.where(radiological_slice(np.asarray(scanned, dtype=bool), p, i), e, np.nan)
+                      for p, i, e in zip(PLANES, index, errors, strict=True)]
         vmax = error_max_hu if error_max_hu is not None else _error_scale(errors, error_percentile)
+        error_cmap = colormaps[ERROR_CMAP].with_extremes(bad=UNSCANNED_GREY)
         for col, (plane, error) in enumerate(zip(PLANES, errors, strict=True)):
             ax = panel(3, col, layout[3][col])
-            heat = ax.imshow(error, cmap=ERROR_CMAP, vmin=0.0, vmax=vmax, aspect=slice_aspect(plane, spacing_mm),
+            heat = ax.imshow(error, cmap=error_cmap, vmin=0.0, vmax=vmax, aspect=slice_aspect(plane, spacing_mm),
                              interpolation="nearest")
             if orientation_letters:
                 _draw_orientation_letters(ax, plane)
@@ -193,7 +205,9 @@ def _checked_slice_index(slice_index, shape) -> tuple[int, int, int]:
 
 
 def _error_scale(errors: list[np.ndarray], percentile: float) -> float:
-    scale = float(np.percentile(np.concatenate([e.ravel() for e in errors]), percentile))
+    values = np.concatenate([e.ravel() for e in errors])
+    values = values[np.isfinite(values)]
+    scale = float(np.percentile(values, percentile)) if values.size else 0.0
     return scale if scale > 0 else 1.0
 
 
