@@ -1,0 +1,70 @@
+"""The tables of docs/results.md "Real anatomy as the yardstick", regenerated from their comparison files.
+
+    python benchmarks/transfer_tables.py benchmarks/results/transfer_benchmark_seed1_cpu.json \
+        benchmarks/results/transfer_benchmark_v2_cpu.json
+
+Each JSON is `python -m x2ct.compare ... --over seed` output over runs scored by scripts/benchmark_transfer.sh
+(evaluation folders: best_test, the test split; best_example_ct, the real CT on the benchmark grid preset, table
+removed; best_example_ct_table, the real CT on the old protocol, table kept). Prints one Markdown table per file:
+mean +- sample std over the seeds (n) of the phantom test PSNR and the real-CT figures, then the file's rank
+correlations, so that every number in the docs comes from a committed file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = [  # (stat key, title, decimals)
+    ("eval/best_test/psnr", "phantom test PSNR", 2),
+    ("eval/best_test/scanned_psnr", "phantom test PSNR, scanned", 2),
+    ("eval/best_example_ct_table/psnr", "real CT PSNR, whole volume, table kept", 2),
+    ("eval/best_example_ct_table/scanned_psnr", "real CT PSNR, scanned, table kept", 2),
+    ("eval/best_example_ct/scanned_psnr", "**real CT PSNR, scanned, table removed**", 2),
+    ("eval/best_example_ct/scanned_ssim", "real CT SSIM, scanned, table removed", 3),
+]
+
+
+def cell(stat: dict | None, decimals: int) -> str:
+    if not stat or stat.get("mean") is None:
+        return "-"
+    if stat["n"] < 2:
+        return f"{stat['mean']:.{decimals}f}"
+    return f"{stat['mean']:.{decimals}f} +- {stat['std']:.{decimals}f}"
+
+
+def table(record: dict) -> str:
+    settings = record["aggregate"]["settings"]
+    columns = [c for c in COLUMNS if any(s["stats"].get(c[0], {}).get("mean") is not None for s in settings)]
+    lines = ["| setting | seeds | " + " | ".join(title for _, title, _ in columns) + " |",
+             "|---|---:|" + "---:|" * len(columns)]
+    for s in settings:
+        label = " ".join(f"`{o}`" for o in s["overrides"]) or "-"
+        lines.append(f"| {label} | {', '.join(s['over_values'])} | "
+                     + " | ".join(cell(s["stats"].get(key), d) for key, _, d in columns) + " |")
+    pairs = record.get("rank_correlation", {}).get("pairs", [])
+    if pairs:
+        lines += ["", "| columns | n | Spearman rho | p (exact) | Pearson r |", "|---|---:|---:|---:|---:|"]
+        for p in pairs:
+            numbers = (["undefined", "-", "-"] if p["undefined"] else
+                       [f"{p['rho']:.3f}", f"{p['p_value']:.3f}", f"{p['pearson_r']:.3f}"])
+            lines.append(f"| {p['column_a']} vs {p['column_b']} | {p['n']} | " + " | ".join(numbers) + " |")
+    code = record.get("compared_by", {}).get("code", {})
+    commits = sorted({str((r.get("code") or {}).get("commit"))[:7] if (r.get("code") or {}).get("commit")
+                      else "not recorded (runs older than run_info's code record)" for r in record["runs"]})
+    lines += ["", f"Trained at: {', '.join(commits)}; compared at {str(code.get('commit'))[:7]} on "
+                  f"{record.get('compared_by', {}).get('machine', {}).get('cpu_model', '?')}."]
+    return "\n".join(lines)
+
+
+def main(paths: list[str]) -> int:
+    for path in paths:
+        print(f"<!-- {path} -->")
+        print(table(json.loads(Path(path).read_text())))
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
