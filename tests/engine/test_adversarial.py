@@ -190,3 +190,20 @@ def test_discriminator_too_deep_for_its_input_is_refused(tiny_dataset):
     deep = {"_target_": "x2ct.adversarial.discriminators.PatchGAN3D", "base_channels": 1, "num_layers": 4}
     with pytest.raises(ValueError, match=r"adversarial\.discriminators\.volume: 4 layers leave no logit"):
         setup(tiny_dataset, discriminators={"volume": deep})
+
+
+@pytest.mark.parametrize("patch", ["16", "[16]", "[null,16]"])
+def test_a_patch_trained_cascade_with_discriminators_is_refused_naming_the_keys(patch, tiny_dataset):
+    """The discriminators judge whole volumes and their DRRs; a cascade trained on patches returns a patch, which
+    would fail mid-step (or, projected as if it were the grid, be judged as the wrong body)."""
+    cfg = compose_config("train", ["experiment=benchmark/milestone2", "adversarial=default",
+                                   f"model.train_patch_size={patch}"])
+    cpu = torch.device("cpu")
+    with pytest.raises(ValueError, match=r"model\.train_patch_size=.*16.* set model\.train_patch_size=null or "
+                                         r"adversarial=none"):
+        build_adversarial(cfg, {}, cpu, resolve_precision("fp32", cpu), DistInfo(), total_steps=10)
+    whole = compose_config("train", ["experiment=benchmark/milestone2", "adversarial=default",
+                                     "model.train_patch_size=[null,null]"])
+    spec = PatientDRRDataset(tiny_dataset, "train").input_spec() | {"ct_size": [32, 32, 32], "view_shape": [64, 64]}
+    adversarial = build_adversarial(whole, spec, cpu, resolve_precision("fp32", cpu), DistInfo(), total_steps=10)
+    assert set(adversarial.nets) == {"volume", "projection"}

@@ -368,9 +368,16 @@ def test_resuming_with_another_model_width_names_checkpoint_parameter_and_config
         resume_copy(tiny_run, tiny_dataset, tmp_path, "model.base_channels=8")
 
 
-def test_training_never_sees_what_lies_beyond_the_scan(tmp_path):
+ADVERSARIAL_TINY = ("adversarial=default", "adversarial.start_epoch=0", "adversarial.ramp_epochs=0",
+                    *(f"adversarial.discriminators.{d}.{k}={v}" for d in ("volume", "projection")
+                      for k, v in (("base_channels", 4), ("num_layers", 2), ("receptive_field", "null"))))
+
+
+@pytest.mark.parametrize("adversarial", [False, True], ids=["supervised", "adversarial"])
+def test_training_never_sees_what_lies_beyond_the_scan(tmp_path, adversarial):
     """Truncated v2 phantoms (every scan shorter than the grid): whatever the stored CT holds in its unscanned
-    voxels, the trained weights are the same with loss.scanned_only (the default), and differ without it."""
+    voxels, the trained weights are the same with loss.scanned_only (the default), and differ without it; with
+    adversarial training the discriminators' weights too (volume and projection discriminators)."""
     from x2ct.data.layout import DatasetLayout
     from x2ct.data.prepare import load_prepare_config, prepare_dataset
     from x2ct.data.readers import read_nifti
@@ -391,11 +398,16 @@ def test_training_never_sees_what_lies_beyond_the_scan(tmp_path):
         ct.save_nifti(layout.ct(pid))
 
     def weights(root, name, *extra):
-        run(tiny_cfg(root, tmp_path / name, "trainer.max_epochs=1", "test_after_training=false", *extra),
-            tmp_path / name / "run")
-        return torch.load(tmp_path / name / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
+        run(tiny_cfg(root, tmp_path / name, "trainer.max_epochs=1", "test_after_training=false",
+                     *(ADVERSARIAL_TINY if adversarial else ()), *extra), tmp_path / name / "run")
+        state = torch.load(tmp_path / name / "run" / "checkpoints" / "last.pt", weights_only=True)
+        nets = state["extra"]["adversarial"]["nets"] if adversarial else {}
+        assert bool(nets) == adversarial
+        return state["model"] | {f"discriminator.{k}": v for k, v in nets.items()}
 
     reference = weights(air, "a")
     assert_same_state(reference, weights(painted, "b"), "model trained on the painted CTs")
     everywhere = weights(painted, "c", "loss.scanned_only=false")
     assert any(not torch.equal(reference[k], everywhere[k]) for k in reference)
+    if adversarial:  # the discriminators, too, learn from what lies beyond the scan without the mask
+        assert any(not torch.equal(reference[k], everywhere[k]) for k in reference if k.startswith("discriminator."))

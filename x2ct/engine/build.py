@@ -145,6 +145,11 @@ def build_adversarial(cfg: DictConfig, input_spec: dict, device: torch.device, p
     adv_cfg = cfg.get("adversarial")
     if adv_cfg is None or not adv_cfg.get("enabled", False):
         return None
+    patch = cfg.model.get("train_patch_size")
+    if patch is not None and any(p is not None for p in (patch if OmegaConf.is_list(patch) else [patch])):
+        # the discriminators judge whole volumes and their projections; a patch has neither
+        raise ValueError(f"adversarial training judges whole volumes, but model.train_patch_size={patch} trains the "
+                         "cascade's fine stage on patches: set model.train_patch_size=null or adversarial=none")
     from x2ct.engine.adversarial import AdversarialTraining
 
     adversarial = AdversarialTraining(OmegaConf.to_container(adv_cfg, resolve=True), input_spec, device,

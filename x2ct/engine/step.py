@@ -43,7 +43,8 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class StepResult:
-    """What the hooks after a step need: the last micro-batch's predicted volume, target, views and angles."""
+    """What the hooks after a step need: the last micro-batch's predicted volume and target (as the adversarial
+    hooks judge them: `judged_on_scanned`), views and angles."""
 
     volume: Tensor
     target: Tensor
@@ -87,6 +88,8 @@ class TrainStep:
                 loss, parts = self.criterion(in_float32(pred), target, views=views, angles_deg=angles,
                                              scanned=scanned)
                 volume = split_outputs(pred)[0]
+                if self.criterion.scanned_only:
+                    volume, target = judged_on_scanned(volume, target, scanned)
                 if extra_loss is not None:
                     extra, extra_parts = extra_loss(volume, views, angles)
                     loss, parts = loss + extra, parts | extra_parts
@@ -171,6 +174,17 @@ class DeviceMeter:
         out = dict(zip(names, totals.tolist(), strict=True))  # the one host-device transfer
         self.sums, self.weights = {}, {}
         return out
+
+
+def judged_on_scanned(volume: Tensor, target: Tensor, scanned: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The prediction and the target as the adversarial hooks judge them: both 0 (the HU window's floor) where
+    nobody scanned, so a discriminator never sees, and the generator never learns from, what lies beyond the scan.
+    ``volume``, ``target`` (B, 1, D, H, W); ``scanned`` the same shape, bool, or None (everything scanned). A patch
+    (a cascade's training output, smaller than the target) is returned as it is."""
+    if scanned is None or volume.shape != target.shape:
+        return volume, target
+    return (torch.where(scanned, volume, torch.zeros((), dtype=volume.dtype, device=volume.device)),
+            torch.where(scanned, target, torch.zeros((), dtype=target.dtype, device=target.device)))
 
 
 def _all_ranks(flag: Tensor) -> Tensor:
