@@ -125,8 +125,13 @@ def test_paired_differences_subtract_the_reference_run_of_the_same_seed():
     assert "best_val_psnr" not in swin.diffs and "wall_time_s" not in swin.diffs  # not results
     # seeds in this setting's order, only those the reference has too
     assert cross_view.pairs == ["3", "2"] and cross_view.diffs["test_psnr"] == pytest.approx([-0.9, -1.5])
+    # 95% interval: mean +- t(0.975, 1) * std / sqrt(2), t = 12.706 (one degree of freedom)
+    half = 12.7062047 * np.std([-0.5, 0.2], ddof=1) / np.sqrt(2)
+    assert swin.intervals["test_psnr"] == pytest.approx([-0.15 - half, -0.15 + half])
+    assert swin.intervals["eval/best_example_ct/ssim"] is None
     text = format_paired_markdown(reference, paired, "seed")
-    assert "| ablation=swin | 1, 2 | -0.15 +- 0.49 (-0.50, +0.20) |" in text
+    assert "| ablation=swin | 1, 2 | -0.15 +- 0.49 [-4.60, +4.30] (-0.50, +0.20) |" in text
+    assert "95% confidence interval of the mean difference" in text
     assert "Δ best_example_ct PSNR" in text and "Δ val PSNR" not in text
 
 

@@ -4,8 +4,9 @@ Seed-to-seed spread is often larger than the effect an ablation measures (milest
 PSNR 29.5-31.1 dB over three seeds), but runs with the same seed share their initialisation stream and batch order,
 so ``run(setting, seed) - run(reference, seed)`` cancels much of it. ``python -m x2ct.compare ... --over seed
 --paired-to 'ablation=none'`` adds, for every other setting, the mean +- std (``ddof=1``) of those differences over
-the seeds both settings have, and the differences themselves, for test PSNR / SSIM and every ``evaluate.py``
-result (``eval/<name>/psnr``, ``.../ssim``).
+the seeds both settings have, their 95% confidence interval (Student's t with n - 1 degrees of freedom: with 3 seeds
+it is mean +- 2.48 std, so an interval that spans 0 says "no difference detected", not "no effect"), and the
+differences themselves, for test PSNR / SSIM and every ``evaluate.py`` result (``eval/<name>/psnr``, ``.../ssim``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from scipy import stats as scipy_stats
+
 from x2ct.evaluation.comparison.aggregate import Setting, Stat, aggregate_columns, shared_setting_overrides
 from x2ct.evaluation.comparison.table import MISSING, PSNR_DECIMALS
 
 # numbers compared in pairs: the test metrics and every evaluation (validation PSNR picked the checkpoint; wall time
 # is not a result)
 SKIPPED = ("best_val_psnr", "wall_time_s")
+CONFIDENCE = 0.95
 
 
 @dataclass
@@ -31,6 +35,8 @@ class PairedSetting:
     pairs: list[str]  # the ``over`` values both settings have, in this setting's order
     diffs: dict[str, list[float | None]] = field(default_factory=dict)  # per key, one difference per pair
     stats: dict[str, Stat] = field(default_factory=dict)
+    # per key, the CONFIDENCE interval of the mean difference, [low, high]; None below 2 finite pairs
+    intervals: dict[str, list[float] | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,12 +71,22 @@ def paired_differences(settings: Sequence[Setting], reference: Sequence[str]) ->
                 continue
             entry.diffs[key] = [_minus(values[index[v]], ref.values[key][ref_index[v]]) for v in pairs]
             entry.stats[key] = Stat.of(entry.diffs[key])
+            entry.intervals[key] = paired_interval(entry.stats[key])
         paired.append(entry)
     return ref, paired
 
 
+def paired_interval(stat: Stat, confidence: float = CONFIDENCE) -> list[float] | None:
+    """The ``confidence`` interval of a mean paired difference, mean +- t(n - 1) std / sqrt(n); None when fewer than
+    two pairs (no spread to scale by)."""
+    if stat.mean is None or stat.n < 2:
+        return None
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, stat.n - 1)) * stat.std / stat.n ** 0.5
+    return [stat.mean - half, stat.mean + half]
+
+
 def format_paired_markdown(reference: Setting, paired: Sequence[PairedSetting], over: str) -> str:
-    """A Markdown table: setting, pairs, then ``mean +- std (d_1, d_2, ...)`` of each difference."""
+    """A Markdown table: setting, pairs, then ``mean +- std [95% interval] (d_1, d_2, ...)`` of each difference."""
     columns = [(key, title, decimals) for key, title, decimals in aggregate_columns([reference, *_as_settings(paired)])
                if key not in SKIPPED]
     shared = shared_setting_overrides([reference, *_as_settings(paired)])
@@ -79,20 +95,25 @@ def format_paired_markdown(reference: Setting, paired: Sequence[PairedSetting], 
     for entry in paired:
         label = " ".join(o for o in entry.overrides if o not in shared) or MISSING
         cells = [label, ", ".join(entry.pairs),
-                 *(_format_diffs(entry.stats.get(key), entry.diffs.get(key), decimals) for key, _, decimals in columns)]
+                 *(_format_diffs(entry.stats.get(key), entry.diffs.get(key), entry.intervals.get(key), decimals)
+                   for key, _, decimals in columns)]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     ref_label = " ".join(o for o in reference.overrides if o not in shared) or " ".join(reference.overrides)
     note = (f"Each run minus the reference run (`{ref_label}`) with the same {over}: mean +- std over the pairs, "
-            f"then each pair's difference in {over} order.\n\n")
+            f"the {CONFIDENCE:.0%} confidence interval of the mean difference (Student's t; an interval that spans 0 "
+            f"detects no difference, which with few pairs is not evidence of no effect), then each pair's "
+            f"difference in {over} order.\n\n")
     return note + "\n".join(lines) + "\n"
 
 
-def _format_diffs(stat: Stat | None, diffs: list[float | None] | None, decimals: int | None) -> str:
+def _format_diffs(stat: Stat | None, diffs: list[float | None] | None, interval: list[float] | None,
+                  decimals: int | None) -> str:
     if stat is None or stat.mean is None or diffs is None:
         return MISSING
     d = PSNR_DECIMALS if decimals is None else decimals
     each = ", ".join(MISSING if v is None else f"{v:+.{d}f}" for v in diffs)
-    return f"{stat.mean:+.{d}f} +- {stat.std:.{d}f} ({each})"
+    bounds = "" if interval is None else f" [{interval[0]:+.{d}f}, {interval[1]:+.{d}f}]"
+    return f"{stat.mean:+.{d}f} +- {stat.std:.{d}f}{bounds} ({each})"
 
 
 def _as_settings(paired: Sequence[PairedSetting]) -> list[Setting]:
