@@ -12,12 +12,20 @@ Memory is bounded: rays are processed in chunks so that ``planes x batch x rays`
 Everything that depends on the geometry alone (which axis each ray marches along, where it crosses each plane,
 its length per plane) is a ``RayPlan`` (``plan_rays``), so a caller that renders the same geometry many times,
 e.g. a loss at every training step, can build it once and pass it in.
+
+``backend`` picks how each ray group is summed: ``"grid_sample"`` (above; the CPU path, differentiable with
+respect to volume and geometry) or ``"triton"`` (the same sums as one fused kernel per ray group, volume gradient
+only, by atomic adds: x2ct/physics/fused_projector.py, needs the optional ``triton`` package and CUDA).
+``"auto"`` takes Triton on CUDA where it is installed, unless the geometry needs a gradient. Only the CPU's
+grid_sample backward is deterministic (on CUDA both add gradients with atomics).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.util import find_spec
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +47,11 @@ _PLANE_LAYOUT = {
     2: ((3, 4), 2, 1, 0),  # planes along z; each plane is (H, W): rows y, cols x
 }
 _WORLD_AXIS_TO_DIM = {0: 4, 1: 3, 2: 2}
+
+Backend = Literal["grid_sample", "triton", "auto"]
+BACKENDS = ("grid_sample", "triton", "auto")
+# looked up without importing triton (which is optional), once, so that "auto" costs nothing per call
+_TRITON_INSTALLED = find_spec("triton") is not None
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,7 @@ def render_drr(
     rays: tuple[torch.Tensor, torch.Tensor] | None = None,
     plan: RayPlan | None = None,
     max_elements: int | None = None,
+    backend: Backend = "grid_sample",
 ) -> torch.Tensor:
     """Render line integrals ``sum(mu * length)`` through ``volume`` for every view of ``geometry``.
 
@@ -132,7 +146,9 @@ def render_drr(
         plan: optional precomputed ``plan_rays(geometry, (D, H, W), spacing_mm, ...)`` in the volume's working
             dtype and on its device (saves more: the image is identical to the one rendered without it).
         max_elements: bound on ``planes * batch * rays`` per chunk, which bounds peak memory; ``None`` takes
-            ``DEFAULT_MAX_ELEMENTS`` for the volume's device type.
+            ``DEFAULT_MAX_ELEMENTS`` for the volume's device type. The ``"triton"`` backend needs no chunks.
+        backend: ``"grid_sample"``, ``"triton"`` (fused kernels; CUDA, volume gradient only, not deterministic)
+            or ``"auto"`` (``"triton"`` on CUDA when it is installed and applies, else ``"grid_sample"``).
 
     Returns:
         ``(B, V, rows, cols)`` line integrals (dimensionless), float64 for a float64 volume, else float32
@@ -144,6 +160,8 @@ def render_drr(
         raise ValueError(f"render_drr: spacing_mm must be three positive values (D, H, W), got {spacing_mm}")
     if not volume.is_floating_point():
         raise TypeError(f"render_drr: volume must be a floating-point tensor, got {volume.dtype}")
+    if backend not in BACKENDS:
+        raise ValueError(f"render_drr: backend must be one of {BACKENDS}, got {backend!r}")
     volume = volume.to(working_dtype(volume.dtype))
     batch = volume.shape[0]
     sizes = tuple(volume.shape[2:])  # (D, H, W)
@@ -157,10 +175,11 @@ def render_drr(
         if rays is not None:
             raise ValueError("render_drr: pass rays or plan, not both (a plan already holds its rays)")
         _check_plan(plan, volume, spacing_mm, geometry)
+    integrate = _fused_integrator() if _use_triton(backend, volume, plan) else _integrate_group
     rows, cols = geometry.detector_shape
     out = volume.new_zeros(batch, geometry.num_views * rows * cols)
     for group in plan.groups:
-        out = out.index_copy(1, group.index, _integrate_group(volume, group, max_elements))
+        out = out.index_copy(1, group.index, integrate(volume, group, max_elements))
     return out.reshape(batch, geometry.num_views, rows, cols)
 
 
@@ -212,6 +231,28 @@ def _integrate_group(volume: torch.Tensor, group: RayGroup, max_elements: int) -
     return torch.cat(results, dim=1)
 
 
+def _use_triton(backend: Backend, volume: torch.Tensor, plan: RayPlan) -> bool:
+    """``"auto"`` resolved: Triton only where it is installed, runs (CUDA) and gives every gradient asked for."""
+    if backend != "auto":
+        return backend == "triton"
+    geometry_needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for g in plan.groups for t in (g.base, g.slope, g.length_per_plane, g.plane_mm))
+    return _TRITON_INSTALLED and volume.device.type == "cuda" and not geometry_needs_grad
+
+
+def _fused_integrator():
+    """``_integrate_group``'s counterpart on the fused Triton kernels, imported on first use (triton is optional)."""
+    from x2ct.physics.fused_projector import line_integrals
+
+    def integrate(volume: torch.Tensor, group: RayGroup, max_elements: int) -> torch.Tensor:
+        plane_dim = _WORLD_AXIS_TO_DIM[group.world_axis]
+        (row_dim, col_dim), _, _, _ = _PLANE_LAYOUT[plane_dim]
+        planes = volume[:, 0].permute(plane_dim - 1, 0, row_dim - 1, col_dim - 1)  # (P, B, rows, cols), a view
+        return line_integrals(planes, group.base, group.slope, group.length_per_plane, group.plane_mm)
+
+    return integrate
+
+
 def _check_source_outside(geometry: ProjectionGeometry, half: list[float]) -> None:
     if geometry.kind != "cone":
         return
@@ -234,11 +275,14 @@ class DRRProjector(nn.Module):
     """
 
     def __init__(self, geometry: ProjectionGeometry, spacing_mm: Sequence[float],
-                 max_elements: int | None = None) -> None:
+                 max_elements: int | None = None, backend: Backend = "grid_sample") -> None:
         super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"DRRProjector: backend must be one of {BACKENDS}, got {backend!r}")
         self.geometry = geometry
         self.spacing_mm = tuple(float(s) for s in spacing_mm)
         self.max_elements = max_elements
+        self.backend = backend
         self._rays: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
@@ -246,4 +290,4 @@ class DRRProjector(nn.Module):
         if key not in self._rays:
             self._rays[key] = self.geometry.rays(dtype=key[1], device=volume.device)
         return render_drr(volume, self.spacing_mm, self.geometry, rays=self._rays[key],
-                          max_elements=self.max_elements)
+                          max_elements=self.max_elements, backend=self.backend)
