@@ -6,8 +6,10 @@
 Each JSON is `python -m x2ct.compare ... --over seed` output over runs scored by scripts/benchmark_transfer.sh
 (evaluation folders: best_test, the test split; best_example_ct, the real CT on the benchmark grid preset, table
 removed; best_example_ct_table, the real CT on the old protocol, table kept). Prints one Markdown table per file:
-mean +- sample std over the seeds (n) of the phantom test PSNR and the real-CT figures, then the file's rank
-correlations, so that every number in the docs comes from a committed file.
+mean +- sample std over the seeds (n) of the phantom test PSNR and the real-CT figures, the file's paired
+differences (``--paired-to``: each setting minus the reference with the same seed, with the 95% interval of the
+mean difference) where it has them, then its rank correlations, so that every number in the docs comes from a
+committed file.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ COLUMNS = [  # (stat key, title, decimals)
     ("eval/best_example_ct_table/scanned_psnr", "real CT PSNR, scanned, table kept", 2),
     ("eval/best_example_ct/scanned_psnr", "**real CT PSNR, scanned, table removed**", 2),
     ("eval/best_example_ct/scanned_ssim", "real CT SSIM, scanned, table removed", 3),
+]
+
+
+PAIRED_COLUMNS = [  # (difference key, title, decimals)
+    ("eval/best_test/scanned_psnr", "Δ phantom test PSNR, scanned", 2),
+    ("eval/best_example_ct/scanned_psnr", "**Δ real CT PSNR, scanned, table removed**", 2),
+    ("eval/best_example_ct/scanned_ssim", "Δ real CT SSIM, scanned, table removed", 3),
 ]
 
 
@@ -43,6 +52,7 @@ def table(record: dict) -> str:
         label = " ".join(f"`{o}`" for o in s["overrides"]) or "-"
         lines.append(f"| {label} | {', '.join(s['over_values'])} | "
                      + " | ".join(cell(s["stats"].get(key), d) for key, _, d in columns) + " |")
+    lines += paired_table(record.get("paired"))
     pairs = record.get("rank_correlation", {}).get("pairs", [])
     if pairs:
         lines += ["", "| columns | n | Spearman rho | p (exact) | Pearson r |", "|---|---:|---:|---:|---:|"]
@@ -56,6 +66,29 @@ def table(record: dict) -> str:
     lines += ["", f"Trained at: {', '.join(commits)}; compared at {str(code.get('commit'))[:7]} on "
                   f"{record.get('compared_by', {}).get('machine', {}).get('cpu_model', '?')}."]
     return "\n".join(lines)
+
+
+def paired_table(paired: dict | None) -> list[str]:
+    """Each setting's paired differences from the reference: mean +- std [95% interval] (per seed)."""
+    if not paired or not paired.get("settings"):
+        return []
+    reference = " ".join(f"`{o}`" for o in paired["reference"])
+    lines = ["", f"Paired by seed, each setting minus {reference}:", "",
+             "| setting | seeds | " + " | ".join(title for _, title, _ in PAIRED_COLUMNS) + " |",
+             "|---|---:|" + "---:|" * len(PAIRED_COLUMNS)]
+    for s in paired["settings"]:
+        cells = []
+        for key, _, d in PAIRED_COLUMNS:
+            stat, diffs, interval = s["stats"].get(key), s["diffs"].get(key), (s.get("intervals") or {}).get(key)
+            if not stat or stat.get("mean") is None:
+                cells.append("-")
+                continue
+            bounds = f" [{interval[0]:+.{d}f}, {interval[1]:+.{d}f}]" if interval else ""
+            each = ", ".join("-" if v is None else f"{v:+.{d}f}" for v in diffs)
+            cells.append(f"{stat['mean']:+.{d}f} +- {stat['std']:.{d}f}{bounds} ({each})")
+        label = " ".join(f"`{o}`" for o in s["overrides"] if o not in paired["reference"]) or "-"
+        lines.append(f"| {label} | {', '.join(s['pairs'])} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(paths: list[str]) -> int:
