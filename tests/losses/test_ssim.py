@@ -51,3 +51,17 @@ def test_ssim_loss_gradient_is_finite_non_zero_and_matches_a_finite_difference()
 def test_ssim_loss_on_volumes_smaller_than_the_window_fails_clearly():
     with pytest.raises(ValueError, match=r"\(16, 16, 10\) are smaller than the 11-voxel window"):
         SSIMLoss()(torch.rand(1, 1, 16, 16, 10), torch.rand(1, 1, 16, 16, 10))
+
+
+def test_the_five_local_moments_are_filtered_in_one_separable_pass(monkeypatch):
+    # mu_x, mu_y, E[x^2], E[y^2], E[xy] stacked on the batch: three 1D convolutions in all, each over 5 B volumes
+    calls = []
+    conv3d = torch.nn.functional.conv3d
+
+    def counting(volumes, weight, *args, **kwargs):
+        calls.append((volumes.shape[0], tuple(weight.shape[2:])))
+        return conv3d(volumes, weight, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "conv3d", counting)
+    SSIMLoss()(volume(1), volume(2))
+    assert calls == [(10, (11, 1, 1)), (10, (1, 11, 1)), (10, (1, 1, 11))]

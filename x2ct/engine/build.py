@@ -24,6 +24,7 @@ from x2ct.data.dataset import PatientDRRDataset
 from x2ct.engine.distributed import DistInfo
 from x2ct.engine.ema import ModelEMA
 from x2ct.engine.precision import Precision, autocast, make_scaler
+from x2ct.engine.step import ForwardAndLoss
 
 
 def fill_model_config(cfg: DictConfig, train_set: PatientDRRDataset, input_spec: dict) -> None:
@@ -69,8 +70,13 @@ def match_deep_supervision(model_cfg: DictConfig, loss_weight: float) -> None:
                              f"{name}.deep_supervision=true")
 
 
+# trainer.memory_format -> the layout of the model's 3D convolution weights (and so of its 3D activations)
+MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
+
+
 def build_model(cfg: DictConfig, device: torch.device, reference_volume: torch.Tensor) -> nn.Module:
-    """The model of ``cfg.model`` on ``device``, starting from the mean training CT where it has a template."""
+    """The model of ``cfg.model`` on ``device``, starting from the mean training CT where it has a template, its
+    weights laid out in ``cfg.trainer.memory_format``."""
     model = instantiate(cfg.model).to(device)
     if cfg.data.get("view_dropout") and not getattr(model, "any_view_count", False):
         raise ValueError(f"data.view_dropout draws a different number of views per batch, but {cfg.model._target_} "
@@ -78,7 +84,26 @@ def build_model(cfg: DictConfig, device: torch.device, reference_volume: torch.T
                          "model.fusion=mean|max|attention; the baseline's per-view FiLM does not)")
     if hasattr(model, "initialise_prior"):  # models with a template volume start from the average patient
         model.initialise_prior(reference_volume.to(device))
-    return model
+    return to_memory_format(model, cfg.trainer.memory_format)
+
+
+def to_memory_format(model: nn.Module, memory_format: str) -> nn.Module:
+    """``model`` with its 5D parameters and buffers (3D convolution weights) laid out as ``memory_format``, in place.
+
+    ``"channels_last_3d"``: a 3D convolution with channels-last weights returns channels-last activations, so the
+    layout spreads from the first 3D convolution on without converting inputs (the views ``(B, V, 1, h, w)`` are
+    no channel-first volumes, and a one-channel volume ``(B, 1, D, H, W)`` has the same strides in both layouts).
+    It holds until an operation that returns contiguous: ``InstanceNorm3d`` (``norm: instance_group`` computes the
+    same and keeps it, see ``x2ct.models.blocks.norm``) or a ``torch.cat`` of a contiguous tensor (the lifted view
+    features) with channels-last ones. The values and the state dict do not change, so checkpoints load either
+    way. ``"contiguous"`` leaves the model as it is.
+    """
+    if memory_format not in MEMORY_FORMATS:
+        raise ValueError(f"trainer.memory_format={memory_format!r}; expected one of {list(MEMORY_FORMATS)}")
+    if memory_format == "contiguous":
+        return model
+    layout = MEMORY_FORMATS[memory_format]
+    return model._apply(lambda t: t.contiguous(memory_format=layout) if t.ndim == 5 else t)
 
 
 def check_view_dropout_minimum(data_cfg: DictConfig, model: nn.Module) -> None:
@@ -119,8 +144,9 @@ def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, total_ste
 
 
 def wrap_for_training(model: nn.Module, dist: DistInfo, device: torch.device, compile_model: bool,
-                      compile_backend: str = "inductor") -> nn.Module:
-    """The module the training step calls: DDP first (it broadcasts rank 0's weights), then ``torch.compile``.
+                      compile_backend: str = "inductor", compile_mode: str | None = None) -> nn.Module:
+    """The module the training step calls: DDP first (it broadcasts rank 0's weights), then ``torch.compile``
+    (``compile_mode``: inductor's mode, None its default).
 
     Compiling first and wrapping the compiled module in DDP hides the model behind two wrappers in the wrong order
     (DDP cannot split the graph at its buckets, and code that unwraps must know both orders).
@@ -129,8 +155,19 @@ def wrap_for_training(model: nn.Module, dist: DistInfo, device: torch.device, co
     if dist.world_size > 1:
         wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if compile_model:
-        wrapped = torch.compile(wrapped, backend=compile_backend)
+        wrapped = torch.compile(wrapped, backend=compile_backend, mode=compile_mode)
     return wrapped
+
+
+def compile_forward_and_loss(train_model: nn.Module, criterion: nn.Module, device: torch.device,
+                             precision: Precision, compile_backend: str = "inductor",
+                             compile_mode: str | None = None) -> nn.Module:
+    """The model's forward and the objective compiled together (``trainer.compile_loss``): one ``ForwardAndLoss``
+    for ``TrainStep(forward_and_loss=...)``, so the loss's elementwise work fuses with the model's last layers and
+    one backward graph covers both. ``train_model`` is the model as ``wrap_for_training`` returns it with
+    ``compile_model=False`` (DDP or bare); under DDP the model's own graph is split at DDP's buckets as usual."""
+    return torch.compile(ForwardAndLoss(train_model, criterion, device, precision), backend=compile_backend,
+                         mode=compile_mode)
 
 
 def build_ema(model: nn.Module, decay: float | None) -> ModelEMA | None:

@@ -54,6 +54,12 @@ class TrainerConfig:
     ema_decay: float | None = MISSING
     compile: bool = MISSING
     compile_backend: str = MISSING
+    # inductor's mode: null (its default) | default | max-autotune-no-cudagraphs
+    compile_mode: str | None = MISSING
+    # the model and the objective compiled as one (needs compile: true)
+    compile_loss: bool = MISSING
+    # layout of the model's 3D weights and activations: contiguous | channels_last_3d
+    memory_format: str = MISSING
     deterministic: bool = MISSING
     val_every_epochs: int = MISSING
     checkpoint_every_epochs: int = MISSING
@@ -103,6 +109,9 @@ class TrainConfig:
 _CHOICES = {
     "trainer.accelerator": ("auto", "cpu", "cuda"),
     "trainer.precision": ("auto", "fp32", "bf16", "fp16"),
+    "trainer.memory_format": ("contiguous", "channels_last_3d"),
+    # no CUDA-graph modes: the step reads the views' angles on the host (see tests/models/test_compile_ready.py)
+    "trainer.compile_mode": (None, "default", "max-autotune-no-cudagraphs"),
     "logger.mode": ("online", "offline", "disabled"),
     "data.radiograph": ("log", "intensity"),
 }
@@ -126,6 +135,9 @@ def validate_train_config(cfg: DictConfig) -> DictConfig:
                 "data.batch_size"):
         if OmegaConf.select(merged, key) < 1:
             raise ValueError(f"config key {key} must be >= 1, got {OmegaConf.select(merged, key)}")
+    if merged.trainer.compile_loss and not merged.trainer.compile:
+        raise ValueError("config key trainer.compile_loss=true compiles the objective with the model: it needs "
+                         "trainer.compile=true")
     for group in ("model", "optimizer", "scheduler"):
         if "_target_" not in merged[group]:
             raise ValueError(f"config group {group} needs a _target_ (the class or function to build)")

@@ -1,8 +1,9 @@
 """One optimizer step of supervised training, written so the host never waits for the device inside it.
 
 ``TrainStep.__call__`` takes the micro-batches of one accumulation group and does, top to bottom: forward under
-autocast, loss in float32, backward (``no_sync`` on all micro-batches but the last, each loss divided by the
-group's own length), unscale (fp16), clip, the optimizer step, the schedule, the EMA.
+autocast, loss in float32 (``ForwardAndLoss``, compiled as one with ``trainer.compile_loss``), backward
+(``no_sync`` on all micro-batches but the last, each loss divided by the group's own length), unscale (fp16),
+clip, the optimizer step, the schedule, the EMA.
 
 A step whose loss or gradients are not finite is skipped, on every rank at once, without a ``.item()``: the flag is
 all-reduced on the device and handed to the fused optimizer, which skips on the device (the protocol GradScaler
@@ -53,14 +54,42 @@ class StepResult:
     samples: int
 
 
+class ForwardAndLoss(nn.Module):
+    """The model's forward under autocast, then the objective in float32: one module, so that ``torch.compile`` can
+    trace the two (and their backward) together (``trainer.compile_loss``; ``x2ct.engine.build``).
+
+    ``forward(views (B, V, 1, h, w), angles, target (B, 1, D, H, W), scanned)`` returns ``(pred, loss, parts)``: the
+    model's output, the total loss and its detached parts (``ReconstructionLoss.forward``).
+    """
+
+    def __init__(self, train_model: nn.Module, criterion: ReconstructionLoss, device: torch.device,
+                 precision: Precision) -> None:
+        super().__init__()
+        self.train_model, self.criterion = train_model, criterion
+        self.device, self.precision = device, precision
+
+    def forward(self, views: Tensor, angles: Any, target: Tensor,
+                scanned: Tensor | None) -> tuple[Any, Tensor, dict[str, Tensor]]:
+        with autocast(self.device, self.precision):
+            pred = forward_views(self.train_model, views, angles)
+        loss, parts = self.criterion(in_float32(pred), target, views=views, angles_deg=angles, scanned=scanned)
+        return pred, loss, parts
+
+
 class TrainStep:
-    """The training step of ``model`` (bare, for clipping and the EMA) called as ``train_model`` (DDP / compiled)."""
+    """The training step of ``model`` (bare, for clipping and the EMA) called as ``train_model`` (DDP / compiled).
+
+    ``forward_and_loss``: a compiled ``ForwardAndLoss`` of ``train_model`` and ``criterion`` (``trainer.compile_loss``);
+    None calls the two one after the other, uncompiled.
+    """
 
     def __init__(self, model: nn.Module, train_model: nn.Module, criterion: ReconstructionLoss,
                  optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler | None,
                  ema: ModelEMA | None, device: torch.device, precision: Precision, grad_clip_norm: float | None,
-                 world_size: int) -> None:
+                 world_size: int, forward_and_loss: nn.Module | None = None) -> None:
         self.model, self.train_model, self.criterion = model, train_model, criterion
+        self.forward_and_loss = (forward_and_loss if forward_and_loss is not None
+                                 else ForwardAndLoss(train_model, criterion, device, precision))
         self.optimizer, self.scheduler, self.scaler, self.ema = optimizer, scheduler, scaler, ema
         self.device, self.precision, self.world_size = device, precision, world_size
         self.grad_clip_norm = grad_clip_norm or math.inf
@@ -83,10 +112,7 @@ class TrainStep:
             last = k == n - 1
             sync = contextlib.nullcontext() if last or self.world_size == 1 else self.train_model.no_sync()
             with sync:
-                with autocast(self.device, self.precision):
-                    pred = forward_views(self.train_model, views, angles)
-                loss, parts = self.criterion(in_float32(pred), target, views=views, angles_deg=angles,
-                                             scanned=scanned)
+                pred, loss, parts = self.forward_and_loss(views, angles, target, scanned)
                 volume = split_outputs(pred)[0]
                 if self.criterion.scanned_only:
                     volume, target = judged_on_scanned(volume, target, scanned)

@@ -34,6 +34,7 @@ from x2ct.engine.build import (
     build_optimizer,
     build_scheduler,
     check_view_dropout_minimum,
+    compile_forward_and_loss,
     fill_model_config,
     steps_per_epoch,
     wrap_for_training,
@@ -223,12 +224,17 @@ def build_run(cfg: DictConfig, dist: DistInfo, run_dir: Path) -> Run:
                                            "adversarial.enabled=true; resume it without adversarial training")
             adversarial.load_state_dict(saved)
 
-    train_model = wrap_for_training(model, dist, device, cfg.trainer.compile, cfg.trainer.compile_backend)
+    compile_loss = cfg.trainer.compile_loss  # the model compiled with the objective, not alone
+    train_model = wrap_for_training(model, dist, device, cfg.trainer.compile and not compile_loss,
+                                    cfg.trainer.compile_backend, cfg.trainer.compile_mode)
+    forward_and_loss = (compile_forward_and_loss(train_model, criterion, device, precision,
+                                                 cfg.trainer.compile_backend, cfg.trainer.compile_mode)
+                        if compile_loss else None)
     ema = build_ema(model, cfg.trainer.ema_decay)  # after DDP's broadcast: every rank averages rank 0's weights
     if state is not None and ema is not None:
         ckpt.restore_ema(state, ema, model)
     step_fn = TrainStep(model, train_model, criterion, optimizer, scheduler, scaler, ema, device, precision,
-                        cfg.trainer.grad_clip_norm, dist.world_size)
+                        cfg.trainer.grad_clip_norm, dist.world_size, forward_and_loss=forward_and_loss)
     run = Run(cfg=cfg, dist=dist, run_dir=run_dir, device=device, precision=precision, train_set=train_set,
               train_loader=train_loader, train_sampler=train_sampler, val_loader=val_loader, test_loader=test_loader,
               input_spec=input_spec, reference_volume=reference_volume, model=model, criterion=criterion,

@@ -39,3 +39,30 @@ def test_layer_norm_normalises_each_voxel_over_its_channels_alone():
     expected = reference(x.movedim(1, -1)).movedim(-1, 1)
     torch.testing.assert_close(norm(x), expected)
     torch.testing.assert_close(norm(x[..., 1:3, :2, 1:]), expected[..., 1:3, :2, 1:])
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_instance_group_is_instance_norm_in_values_gradients_and_state_dict(spatial_dims):
+    instance, grouped = make_norm("instance", 6, spatial_dims), make_norm("instance_group", 6, spatial_dims)
+    assert isinstance(grouped, nn.GroupNorm) and grouped.num_groups == 6
+    assert (grouped.eps, grouped.affine) == (instance.eps, instance.affine)
+    with torch.no_grad():
+        instance.weight.normal_()
+        instance.bias.normal_()
+    grouped.load_state_dict(instance.state_dict())  # same names and shapes: checkpoints load either way
+    assert list(grouped.state_dict()) == list(instance.state_dict())
+    x = (torch.randn(2, 6, *(5, 4, 3)[:spatial_dims]) * 3 + 1).requires_grad_()
+    weights = torch.randn(x.shape)
+    outs, grads = [], []
+    for norm in (instance, grouped):
+        out = norm(x)
+        outs.append(out)
+        grads.append(torch.autograd.grad((out * weights).sum(), [x, norm.weight, norm.bias]))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_instance_group_keeps_channels_last_3d_on_the_cpu():
+    x = torch.randn(2, 6, 5, 4, 3).contiguous(memory_format=torch.channels_last_3d)
+    assert make_norm("instance_group", 6, 3)(x).is_contiguous(memory_format=torch.channels_last_3d)

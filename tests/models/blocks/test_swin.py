@@ -165,3 +165,87 @@ def test_bad_arguments_and_inputs_are_named():
         SwinTransformerBlock3D(8, 2)(torch.randn(1, 4, 2, 2, 2))
     with pytest.raises(ValueError, match=r"SwinStage3D expects \(B, 8, D, H, W\)"):
         SwinStage3D(8, 2, 2)(torch.randn(1, 8, 4, 4))
+
+
+def _outputs_and_grads(module: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The output and the gradients of the input and of every parameter for the loss ``sum(out * w)``."""
+    module.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_(True)
+    out = module(x)
+    (out * torch.linspace(-1.0, 1.0, out.numel()).view(out.shape)).sum().backward()
+    return [out.detach(), x.grad, *(p.grad for p in module.parameters())]
+
+
+@pytest.mark.parametrize("size", [(8, 8, 8), (5, 6, 7), (3, 9, 2)])
+def test_cached_masks_give_the_outputs_and_gradients_of_a_fresh_build(size, monkeypatch):
+    torch.manual_seed(0)
+    stage = SwinStage3D(8, depth=2, num_heads=2, window_size=4)
+    with torch.no_grad():
+        for block in stage.blocks:
+            block.relative_position_bias.normal_()
+    x = torch.randn(2, 8, *size)
+    swin.clear_window_caches()
+    first = _outputs_and_grads(stage, x)   # fills the caches
+    cached = _outputs_and_grads(stage, x)  # served from them
+    monkeypatch.setattr(swin, "window_mask_bias", swin._build_window_mask_bias)
+    monkeypatch.setattr(swin, "window_position_index",
+                        lambda window, window_size, device: swin.relative_position_index(window, window_size))
+    fresh = _outputs_and_grads(stage, x)
+    for a, b, c in zip(first, cached, fresh, strict=True):
+        assert torch.equal(a, c) and torch.equal(b, c)
+
+
+def test_masks_are_built_once_per_shape(monkeypatch):
+    built = []
+    build = swin.shifted_window_mask
+
+    def counting(*args, **kwargs):
+        built.append(args[:4])
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(swin, "shifted_window_mask", counting)
+    swin.clear_window_caches()
+    stage = SwinStage3D(8, depth=2, num_heads=2, window_size=4)
+    for _ in range(3):  # the plain block masks the padding, the shifted one padding and wrap: two masks
+        stage(torch.randn(1, 8, 5, 6, 7)).sum().backward()
+    assert len(built) == 2
+    stage(torch.randn(2, 8, 5, 6, 7))  # another batch size: the same windows
+    assert len(built) == 2
+    stage(torch.randn(1, 8, 6, 6, 6))  # another shape: its own two
+    assert len(built) == 4
+
+
+def test_cached_mask_is_per_device_and_dtype():
+    swin.clear_window_caches()
+    args = ((5, 6, 7), (8, 8, 8), (4, 4, 4), (2, 2, 2))
+    cpu = swin.window_mask_bias(*args, torch.float32, torch.device("cpu"))
+    meta = swin.window_mask_bias(*args, torch.float32, torch.device("meta"))
+    half = swin.window_mask_bias(*args, torch.bfloat16, torch.device("cpu"))
+    assert cpu.device.type == "cpu" and meta.device.type == "meta" and half.dtype == torch.bfloat16
+    assert cpu.shape == (8, 1, 64, 64) and torch.equal(half.float(), cpu)
+    assert swin.window_mask_bias(*args, torch.float32, torch.device("cpu")) is cpu
+    assert not any(name.startswith("_cached") or "mask" in name for name, _ in
+                   SwinTransformerBlock3D(8, 2, shift=True).state_dict().items())
+
+
+def test_masks_first_built_under_inference_mode_serve_training():
+    swin.clear_window_caches()
+    stage = SwinStage3D(8, depth=2, num_heads=2, window_size=4)
+    x = torch.randn(1, 8, 5, 3, 7)  # a thin axis: a smaller window and its own position index
+    with torch.inference_mode():
+        stage(x)
+    stage(x).sum().backward()
+    assert all(p.grad is not None for p in stage.parameters())
+
+
+@pytest.mark.slow
+def test_compiled_stage_matches_eager_without_graph_breaks():
+    # under compile the masks are traced into the graph (fullgraph: a graph break would raise)
+    torch.manual_seed(0)
+    stage = SwinStage3D(8, depth=2, num_heads=2, window_size=4)
+    x = torch.randn(1, 8, 5, 6, 7)
+    torch._dynamo.reset()
+    compiled = torch.compile(stage, backend="aot_eager", fullgraph=True)
+    for a, b in zip(_outputs_and_grads(compiled, x), _outputs_and_grads(stage, x), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch._dynamo.reset()

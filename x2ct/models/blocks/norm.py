@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-NORMS = ("instance", "batch", "group", "layer", "none")
+NORMS = ("instance", "instance_group", "batch", "group", "layer", "none")
 
 
 def make_norm(kind: str, channels: int, spatial_dims: int, num_groups: int = 8) -> nn.Module:
@@ -20,8 +20,12 @@ def make_norm(kind: str, channels: int, spatial_dims: int, num_groups: int = 8) 
 
     Args:
         kind: ``"instance"`` (affine, per-sample statistics: what small medical batches usually need),
-            ``"batch"``, ``"group"``, ``"layer"`` (``ChannelLayerNorm``: over the channels of each voxel alone, so
-            independent of the spatial extent) or ``"none"`` (identity).
+            ``"instance_group"`` (the same maths and parameters as ``"instance"``, computed as ``GroupNorm`` with one
+            group per channel, for ``trainer.memory_format=channels_last_3d``: on the CPU it returns a channels-last
+            input channels-last, where ``InstanceNorm`` returns it contiguous; eager CUDA ``group_norm`` makes its
+            input contiguous in the PyTorch sources, so on a GPU the layout is kept only where ``torch.compile``
+            generates the norm), ``"batch"``, ``"group"``, ``"layer"`` (``ChannelLayerNorm``: over the channels of
+            each voxel alone, so independent of the spatial extent) or ``"none"`` (identity).
         channels: feature channels.
         spatial_dims: 2 or 3.
         num_groups: groups for ``"group"``; lowered to the largest divisor of ``channels`` that is not above it.
@@ -30,6 +34,8 @@ def make_norm(kind: str, channels: int, spatial_dims: int, num_groups: int = 8) 
         raise ValueError(f"make_norm: spatial_dims must be 2 or 3, got {spatial_dims}")
     if kind == "instance":
         return (nn.InstanceNorm2d if spatial_dims == 2 else nn.InstanceNorm3d)(channels, affine=True)
+    if kind == "instance_group":  # InstanceNorm's default eps and affine weight/bias: state dicts load either way
+        return nn.GroupNorm(channels, channels, eps=1e-5, affine=True)
     if kind == "batch":
         return (nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d)(channels)
     if kind == "group":

@@ -11,6 +11,7 @@ Blocks take and return channels-first volumes ``(B, C, D, H, W)``; inside they w
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -21,6 +22,10 @@ from torch import Tensor, nn
 from x2ct.models.blocks.mlp import TransformerMLP
 
 Size3 = tuple[int, int, int]
+
+# distinct (shape, window, shift, dtype, device) entries kept per cache: the sizes of one model's levels, for a few
+# input sizes, with room to spare; the least recently used entry goes first
+WINDOW_CACHE_SIZE = 64
 
 
 def pad_to_multiple(x: Tensor, window: Size3, value: float = 0.0) -> Tensor:
@@ -96,6 +101,52 @@ def shifted_window_mask(size: Size3, padded: Size3, window: Size3, shift: Size3,
     return win[:, :, None] == win[:, None, :]
 
 
+def window_mask_bias(size: Size3, padded: Size3, window: Size3, shift: Size3, dtype: torch.dtype,
+                     device: torch.device) -> Tensor:
+    """``(nW, 1, N, N)`` additive attention mask of ``shifted_window_mask``: 0 where allowed, -inf where not.
+
+    It depends on the shapes alone, so eager forwards build it once per (shapes, dtype, device) and reuse it (a
+    bounded cache outside the module: no buffer, nothing in ``state_dict``, one entry per device). Under
+    ``torch.compile`` it is traced into the graph instead, where a Python-side cache would not survive.
+    """
+    if torch.compiler.is_compiling():
+        return _build_window_mask_bias(size, padded, window, shift, dtype, device)
+    return _cached_window_mask_bias(size, padded, window, shift, dtype, device)
+
+
+def window_position_index(window: Size3, window_size: int, device: torch.device) -> Tensor:
+    """``relative_position_index(window, window_size)`` on ``device``, built once per (window, device) in eager
+    mode as ``window_mask_bias``; for windows smaller than the nominal one (volumes thinner than it)."""
+    if torch.compiler.is_compiling():
+        return relative_position_index(window, window_size).to(device)
+    return _cached_window_position_index(window, window_size, device)
+
+
+def _build_window_mask_bias(size: Size3, padded: Size3, window: Size3, shift: Size3, dtype: torch.dtype,
+                            device: torch.device) -> Tensor:
+    allowed = shifted_window_mask(size, padded, window, shift, device=device)
+    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, -math.inf)[:, None]
+
+
+@functools.lru_cache(maxsize=WINDOW_CACHE_SIZE)
+def _cached_window_mask_bias(size: Size3, padded: Size3, window: Size3, shift: Size3, dtype: torch.dtype,
+                             device: torch.device) -> Tensor:
+    with torch.inference_mode(False), torch.no_grad():  # one first built under inference_mode serves training too
+        return _build_window_mask_bias(size, padded, window, shift, dtype, device)
+
+
+@functools.lru_cache(maxsize=WINDOW_CACHE_SIZE)
+def _cached_window_position_index(window: Size3, window_size: int, device: torch.device) -> Tensor:
+    with torch.inference_mode(False):  # saved for backward by the bias lookup: no inference tensor
+        return relative_position_index(window, window_size).to(device)
+
+
+def clear_window_caches() -> None:
+    """Empty the attention-mask and position-index caches (e.g. to free a device's memory)."""
+    _cached_window_mask_bias.cache_clear()
+    _cached_window_position_index.cache_clear()
+
+
 class SwinTransformerBlock3D(nn.Module):
     """``(B, dim, D, H, W) -> (B, dim, D, H, W)``: pre-norm window attention + pre-norm MLP, both residual.
 
@@ -148,8 +199,9 @@ class SwinTransformerBlock3D(nn.Module):
         padded: Size3 = tuple(h.shape[1:4])
         if any(shift):
             h = torch.roll(h, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
-        mask = (shifted_window_mask(size, padded, window, shift, device=x.device)
-                if any(shift) or padded != size else None)
+        needs_mask = any(shift) or padded != size
+        mask = window_mask_bias(size, padded, window, shift, self.relative_position_bias.dtype,
+                                x.device) if needs_mask else None
         h = window_reverse(self.window_attention(window_partition(h, window), window, mask), window, padded)
         if any(shift):
             h = torch.roll(h, shifts=shift, dims=(1, 2, 3))
@@ -159,20 +211,20 @@ class SwinTransformerBlock3D(nn.Module):
     def window_attention(self, windows: Tensor, window: Size3, mask: Tensor | None) -> Tensor:
         """Multi-head self-attention in each window: ``(B, nW, N, dim) -> (B, nW, N, dim)``.
 
-        ``mask`` (``(nW, N, N)`` bool, True = may attend) or None when every pair may attend.
+        ``mask`` (``(nW, 1, N, N)``, 0 where a query may attend to a key, -inf where not: ``window_mask_bias``) or
+        None when every pair may attend.
         """
         b = windows.shape[0]
         q, k, v = rearrange(self.qkv(windows), "b nw n (qkv heads hd) -> qkv (b nw) heads n hd", qkv=3,
                             heads=self.num_heads)
         index = (self.full_window_index if window == (self.window_size,) * 3
-                 else relative_position_index(window, self.window_size).to(windows.device))
+                 else window_position_index(window, self.window_size, windows.device))
         bias = rearrange(self.relative_position_bias[index], "n m heads -> heads n m")
         if mask is None:
             attn_mask = bias[None]
         else:
-            forbidden = torch.zeros(mask.shape, dtype=bias.dtype, device=bias.device).masked_fill(~mask, -math.inf)
             # repeated over the batch: the fused kernels want one 4D mask row per (B*nW) item
-            attn_mask = repeat(bias[None] + forbidden[:, None], "nw heads n m -> (b nw) heads n m", b=b)
+            attn_mask = repeat(bias[None] + mask, "nw heads n m -> (b nw) heads n m", b=b)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype),
                                              dropout_p=self.attn_dropout if self.training else 0.0)
         return self.proj(rearrange(out, "(b nw) heads n hd -> b nw n (heads hd)", b=b))
