@@ -1,41 +1,64 @@
-"""The first run on a GPU: one command, at most 9 minutes, that measures what the CPU cannot show.
+"""The run on a GPU: one command, at most 8 minutes, that measures what the CPU cannot show.
 
 Run from the repository root (``scripts/gpu_check.sh`` sets up the environment and calls this)::
 
     bash scripts/gpu_check.sh                            # on the GPU machine: every part, real sizes
-    bash scripts/gpu_check.sh --device cpu --tiny        # the CPU rehearsal (tests/test_gpu_check.py), < 1 min
-    bash scripts/gpu_check.sh --parts milestone1,drr     # some parts only
+    bash scripts/gpu_check.sh --device cpu --tiny        # the CPU rehearsal (tests/test_gpu_check.py), ~1 min
+    bash scripts/gpu_check.sh --parts milestone1,profile # some parts only
+    bash scripts/gpu_check.sh --batch-sizes 2,8,16,32 --override trainer.ema_decay=0.999
 
-Parts, in this order, each in a fresh process group with its own time limit (a part that fails or times out is
-recorded as such and the next one runs; the whole run stops starting parts once ``--budget-s`` is spent):
+Parts, in this order, each in a fresh process group with its own time limit (``TIMEOUT_S``; a part that fails or
+times out is recorded as such and the next one runs; the run starts no part with less than half its limit left of
+``--budget-s``). Seconds: what a part took on an NVIDIA H200 (benchmarks/results/gpu_check_nvidia_h200.md) where
+that run had it, else an estimate from the step counts:
 
-a. ``gpu_tests``: ``python -m pytest -q -m gpu``.
-b. ``milestone1``: the milestone-1 recipe (conf/experiment/milestone1.yaml: hybrid CNN-ViT, base 32, 64^3 volume,
-   two 512^2 views, batch 2, bf16 autocast, the six-part loss, AdamW, gradient clipping) for 50 timed training
-   steps after a warm-up: samples/s (median step, CUDA synchronised), peak memory, FLOPs per sample and MFU.
-c. ``milestone1_compile``: the same with ``torch.compile`` (inductor) of the model; compile time apart.
-d. ``cascade_128`` (conf/experiment/milestone2.yaml, 128^3) and ``c2rv_256`` (conf/experiment/c2rv.yaml, 256^3,
-   8 cone-beam views): 10 steps each; an out-of-memory error is a recorded result.
-e. ``drr``: ``benchmarks/bench_drr.py --device cuda --quick --peers diffdrr,nanodrr`` (first installs the
-   distributions the peers need that are missing: the peers, torchio and roma with ``pip install --no-deps``, then
-   the light dependencies; torch pinned by a constraints file).
-f. ``ddp``: with 2+ GPUs, ``torchrun --nproc_per_node=2 train.py experiment=milestone1`` for 20 batches on a small
+a. ``gpu_tests`` (~15 s): ``python -m pytest -q -m gpu``.
+b. ``milestone1`` (~60 s, most of it start-up, the first steps' cuDNN autotuning and the FLOP count): the
+   milestone-1 recipe (conf/experiment/milestone1.yaml: hybrid CNN-ViT, base 32, 64^3 volume, two 512^2 views,
+   batch 2, bf16, the six-part loss, AdamW, clipping) through the trainer's own ``TrainStep``; 3 warm-up steps,
+   then 3 timed repeats of 15 steps.
+c. ``milestone1_batches`` (~40 s per batch size): milestone 1 at each of ``--batch-sizes`` (default 2, 8, 16; the
+   recipe's batch is part b's row): samples/s and peak memory per batch; an out-of-memory error is a row.
+d. ``profile`` (~40 s per batch size, estimate): ``benchmarks/profile_step.py`` over one milestone-1 step at
+   ``--profile-batch-sizes`` (default 2, 8): time by kernel class, the fraction of the step the GPU is busy.
+e. ``cascade_128`` (conf/experiment/milestone2.yaml, 128^3, ~25 s) and ``c2rv_256`` (conf/experiment/c2rv.yaml,
+   256^3, 8 cone-beam views, ~25 s): 3 timed repeats of 4 steps each; an out-of-memory error is a result.
+f. ``drr`` (~50 s, more when peers must be installed): ``benchmarks/bench_drr.py --device cuda --quick --peers
+   diffdrr,nanodrr`` (first installs the distributions the peers need that are missing: the peers, torchio and
+   roma with ``pip install --no-deps``, then the light dependencies; torch pinned by a constraints file).
+g. ``milestone1_compile`` (a cold inductor compile took more than 180 s, a warm one 60 s): part b with
+   ``trainer.compile=true``; the first step (the compile) timed apart. Last of the one-GPU parts, so that a cold
+   compile cannot crowd the others out of the budget; ``--parts milestone1_compile`` runs it alone.
+h. ``ddp``: with 2+ GPUs, ``torchrun --nproc_per_node=2 train.py experiment=milestone1`` for 20 batches on a small
    phantom set prepared on the spot; samples/s from the run's metrics.jsonl.
 
 What is measured and what is not:
 
-- The training parts feed random views and targets in [0, 1]: they measure the model, the loss and the optimiser,
-  not data loading (part f includes it). The perceptual term uses a randomly initialised VGG16
-  (``weights: random``): the GPU machine has no internet for the ImageNet file, and the FLOPs are the same.
-- A training step: forward under autocast, the recipe's loss in float32, backward, ``clip_grad_norm_``, AdamW
-  (``fused=True`` on CUDA); timed with ``torch.cuda.synchronize`` before and after each step.
-- FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over one sample's forward, loss and backward (outside the
-  timed loop). MFU = FLOPs per sample x samples/s / the GPU's dense bf16 peak (vendor datasheet, ``BF16_PEAK``).
-- Peak memory: ``torch.cuda.max_memory_allocated`` over warm-up and timed steps, weights included
-  (benchmarks/peak_memory.py; on the CPU the rise of the peak resident set size).
+- The training parts build the recipe as ``x2ct.engine.trainer.build_run`` does, with the engine's builders
+  (``build_model``, ``ReconstructionLoss(input_spec=..., scanned_only=...)``, ``build_optimizer``,
+  ``build_scheduler``, ``make_scaler``, ``wrap_for_training``, ``build_ema``) and time ``TrainStep``, the step
+  the trainer runs: forward under the recipe's autocast, the loss in float32, backward, clipping, the optimizer
+  (AdamW, fused where the device has the kernel) with its on-device skip of non-finite steps, the schedule, the
+  EMA where the recipe has one (``--override trainer.ema_decay=0.999`` adds one). What a data set would decide
+  (views, sizes, angles, geometry) comes from the recipe's ``data.prepare`` protocol.
+- Inputs are random views and targets in [0, 1] made on the device, every voxel scanned: the model, loss and
+  optimiser are measured, not data loading (part h includes it). The perceptual term uses a randomly initialised
+  VGG16 (``weights: random``): the GPU machine has no internet for the ImageNet file, and the FLOPs are the same.
+- Time: 3 repeats of N steps back to back, the host synchronised only at each repeat's ends (as the trainer
+  runs); samples/s of the median repeat, with the slowest and fastest.
+- Peak memory: ``first step`` over the first step alone (the optimizer's state appears and cuDNN autotunes, with
+  workspaces it may not keep) and ``steady`` over the timed repeats, the peak reset after the warm-up; on CUDA
+  ``torch.cuda.max_memory_allocated`` with weights included, on the CPU the rise of the peak resident set size
+  (benchmarks/peak_memory.py). Milestone 1's memory goal is judged on the steady peak.
+- FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over one ``TrainStep`` call on the uncompiled model (outside
+  the timed loops), per sample, split into the model's forward + backward and each loss term (the perceptual
+  term's VGG16 labelled so), and by the precision each counted operation ran in (bf16 under autocast; the loss's
+  float32 convolutions as TF32 on CUDA, cuDNN's default). MFU = sum over the parts of FLOPs / the dense peak of
+  their precision, times samples/s (``DATASHEET_PEAKS``, vendor datasheets).
 
 Writes ``gpu_check_<gpu>.json`` and ``.md`` under ``--out`` (``<gpu>``: a slug of ``torch.cuda.get_device_name``,
-``cpu`` on the CPU, ``_tiny`` appended for a tiny run on a GPU). Exit status 1 if any part failed or timed out.
+``cpu`` on the CPU, ``_tiny`` appended for a tiny run on a GPU), and part d its ``profile_step_<gpu>.{json,md}``.
+Exit status 1 if any part failed or timed out.
 """
 
 from __future__ import annotations
@@ -45,6 +68,7 @@ import datetime as dt
 import importlib
 import importlib.metadata
 import json
+import math
 import os
 import re
 import shlex
@@ -52,7 +76,9 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without installing x2ct
@@ -64,41 +90,56 @@ from process_group import run_in_own_group  # noqa: E402  (benchmarks/process_gr
 
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
 
-PARTS = ("gpu_tests", "milestone1", "milestone1_compile", "cascade_128", "c2rv_256", "drr", "ddp")
+PARTS = ("gpu_tests", "milestone1", "milestone1_batches", "profile", "cascade_128", "c2rv_256", "drr",
+         "milestone1_compile", "ddp")
 # the most seconds each part may take (real sizes on a GPU; --tiny: TINY_TIMEOUT_S); the budget caps them all
 # (milestone1_compile: a cold inductor compile of milestone 1 took more than 180 s on a 16-CPU H200 machine)
-TIMEOUT_S = {"gpu_tests": 60, "milestone1": 75, "milestone1_compile": 300, "cascade_128": 45, "c2rv_256": 60,
-             "drr": 90, "ddp": 120}
+TIMEOUT_S = {"gpu_tests": 60, "milestone1": 75, "milestone1_batches": 150, "profile": 150, "cascade_128": 45,
+             "c2rv_256": 60, "drr": 90, "milestone1_compile": 300, "ddp": 120}
 TINY_TIMEOUT_S = 60
-# 9 minutes on one GPU: on the H200 the parts other than the compile and ddp took 170 s, so with the compile at its
-# limit ddp (2+ GPUs only) still has 70 s; a part that would overrun the budget gets what is left of it
-BUDGET_S = 540.0
+# 8 minutes on one GPU; a part starts only with at least START_FRACTION of its limit left in the budget, and gets
+# what is left of the budget when that is less than its limit
+BUDGET_S = 480.0
+START_FRACTION = 0.5
 
-# milestone 1's goals on one H100-class GPU (issue 14), judged on the full-size bf16 run on CUDA only
+# milestone 1's goals on one H100-class GPU, judged on the full-size bf16 run on CUDA only
 GOAL_SAMPLES_PER_S = 10.0
 GOAL_PEAK_MB = 10 * 1024  # 10 GB (GiB, as peak MB are 2^20 bytes)
 GOAL_MFU = 0.40
 
-# Dense bf16 tensor-core peak (no sparsity), vendor datasheet, TFLOPS; matched on torch.cuda.get_device_name:
-# (substrings that must all appear, substrings that must not, label, TFLOPS). "NVIDIA H100 80GB HBM3" is the SXM
-# part; NVL variants have other peaks and are left unknown.
-BF16_PEAK = (
-    (("H100", "PCIe"), (), "H100 PCIe", 756.0),
-    (("H100",), ("NVL",), "H100 SXM", 989.0),
-    (("H200",), ("NVL",), "H200", 989.0),
-    (("A100",), (), "A100", 312.0),
-    (("L40S",), (), "L40S", 362.0),
-    (("RTX 4090",), (), "RTX 4090", 165.0),
+# Dense peak TFLOPS (no sparsity) per precision from the vendors' datasheets (which print bf16, fp16 and tf32 with
+# sparsity: halved here), matched on torch.cuda.get_device_name: (substrings that must all appear, substrings that
+# must not, label, {precision: TFLOPS}, source). fp32: the CUDA cores (no tensor cores). "NVIDIA H100 80GB HBM3"
+# is the SXM part; NVL variants have other peaks and are left unknown.
+DATASHEET_PEAKS = (
+    (("H100", "PCIe"), (), "H100 PCIe", {"bf16": 756.0, "fp16": 756.0, "tf32": 378.0, "fp32": 51.0},
+     "NVIDIA H100 Tensor Core GPU datasheet"),
+    (("H100",), ("NVL",), "H100 SXM", {"bf16": 989.0, "fp16": 989.0, "tf32": 494.5, "fp32": 67.0},
+     "NVIDIA H100 Tensor Core GPU datasheet"),
+    (("H200",), ("NVL",), "H200", {"bf16": 989.0, "fp16": 989.0, "tf32": 494.5, "fp32": 67.0},
+     "NVIDIA H200 Tensor Core GPU datasheet"),
+    (("A100",), (), "A100", {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5},
+     "NVIDIA A100 Tensor Core GPU datasheet"),
+    (("L40S",), (), "L40S", {"bf16": 362.0, "fp16": 362.0, "tf32": 183.0, "fp32": 91.6}, "NVIDIA L40S datasheet"),
+    (("RTX 4090",), (), "RTX 4090", {"bf16": 165.0, "fp16": 165.0, "tf32": 82.6, "fp32": 82.6},
+     "NVIDIA Ada Lovelace architecture whitepaper (tensor cores with FP32 accumulate)"),
 )
 
-# Training parts: the recipe (conf/experiment/<name>.yaml) and, for --tiny, what shrinks it. Prepare overrides
-# change the data the model is sized from (volume, views); train overrides change the model.
+# Training parts: the recipe (conf/experiment/<name>.yaml), its warm-up and timed steps per repeat, and, for --tiny,
+# what shrinks it. Prepare overrides change the data the model is sized from (volume, views); train overrides change
+# the model.
 TRAINING_PARTS = {
-    "milestone1": {"experiment": "milestone1", "steps": 50, "compile": False},
-    "milestone1_compile": {"experiment": "milestone1", "steps": 50, "compile": True},
-    "cascade_128": {"experiment": "milestone2", "steps": 10, "compile": False},
-    "c2rv_256": {"experiment": "c2rv", "steps": 10, "compile": False},
+    "milestone1": {"experiment": "milestone1", "compile": False, "warmup_steps": 3, "steps_per_repeat": 15},
+    "milestone1_compile": {"experiment": "milestone1", "compile": True, "warmup_steps": 3, "steps_per_repeat": 15},
+    "cascade_128": {"experiment": "milestone2", "compile": False, "warmup_steps": 3, "steps_per_repeat": 4},
+    "c2rv_256": {"experiment": "c2rv", "compile": False, "warmup_steps": 3, "steps_per_repeat": 4},
 }
+REPEATS = 3  # timed repeats per case: samples/s of the median one, with the slowest and fastest
+TINY_STEPS = {"warmup_steps": 1, "steps_per_repeat": 1}
+SCHEDULE_STEPS = 10**6  # the schedule's length: past its warm-up, far from its end
+BATCH_SIZES, TINY_BATCH_SIZES = (2, 8, 16), (2, 4)  # part c
+SWEEP_SAMPLES = 32  # part c times at least this many samples per repeat (and 4 steps)
+PROFILE_BATCH_SIZES, TINY_PROFILE_BATCH_SIZES = (2, 8), (2,)  # part d
 TINY_HYBRID = ["model.base_channels=4", "model.depth=2", "model.channel_multipliers=[1,2,4]", "model.num_heads=2",
                "model.transformer_levels=[1]", "model.pyramid_channels=4", "model.pyramid_scales=2",
                "model.cross_view_grid=4", "model.cross_view_heads=2"]
@@ -162,7 +203,7 @@ def run_case_in_subprocess(spec: dict, timeout_s: float) -> dict:
         return command_failure(returncode, output, timeout_s, "training case")
 
 
-# --- parts b-d: training steps ----------------------------------------------------------------------------------
+# --- parts b-d and the batch sweep: the trainer's training step -------------------------------------------------
 def compose(config_name: str, overrides: list[str]):
     """A config from conf/ composed as the entrypoints compose it (``x2ct.engine.launch.compose_config``)."""
     from x2ct.engine.launch import compose_config
@@ -176,184 +217,481 @@ def tiny_prepare_overrides(volume: int, detector: int, detector_mm: float) -> li
             f"protocol.geometry.pixel_spacing_mm=[{detector_mm / detector},{detector_mm / detector}]"]
 
 
-def training_spec(part: str, device: str, tiny: bool, steps: int | None) -> dict:
-    """What ``run_training_case`` needs, from the recipe's configs: the model sized as the recipe's data set would
-    size it (volume, views, angles and geometry from ``data.prepare``), its loss, optimiser and clipping."""
-    from omegaconf import OmegaConf
+def training_spec(part: str, device: str, tiny: bool, steps: int | None = None, batch: int | None = None,
+                  overrides: tuple[str, ...] | list[str] = ()) -> dict:
+    """What ``run_training_case`` needs: the recipe's train config composed as ``train.py`` composes it (on
+    ``device``, at ``batch`` if given, then ``overrides``), resolved, with what ``fill_model_config`` records from a
+    data set taken from the recipe's ``data.prepare`` protocol instead (views, sizes, angles, geometry, field of
+    view), and the step counts of the part."""
+    from omegaconf import OmegaConf, open_dict
 
     from x2ct.data.prepare import load_prepare_config, protocol_geometry
+    from x2ct.engine.build import fill_geometry, match_deep_supervision
     from x2ct.physics.geometry import angles_for_views
 
     recipe = TRAINING_PARTS[part]
     experiment = recipe["experiment"]
-    train_overrides = [f"experiment={experiment}", "loss.components.perceptual.weights=random"]
-    cfg = compose("train", train_overrides)
+    train_overrides = [f"experiment={experiment}", "loss.components.perceptual.weights=random",
+                       f"trainer.accelerator={device}"]
+    if recipe["compile"]:
+        # the CPU rehearsal captures graphs with Dynamo but skips inductor's code generation (minutes on 2 cores)
+        backend = "eager" if tiny and device == "cpu" else "inductor"
+        train_overrides += ["trainer.compile=true", f"trainer.compile_backend={backend}"]
+    if batch is not None:
+        train_overrides.append(f"data.batch_size={batch}")
+    if tiny:
+        train_overrides += [*TINY[experiment][2], *TINY_LOSS]
+    cfg = compose("train", [*train_overrides, *overrides])
     prepare_overrides = list(cfg.data.prepare)
     if tiny:
-        volume, detector, model_overrides = TINY[experiment]
+        volume, detector, _ = TINY[experiment]
         full = load_prepare_config(compose("prepare", prepare_overrides)).protocol.geometry
         detector_mm = full.detector_shape[0] * full.pixel_spacing_mm[0]
         prepare_overrides += tiny_prepare_overrides(volume, detector, detector_mm)
-        cfg = compose("train", [*train_overrides, *model_overrides, *TINY_LOSS])
     protocol = load_prepare_config(compose("prepare", prepare_overrides)).protocol
     geometry, _ = protocol_geometry(protocol)
     data = cfg.data
     angles = (list(angles_for_views(list(data.views))) if data.views is not None
-              else [180.0 * k / data.num_views for k in range(data.num_views)])
-    geometry = geometry.with_angles(angles)
+              else [180.0 * k / data.num_views for k in range(data.num_views)])  # evenly_spread_views' angles
     view_size = int((protocol.view_size or geometry.detector_shape)[-1])
     volume_size = int(protocol.preprocess.size[-1])
-
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    model.update(num_views=len(angles), view_size=view_size, volume_size=volume_size, view_angles_deg=angles)
-    if "geometry" in model:  # as the trainer fills it in from the data set (fill_geometry)
-        model["geometry"] = geometry.to_dict()
-    if "volume_fov_mm" in model:
-        model["volume_fov_mm"] = [float(v) for v in protocol.preprocess.fov_mm]
-    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    precision = "bf16" if device == "cuda" else "fp32"
+    # the part of a data set's input_spec() that the protocol gives (components that compare with the views, such
+    # as the projection term, read more: none of the recipes measured here weighs them)
+    input_spec = {"angles_deg": angles, "view_shape": [view_size, view_size], "ct_size": [volume_size] * 3,
+                  "ct_fov_mm": [float(v) for v in protocol.preprocess.fov_mm],
+                  "geometry": geometry.with_angles(angles).to_dict()}
+    with open_dict(cfg):  # as fill_model_config records them from a data set
+        cfg.model.num_views, cfg.model.view_size, cfg.model.volume_size = len(angles), view_size, volume_size
+        cfg.model.view_angles_deg = angles
+        fill_geometry(cfg.model, input_spec)
+        match_deep_supervision(cfg.model, float(cfg.loss.weights.get("deep_supervision", 0.0)))
+    counts = TINY_STEPS if tiny else recipe
     return {
-        "kind": "training", "part": part, "experiment": experiment, "device": device, "precision": precision,
+        "kind": "training", "part": part, "experiment": experiment, "device": device,
+        "config": OmegaConf.to_container(cfg, resolve=True), "input_spec": input_spec,
         "batch": int(cfg.data.batch_size), "views": len(angles), "view_size": view_size, "volume_size": volume_size,
-        "angles_deg": angles, "model": model,
-        "loss": {"weights": OmegaConf.to_container(cfg.loss.weights, resolve=True),
-                 "components": OmegaConf.to_container(cfg.loss.get("components") or {}, resolve=True)},
-        "optimizer": {k: optimizer[k] for k in ("lr", "weight_decay", "betas")},
-        "grad_clip_norm": cfg.trainer.grad_clip_norm, "compile": recipe["compile"],
-        # the CPU rehearsal captures graphs with Dynamo but skips inductor's code generation (minutes on 2 cores)
-        "compile_backend": "eager" if tiny and device == "cpu" else "inductor",
-        "warmup_steps": 1 if tiny else 5, "steps": steps or (2 if tiny else recipe["steps"]),
-        "min_steps": 2 if tiny else 3,
+        "warmup_steps": counts["warmup_steps"], "steps_per_repeat": steps or counts["steps_per_repeat"],
+        # the rehearsal times every repeat whatever the machine's load; real sizes stop at the budget after one
+        "repeats": REPEATS, "min_repeats": REPEATS if tiny else 1, "count_flops": True,
     }
 
 
-def _map_floats(pred, fn):
-    """``fn`` applied to every floating-point tensor of a model's output (a volume, or a dict with its
-    deep-supervision list and patch origins)."""
+def random_micro_batches(spec: dict, batch: int, device) -> list[dict]:
+    """One accumulation group of batches as the data loader hands them to ``TrainStep``: views ``(B, V, 1, H, W)``
+    and target ``(B, 1, D, H, W)`` in [0, 1] (made on ``device``: data loading is not measured), every voxel scanned
+    (a phantom set's mask), the views' angles ``(B, V)`` on the host."""
     import torch
 
-    if isinstance(pred, dict):
-        return {key: _map_floats(value, fn) for key, value in pred.items()}
-    if isinstance(pred, list):
-        return [_map_floats(value, fn) for value in pred]
-    return fn(pred) if isinstance(pred, torch.Tensor) and pred.is_floating_point() else pred
+    v, s, d = spec["views"], spec["view_size"], spec["volume_size"]
+    angles = torch.tensor(spec["input_spec"]["angles_deg"], dtype=torch.float32).expand(batch, v)
+    return [{"views": torch.rand(batch, v, 1, s, s, device=device), "ct": torch.rand(batch, 1, d, d, d, device=device),
+             "scanned": torch.ones(batch, 1, d, d, d, dtype=torch.bool, device=device), "angles_deg": angles}
+            for _ in range(int(spec["config"]["trainer"]["accumulate_grad_batches"]))]
+
+
+@dataclass
+class TrainingSetup:
+    """The trainer's model, loss and step as ``build_run`` builds them, and a random accumulation group to feed.
+    ``flop_step`` is the same step on the uncompiled model (FLOPs do not depend on the compiler)."""
+
+    device: Any
+    precision: Any
+    model: Any
+    criterion: Any
+    step: Any
+    flop_step: Any
+    micro_batches: list[dict]
+
+    @property
+    def samples(self) -> int:
+        return sum(len(batch["ct"]) for batch in self.micro_batches)
+
+    def run_step(self) -> None:
+        self.step(self.micro_batches)
+
+    def sync(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def build_training(spec: dict) -> TrainingSetup:
+    """Model, loss, optimizer, schedule, scaler, wrapper (``torch.compile``), EMA and ``TrainStep`` in the order and
+    with the builders of ``x2ct.engine.trainer.build_run`` (one process, no DDP), from the spec's config."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from x2ct.engine.build import (
+        build_ema,
+        build_model,
+        build_optimizer,
+        build_scheduler,
+        check_view_dropout_minimum,
+        wrap_for_training,
+    )
+    from x2ct.engine.distributed import DistInfo
+    from x2ct.engine.precision import make_scaler, resolve_device, resolve_precision
+    from x2ct.engine.seeding import seed_everything, set_deterministic
+    from x2ct.engine.step import TrainStep
+    from x2ct.losses import ReconstructionLoss
+
+    cfg = OmegaConf.create(spec["config"])
+    dist = DistInfo()
+    device = resolve_device(cfg.trainer.accelerator, dist)
+    precision = resolve_precision(cfg.trainer.precision, device)
+    set_deterministic(cfg.trainer.deterministic)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg.trainer.deterministic
+    seed_everything(cfg.seed)
+    n = spec["volume_size"]
+    model = build_model(cfg, device, torch.full((1, n, n, n), 0.5))  # a template model starts from this "mean CT"
+    check_view_dropout_minimum(cfg.data, model)
+    components = cfg.loss.get("components")
+    criterion = ReconstructionLoss(dict(cfg.loss.weights),
+                                   OmegaConf.to_container(components, resolve=True) if components else None,
+                                   input_spec=spec["input_spec"], scanned_only=cfg.loss.scanned_only).to(device)
+    optimizer = build_optimizer(cfg.optimizer, model, device)
+    scheduler = build_scheduler(cfg, optimizer, SCHEDULE_STEPS, dist)
+    scaler = make_scaler(precision, device)
+    seed_everything(cfg.seed, rank=dist.rank)
+    trainer = cfg.trainer
+    compile_loss, compile_mode = bool(trainer.get("compile_loss", False)), trainer.get("compile_mode")
+    # with compile_loss the model is compiled inside the one graph of model and loss, not on its own
+    train_model = wrap_for_training(model, dist, device, trainer.compile and not compile_loss,
+                                    trainer.compile_backend, compile_mode)
+    forward_and_loss = None
+    if compile_loss:
+        from x2ct.engine.build import compile_forward_and_loss
+
+        forward_and_loss = compile_forward_and_loss(train_model, criterion, device, precision,
+                                                    trainer.compile_backend, compile_mode)
+    ema = build_ema(model, trainer.ema_decay)
+    step = TrainStep(model, train_model, criterion, optimizer, scheduler, scaler, ema, device, precision,
+                     trainer.grad_clip_norm, dist.world_size, forward_and_loss=forward_and_loss)
+    flop_step = step if train_model is model and forward_and_loss is None else TrainStep(
+        model, model, criterion, optimizer, scheduler, scaler, ema, device, precision, trainer.grad_clip_norm,
+        dist.world_size)
+    train_model.train()
+    return TrainingSetup(device, precision, model, criterion, step, flop_step,
+                         random_micro_batches(spec, spec["batch"], device))
 
 
 def run_training_case(spec: dict, budget_s: float) -> dict:
-    """Warm-up, then timed training steps on random inputs, then one sample's FLOPs; in this (fresh) process.
-    Timing stops ``budget_s`` after the start (once ``min_steps`` are timed), whatever the compiler took."""
+    """In this (fresh) process: the first step (its peak memory apart), the rest of the warm-up, then ``repeats``
+    timed loops of ``steps_per_repeat`` steps each (the host synchronised only at a loop's ends, as the trainer
+    runs), their steady peak memory, then one step's FLOPs. The timed loops stop after the one that passes
+    ``budget_s`` from the start (once ``min_repeats`` are timed), whatever the compiler took; an out-of-memory error
+    is a result."""
     case_start = time.perf_counter()
     import torch
-    from hydra.utils import instantiate
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from x2ct.losses import ReconstructionLoss
     from x2ct.models import count_parameters
-    from x2ct.models.inputs import takes_angles
 
     torch.manual_seed(0)
-    device = torch.device(spec["device"])
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    model = instantiate(spec["model"]).to(device).train()
-    criterion = ReconstructionLoss(spec["loss"]["weights"], spec["loss"]["components"]).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), **spec["optimizer"], fused=device.type == "cuda")
-    b, v, s, d = spec["batch"], spec["views"], spec["view_size"], spec["volume_size"]
-    views = torch.rand(b, v, 1, s, s, device=device)  # (B, V, 1, H, W) in [0, 1]
-    target = torch.rand(b, 1, d, d, d, device=device)  # (B, 1, D, H, W) in [0, 1]
-    # (B, V) on the host, as the data loader gives them; None for models without an angle input
-    angles = torch.tensor(spec["angles_deg"]).expand(b, v) if takes_angles(model) else None
-    net = torch.compile(model, backend=spec["compile_backend"]) if spec["compile"] else model
-    dtype = torch.bfloat16 if spec["precision"] == "bf16" else None
-    clip = spec["grad_clip_norm"] or float("inf")
-
-    def loss_of(views, target, angles):
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            pred = net(views, angles_deg=angles) if angles is not None else net(views)
-        # the loss in float32 after an autocast forward, as in training
-        return criterion(_map_floats(pred, lambda t: t.float()), target)[0], pred
-
-    def step() -> None:
-        loss_of(views, target, angles)[0].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    result = {"parameters": count_parameters(model), "batch": b, "views": v, "view_size": s, "volume_size": d,
-              "precision": spec["precision"], "compile": spec["compile"] and spec["compile_backend"]}
-    peak = PeakMemory(device, include_existing=True)  # CUDA: weights, optimiser state, activations, gradients
-    peak.start()
-    started = time.perf_counter()
-    times: list[float] = []
+    setup = build_training(spec)
+    trainer = spec["config"]["trainer"]
+    optimizer = setup.step.optimizer
+    result = {"parameters": count_parameters(setup.model), "batch": spec["batch"], "views": spec["views"],
+              "view_size": spec["view_size"], "volume_size": spec["volume_size"], "samples_per_step": setup.samples,
+              "precision": setup.precision.name, "compile": trainer["compile"] and trainer["compile_backend"],
+              "compile_mode": trainer.get("compile_mode"), "compile_loss": trainer.get("compile_loss"),
+              "memory_format": trainer.get("memory_format"),
+              "step": "x2ct.engine.step.TrainStep", "ema_decay": trainer["ema_decay"],
+              "grad_clip_norm": trainer["grad_clip_norm"],
+              "optimizer": type(optimizer).__name__ + (" (fused)" if optimizer.defaults.get("fused") else "")}
+    phase, rates = "first step", []
+    peak = PeakMemory(setup.device, include_existing=True)  # CUDA: weights, optimizer state, activations, gradients
     try:
-        for i in range(spec["warmup_steps"]):
-            start = time.perf_counter()
-            step()
-            sync()
-            if i == 0 and spec["compile"]:  # compiling forward and backward happens in the first step
-                result["compile_s"] = time.perf_counter() - start
-        result["warmup_s"] = time.perf_counter() - started
+        peak.start()
+        start = time.perf_counter()
+        setup.run_step()
+        setup.sync()
+        result["first_step_s"] = time.perf_counter() - start
+        result["first_step_peak_mb"] = peak.peak_mb()
+        if trainer["compile"]:  # compiling forward and backward happens in the first step
+            result["compile_s"] = result["first_step_s"]
+        phase = "warm-up"
+        for _ in range(spec["warmup_steps"] - 1):
+            setup.run_step()
+        setup.sync()
+        result["warmup_s"] = time.perf_counter() - start
+        phase = "timed steps"
+        peak = PeakMemory(setup.device, include_existing=True)  # the steady state, after the warm-up
+        peak.start()
         deadline = case_start + budget_s
-        while len(times) < spec["min_steps"] or (len(times) < spec["steps"] and time.perf_counter() < deadline):
+        for _ in range(spec["repeats"]):
             start = time.perf_counter()
-            step()
-            sync()
-            times.append(time.perf_counter() - start)
+            for _ in range(spec["steps_per_repeat"]):
+                setup.run_step()
+            setup.sync()
+            rates.append(setup.samples * spec["steps_per_repeat"] / (time.perf_counter() - start))
+            if len(rates) >= spec["min_repeats"] and time.perf_counter() > deadline:
+                break
+        result["steady_peak_mb"] = peak.peak_mb()
+        window = setup.step.read_window()
+        phase = "FLOP count"
+        if spec["count_flops"]:
+            result.update(count_step_flops(setup))
     except torch.OutOfMemoryError as err:  # a result, not a crash: how far it got and what it had taken
-        result.update(status="oom", peak_mb=peak.peak_mb(), steps_timed=len(times),
-                      note="out of memory: " + str(err).strip().splitlines()[0][:200])
+        result.update(status="oom", phase=phase, peak_mb=peak.peak_mb(), repeats_timed=len(rates),
+                      note=f"out of memory in the {phase}: " + str(err).strip().splitlines()[0][:200])
         return result
-    if spec["compile"]:
+    if trainer["compile"]:
         from torch._dynamo.utils import counters
 
         result["graph_breaks"] = sum(counters["graph_break"].values())
-    seconds = statistics.median(times)
-    result.update(seconds_per_step=seconds, samples_per_s=b / seconds, steps_timed=len(times),
-                  peak_mb=peak.peak_mb(), memory_method=peak.method)
-
-    net = model  # FLOPs of the same arithmetic without the compiler's wrapper
-    with FlopCounterMode(display=False) as counter:  # one sample's forward, loss and backward
-        loss, pred = loss_of(views[:1], target[:1], None if angles is None else angles[:1])
-        loss.backward()
-    with FlopCounterMode(display=False) as loss_counter:  # the loss's share: on the same prediction, detached
-        pred = _map_floats(pred, lambda t: t.detach().float().requires_grad_())
-        criterion(pred, target[:1])[0].backward()
-    optimizer.zero_grad(set_to_none=True)
-    result["gflops_per_sample"] = counter.get_total_flops() / 1e9
-    result["loss_gflops_per_sample"] = loss_counter.get_total_flops() / 1e9
-    result["status"] = "ok"
+    median = statistics.median(rates)
+    result.update(samples_per_s=median, samples_per_s_min=min(rates), samples_per_s_max=max(rates),
+                  samples_per_s_repeats=rates, seconds_per_step=setup.samples / median,
+                  steps_per_repeat=spec["steps_per_repeat"], repeats_timed=len(rates), memory_method=peak.method,
+                  loss=window["loss"], skipped_nonfinite=window["skipped_nonfinite"], status="ok")
+    if len(rates) < spec["repeats"]:
+        result["note"] = f"{len(rates)} of {spec['repeats']} timed repeats within the case's {budget_s:.0f} s"
     return result
+
+
+# --- FLOPs by part and precision ---------------------------------------------------------------------------------
+def count_step_flops(setup: TrainingSetup) -> dict:
+    """FLOPs of one ``TrainStep`` call (``FlopCounterMode``), split by part (the model's forward and backward, each
+    loss term's, the criterion's own, anything else) and by the precision each counted operation computed in. The
+    parts add up to the total by construction: every counted operation is recorded once, under one part.
+
+    A forward operation belongs to the innermost of the model, the criterion and its terms that is running (module
+    hooks keep that stack); a backward one to the part whose forward made the autograd node running it (the hooks
+    tag the nodes). ``FlopCounterMode``'s own module tracking cannot say that in backward: a term stays among its
+    ``parents`` until the gradient of the input every term shares is complete, after every term's backward."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, flop_registry
+
+    running: list[str] = []
+    split: dict[tuple[str, str], int] = {}
+
+    def recording(op, formula):
+        def count(*args, out_val=None, **kwargs):
+            flops = formula(*args, out_val=out_val, **kwargs)
+            node = torch._C._current_autograd_node()  # in backward: the node being run
+            part = (node.metadata.get(FLOP_PART_KEY, "outside") if node is not None
+                    else running[-1] if running else "outside")
+            key = (part, compute_precision(str(op), args, setup.device))
+            split[key] = split.get(key, 0) + flops
+            return flops
+
+        count._get_raw = True  # FlopCounterMode hands the tensors themselves, not their shapes
+        return count
+
+    def enter(part: str):
+        return lambda module, args: running.append(part)
+
+    def leave(part: str):
+        def hook(module, args, output) -> None:
+            running.pop()
+            tag_backward_nodes(output, part)
+
+        return hook
+
+    parts = [(setup.model, "model"), (setup.criterion, "loss"),
+             *((component, name) for name, component in setup.criterion.components.items())]
+    hooks = [hook for module, part in parts
+             for hook in (module.register_forward_pre_hook(enter(part)), module.register_forward_hook(leave(part)))]
+    counter = FlopCounterMode(display=False, custom_mapping={op: recording(op, formula)
+                                                             for op, formula in flop_registry.items()})
+    try:
+        with counter:
+            setup.flop_step(setup.micro_batches)
+        setup.sync()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    per_sample = 1e9 * setup.samples
+    order = {"model": 0, "outside": 2}
+    rows = [{"part": part, "label": flop_part_label(part), "precision": precision,
+             "gflops_per_sample": flops / per_sample}
+            for (part, precision), flops in sorted(split.items(), key=lambda kv: (order.get(kv[0][0], 1), kv[0]))]
+    counted = {part for part, _ in split}
+    return {"gflops_per_sample": counter.get_total_flops() / per_sample,
+            "loss_gflops_per_sample": sum(r["gflops_per_sample"] for r in rows if is_loss_part(r["part"])),
+            "flops_split": rows,
+            # FlopCounterMode counts matrix products, convolutions and attention: FFTs, pooling, norms and
+            # elementwise work count 0
+            "terms_without_counted_flops": [name for name in setup.criterion.components if name not in counted]}
+
+
+FLOP_PART_KEY = "x2ct_flop_part"
+
+
+def tag_backward_nodes(output, part: str) -> None:
+    """Tag the autograd nodes behind ``output`` (a module's output: tensors, lists, dicts) with ``part``, down to
+    nodes tagged before: the nodes a module's forward made, when modules are tagged as their forward ends."""
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    stack = [t.grad_fn for t in tree_leaves(output) if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+    while stack:
+        node = stack.pop()
+        if node is None or FLOP_PART_KEY in node.metadata:
+            continue
+        node.metadata[FLOP_PART_KEY] = part
+        stack.extend(next_node for next_node, _ in node.next_functions)
+
+
+def is_loss_part(part: str) -> bool:
+    return part not in ("model", "outside")
+
+
+def flop_part_label(part: str) -> str:
+    if part == "model":
+        return "model forward + backward"
+    if part == "outside":
+        return "outside the model and the loss"
+    if part == "loss":
+        return "loss: combining the terms"
+    return f"loss: {part}" + (" (VGG16 features)" if part == "perceptual" else "") + " forward + backward"
+
+
+def compute_precision(op_name: str, args, device) -> str:
+    """The precision a counted operation ran in: its first floating-point input's dtype (after autocast's casts),
+    float32 named ``tf32`` on CUDA where PyTorch lets that operation use TF32 tensor cores (cuDNN convolutions by
+    default, ``torch.backends.cudnn.allow_tf32``; matrix products only with ``set_float32_matmul_precision``)."""
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    dtype = next((a.dtype for a in tree_leaves(args) if isinstance(a, torch.Tensor) and a.is_floating_point()), None)
+    if dtype == torch.float32 and device.type == "cuda":
+        conv = "conv" in op_name
+        tf32 = torch.backends.cudnn.allow_tf32 if conv else torch.get_float32_matmul_precision() != "highest"
+        return "tf32" if tf32 else "fp32"
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.float64: "fp64"}.get(
+        dtype, str(dtype))
+
+
+def datasheet_peaks(device_name: str) -> tuple[str, dict[str, float], str] | None:
+    """(label, dense peak FLOP/s per precision, source) of a GPU by its name, or None if it is not on file."""
+    for required, excluded, label, tflops, source in DATASHEET_PEAKS:
+        if all(k in device_name for k in required) and not any(k in device_name for k in excluded):
+            return label, {precision: value * 1e12 for precision, value in tflops.items()}, source
+    return None
 
 
 def bf16_peak(device_name: str) -> tuple[str, float] | None:
     """(label, dense bf16 peak FLOP/s) of a GPU by its name, or None if it is not on file."""
-    for required, excluded, label, tflops in BF16_PEAK:
-        if all(k in device_name for k in required) and not any(k in device_name for k in excluded):
-            return label, tflops * 1e12
-    return None
+    peaks = datasheet_peaks(device_name)
+    return None if peaks is None else (peaks[0], peaks[1]["bf16"])
+
+
+def mfu_of(flops_split: list[dict], samples_per_s: float, device_name: str | None) -> tuple[float | None, str]:
+    """Model FLOPs utilisation of a step: the time its counted FLOPs would take at the dense peak of the
+    precision each ran in, over the time it took, ``sum(FLOPs_k / peak_k) * samples/s``; each row of
+    ``flops_split`` gets its own share (``mfu_share``, summing to the total) and the peak it was divided by. Rows
+    in a precision with no peak on file (float64 geometry in some models) are left out, and the note says how
+    many FLOPs that leaves out."""
+    if device_name is None:
+        return None, "not on a GPU: no datasheet peak to compare with"
+    peaks = datasheet_peaks(device_name)
+    if peaks is None:
+        return None, f"no datasheet peaks on file for {device_name!r} (DATASHEET_PEAKS)"
+    label, per_precision, source = peaks
+    counted = [row for row in flops_split if row["precision"] in per_precision]
+    if not counted:
+        return None, f"no {label} peak on file for {', '.join(sorted({r['precision'] for r in flops_split}))}"
+    for row in counted:
+        row["peak_tflops"] = per_precision[row["precision"]] / 1e12
+        row["mfu_share"] = row["gflops_per_sample"] * 1e9 * samples_per_s / per_precision[row["precision"]]
+    used = sorted({row["precision"] for row in counted})
+    note = (f"over the {label} dense peak of each part's precision ("
+            + ", ".join(f"{p} {per_precision[p] / 1e12:g} TFLOPS" for p in used) + f"; {source})")
+    left_out = [row for row in flops_split if row["precision"] not in per_precision]
+    if left_out:
+        gflops = sum(row["gflops_per_sample"] for row in left_out)
+        total = sum(row["gflops_per_sample"] for row in flops_split)
+        note += (f"; left out: {gflops:.3g} GFLOP/sample ({100 * gflops / total:.2g}% of the count) in "
+                 f"{', '.join(sorted({row['precision'] for row in left_out}))}, no peak on file")
+    return sum(row["mfu_share"] for row in counted), note
 
 
 def part_training(name: str, ctx: dict, timeout_s: float) -> dict:
-    spec = training_spec(name, ctx["device"], ctx["tiny"], ctx["steps"] if name.startswith("milestone1") else None)
-    spec["budget_s"] = 0.7 * timeout_s  # timed steps stop here (after min_steps), before the kill
+    spec = training_spec(name, ctx["device"], ctx["tiny"], ctx["steps"] if name.startswith("milestone1") else None,
+                         overrides=ctx["overrides"])
+    spec["budget_s"] = 0.7 * timeout_s  # timed repeats stop here (once min_repeats are timed), before the kill
     result = run_case_in_subprocess(spec, timeout_s)
     result.setdefault("experiment", spec["experiment"])
-    if result.get("status") == "ok" and ctx["device"] == "cuda":
-        peak = bf16_peak(ctx["device_name"])
-        if peak is None:
-            result["mfu"] = None
-            result["mfu_note"] = f"no dense bf16 peak on file for {ctx['device_name']!r} (BF16_PEAK)"
+    if result.get("status") == "ok":
+        result["mfu"], result["mfu_note"] = mfu_of(result["flops_split"], result["samples_per_s"],
+                                                   ctx["device_name"] if ctx["device"] == "cuda" else None)
+    return result
+
+
+def sweep_steps(batch: int, tiny: bool) -> int:
+    """Timed steps per repeat at ``batch`` in the sweep: at least SWEEP_SAMPLES samples per repeat."""
+    return TINY_STEPS["steps_per_repeat"] if tiny else max(4, math.ceil(SWEEP_SAMPLES / batch))
+
+
+def part_batch_sweep(ctx: dict, timeout_s: float) -> dict:
+    """Milestone 1 at each of ``--batch-sizes`` on one device, each in a fresh process: samples/s, steady and
+    first-step peak, MFU with part b's FLOPs per sample (they do not depend on the batch); an out-of-memory error
+    is a row. The recipe's own batch is part b's row when part b ran."""
+    deadline = time.perf_counter() + timeout_s
+    reference = ctx["parts"].get("milestone1", {})
+    reused = reference.get("status") == "ok" and reference.get("batch") in ctx["batch_sizes"]
+    to_run = [b for b in ctx["batch_sizes"] if not (reused and b == reference["batch"])]
+    flops_split = reference.get("flops_split") if reference.get("status") == "ok" else None
+    rows = []
+    for batch in ctx["batch_sizes"]:
+        if reused and batch == reference["batch"]:
+            result, source = reference, "part milestone1"
         else:
-            label, flops = peak
-            result["mfu"] = result["gflops_per_sample"] * 1e9 * result["samples_per_s"] / flops
-            result["mfu_note"] = f"over {label} dense bf16 peak {flops / 1e12:.0f} TFLOPS, vendor datasheet"
-    elif result.get("status") == "ok":
-        result["mfu"] = None
-        result["mfu_note"] = "not on a GPU: no bf16 peak to compare with"
+            case_timeout = (deadline - time.perf_counter()) / len(to_run)
+            to_run.remove(batch)
+            if case_timeout < 5:
+                rows.append({"batch": batch, "status": "skipped", "note": "skipped: the part's time is spent"})
+                continue
+            steps = ctx["steps"] or sweep_steps(batch, ctx["tiny"])
+            spec = training_spec("milestone1", ctx["device"], ctx["tiny"], steps, batch=batch,
+                                 overrides=ctx["overrides"])
+            spec.update(count_flops=False, budget_s=0.7 * case_timeout)
+            result, source = run_case_in_subprocess(spec, case_timeout), "this part"
+        row = {"batch": batch, "source": source, "status": result.get("status"), "note": result.get("note", "")}
+        for key in ("samples_per_s", "samples_per_s_min", "samples_per_s_max", "steady_peak_mb", "first_step_peak_mb",
+                    "peak_mb", "phase"):
+            if result.get(key) is not None:
+                row[key] = result[key]
+        if row["status"] == "ok" and flops_split is not None:
+            row["mfu"], _ = mfu_of([dict(r) for r in flops_split], row["samples_per_s"],
+                                   ctx["device_name"] if ctx["device"] == "cuda" else None)
+        rows.append(row)
+    bad = [f"batch {r['batch']}: {r['status']}" for r in rows if r["status"] not in ("ok", "oom")]
+    fastest = max((r for r in rows if r["status"] == "ok"), key=lambda r: r["samples_per_s"], default=None)
+    result = {"status": "failed" if bad else "ok", "rows": rows, "batch_sizes": list(ctx["batch_sizes"]),
+              "note": "; ".join(bad) if bad else (f"fastest: batch {fastest['batch']}" if fastest else "")}
+    if fastest is not None:
+        result.update(samples_per_s=fastest["samples_per_s"], best_batch=fastest["batch"])
+    return result
+
+
+# --- the profile of one step -------------------------------------------------------------------------------------
+def part_profile(ctx: dict, timeout_s: float) -> dict:
+    """``benchmarks/profile_step.py`` on milestone 1 at ``--profile-batch-sizes``: time by kernel class and the
+    fraction of the step the device is busy (tiny: its report in a temporary folder)."""
+    from profile_step import report_stem
+
+    script = str(REPO_ROOT / "benchmarks" / "profile_step.py")
+    with tempfile.TemporaryDirectory(prefix="gpu_check_profile_") as tmp:
+        out = Path(tmp) if ctx["tiny"] else ctx["out"]
+        args = ["--device", ctx["device"], "--batch-sizes", ",".join(str(b) for b in ctx["profile_batch_sizes"]),
+                "--out", str(out), *(["--tiny"] if ctx["tiny"] else []),
+                *[arg for override in ctx["overrides"] for arg in ("--override", override)]]
+        returncode, output, seconds = run_command([sys.executable, script, *args], timeout_s)
+        result = {"command": shlex.join(["benchmarks/profile_step.py", *args]), "seconds": seconds}
+        if returncode != 0:
+            return {**result, **command_failure(returncode, output, timeout_s, "profile_step.py")}
+        path = out / f"{report_stem(ctx['device_name'], ctx['tiny'])}.json"
+        report = json.loads(path.read_text())
+    runs = [{key: run.get(key) for key in ("batch", "status", "note", "busy_fraction", "step_wall_ms",
+                                           "device_time_ms", "classes_ms")} for run in report["runs"]]
+    bad = [f"batch {r['batch']}: {r['status']}" for r in runs if r["status"] not in ("ok", "oom")]
+    result.update(status="failed" if bad else "ok", runs=runs, note="; ".join(bad))
+    if not ctx["tiny"]:
+        result["report"] = str(path)
     return result
 
 
@@ -550,16 +888,19 @@ def slug(name: str) -> str:
 
 def run_part(name: str, ctx: dict, deadline: float) -> dict:
     remaining = deadline - time.perf_counter()
-    timeout_s = min(TINY_TIMEOUT_S if ctx["tiny"] else TIMEOUT_S[name], remaining)
-    if timeout_s < 5:
-        return {"status": "skipped", "note": f"skipped: the {ctx['budget_s']:.0f} s budget is spent"}
+    limit = TINY_TIMEOUT_S if ctx["tiny"] else TIMEOUT_S[name]
+    if remaining < max(5.0, START_FRACTION * limit):
+        return {"status": "skipped", "note": f"skipped: {max(remaining, 0):.0f} s left of the {ctx['budget_s']:.0f} s "
+                                             f"budget, the part takes up to {limit} s"}
+    timeout_s = min(limit, remaining)
     print(f"[gpu_check] {name} (up to {timeout_s:.0f} s) ...", flush=True)
     start = time.perf_counter()
     try:
         if name in TRAINING_PARTS:
             result = part_training(name, ctx, timeout_s)
         else:
-            result = {"gpu_tests": part_gpu_tests, "drr": part_drr, "ddp": part_ddp}[name](ctx, timeout_s)
+            result = {"gpu_tests": part_gpu_tests, "milestone1_batches": part_batch_sweep, "profile": part_profile,
+                      "drr": part_drr, "ddp": part_ddp}[name](ctx, timeout_s)
     except Exception as err:  # a part's own bug is its result; the next part still runs
         result = {"status": "failed", "note": f"{type(err).__name__}: {err}"[:400]}
     result["wall_s"] = time.perf_counter() - start
@@ -570,12 +911,12 @@ def run_part(name: str, ctx: dict, deadline: float) -> dict:
 
 
 def goals(parts: dict, judged: bool) -> dict:
-    """Milestone 1's goals against part b (bf16, one GPU, real size); only judged there."""
+    """Milestone 1's goals against part b (bf16, one GPU, real size; memory: the steady peak); only judged there."""
     m1 = parts.get("milestone1", {})
-    measured = {"samples_per_s": m1.get("samples_per_s"), "peak_mb": m1.get("peak_mb"), "mfu": m1.get("mfu")}
+    measured = {"samples_per_s": m1.get("samples_per_s"), "peak_mb": m1.get("steady_peak_mb"), "mfu": m1.get("mfu")}
     rows = {"samples_per_s": (">= 10 training samples/s", measured["samples_per_s"],
                               lambda x: x >= GOAL_SAMPLES_PER_S),
-            "peak_mb": ("< 10 GB peak memory", measured["peak_mb"], lambda x: x < GOAL_PEAK_MB),
+            "peak_mb": ("< 10 GB peak memory (steady)", measured["peak_mb"], lambda x: x < GOAL_PEAK_MB),
             "mfu": (">= 40% MFU", measured["mfu"], lambda x: x >= GOAL_MFU)}
     out = {}
     for key, (goal, value, test) in rows.items():
@@ -584,24 +925,44 @@ def goals(parts: dict, judged: bool) -> dict:
     return out
 
 
+def _num(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _peaks(part: dict) -> str:
+    """Steady / first-step peak MB (a report without the split: its one peak)."""
+    if part.get("steady_peak_mb") is not None or part.get("first_step_peak_mb") is not None:
+        return f"{_num(part.get('steady_peak_mb'), '.0f')} / {_num(part.get('first_step_peak_mb'), '.0f')}"
+    return _num(part.get("peak_mb"), ".0f")
+
+
+def _rate_range(part: dict) -> str:
+    if part.get("samples_per_s_min") is None:
+        return "-"
+    return f"{part['samples_per_s_min']:.2f}-{part['samples_per_s_max']:.2f}"
+
+
 def markdown(report: dict) -> str:
+    code = report.get("code") or {}
     lines = [f"# GPU check: {report['device_name']} ({report['created']})", "",
              f"- command: `{report['command']}`",
+             f"- code: commit {code.get('commit') or 'unknown'}{' (uncommitted changes)' if code.get('dirty') else ''}",
              f"- torch {report['machine']['torch']}, CUDA {report['cuda']}, {report['gpu_count']} GPU(s), "
              f"{report['machine']['cpu_count']} CPUs; {'tiny (rehearsal) sizes' if report['tiny'] else 'real sizes'}"
              f"; wall time {report['wall_s']:.0f} s of a {report['budget_s']:.0f} s budget",
-             "- training parts: random views and targets in [0, 1] (the model, loss and optimiser are measured, not "
-             "data loading); perceptual term with a random VGG16 (`weights: random`: no internet on the GPU "
-             "machine); forward under autocast, loss in float32, backward, grad clipping, AdamW (fused on CUDA); "
-             "median step after a warm-up",
-             "- FLOPs: one sample's forward + loss + backward (`FlopCounterMode`); MFU over the dense bf16 peak, "
-             "vendor datasheet", "",
-             "| part | status | samples/s | peak MB | GFLOP/sample | MFU | seconds | note |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
-
-    def num(value, fmt):
-        return "-" if value is None else format(value, fmt)
-
+             "- training parts: the trainer's `TrainStep` built with the engine's builders (the recipe's precision, "
+             "loss on scanned voxels, clipping, optimizer, schedule and EMA); random views and targets in [0, 1] on "
+             "the device (data loading is not measured); perceptual term with a random VGG16 (`weights: random`); "
+             "samples/s of the median of 3 timed repeats (range: slowest-fastest repeat); peak MB steady (reset "
+             "after the warm-up) / first step",
+             "- FLOPs: `FlopCounterMode` over one `TrainStep` call, per sample; MFU = sum over parts of FLOPs / the "
+             "dense datasheet peak of the precision the part ran in, times samples/s", "",
+             "| part | status | samples/s | range | peak MB steady / first | GFLOP/sample | MFU | seconds | note |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for name, part in report["parts"].items():
         note = part.get("note", "")
         if part.get("compile_s") is not None:
@@ -610,17 +971,19 @@ def markdown(report: dict) -> str:
         if "volume_size" in part:
             loss_share = (f", {part['loss_gflops_per_sample']:.2f} GFLOP of them the loss's"
                           if part.get("loss_gflops_per_sample") is not None else "")
+            ema = f", EMA {part['ema_decay']}" if part.get("ema_decay") else ""
             note = (f"{part['volume_size']}^3, {part['views']} x {part['view_size']}^2, batch {part['batch']}, "
-                    f"{part['precision']}{loss_share}; " + note)
+                    f"{part['precision']}{ema}{loss_share}; " + note)
         if name == "drr" and part.get("summary"):
             peers = part["summary"]["peers"]
             note += "".join(f"; {k} {v['time_ratio_vs_x2ct']:.2f}x x2ct's time" for k, v in peers.items()
                             if v.get("time_ratio_vs_x2ct") is not None)
-        mfu = part.get("mfu")
-        lines.append(f"| {name} | {part['status']} | {num(part.get('samples_per_s'), '.2f')} | "
-                     f"{num(part.get('peak_mb'), '.0f')} | {num(part.get('gflops_per_sample'), '.2f')} | "
-                     f"{'-' if mfu is None else f'{100 * mfu:.1f}%'} | {num(part.get('wall_s'), '.0f')} | "
+        lines.append(f"| {name} | {part['status']} | {_num(part.get('samples_per_s'), '.2f')} | "
+                     f"{_rate_range(part)} | {_peaks(part)} | {_num(part.get('gflops_per_sample'), '.2f')} | "
+                     f"{_percent(part.get('mfu'))} | {_num(part.get('wall_s'), '.0f')} | "
                      f"{note.strip('; ').replace('|', '/')} |")
+    lines += flops_lines(report["parts"]) + sweep_lines(report["parts"].get("milestone1_batches", {}))
+    lines += profile_lines(report["parts"].get("profile", {}))
     lines += ["", "Milestone 1's goals (bf16 on one H100-class GPU, real size; judged on CUDA full-size runs only):",
               "", "| goal | measured | pass |", "|---|---:|---|"]
     for key, goal in report["goals"].items():
@@ -645,19 +1008,88 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def flops_lines(parts: dict) -> list[str]:
+    """One table per training part that counted FLOPs: each part of the step, its precision, its share."""
+    lines = []
+    for name, part in parts.items():
+        rows = part.get("flops_split")
+        if not rows:
+            continue
+        total = part["gflops_per_sample"]
+        lines += ["", f"FLOPs per sample of `{name}` by part (MFU share: the part's FLOPs at its precision's peak, "
+                      f"over the step's time; {part.get('mfu_note', '')}):", "",
+                  "| part | precision | GFLOP/sample | share of FLOPs | MFU share |", "|---|---|---:|---:|---:|"]
+        for row in rows:
+            lines.append(f"| {row['label']} | {row['precision']} | {row['gflops_per_sample']:.3f} | "
+                         f"{_percent(row['gflops_per_sample'] / total if total else None)} | "
+                         f"{_percent(row.get('mfu_share'))} |")
+        if part.get("terms_without_counted_flops"):
+            lines += ["", "Loss terms with no counted FLOPs (`FlopCounterMode` counts matrix products, convolutions "
+                          "and attention, not FFTs, pooling or elementwise work): "
+                      + ", ".join(part["terms_without_counted_flops"])]
+    return lines
+
+
+def sweep_lines(sweep: dict) -> list[str]:
+    if not sweep.get("rows"):
+        return []
+    lines = ["", "Milestone 1 by batch size on one device (part `milestone1_batches`; MFU with part `milestone1`'s "
+                 "FLOPs per sample):", "",
+             "| batch | status | samples/s | range | peak MB steady / first | MFU | note |",
+             "|---:|---|---:|---:|---:|---:|---|"]
+    for row in sweep["rows"]:
+        note = "; ".join(n for n in (f"from {row['source']}" if row.get("source") == "part milestone1" else "",
+                                     row.get("note", "")) if n)
+        lines.append(f"| {row['batch']} | {row['status']} | {_num(row.get('samples_per_s'), '.2f')} | "
+                     f"{_rate_range(row)} | {_peaks(row)} | {_percent(row.get('mfu'))} | {note.replace('|', '/')} |")
+    return lines
+
+
+def profile_lines(profile: dict) -> list[str]:
+    runs = [run for run in profile.get("runs") or [] if run.get("status") == "ok"]
+    if not runs:
+        return []
+    classes = list(dict.fromkeys(name for run in runs for name in run["classes_ms"]))
+    lines = ["", "Profile of one milestone-1 step (`benchmarks/profile_step.py`): device time by kernel class, ms "
+                 "(share)", "", "| class | " + " | ".join(f"batch {run['batch']}" for run in runs) + " |",
+             "|---|" + "---:|" * len(runs)]
+    for name in classes:
+        cells = []
+        for run in runs:
+            ms = run["classes_ms"].get(name, 0.0)
+            cells.append(f"{ms:.1f} ({100 * ms / run['device_time_ms']:.0f}%)" if run["device_time_ms"] else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("| device busy (device time / step wall time) | "
+                 + " | ".join(f"{100 * run['busy_fraction']:.0f}% of {run['step_wall_ms']:.0f} ms" for run in runs)
+                 + " |")
+    return lines
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: CUDA when available, else CPU")
     parser.add_argument("--tiny", action="store_true",
-                        help="shrink every part (base 4, 16-24^3 volumes, 32^2 views, 2 steps): the CPU rehearsal")
+                        help="shrink every part (base 4, 16-24^3 volumes, 32^2 views, 1 step per repeat): the CPU "
+                             "rehearsal")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     parser.add_argument("--parts", type=lambda s: s.split(","), default=list(PARTS), help=f"of {','.join(PARTS)}")
     parser.add_argument("--budget-s", type=float, default=BUDGET_S, help="start no part after this many seconds")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps of milestone 1 (default 50; tiny 2)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps per repeat of milestone 1 and the batch sweep (default 15; sweep: enough "
+                             f"for {SWEEP_SAMPLES} samples; tiny 1)")
+    parser.add_argument("--batch-sizes", type=batch_list, default=None,
+                        help=f"part c's batch sizes (default {','.join(map(str, BATCH_SIZES))}; tiny "
+                             f"{','.join(map(str, TINY_BATCH_SIZES))})")
+    parser.add_argument("--profile-batch-sizes", type=batch_list, default=None,
+                        help=f"part d's batch sizes (default {','.join(map(str, PROFILE_BATCH_SIZES))}; tiny "
+                             f"{','.join(map(str, TINY_PROFILE_BATCH_SIZES))})")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a train.py override for every training part and the profile (repeatable), e.g. "
+                             "trainer.ema_decay=0.999")
     parser.add_argument("--wheelhouse", type=Path, default=None,
                         help="install the DRR peers from this folder of wheels (offline GPU machines)")
-    parser.add_argument("--ddp-on-cpu", action="store_true", help="run part f on 2 CPU ranks (gloo): its test")
+    parser.add_argument("--ddp-on-cpu", action="store_true", help="run part h on 2 CPU ranks (gloo): its test")
     parser.add_argument("--case", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--case-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -665,6 +1097,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"--parts: unknown {unknown}; known: {list(PARTS)}")
     return args
+
+
+def batch_list(text: str) -> tuple[int, ...]:
+    """``"2,8,16"`` -> (2, 8, 16); positive integers only."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes such as 2,8,16, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers, got {text!r}")
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -675,27 +1118,33 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
+    from x2ct.provenance import code_version
+
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_check: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
         return 2
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     device_name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
     name = slug(device_name) + ("_tiny" if args.tiny and device == "cuda" else "")
+    parts: dict[str, dict] = {}
     ctx = {"device": device, "device_name": device_name, "tiny": args.tiny, "steps": args.steps,
            "gpu_count": torch.cuda.device_count() if device == "cuda" else 0, "out": args.out.resolve(),
-           "wheelhouse": args.wheelhouse, "ddp_on_cpu": args.ddp_on_cpu, "budget_s": args.budget_s}
+           "wheelhouse": args.wheelhouse, "ddp_on_cpu": args.ddp_on_cpu, "budget_s": args.budget_s,
+           "overrides": list(args.override), "parts": parts,
+           "batch_sizes": args.batch_sizes or (TINY_BATCH_SIZES if args.tiny else BATCH_SIZES),
+           "profile_batch_sizes": args.profile_batch_sizes or (TINY_PROFILE_BATCH_SIZES if args.tiny
+                                                               else PROFILE_BATCH_SIZES)}
     started = time.perf_counter()
     deadline = started + args.budget_s
-    parts = {}
     for part in PARTS:
         parts[part] = (run_part(part, ctx, deadline) if part in args.parts
                        else {"status": "skipped", "note": "skipped: not in --parts"})
     report = {"device": device, "device_name": device_name, "gpu": name, "tiny": args.tiny,
               "command": shlex.join(["scripts/gpu_check.sh", *(argv if argv is not None else sys.argv[1:])]),
-              "created": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine_info(device),
-              "cuda": torch.version.cuda, "gpu_count": ctx["gpu_count"], "budget_s": args.budget_s,
-              "wall_s": time.perf_counter() - started, "parts": parts,
-              "goals": goals(parts, judged=device == "cuda" and not args.tiny)}
+              "created": dt.datetime.now().isoformat(timespec="seconds"), "code": code_version(),
+              "machine": machine_info(device), "cuda": torch.version.cuda, "gpu_count": ctx["gpu_count"],
+              "budget_s": args.budget_s, "overrides": ctx["overrides"], "wall_s": time.perf_counter() - started,
+              "parts": parts, "goals": goals(parts, judged=device == "cuda" and not args.tiny)}
     report["ok"] = not any(p["status"] in ("failed", "timeout") for p in parts.values())
     text = markdown(report)
     write_json_atomic(args.out / f"gpu_check_{name}.json", report)
