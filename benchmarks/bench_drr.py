@@ -1,39 +1,56 @@
-"""Speed and peak memory of x2ct's DRR projector, optionally side by side with DiffDRR 0.6.1 and nanodrr 0.1.7.
+"""Speed and peak memory of x2ct's DRR projector beside DiffDRR 0.6.1 and nanodrr 0.1.7: same cases, same rays,
+same protocol.
 
 Run from the repository root::
 
-    python benchmarks/bench_drr.py            # full matrix on CPU (and CUDA when available), ~2-4 min on 2 cores
-    python benchmarks/bench_drr.py --quick    # a small subset, about a minute
-    python benchmarks/bench_drr.py --device cpu --sizes 64,128 --no-peer
     python benchmarks/bench_drr.py --device cuda --quick --peers diffdrr,nanodrr   # the GPU check's call
+    python benchmarks/bench_drr.py --device cpu --quick      # the cases with every side / 4
+    python benchmarks/bench_drr.py --cases 128x256x2,128x200x1 --modes forward --no-peer
+    python benchmarks/bench_drr.py --device cpu --sizes 64,128 --detectors 256 --views 2 --no-peer   # a grid
 
-Every case runs in a fresh subprocess so that peaks and allocator caches never mix between cases. Inside it:
-one warm-up call, then up to ``--repeats`` timed calls of ``render_drr`` (forward only, under
-``torch.no_grad``); the median is reported, and renders/s counts views per second. Peak memory is what the calls
-add on top of the process after the volume is loaded: on CPU the rise of the peak resident set size (Linux
-``VmHWM``, reset through ``/proc/self/clear_refs`` just before the warm-up) over the resident size at that
-moment, which counts everything the calls touch (rays, chunks, output, allocator slack); on CUDA
-``torch.cuda.max_memory_allocated`` minus the memory allocated before the warm-up.
+Cases are ``SIDExDETECTORxVIEWS[xBATCH]``: a SIDE^3 volume, a DETECTOR^2 panel, VIEWS gantry angles, BATCH volumes
+per call. The default four: 128x256x2, 64x512x2x2 (milestone 1's training size), 256x256x8 and 128x200x1
+(nanodrr's published case). ``--quick`` keeps them on CUDA with nanodrr at one sample count; on the CPU it divides
+every side by 4.
 
-The peer part renders the same attenuation volume in the same geometry with each peer named by ``--peers``
-(default both; ``--no-peer`` for none; a peer that is not installed is skipped, and neither is ever a dependency
-of x2ct): DiffDRR's two renderers, and nanodrr's ray march, by its torch backend on the CPU and its fused Triton
-kernel on CUDA, at each of ``--nanodrr-samples`` samples per ray. Each peer's rays are checked to coincide with
-x2ct's before anything is timed; reported are its time relative to x2ct, its peak memory and how well the images
-agree.
+Engines, each case's in a fresh subprocess (so peaks and allocator caches never mix between engines):
+- ``x2ct-grid_sample``: ``render_drr`` on its ``grid_sample`` path, with its ``RayPlan`` cached (``plan_rays`` once,
+  outside the timed calls) and planned per call (``render_drr`` without ``plan``);
+- ``x2ct-triton``: the same two ways with ``backend="triton"``, where ``render_drr`` has a ``backend`` argument and
+  Triton imports on CUDA; otherwise recorded as not available, with the reason;
+- the peers named by ``--peers`` that are installed (neither is ever a dependency of x2ct): DiffDRR's two
+  renderers and nanodrr's ray march (its torch backend on the CPU, its Triton kernel on CUDA) at
+  ``--nanodrr-samples-per-plane`` times SIDE samples per ray, each posed so that its rays coincide with x2ct's
+  (checked before anything is timed). They run as their APIs do (DiffDRR builds its rays every call; nanodrr keeps
+  its camera-frame rays and poses and clips them every call) and take one volume per call, so a batch of B is B
+  calls.
 
-Writes ``drr_<device>.json`` and ``drr_<device>.md`` (``drr_<device>_quick.*`` for ``--quick``) under ``--out``.
+Each engine runs in two modes: ``forward`` (under ``torch.no_grad``) and ``forward_backward`` (the volume requires
+grad; ``image.backward(g)`` with a fixed random ``g`` of the image's shape, the gradient cleared before every call).
+Every run: ``--warmup`` calls (10), then ``--timed`` calls (100), each timed (CUDA: a pair of CUDA events per call,
+the device synchronised before and after the loop; CPU: ``perf_counter`` around each call); reported are the min,
+median and mean seconds per call and renders/s = batch x views / median, and each run's median over x2ct's
+(grid_sample, cached plan) and over nanodrr's at one sample per voxel plane in the same mode. Peak memory is what
+the timed calls add to what the process holds after the warm-up (benchmarks/peak_memory.py). A forward image is
+compared with x2ct's (grid_sample, cached plan); a gradient is checked against the adjoint identity
+<grad, volume> = <g, image>, which every one of these linear projectors must satisfy.
+
+Writes ``drr_<device>.json`` and ``drr_<device>.md`` (``drr_<device>_quick.*`` for ``--quick``) under ``--out``,
+with the commit and machine they were measured on.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import datetime as dt
+import gc
 import importlib.metadata
 import importlib.util
+import inspect
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -49,7 +66,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without installing x2ct
     sys.path.insert(0, str(REPO_ROOT))
 
-from peak_memory import PeakMemory, proc_status_kb  # noqa: E402  (benchmarks/peak_memory.py)
+from peak_memory import PeakMemory  # noqa: E402  (benchmarks/peak_memory.py)
 
 from x2ct import provenance  # noqa: E402
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
@@ -70,29 +87,75 @@ PHANTOM_SEED = 0
 # Water at about 70 keV, the effective energy of a diagnostic chest beam (as in x2ct.physics.attenuation).
 MU_WATER_PER_MM = 0.0193
 
-FULL_SIZES = (64, 128, 256)
-FULL_DETECTORS = (128, 256, 512)
-FULL_VIEWS = (2, 8)
-QUICK_SIZES = (64, 128)
-QUICK_DETECTORS = (128, 256)
-QUICK_VIEWS = (2,)
+# The cases every device runs by default; on the CPU --quick divides every side by CPU_QUICK_DIVISOR.
+DEFAULT_CASES = ("128x256x2", "64x512x2x2", "256x256x8", "128x200x1")
+CPU_QUICK_DIVISOR = 4
+WARMUP_CALLS = 10
+TIMED_CALLS = 100
+MODES = ("forward", "forward_backward")
+UPSTREAM_SEED = 0  # the random upstream gradient g of forward_backward
+# What a run's peak memory is, by the first word of benchmarks/peak_memory.py's method (its meter is started after
+# the warm-up here, so the peak is the timed calls' steady state).
+MEMORY_METHODS = {
+    "cuda": "torch.cuda.max_memory_allocated over the timed calls - memory_allocated after the warm-up",
+    "VmHWM": "peak resident set size over the timed calls (VmHWM, reset after the warm-up, with the memory freed "
+             "by it trimmed first) - VmRSS after the warm-up",
+    "ru_maxrss": "peak resident set size since the process started (ru_maxrss; VmHWM cannot be reset here) - VmRSS "
+                 "after the warm-up",
+}
 
-# The peer case quoted in the issue: the example CT resampled to about 128^3, 256^2 detector, 2 views.
-PEER_SIZE = 128
-PEER_DETECTOR = 256
-PEER_VIEWS = 2
+REFERENCE_ENGINE = "x2ct-grid_sample"  # ratios and image agreement are against it, with a cached plan
+X2CT_PLANS = ("cached", "per_call")
+PEER_PLAN = "own"
+PLAN_TITLES = {"cached": "plan cached", "per_call": "planned per call", PEER_PLAN: "peer's own"}
 PEER_RENDERERS = ("siddon", "trilinear")  # DiffDRR's
 PEERS = ("diffdrr", "nanodrr")
 PEER_INSTALL = {"diffdrr": "pip install --no-deps diffdrr==0.6.1", "nanodrr": "pip install --no-deps nanodrr==0.1.7"}
 # nanodrr's backend per device: its grid_sample reference on the CPU, its fused kernel on CUDA. Named explicitly
-# (not "auto") so that a CUDA machine without Triton fails the case rather than silently timing the torch path.
+# (not "auto") so that a CUDA machine without Triton fails the run rather than silently timing the torch path.
 NANODRR_BACKEND = {"cpu": "torch", "cuda": "triton"}
-# Samples per ray, spread over the part of the ray inside the volume: PEER_SIZE is about one per voxel plane, as
-# x2ct's Joseph sum takes; twice that is where nanodrr's image stops changing (agreement with x2ct levels off).
-NANODRR_SAMPLES = (PEER_SIZE, 2 * PEER_SIZE)
-QUICK_NANODRR_SAMPLES = (PEER_SIZE,)
+# Samples per ray as multiples of the volume side, spread over the part of the ray inside the volume: 1 is about
+# one per voxel plane, as x2ct's Joseph sum takes; at 2 nanodrr's image stops changing (benchmarks/README.md).
+NANODRR_SAMPLES_PER_PLANE = (1, 2)
+QUICK_NANODRR_SAMPLES_PER_PLANE = (1,)
 
 MB = 2**20
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case: a ``side``^3 volume, a ``detector``^2 panel, ``views`` angles, ``batch`` volumes."""
+
+    side: int
+    detector: int
+    views: int
+    batch: int = 1
+
+    @property
+    def title(self) -> str:
+        batch = f", batch {self.batch}" if self.batch > 1 else ""
+        return f"{self.side}^3 x {self.detector}^2 x {self.views} view{'s' if self.views > 1 else ''}{batch}"
+
+    @property
+    def renders_per_call(self) -> int:
+        return self.batch * self.views
+
+    def scaled_down(self, divisor: int) -> Case:
+        """The case with volume and detector sides divided by ``divisor`` (views and batch kept)."""
+        return Case(max(1, self.side // divisor), max(1, self.detector // divisor), self.views, self.batch)
+
+
+def parse_case(text: str) -> Case:
+    """``SIDExDETECTORxVIEWS[xBATCH]``, e.g. ``64x512x2x2``."""
+    parts = text.strip().lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (3, 4) or min(values) < 1:
+        raise ValueError(f"case {text!r}: expected SIDExDETECTORxVIEWS[xBATCH] with positive integers, "
+                         "e.g. 128x256x2 or 64x512x2x2")
+    return Case(*values)
 
 
 # --- volume and geometry ----------------------------------------------------------------------------------------
@@ -178,17 +241,98 @@ def _ellipsoid_volume(side: int) -> BenchVolume:
     return BenchVolume(hu, (spacing,) * 3, f"synthetic ellipsoid chest {side}^3")
 
 
-# --- what runs inside one case's subprocess -------------------------------------------------------------------
-def _x2ct_renderer(mu, spacing_mm, geometry, max_elements: int | None = None):
+# --- the engines ------------------------------------------------------------------------------------------------
+def triton_backend_status(device: str) -> dict:
+    """Whether ``render_drr``'s fused Triton backend can be timed on ``device``: ``{"available", "reason"}``."""
     from x2ct.physics.projector import render_drr
 
-    volume = mu[None, None]  # (1, 1, D, H, W)
-    kwargs = {} if max_elements is None else {"max_elements": max_elements}
-    return lambda: render_drr(volume, spacing_mm, geometry, **kwargs)[0]  # (V, rows, cols)
+    if "backend" not in inspect.signature(render_drr).parameters:
+        return {"available": False, "reason": "render_drr has no backend argument in this checkout"}
+    if device != "cuda":
+        return {"available": False, "reason": "on the CPU the Triton kernel runs only in Triton's interpreter "
+                                              "(TRITON_INTERPRET=1), which says nothing about speed"}
+    if importlib.util.find_spec("triton") is None:
+        return {"available": False, "reason": "triton is not installed (an optional extra of x2ct)"}
+    try:
+        import triton
+    except Exception as err:  # a broken install is a reason, not a crash of the whole benchmark
+        return {"available": False, "reason": f"import triton failed: {type(err).__name__}: {err}"}
+    return {"available": True, "reason": f"triton {triton.__version__}"}
 
 
-def _diffdrr_renderer(mu, spacing_mm, geometry, renderer: str):
-    """DiffDRR's ``DRR`` module posed to reproduce ``geometry``; returns a call giving ``(V, rows, cols)``.
+def render_drr_takes_backend() -> bool:
+    from x2ct.physics.projector import render_drr
+
+    return "backend" in inspect.signature(render_drr).parameters
+
+
+def engine_specs(case: Case, device: str, peers: tuple[str, ...], samples_per_plane: tuple[int, ...],
+                 triton: dict) -> list[dict]:
+    """The engines one case runs, each as the part of its subprocess's spec that names it."""
+    grid_backend = "grid_sample" if render_drr_takes_backend() else None  # never "auto": it may pick Triton
+    specs = [{"engine": REFERENCE_ENGINE, "backend": grid_backend, "plans": X2CT_PLANS}]
+    if triton["available"]:
+        specs.append({"engine": "x2ct-triton", "backend": "triton", "plans": X2CT_PLANS})
+    if "diffdrr" in peers:
+        specs += [{"engine": f"diffdrr-{r}", "renderer": r, "plans": (PEER_PLAN,)} for r in PEER_RENDERERS]
+    if "nanodrr" in peers:
+        backend = NANODRR_BACKEND[device]
+        specs += [{"engine": f"nanodrr-{backend}-{k * case.side}", "backend": backend,
+                   "samples_per_ray": k * case.side, "plans": (PEER_PLAN,)} for k in samples_per_plane]
+    return specs
+
+
+def batch_of_volumes(mu, batch: int):
+    """``batch`` volumes ``(B, D, H, W)`` from one ``(D, H, W)``: it and its left-right mirror, alternating (the
+    same cost, different images, so a renderer that drew one volume twice would show in the agreement)."""
+    import torch
+
+    return torch.stack([mu if b % 2 == 0 else mu.flip(-1) for b in range(batch)])
+
+
+def build_renderer(spec: dict, volumes, geometry: ProjectionGeometry, plan: str, requires_grad: bool):
+    """The engine of ``spec`` on ``volumes`` ``(B, D, H, W)``: a call giving ``(B, V, rows, cols)`` and the leaf
+    tensors that hold the volumes (their ``.grad`` is the volume gradient)."""
+    spacing = tuple(spec["spacing_mm"])
+    if spec["engine"].startswith("x2ct"):
+        return _x2ct_renderer(volumes, spacing, geometry, backend=spec.get("backend"), plan=plan,
+                              max_elements=spec.get("max_elements"), requires_grad=requires_grad)
+    if spec["engine"].startswith("nanodrr"):
+        parts = [_nanodrr_renderer(v, spacing, geometry, spec["samples_per_ray"], spec["backend"], requires_grad)
+                 for v in volumes]
+    else:
+        parts = [_diffdrr_renderer(v, spacing, geometry, spec["renderer"], requires_grad) for v in volumes]
+    return _one_call_per_volume(parts)
+
+
+def _one_call_per_volume(parts):
+    import torch
+
+    renders, leaves = zip(*parts, strict=True)
+    return (lambda: torch.stack([render() for render in renders])), list(leaves)
+
+
+def _x2ct_renderer(volumes, spacing_mm, geometry, *, backend: str | None, plan: str, max_elements: int | None,
+                   requires_grad: bool):
+    """``render_drr`` on the whole batch; ``plan`` "cached" plans the rays here, once, "per_call" leaves it to
+    every call. ``backend`` goes to ``render_drr`` when it takes one."""
+    from x2ct.physics.projector import plan_rays, render_drr, working_dtype
+
+    volume = volumes[:, None].clone().requires_grad_(requires_grad)  # (B, 1, D, H, W)
+    kwargs = {}
+    if backend is not None:
+        kwargs["backend"] = backend
+    if max_elements is not None:
+        kwargs["max_elements"] = max_elements
+    if plan == "cached":
+        kwargs["plan"] = plan_rays(geometry, volume.shape[2:], spacing_mm, dtype=working_dtype(volume.dtype),
+                                   device=volume.device)
+    return (lambda: render_drr(volume, spacing_mm, geometry, **kwargs)), [volume]
+
+
+def _diffdrr_renderer(mu, spacing_mm, geometry, renderer: str, requires_grad: bool):
+    """DiffDRR's ``DRR`` module posed to reproduce ``geometry`` on ``mu`` ``(D, H, W)``; returns a call giving
+    ``(V, rows, cols)`` and the density it renders (``(W, H, D)``, the leaf a volume gradient reaches).
 
     Orientation mapping, worked out from DiffDRR 0.6.1's detector.py, drr.py, data.py and pose.py:
     - Volume: DiffDRR indexes the density as (i, j, k) with the image's affine taking (i, j, k) to RAS mm; our
@@ -220,6 +364,7 @@ def _diffdrr_renderer(mu, spacing_mm, geometry, renderer: str):
     drr = DRR(subject, sdd=geometry.source_to_detector_mm, height=rows, width=cols,
               delx=geometry.pixel_spacing_mm[1], dely=geometry.pixel_spacing_mm[0], renderer=renderer)
     drr = drr.to(mu.device)
+    drr.density.requires_grad_(requires_grad)
     views = geometry.num_views
     rotations = torch.zeros(views, 3, device=mu.device)
     rotations[:, 0] = torch.tensor(geometry.angles_deg, device=mu.device)
@@ -230,11 +375,12 @@ def _diffdrr_renderer(mu, spacing_mm, geometry, renderer: str):
 
     source, target = drr.detector(convert(rotations, translations, **pose_args), None)  # (V, 1, 3), (V, R, 3)
     _check_same_rays("DiffDRR", source, target, geometry)
-    return lambda: drr(rotations, translations, **pose_args)[:, 0]
+    return (lambda: drr(rotations, translations, **pose_args)[:, 0]), drr.density
 
 
-def _nanodrr_renderer(mu, spacing_mm, geometry, n_samples: int, backend: str):
-    """nanodrr's ``DRR`` posed to reproduce ``geometry``; returns a call giving ``(V, rows, cols)``.
+def _nanodrr_renderer(mu, spacing_mm, geometry, n_samples: int, backend: str, requires_grad: bool):
+    """nanodrr's ``DRR`` posed to reproduce ``geometry`` on ``mu`` ``(D, H, W)``; returns a call giving
+    ``(V, rows, cols)`` and the ``(1, 1, D, H, W)`` image it renders (the leaf a volume gradient reaches).
 
     Mapping, worked out from nanodrr 0.1.7's data/subject.py, drr/drr.py, drr/renderer.py and camera/:
     - Volume: a ``Subject`` holds ``(1, 1, D, H, W)`` with a voxel-to-world affine on voxel indices (i, j, k)
@@ -260,7 +406,7 @@ def _nanodrr_renderer(mu, spacing_mm, geometry, n_samples: int, backend: str):
     voxel_to_world[:3, :3] = torch.diag(torch.tensor([sw, sh, sd], dtype=torch.float64))
     voxel_to_world[:3, 3] = torch.tensor([-(width - 1) / 2 * sw, -(height - 1) / 2 * sh, -(depth - 1) / 2 * sd],
                                          dtype=torch.float64)
-    image = mu[None, None].float()  # (1, 1, D, H, W)
+    image = mu[None, None].float().clone().requires_grad_(requires_grad)  # (1, 1, D, H, W)
     subject = Subject(image, torch.zeros_like(image), voxel_to_world.float(), voxel_to_world.inverse().float(),
                       Subject._make_voxel_to_grid(image.shape), torch.zeros(3), max_label=0,
                       convert_to_mu=False).to(mu.device)
@@ -278,7 +424,7 @@ def _nanodrr_renderer(mu, spacing_mm, geometry, n_samples: int, backend: str):
     source = transform_point(rt_inv, drr.src.expand(views, -1, -1))  # (V, 1, 3) world mm
     target = transform_point(rt_inv, drr.tgt.expand(views, -1, -1))  # (V, R, 3)
     _check_same_rays("nanodrr", source, target, geometry)
-    return lambda: drr(subject, rt_inv, n_samples=n_samples, backend=backend)[:, 0]
+    return (lambda: drr(subject, rt_inv, n_samples=n_samples, backend=backend)[:, 0]), subject.image
 
 
 def _check_same_rays(peer: str, source, target, geometry, tol_mm: float = 0.05) -> None:
@@ -294,51 +440,168 @@ def _check_same_rays(peer: str, source, target, geometry, tol_mm: float = 0.05) 
                            f"pixel centres by up to {err_pixels:.3g} mm (tolerance {tol_mm} mm)")
 
 
-def run_case(spec: dict) -> dict:
-    """Time one renderer on one volume/geometry; the body of a case's subprocess."""
+# --- what runs inside one engine's subprocess -------------------------------------------------------------------
+def run_engine(spec: dict) -> dict:
+    """Every plan x mode of one engine on one case; the body of the engine's subprocess."""
     import torch
 
-    torch.set_grad_enabled(False)
     device = torch.device(spec["device"])
     mu = torch.from_numpy(np.load(spec["mu_path"])).to(device)  # (D, H, W)
-    spacing = tuple(spec["spacing_mm"])
+    volumes = batch_of_volumes(mu, spec["batch"])  # (B, D, H, W)
     geometry = benchmark_geometry(spec["detector"], spec["views"])
-    if spec["engine"] == "x2ct":
-        render = _x2ct_renderer(mu, spacing, geometry, spec.get("max_elements"))
-    elif spec["engine"].startswith("nanodrr"):
-        render = _nanodrr_renderer(mu, spacing, geometry, spec["samples_per_ray"], spec["backend"])
-    else:
-        render = _diffdrr_renderer(mu, spacing, geometry, spec["engine"].removeprefix("diffdrr-"))
+    runs = []
+    for plan in spec["plans"]:
+        for mode in spec["modes"]:
+            head = {"engine": spec["engine"], "plan": plan, "mode": mode}
+            try:
+                runs.append({**head, **time_run(spec, volumes, geometry, plan, mode)})
+            except Exception as err:  # an engine's failure (out of memory, a kernel that does not build) is its row
+                runs.append({**head, "status": "error", "note": _error_note(err)})
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return {"runs": runs, "torch_threads": torch.get_num_threads()}
 
-    def timed_call():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        image = render()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start, image
 
-    meter = PeakMemory(device)
-    meter.start()
-    rss_before_mb = proc_status_kb("VmRSS") / 1024
-    warmup_s, image = timed_call()
-    seconds = []
-    for _ in range(spec["repeats"]):
-        seconds.append(timed_call()[0])
-        if len(seconds) >= spec["min_repeats"] and sum(seconds) >= spec["budget_s"]:
+def time_run(spec: dict, volumes, geometry: ProjectionGeometry, plan: str, mode: str) -> dict:
+    """``spec["warmup"]`` calls, then ``spec["timed"]`` timed ones, of one engine in one plan and mode."""
+    import torch
+
+    device = volumes.device
+    backward = mode == "forward_backward"
+    with torch.set_grad_enabled(backward):
+        render, leaves = build_renderer(spec, volumes, geometry, plan, requires_grad=backward)
+        rows, cols = geometry.detector_shape
+        upstream = torch.randn(spec["batch"], spec["views"], rows, cols,  # g: (B, V, rows, cols)
+                               generator=torch.Generator().manual_seed(UPSTREAM_SEED)).to(device) if backward else None
+
+        def call():
+            if backward:
+                for leaf in leaves:
+                    leaf.grad = None
+            image = render()
+            if backward:
+                image.backward(upstream)
+            return image
+
+        warmup_s = []
+        for _ in range(spec["warmup"]):
+            warmup_s.append(_synchronised_call(call, device))
+            predicted = _predicted_s(warmup_s, spec["warmup"] - len(warmup_s) + spec["timed"])
+            if predicted > spec["max_run_s"]:
+                return {"status": "skipped", "warmup_s": warmup_s,
+                        "note": f"the warm-up predicts {predicted:.0f} s for the remaining calls, over "
+                                f"--max-run-s {spec['max_run_s']:g}"}
+        for leaf in leaves:  # the timed calls' peak counts the gradient they allocate
+            leaf.grad = None
+        _release_freed_memory(device)
+        meter = PeakMemory(device)
+        meter.start()
+        seconds, loop_s, image = _timed_loop(call, device, spec["timed"], spec.get("budget_s"), spec["min_timed"])
+        peak_mb = meter.peak_mb()
+        result = {"status": "ok", "warmup_calls": len(warmup_s), "warmup_s": warmup_s, "timed_calls": len(seconds),
+                  "seconds_all": seconds, "seconds_min": min(seconds), "seconds_median": statistics.median(seconds),
+                  "seconds_mean": statistics.fmean(seconds), "loop_s": loop_s,
+                  "renders_per_call": spec["batch"] * spec["views"], "peak_memory_mb": peak_mb,
+                  "memory_method": MEMORY_METHODS[meter.method.split()[0]]}
+        result["renders_per_s"] = result["renders_per_call"] / result["seconds_median"]
+        if backward:
+            result.update(adjoint_check(leaves, image, upstream))
+        elif spec.get("image_dir"):
+            np.save(image_file(Path(spec["image_dir"]), spec["engine"], plan), image.float().cpu().numpy())
+    return result
+
+
+def _synchronised_call(call, device) -> float:
+    """Seconds of one call, the device synchronised before and after."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    call()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _predicted_s(warmup_s: list[float], calls_left: int) -> float:
+    """Seconds the remaining calls will take, from the warm-up; 0 until a call after the first (which includes
+    compilation and autotuning) has been timed."""
+    return min(warmup_s[1:]) * calls_left if len(warmup_s) > 1 else 0.0
+
+
+def _timed_loop(call, device, calls: int, budget_s: float | None, min_calls: int):
+    """``calls`` calls back to back, each timed: on CUDA by a pair of events, the device synchronised only
+    before and after the loop (so a call's time is its share of a pipelined loop, launch overhead included);
+    on the CPU by ``perf_counter``. With ``budget_s``, stops once that many seconds are spent and at least
+    ``min_calls`` are done. Returns (seconds per call, seconds of the whole loop, the last call's image)."""
+    import torch
+
+    cuda = device.type == "cuda"
+    if cuda:
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(calls)]
+        torch.cuda.synchronize(device)
+    seconds, image, done = [], None, 0
+    loop_start = time.perf_counter()
+    for i in range(calls):
+        if cuda:
+            events[i][0].record()
+            image = call()
+            events[i][1].record()
+        else:
+            start = time.perf_counter()
+            image = call()
+            seconds.append(time.perf_counter() - start)
+        done = i + 1
+        if budget_s is not None and done >= min_calls and time.perf_counter() - loop_start >= budget_s:
             break
-    peak_mb = meter.peak_mb()
-    if spec.get("image_path"):
-        np.save(spec["image_path"], image.float().cpu().numpy())
-    per_call = statistics.median(seconds)
-    return {"engine": spec["engine"], "seconds_per_call": per_call, "renders_per_s": spec["views"] / per_call,
-            "seconds_all": seconds, "warmup_s": warmup_s, "peak_memory_mb": peak_mb,
-            "memory_method": meter.method, "rss_before_mb": rss_before_mb,
-            "torch_threads": torch.get_num_threads()}
+    if cuda:
+        torch.cuda.synchronize(device)
+        seconds = [begin.elapsed_time(end) / 1e3 for begin, end in events[:done]]
+    return seconds, time.perf_counter() - loop_start, image
 
 
-# --- the parent: cases, subprocesses, tables --------------------------------------------------------------------
+def adjoint_check(leaves, image, upstream) -> dict:
+    """The volume gradient of ``<g, render(volume)>`` is ``render``'s adjoint applied to ``g``; for a projector
+    linear in the volume, ``<grad, volume> = <g, image>``. Returns that identity's relative error, whether the
+    gradient is finite and its L2 norm."""
+    import torch
+
+    grads = [leaf.grad for leaf in leaves]
+    if any(g is None for g in grads):
+        raise RuntimeError("backward left no gradient on the volume")
+    lhs = sum(float((g.double() * leaf.detach().double()).sum()) for g, leaf in zip(grads, leaves, strict=True))
+    rhs = float((upstream.double() * image.detach().double()).sum())
+    return {"grad_finite": all(bool(torch.isfinite(g).all()) for g in grads),
+            "grad_norm": float(sum(float(g.double().square().sum()) for g in grads) ** 0.5),
+            "adjoint_rel_error": abs(lhs - rhs) / max(abs(rhs), 1e-30)}
+
+
+def image_file(image_dir: Path, engine: str, plan: str) -> Path:
+    """Where an engine's forward image ``(B, V, rows, cols)`` goes for the parent to compare."""
+    return image_dir / f"{engine}_{plan}.npy"
+
+
+def _release_freed_memory(device) -> None:
+    """Hand memory freed by the warm-up back to the system, so that the CPU peak (resident set size) counts what
+    the timed calls allocate rather than reusing what glibc kept; on CUDA the allocator's figures need nothing."""
+    gc.collect()
+    if device.type != "cpu":
+        return
+    libc_name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(libc_name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc: the peak may then under-count reused memory
+        pass
+
+
+def _error_note(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:300] if text else ''}"
+
+
+# --- the parent: cases, subprocesses, comparisons ---------------------------------------------------------------
 RESULT_MARK = "BENCH_RESULT "
 
 
@@ -354,14 +617,14 @@ def _busy_cpu_seconds() -> float | None:
 
 
 def _run_in_subprocess(spec: dict, timeout_s: float) -> dict:
-    """Run ``run_case(spec)`` in a fresh interpreter. Also reports ``other_cpu_load``: CPUs kept busy by other
-    processes while the case ran (0 on a quiet machine); a high value means the times are inflated."""
+    """Run ``run_engine(spec)`` in a fresh interpreter. Also reports ``other_cpu_load``: CPUs kept busy by other
+    processes while it ran (0 on a quiet machine); a high value means the times are inflated."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
     busy0, own0, wall0 = _busy_cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=REPO_ROOT)
     except subprocess.TimeoutExpired:
-        return {"status": "error", "note": f"timed out after {timeout_s:.0f} s"}
+        return {"status": "error", "note": f"timed out after {timeout_s:.0f} s (--child-timeout-s)"}
     busy1, own1, wall = _busy_cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - wall0
     extra = {}
     if busy0 is not None and busy1 is not None:
@@ -375,23 +638,16 @@ def _run_in_subprocess(spec: dict, timeout_s: float) -> dict:
 
 
 def machine_info(device: str) -> dict:
+    """``provenance.machine()`` plus what the timings depend on here: torch's threads and the device timed."""
     import torch
 
-    cpu_model = provenance.cpu_model()
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "cpu_model": cpu_model, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "device": device,
-            "device_name": torch.cuda.get_device_name(0) if device == "cuda" else cpu_model}
+    info = {**provenance.machine(), "torch_threads": torch.get_num_threads(), "device": device,
+            "device_name": torch.cuda.get_device_name(0) if device == "cuda" else provenance.cpu_model()}
     try:
         info["memory_total_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):
         pass
     return info
-
-
-def _cost(side: int, detector: int, views: int) -> float:
-    """Work proxy: one sample per voxel plane per ray."""
-    return float(side) * detector * detector * views
 
 
 def agreement(image: np.ndarray, reference: np.ndarray) -> dict:
@@ -409,202 +665,234 @@ def agreement(image: np.ndarray, reference: np.ndarray) -> dict:
     return out
 
 
+def cases_for(args: argparse.Namespace, device: str) -> list[Case]:
+    """``--cases`` (or the ``--sizes`` grid) as given; else the default cases, divided by CPU_QUICK_DIVISOR for a
+    ``--quick`` run on the CPU."""
+    if args.cases is not None:
+        return list(args.cases)
+    cases = [parse_case(text) for text in DEFAULT_CASES]
+    if args.quick and device == "cpu":
+        cases = [case.scaled_down(CPU_QUICK_DIVISOR) for case in cases]
+    return cases
+
+
 def run_device(device: str, args: argparse.Namespace, workdir: Path) -> dict:
-    sizes, detectors, views_list = args.sizes, args.detectors, args.views
-    cases = sorted(((s, d, v) for s in sizes for d in detectors for v in views_list), key=lambda c: _cost(*c))
+    triton = triton_backend_status(device)
+    cases = cases_for(args, device)
     volumes: dict[int, tuple[str, BenchVolume]] = {}
-    for side in sizes:
-        vol = load_volume(args.volume, side)
-        mu_path = workdir / f"mu_{side}.npy"
-        np.save(mu_path, hu_to_mu(vol.hu, MU_WATER_PER_MM).astype(np.float32))
-        volumes[side] = (str(mu_path), vol)
-    results, reference = [], None  # reference: (cost, seconds) of the costliest finished case
-    for side, detector, views in cases:
-        mu_path, vol = volumes[side]
-        row = {"volume_shape": list(vol.hu.shape), "spacing_mm": list(vol.spacing_mm),
-               "detector_shape": [detector, detector], "views": views,
-               "angles_deg": list(benchmark_geometry(detector, views).angles_deg)}
-        predicted = reference[1] * _cost(side, detector, views) / reference[0] if reference else 0.0
-        if predicted * (1 + args.min_repeats) > args.max_case_s:
-            row.update(status="skipped", note=f"skipped: predicted {predicted:.3g} s per call, so warm-up + "
-                                              f"{args.min_repeats} repeats exceed --max-case-s {args.max_case_s:g}")
-        else:
-            spec = {"engine": "x2ct", "mu_path": mu_path, "spacing_mm": list(vol.spacing_mm), "device": device,
-                    "detector": detector, "views": views, "repeats": args.repeats,
-                    "min_repeats": args.min_repeats, "budget_s": args.budget_s, "max_elements": args.max_elements}
-            row.update(_run_in_subprocess(spec, args.child_timeout_s))
-            if row["status"] == "ok":
-                reference = max(reference or (0.0, 0.0), (_cost(side, detector, views), row["seconds_per_call"]))
-        results.append(row)
-        print(_case_line(row), flush=True)
-    results.sort(key=lambda r: (r["volume_shape"][0], r["detector_shape"][0], r["views"]))  # run by cost
-    first = volumes[sizes[0]][1]
-    volume_description = first.description.replace(f"{sizes[0]}^3", "N^3")
-    extent_mm = [round(n * sp, 1) for n, sp in zip(first.hu.shape, first.spacing_mm, strict=True)]
-    report = {"benchmark": "render_drr", "device": device, "created": dt.datetime.now().isoformat(timespec="seconds"),
-              "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "machine": machine_info(device),
-              "setup": _setup_dict(args, device, volume_description, extent_mm), "cases": results, "peer": None}
-    if args.peers:
-        report["peer"] = run_peer(device, args, workdir)
-    return report
+    rows = []
+    for index, case in enumerate(cases):
+        if case.side not in volumes:
+            vol = load_volume(args.volume, case.side)
+            mu_path = workdir / f"mu_{case.side}.npy"
+            np.save(mu_path, hu_to_mu(vol.hu, MU_WATER_PER_MM).astype(np.float32))
+            volumes[case.side] = (str(mu_path), vol)
+        mu_path, vol = volumes[case.side]
+        image_dir = workdir / f"case_{index}"
+        image_dir.mkdir()
+        print(f"[{device}] {case.title}", flush=True)
+        runs = []
+        for engine in engine_specs(case, device, args.peers, args.nanodrr_samples_per_plane, triton):
+            spec = {**engine, "mu_path": mu_path, "spacing_mm": list(vol.spacing_mm), "device": device,
+                    "detector": case.detector, "views": case.views, "batch": case.batch, "modes": list(args.modes),
+                    "warmup": args.warmup, "timed": args.timed, "min_timed": args.min_repeats,
+                    "budget_s": args.budget_s, "max_run_s": args.max_run_s, "max_elements": args.max_elements,
+                    "image_dir": str(image_dir)}
+            result = _run_in_subprocess(spec, args.child_timeout_s)
+            named = {k: engine[k] for k in ("backend", "renderer", "samples_per_ray") if engine.get(k) is not None}
+            load = {"other_cpu_load": result["other_cpu_load"]} if "other_cpu_load" in result else {}
+            if result["status"] == "ok":
+                new = [{**run, **named, **load} for run in result["runs"]]
+            else:  # the subprocess itself failed: every run of the engine says why
+                new = [{"engine": engine["engine"], "plan": plan, "mode": mode, **named, "status": "error",
+                        "note": result["note"], **load} for plan in engine["plans"] for mode in args.modes]
+            for run in new:
+                print(_run_line(run), flush=True)
+            runs += new
+        compare_runs(runs, image_dir, case.side)
+        rows.append(case_row(case, vol, runs))
+    return {"benchmark": "render_drr", "device": device, "created": dt.datetime.now().isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "code": provenance.code_version(),
+            "machine": machine_info(device), "setup": setup_dict(args, device, triton), "cases": rows}
 
 
-def _setup_dict(args: argparse.Namespace, device: str, volume_description: str, extent_mm: list[float]) -> dict:
-    return {"volume": volume_description, "volume_extent_mm": extent_mm, "mu_water_per_mm": MU_WATER_PER_MM,
+def find_run(runs: list[dict], engine: str, plan: str, mode: str) -> dict | None:
+    return next((r for r in runs if (r["engine"], r["plan"], r["mode"]) == (engine, plan, mode)), None)
+
+
+def compare_runs(runs: list[dict], image_dir: Path, side: int) -> None:
+    """Add to each finished run its median time over x2ct's (grid_sample, plan cached) and over nanodrr's at one
+    sample per voxel plane (``side`` per ray), both in the same mode, and, for forward_backward, over the same
+    engine's forward; add to a forward run its image's agreement with x2ct's."""
+    path = image_file(image_dir, REFERENCE_ENGINE, "cached")
+    reference = np.load(path) if path.exists() else None  # (B, V, rows, cols)
+    nanodrr = next((r["engine"] for r in runs if r["engine"].startswith("nanodrr") and r["samples_per_ray"] == side),
+                   None)
+    for run in runs:
+        if run["status"] != "ok":
+            continue
+        mode = run["mode"]
+        bases = {"time_ratio_vs_x2ct": find_run(runs, REFERENCE_ENGINE, "cached", mode),
+                 "time_ratio_vs_nanodrr": find_run(runs, nanodrr, PEER_PLAN, mode) if nanodrr else None,
+                 "time_ratio_vs_forward": (find_run(runs, run["engine"], run["plan"], "forward")
+                                           if mode == "forward_backward" else None)}
+        for key, base in bases.items():
+            if base is not None and base["status"] == "ok":
+                run[key] = run["seconds_median"] / base["seconds_median"]
+        path = image_file(image_dir, run["engine"], run["plan"])
+        if mode != "forward" or reference is None or not path.exists() or (run["engine"], run["plan"]) == (
+                REFERENCE_ENGINE, "cached"):
+            continue
+        image = np.load(path)
+        run["agreement_vs_x2ct"] = agreement(image.reshape(-1, *image.shape[-2:]),
+                                             reference.reshape(-1, *reference.shape[-2:]))
+
+
+def case_row(case: Case, vol: BenchVolume, runs: list[dict]) -> dict:
+    """One case's JSON entry. Its headline (x2ct, grid_sample, plan cached, forward where it ran) also sits at the
+    top level as ``seconds_per_call``, ``renders_per_s`` and ``peak_memory_mb``, where summaries read it."""
+    row = {"case": case.title, "volume": vol.description, "volume_shape": list(vol.hu.shape),
+           "spacing_mm": list(vol.spacing_mm), "detector_shape": [case.detector, case.detector], "views": case.views,
+           "batch": case.batch, "angles_deg": list(benchmark_geometry(case.detector, case.views).angles_deg)}
+    candidates = [find_run(runs, REFERENCE_ENGINE, "cached", mode) for mode in MODES]
+    head = next((r for r in candidates if r is not None), None)
+    if head is None:
+        row.update(status="error", note="no run of x2ct with a cached plan")
+    elif head["status"] != "ok":
+        row.update(status=head["status"], note=head["note"])
+    else:
+        row.update(status="ok", headline=f"{REFERENCE_ENGINE}, {PLAN_TITLES['cached']}, {head['mode']}",
+                   seconds_per_call=head["seconds_median"], renders_per_s=head["renders_per_s"],
+                   peak_memory_mb=head["peak_memory_mb"])
+    row["runs"] = runs
+    return row
+
+
+def setup_dict(args: argparse.Namespace, device: str, triton: dict) -> dict:
+    clock = ("CUDA events around each call, the device synchronised before and after the loop" if device == "cuda"
+             else "perf_counter around each call")
+    return {"volume_source": args.volume, "mu_water_per_mm": MU_WATER_PER_MM,
             "geometry": {"kind": "cone", "source_to_isocenter_mm": SOURCE_TO_ISOCENTER_MM,
                          "source_to_detector_mm": SOURCE_TO_DETECTOR_MM, "detector_side_mm": DETECTOR_SIDE_MM,
                          "angles": "k * 180 / views deg, k = 0 .. views - 1"},
-            "timing": {"warmup_calls": 1, "max_repeats": args.repeats, "min_repeats": args.min_repeats,
-                       "stop_after_s": args.budget_s, "statistic": "median", "mode": "forward, torch.no_grad",
-                       "batch": 1},
-            "render_drr_max_elements": args.max_elements or _default_max_elements(device)}
+            "timing": {"warmup_calls": args.warmup, "timed_calls": args.timed, "budget_s": args.budget_s,
+                       "min_timed_calls": args.min_repeats, "max_run_s": args.max_run_s,
+                       "statistics": ["min", "median", "mean"], "clock": clock,
+                       "renders_per_s": "batch x views / median seconds per call", "modes": list(args.modes),
+                       "forward": "torch.no_grad",
+                       "forward_backward": f"volume.requires_grad_(); image.backward(g), g standard normal of the "
+                                           f"image's shape (seed {UPSTREAM_SEED}); gradient cleared every call"},
+            "batch": "the volume and its left-right mirror, alternating; peers take one volume per call",
+            "render_drr_max_elements": args.max_elements or _default_max_elements(device),
+            "triton_backend": triton, "peers": args.peer_versions, "peers_missing": args.peers_missing,
+            "nanodrr_samples_per_plane": list(args.nanodrr_samples_per_plane)}
 
 
 def _default_max_elements(device: str) -> int:
     from x2ct.physics.projector import DEFAULT_MAX_ELEMENTS
 
-    return DEFAULT_MAX_ELEMENTS[device.split(":")[0]]
-
-
-def peer_engines(peers: tuple[str, ...], device: str, nanodrr_samples: tuple[int, ...]) -> dict[str, dict]:
-    """The renderers to run against x2ct, by name, each with what its case's spec adds."""
-    engines: dict[str, dict] = {"x2ct": {}}
-    if "diffdrr" in peers:
-        engines.update({f"diffdrr-{r}": {} for r in PEER_RENDERERS})
-    if "nanodrr" in peers:
-        backend = NANODRR_BACKEND[device.split(":")[0]]
-        engines.update({f"nanodrr-{backend}-{n}": {"backend": backend, "samples_per_ray": n} for n in nanodrr_samples})
-    return engines
-
-
-def run_peer(device: str, args: argparse.Namespace, workdir: Path) -> dict:
-    """x2ct and the peers' renderers on the same volume and geometry, each in its own subprocess."""
-    try:
-        vol = load_volume("example-ct", PEER_SIZE)
-    except FileNotFoundError:
-        vol = load_volume(args.volume, PEER_SIZE)
-    mu_path = workdir / "mu_peer.npy"
-    np.save(mu_path, hu_to_mu(vol.hu, MU_WATER_PER_MM).astype(np.float32))
-    peer = {"versions": {name: importlib.metadata.version(name) for name in args.peers}, "volume": vol.description,
-            "volume_shape": list(vol.hu.shape), "spacing_mm": list(vol.spacing_mm),
-            "detector_shape": [PEER_DETECTOR, PEER_DETECTOR], "views": PEER_VIEWS, "runs": {}}
-    images = {}
-    for engine, extra in peer_engines(args.peers, device, args.nanodrr_samples).items():
-        image_path = workdir / f"peer_{engine}.npy"
-        spec = {"engine": engine, "mu_path": str(mu_path), "spacing_mm": list(vol.spacing_mm), "device": device,
-                "detector": PEER_DETECTOR, "views": PEER_VIEWS, "repeats": args.peer_repeats,
-                "min_repeats": args.peer_repeats, "budget_s": 0.0, "image_path": str(image_path),
-                "max_elements": args.max_elements, **extra}
-        run = _run_in_subprocess(spec, args.child_timeout_s)
-        run.update(extra)
-        if run["status"] == "ok":
-            images[engine] = np.load(image_path)
-        peer["runs"][engine] = run
-        print(f"  peer {engine}: " + (f"{run['seconds_per_call']:.3f} s/call, {run['peak_memory_mb']:.0f} MB"
-                                     if run["status"] == "ok" else run["note"]), flush=True)
-    base = peer["runs"]["x2ct"]
-    for engine, run in peer["runs"].items():
-        if engine == "x2ct" or run["status"] != "ok" or base["status"] != "ok":
-            continue
-        run["time_ratio_vs_x2ct"] = run["seconds_per_call"] / base["seconds_per_call"]
-        run["memory_ratio_vs_x2ct"] = run["peak_memory_mb"] / max(base["peak_memory_mb"], 1e-9)
-        run["agreement_vs_x2ct"] = agreement(images[engine], images["x2ct"])
-    return peer
+    return DEFAULT_MAX_ELEMENTS[device]
 
 
 # --- reporting --------------------------------------------------------------------------------------------------
-def _case_line(row: dict) -> str:
-    d, det, v = row["volume_shape"][0], row["detector_shape"][0], row["views"]
-    head = f"  {d}^3 x {det}^2 x {v} views: "
-    if row["status"] != "ok":
-        return head + row["note"]
-    return head + f"{row['seconds_per_call']:.4f} s/call, {row['renders_per_s']:.1f} renders/s, " \
-                  f"{row['peak_memory_mb']:.0f} MB, other load {row.get('other_cpu_load', float('nan')):.2f}"
-
-
-def markdown(report: dict) -> str:
-    m, s = report["machine"], report["setup"]
-    g = s["geometry"]
-    lines = [f"# render_drr benchmark ({report['device']})", "",
-             f"- machine: {m['device_name']}, {m['cpu_count']} CPUs, torch {m['torch']} "
-             f"({m['torch_threads']} threads), Python {m['python']}",
-             f"- command: `{report['command']}` ({report['created']})",
-             f"- volume: {s['volume']}, extent (D, H, W) {' x '.join(f'{e:g}' for e in s['volume_extent_mm'])} mm, "
-             f"HU -> mu with mu_water {s['mu_water_per_mm']} /mm",
-             f"- geometry: cone beam, source-isocentre {g['source_to_isocenter_mm']:.0f} mm, source-detector "
-             f"{g['source_to_detector_mm']:.0f} mm, {g['detector_side_mm']:.0f} mm square detector, angles "
-             f"{g['angles']}",
-             f"- timing: 1 warm-up, then up to {s['timing']['max_repeats']} calls (at least "
-             f"{s['timing']['min_repeats']}, stopping once {s['timing']['stop_after_s']:.0f} s are spent); "
-             f"median; forward only; renders/s = views per second",
-             f"- render_drr max_elements: {s['render_drr_max_elements']}",
-             f"- peak memory: {_memory_method(report)}",
-             "- other load: CPUs kept busy by other processes while the case ran (0 = quiet machine; on a "
-             f"{m['cpu_count']}-CPU machine anything near 1 inflates the times)", "",
-             "| volume | detector | views | s / call | renders / s | peak MB | other load | note |",
-             "|---|---|---|---:|---:|---:|---:|---|"]
-    for row in report["cases"]:
-        d, det, v = row["volume_shape"][0], row["detector_shape"][0], row["views"]
-        load = f"{row['other_cpu_load']:.2f}" if "other_cpu_load" in row else "-"
-        if row["status"] == "ok":
-            lines.append(f"| {d}^3 | {det}^2 | {v} | {row['seconds_per_call']:.4f} | {row['renders_per_s']:.1f} "
-                         f"| {row['peak_memory_mb']:.0f} | {load} | |")
-        else:
-            lines.append(f"| {d}^3 | {det}^2 | {v} | - | - | - | {load} | {row['note']} |")
-    if report["peer"]:
-        lines += ["", *_peer_markdown(report["peer"])]
-    return "\n".join(lines) + "\n"
-
-
-def _memory_method(report: dict) -> str:
-    runs = [r for r in report["cases"] if r["status"] == "ok"]
-    method = runs[0]["memory_method"] if runs else "n/a"
-    return f"{method} (MB = 2^20 bytes), each case in a fresh process"
-
-
 PEER_TITLES = {"diffdrr": "DiffDRR", "nanodrr": "nanodrr"}
 
 
-def _samples_per_ray(engine: str, run: dict) -> str:
-    if engine == "x2ct":
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f}" if seconds < 1 else f"{seconds * 1e3:.0f}"
+
+
+def _run_line(run: dict) -> str:
+    head = f"  {run['engine']}, {PLAN_TITLES[run['plan']]}, {run['mode']}: "
+    if run["status"] != "ok":
+        return head + f"{run['status']}: {run['note']}"
+    return head + (f"median {_ms(run['seconds_median'])} ms (min {_ms(run['seconds_min'])}, mean "
+                   f"{_ms(run['seconds_mean'])}), {run['renders_per_s']:.1f} renders/s, "
+                   f"{run['peak_memory_mb']:.0f} MB")
+
+
+def _samples_per_ray(run: dict) -> str:
+    if run["engine"].startswith("x2ct"):
         return "1 per voxel plane"
-    if engine == "diffdrr-siddon":
+    if run["engine"] == "diffdrr-siddon":
         return "every voxel crossed"
-    if engine == "diffdrr-trilinear":
+    if run["engine"] == "diffdrr-trilinear":
         return "500 (default)"
     return str(run.get("samples_per_ray", "-"))
 
 
-def _peer_markdown(peer: dict) -> list[str]:
-    det, v = peer["detector_shape"][0], peer["views"]
-    title = ", ".join(f"{PEER_TITLES.get(name, name)} {version}" for name, version in peer["versions"].items())
-    lines = [f"## Peers: {title}", "",
-             f"Same attenuation volume ({peer['volume']}, shape {tuple(peer['volume_shape'])}), same geometry, "
-             f"{det}^2 detector, {v} views; each renderer in its own process, its rays checked to coincide with "
-             "x2ct's. " + ("nanodrr runs its torch backend on the CPU and its fused Triton kernel on CUDA, with the "
-                           "samples per ray spread over the part of the ray inside the volume. "
-                           if "nanodrr" in peer["versions"] else "")
-             + "Agreement is with x2ct's image, worst view: Pearson r, relative L2 after dividing each image by its "
-             "mean, and relative L2 of the raw line integrals.", "",
-             "| renderer | samples / ray | s / call | s / x2ct s | peak MB | Pearson r | rel. L2 (normalised) "
-             "| rel. L2 (raw) | other load |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for engine, run in peer["runs"].items():
-        load = f"{run['other_cpu_load']:.2f}" if "other_cpu_load" in run else "-"
-        samples = _samples_per_ray(engine, run)
-        if run["status"] != "ok":
-            lines.append(f"| {engine} | {samples} | - | - | - | - | - | {run['note']} | {load} |")
-            continue
-        ratio = f"{run['time_ratio_vs_x2ct']:.2f}" if "time_ratio_vs_x2ct" in run else "1.00"
-        agree = run.get("agreement_vs_x2ct")
-        if agree:
-            cols = (f"{min(agree['pearson_r']):.4f} | {max(agree['rel_l2_normalised']):.4f} | "
-                    f"{max(agree['rel_l2_raw']):.4f}")
-        else:
-            cols = "- | - | -"
-        lines.append(f"| {engine} | {samples} | {run['seconds_per_call']:.3f} | {ratio} "
-                     f"| {run['peak_memory_mb']:.0f} | {cols} | {load} |")
-    return lines
+def _check_cell(run: dict) -> str:
+    """Forward: agreement with x2ct's image (worst view); forward_backward: the gradient's adjoint identity."""
+    if run["mode"] == "forward_backward" and "adjoint_rel_error" in run:
+        finite = "" if run["grad_finite"] else ", NOT FINITE"
+        return f"adjoint {run['adjoint_rel_error']:.1e}{finite}"
+    agree = run.get("agreement_vs_x2ct")
+    if agree:
+        return f"r {min(agree['pearson_r']):.4f}, L2 {max(agree['rel_l2_raw']):.1e}"
+    return "reference" if run["engine"] == REFERENCE_ENGINE and run["plan"] == "cached" else "-"
+
+
+def markdown(report: dict) -> str:
+    m, s, t = report["machine"], report["setup"], report["setup"]["timing"]
+    g, code, triton = s["geometry"], report["code"], s["triton_backend"]
+    commit = f"{code['commit'][:10]}{' (dirty)' if code['dirty'] else ''}" if code.get("commit") else "unknown"
+    peers = ", ".join(f"{PEER_TITLES.get(n, n)} {v}" for n, v in s["peers"].items()) or "none"
+    missing = "; ".join(f"{n} not installed ({hint})" for n, hint in s["peers_missing"].items())
+    lines = [f"# render_drr benchmark ({report['device']})", "",
+             f"- machine: {m['device_name']}, {m['cpu_count']} CPUs, torch {m['torch']} ({m['torch_threads']} "
+             f"threads), Python {m['python']}; commit {commit}",
+             f"- command: `{report['command']}` ({report['created']})",
+             f"- volume: {s['volume_source']} (each case's below), HU -> mu with mu_water {s['mu_water_per_mm']} /mm;"
+             f" batch: {s['batch']}",
+             f"- geometry: cone beam, source-isocentre {g['source_to_isocenter_mm']:.0f} mm, source-detector "
+             f"{g['source_to_detector_mm']:.0f} mm, {g['detector_side_mm']:.0f} mm square detector, angles "
+             f"{g['angles']}",
+             f"- protocol: each engine in a fresh process per case; per run {t['warmup_calls']} warm-up calls, then "
+             f"{t['timed_calls']} timed calls ({t['clock']})"
+             + (f", stopping after {t['budget_s']:g} s once {t['min_timed_calls']} are done" if t["budget_s"] else "")
+             + f"; min / median / mean per call; renders/s = {t['renders_per_s']}; time / x2ct and time / nanodrr: "
+               "median over that of x2ct (grid_sample, plan cached) and of nanodrr at one sample per voxel plane, "
+               "same mode; (Nx forward): forward_backward's median over the same engine's forward",
+             f"- modes: forward = {t['forward']}; forward_backward = {t['forward_backward']}",
+             "- rays: plan cached = `plan_rays` once, outside the timed calls; planned per call = `render_drr` "
+             "without `plan`; peer's own = as the peer's API runs (DiffDRR builds its rays every call, nanodrr "
+             "poses and clips its cached camera rays every call); every peer's rays checked to coincide with x2ct's",
+             f"- x2ct Triton backend: {'timed' if triton['available'] else 'not available'} ({triton['reason']})",
+             f"- peers: {peers}" + (f"; {missing}" if missing else ""),
+             f"- render_drr max_elements: {s['render_drr_max_elements']}",
+             f"- peak memory (MB = 2^20 bytes): {_memory_method(report)}",
+             "- check: forward = agreement with x2ct's image, worst view (Pearson r, relative L2 of the line "
+             "integrals); forward_backward = relative error of <grad, volume> = <g, image>, which a linear "
+             "projector's gradient satisfies",
+             "- other load: CPUs kept busy by other processes while the engine ran (0 = quiet machine; on a "
+             f"{m['cpu_count']}-CPU machine anything near 1 inflates the times)"]
+    for case in report["cases"]:
+        lines += ["", f"## {case['case']}", "",
+                  f"{case['volume']}, shape {tuple(case['volume_shape'])}, spacing "
+                  f"{' x '.join(f'{v:.3g}' for v in case['spacing_mm'])} mm.", "",
+                  "| engine | rays | mode | samples / ray | min ms | median ms | mean ms | renders / s | time / x2ct "
+                  "| time / nanodrr | peak MB | check | other load |",
+                  "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+        for run in case["runs"]:
+            load = f"{run['other_cpu_load']:.2f}" if "other_cpu_load" in run else "-"
+            mode = run["mode"]
+            if "time_ratio_vs_forward" in run:
+                mode += f" ({run['time_ratio_vs_forward']:.1f}x forward)"
+            head = f"| {run['engine']} | {PLAN_TITLES[run['plan']]} | {mode} | {_samples_per_ray(run)} |"
+            if run["status"] != "ok":
+                lines.append(f"{head} - | - | - | - | - | - | - | {run['status']}: {run['note']} | {load} |")
+                continue
+            ratios = " | ".join(f"{run[k]:.2f}" if k in run else "-"
+                                for k in ("time_ratio_vs_x2ct", "time_ratio_vs_nanodrr"))
+            lines.append(f"{head} {_ms(run['seconds_min'])} | {_ms(run['seconds_median'])} | "
+                         f"{_ms(run['seconds_mean'])} | {run['renders_per_s']:.1f} | {ratios} | "
+                         f"{run['peak_memory_mb']:.0f} | {_check_cell(run)} | {load} |")
+    return "\n".join(lines) + "\n"
+
+
+def _memory_method(report: dict) -> str:
+    runs = [r for case in report["cases"] for r in case["runs"] if r["status"] == "ok"]
+    return runs[0]["memory_method"] if runs else "n/a"
 
 
 # --- command line -----------------------------------------------------------------------------------------------
@@ -618,6 +906,16 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _case_list(text: str) -> tuple[Case, ...]:
+    try:
+        cases = tuple(parse_case(t) for t in text.split(",") if t.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if not cases:
+        raise argparse.ArgumentTypeError(f"expected cases such as 128x256x2, got {text!r}")
+    return cases
+
+
 def _peer_list(text: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))
     unknown = [n for n in names if n not in PEERS]
@@ -626,51 +924,86 @@ def _peer_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _mode_list(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    unknown = [n for n in names if n not in MODES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown mode(s) {', '.join(unknown) or text!r}; expected some of "
+                                         f"{','.join(MODES)}")
+    return names
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
-                   help=f"subset: sizes {QUICK_SIZES}, detectors {QUICK_DETECTORS}, views {QUICK_VIEWS}, fewer repeats")
+                   help=f"CUDA: the default cases, nanodrr at {QUICK_NANODRR_SAMPLES_PER_PLANE} x side samples per "
+                        f"ray; CPU: the default cases with every side / {CPU_QUICK_DIVISOR}")
     p.add_argument("--device", choices=("all", "cpu", "cuda"), default="all",
                    help="'all' = cpu, plus cuda when torch.cuda.is_available() (default)")
-    p.add_argument("--sizes", type=_int_list, help=f"volume sides, comma-separated (default {FULL_SIZES})")
-    p.add_argument("--detectors", type=_int_list, help=f"detector sides in pixels (default {FULL_DETECTORS})")
-    p.add_argument("--views", type=_int_list, help=f"view counts (default {FULL_VIEWS})")
+    p.add_argument("--cases", type=_case_list,
+                   help=f"SIDExDETECTORxVIEWS[xBATCH], comma-separated (default {','.join(DEFAULT_CASES)})")
+    p.add_argument("--sizes", type=_int_list, help="volume sides of a grid of cases, instead of --cases")
+    p.add_argument("--detectors", type=_int_list, help="detector sides of the grid (default 256)")
+    p.add_argument("--views", type=_int_list, help="view counts of the grid (default 2)")
+    p.add_argument("--batch", type=_int_list, help="batch sizes of the grid (default 1)")
+    p.add_argument("--modes", type=_mode_list, default=MODES, help=f"from {','.join(MODES)} (default both)")
+    p.add_argument("--warmup", type=_non_negative_int, default=WARMUP_CALLS,
+                   help=f"untimed calls before each run's timed ones (default {WARMUP_CALLS})")
+    p.add_argument("--timed", "--repeats", dest="timed", type=_positive_int, default=TIMED_CALLS,
+                   help=f"timed calls per run (default {TIMED_CALLS})")
+    p.add_argument("--budget-s", type=float,
+                   help="stop a run's timed calls once they add up to this, after --min-repeats (default: never)")
+    p.add_argument("--min-repeats", type=_positive_int, help="fewest timed calls under --budget-s (default --timed)")
+    p.add_argument("--max-run-s", type=float, default=300.0,
+                   help="skip a run whose warm-up predicts more seconds than this for its remaining calls")
     p.add_argument("--volume", default="auto", choices=("auto", "phantom", "example-ct", "ellipsoid"),
                    help="benchmark volume; auto = phantom, else example CT, else synthetic ellipsoid")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results",
                    help="folder for drr_<device>.json/.md")
     p.add_argument("--peers", type=_peer_list, default=PEERS,
                    help=f"peers to compare with, comma-separated, from {','.join(PEERS)} (default all; '' = none)")
-    p.add_argument("--no-peer", dest="peers", action="store_const", const=(), help="skip the peer comparison")
-    p.add_argument("--nanodrr-samples", type=_int_list,
-                   help=f"nanodrr's samples per ray, one run each (default {NANODRR_SAMPLES}, "
-                        f"--quick {QUICK_NANODRR_SAMPLES})")
-    p.add_argument("--repeats", type=int, help="most timed calls per case (default 5, --quick 3)")
-    p.add_argument("--min-repeats", type=int, default=3, help="fewest timed calls per case")
-    p.add_argument("--budget-s", type=float, default=10.0,
-                   help="stop repeating a case once its timed calls add up to this (after --min-repeats)")
-    p.add_argument("--max-case-s", type=float, default=120.0,
-                   help="skip a case whose predicted warm-up + min repeats exceed this")
-    p.add_argument("--peer-repeats", type=int, help="timed calls per peer renderer (default 3, --quick 1)")
+    p.add_argument("--no-peer", dest="peers", action="store_const", const=(), help="skip the peers")
+    p.add_argument("--nanodrr-samples-per-plane", type=_int_list,
+                   help=f"nanodrr's samples per ray as multiples of the volume side, one run each (default "
+                        f"{NANODRR_SAMPLES_PER_PLANE}, --quick {QUICK_NANODRR_SAMPLES_PER_PLANE})")
     p.add_argument("--max-elements", type=int,
                    help="render_drr's max_elements (chunk size bound); default: the projector's own default")
-    p.add_argument("--child-timeout-s", type=float, default=600.0, help="kill a case's subprocess after this")
+    p.add_argument("--child-timeout-s", type=float, default=1800.0, help="kill an engine's subprocess after this")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    args.sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
-    args.detectors = args.detectors or (QUICK_DETECTORS if args.quick else FULL_DETECTORS)
-    args.views = args.views or (QUICK_VIEWS if args.quick else FULL_VIEWS)
-    args.repeats = args.repeats or (3 if args.quick else 5)
-    args.min_repeats = min(args.min_repeats, args.repeats)
-    args.peer_repeats = args.peer_repeats or (1 if args.quick else 3)
-    args.nanodrr_samples = args.nanodrr_samples or (QUICK_NANODRR_SAMPLES if args.quick else NANODRR_SAMPLES)
+    grid = (args.sizes, args.detectors, args.views, args.batch)
+    if any(v is not None for v in grid):
+        if args.cases is not None:
+            p.error("give --cases or a grid (--sizes, --detectors, --views, --batch), not both")
+        sizes, detectors, views, batch = (v or d for v, d in zip(grid, ((128,), (256,), (2,), (1,)), strict=True))
+        args.cases = tuple(Case(s, d, v, b) for s in sizes for d in detectors for v in views for b in batch)
+    args.min_repeats = min(args.min_repeats or args.timed, args.timed)
+    args.nanodrr_samples_per_plane = args.nanodrr_samples_per_plane or (
+        QUICK_NANODRR_SAMPLES_PER_PLANE if args.quick else NANODRR_SAMPLES_PER_PLANE)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
-        print(RESULT_MARK + json.dumps(run_case(json.loads(args.child))), flush=True)
+        print(RESULT_MARK + json.dumps(run_engine(json.loads(args.child))), flush=True)
         return 0
     import torch
 
@@ -679,14 +1012,14 @@ def main(argv: list[str] | None = None) -> int:
         devices = ["cpu"]
     if "cuda" in devices and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch.cuda.is_available() is False")
-    missing = [name for name in args.peers if importlib.util.find_spec(name) is None]
-    for name in missing:
-        print(f"{name} not installed: left out of the peer comparison ({PEER_INSTALL[name]}, then its pure-Python "
-              "dependencies; see benchmarks/README.md)")
-    args.peers = tuple(name for name in args.peers if name not in missing)
+    args.peers_missing = {name: PEER_INSTALL[name] for name in args.peers if importlib.util.find_spec(name) is None}
+    for name, hint in args.peers_missing.items():
+        print(f"{name} not installed: left out of the comparison ({hint}, then its pure-Python dependencies; see "
+              "benchmarks/README.md)")
+    args.peers = tuple(name for name in args.peers if name not in args.peers_missing)
+    args.peer_versions = {name: importlib.metadata.version(name) for name in args.peers}
     suffix = "_quick" if args.quick else ""
     for device in devices:
-        print(f"[{device}] render_drr benchmark", flush=True)
         with tempfile.TemporaryDirectory(prefix="bench_drr_") as tmp:
             report = run_device(device, args, Path(tmp))
         text = markdown(report)
