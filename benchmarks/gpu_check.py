@@ -95,7 +95,7 @@ PARTS = ("gpu_tests", "milestone1", "milestone1_batches", "profile", "cascade_12
 # the most seconds each part may take (real sizes on a GPU; --tiny: TINY_TIMEOUT_S); the budget caps them all
 # (milestone1_compile: a cold inductor compile of milestone 1 took more than 180 s on a 16-CPU H200 machine)
 TIMEOUT_S = {"gpu_tests": 60, "milestone1": 75, "milestone1_batches": 150, "profile": 150, "cascade_128": 45,
-             "c2rv_256": 60, "drr": 90, "milestone1_compile": 300, "ddp": 120}
+             "c2rv_256": 60, "drr": 360, "milestone1_compile": 300, "ddp": 120}
 TINY_TIMEOUT_S = 60
 # 8 minutes on one GPU; a part starts only with at least START_FRACTION of its limit left in the budget, and gets
 # what is left of the budget when that is less than its limit
@@ -805,25 +805,21 @@ def part_drr(ctx: dict, timeout_s: float) -> dict:
 
 
 def drr_summary(report: dict) -> dict:
-    """x2ct's cases and each peer's time relative to x2ct, from a bench_drr.py report."""
-    cases = [{"volume": c["volume_shape"][0], "detector": c["detector_shape"][0], "views": c["views"],
-              "seconds_per_call": c["seconds_per_call"], "renders_per_s": c["renders_per_s"],
-              "peak_mb": c["peak_memory_mb"]} for c in report.get("cases", []) if c.get("status") == "ok"]
-    peers = {}
-    for engine, run in _peer_runs([report.get("peer"), report.get("peers")]):
-        peers[engine] = ({"seconds_per_call": run.get("seconds_per_call"),
-                          "time_ratio_vs_x2ct": run.get("time_ratio_vs_x2ct")} if run.get("status") == "ok"
-                         else {"note": run.get("note")})
-    return {"cases": cases, "peers": peers}
-
-
-def _peer_runs(node):
-    """(renderer, run) pairs of every ``runs`` table in a report's peer section, whatever its nesting."""
-    if isinstance(node, dict) and isinstance(node.get("runs"), dict):
-        yield from node["runs"].items()
-    elif isinstance(node, (dict, list)):
-        for child in node.values() if isinstance(node, dict) else node:
-            yield from _peer_runs(child)
+    """Per case, x2ct's headline figure and every engine's median time relative to x2ct (plan cached) and to
+    nanodrr, forward and forward + backward, from a bench_drr.py report (``cases[i]["runs"]``, one entry per engine,
+    plan and mode)."""
+    cases = []
+    for c in report.get("cases", []):
+        if c.get("status") != "ok":
+            continue
+        runs = [{key: run.get(key) for key in ("engine", "plan", "mode", "status", "seconds_median",
+                                               "time_ratio_vs_x2ct", "time_ratio_vs_nanodrr", "time_ratio_vs_forward")}
+                | ({} if run.get("status") == "ok" else {"note": run.get("note")})
+                for run in c.get("runs", [])]
+        cases.append({"volume": c["volume_shape"][0], "detector": c["detector_shape"][0], "views": c["views"],
+                      "batch": c.get("batch", 1), "seconds_per_call": c["seconds_per_call"],
+                      "renders_per_s": c["renders_per_s"], "peak_mb": c["peak_memory_mb"], "runs": runs})
+    return {"cases": cases}
 
 
 # --- part f: 2-rank DDP ----------------------------------------------------------------------------------------
@@ -975,7 +971,7 @@ def markdown(report: dict) -> str:
             note = (f"{part['volume_size']}^3, {part['views']} x {part['view_size']}^2, batch {part['batch']}, "
                     f"{part['precision']}{ema}{loss_share}; " + note)
         if name == "drr" and part.get("summary"):
-            peers = part["summary"]["peers"]
+            peers = part["summary"].get("peers", {})  # reports written before bench_drr timed every engine per case
             note += "".join(f"; {k} {v['time_ratio_vs_x2ct']:.2f}x x2ct's time" for k, v in peers.items()
                             if v.get("time_ratio_vs_x2ct") is not None)
         lines.append(f"| {name} | {part['status']} | {_num(part.get('samples_per_s'), '.2f')} | "
@@ -997,7 +993,7 @@ def markdown(report: dict) -> str:
         lines += ["", "DRR (bench_drr.py --quick): " + ", ".join(
             f"{c['volume']}^3 x {c['detector']}^2 x {c['views']}: {c['seconds_per_call']:.4f} s"
             for c in drr["cases"])]
-        for engine, run in drr["peers"].items():
+        for engine, run in drr.get("peers", {}).items():  # a report of the single-call protocol
             if run.get("time_ratio_vs_x2ct") is not None:
                 shown = f"{run['seconds_per_call']:.4f} s/call, {run['time_ratio_vs_x2ct']:.2f}x x2ct's time"
             elif run.get("seconds_per_call") is not None:  # x2ct's own run in the peer comparison
@@ -1005,6 +1001,22 @@ def markdown(report: dict) -> str:
             else:
                 shown = str(run.get("note") or run)
             lines.append(f"- {'x2ct' if engine == 'x2ct' else f'peer {engine}'}: {shown}")
+        timed = [c for c in drr["cases"] if "runs" in c]
+        if timed:
+            lines += ["", "| case | engine | plan | mode | median s/call | vs x2ct (cached) | vs nanodrr | "
+                          "vs forward |", "|---|---|---|---|---:|---:|---:|---:|"]
+        for c in timed:
+            case = f"{c['volume']}^3 x {c['detector']}^2 x {c['views']}, batch {c['batch']}"
+            for run in c["runs"]:
+                if run.get("status") != "ok":
+                    lines.append(f"| {case} | {run['engine']} | {run['plan']} | {run['mode']} | "
+                                 f"{str(run.get('note') or run.get('status')).replace('|', '/')} | | | |")
+                    continue
+                lines.append(f"| {case} | {run['engine']} | {run['plan']} | {run['mode']} | "
+                             f"{_num(run.get('seconds_median'), '.5f')} | "
+                             f"{_num(run.get('time_ratio_vs_x2ct'), '.2f')} | "
+                             f"{_num(run.get('time_ratio_vs_nanodrr'), '.2f')} | "
+                             f"{_num(run.get('time_ratio_vs_forward'), '.2f')} |")
     return "\n".join(lines) + "\n"
 
 

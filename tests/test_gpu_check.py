@@ -393,3 +393,25 @@ def test_markdown_of_the_h200_drr_run_shows_every_renderer_in_words(monkeypatch)
     text = module.markdown(report)
     assert "- x2ct: 0.0022 s/call (the reference)" in text and "{'" not in text
     assert "- peer nanodrr-triton-128: 0.0009 s/call, 0.42x x2ct's time" in text
+
+
+def test_drr_summary_keeps_every_engine_plan_and_mode_of_each_case(monkeypatch):
+    """bench_drr.py reports one run per engine, plan and mode in each case; the check's table shows each, a skipped
+    run with its reason."""
+    module = load_module(monkeypatch)
+    run = {"status": "ok", "seconds_median": 0.002, "time_ratio_vs_x2ct": 1.0, "time_ratio_vs_nanodrr": 0.5,
+           "time_ratio_vs_forward": None}
+    report = {"cases": [{"status": "ok", "volume_shape": [128, 128, 128], "detector_shape": [256, 256], "views": 2,
+                         "batch": 1, "seconds_per_call": 0.002, "renders_per_s": 1000.0, "peak_memory_mb": 9.0,
+                         "runs": [{"engine": "x2ct-grid_sample", "plan": "cached", "mode": "forward", **run},
+                                  {"engine": "nanodrr-triton-128", "plan": "own", "mode": "forward_backward",
+                                   "status": "skipped", "note": "not installed"}]}]}
+    summary = module.drr_summary(report)
+    assert [(r["engine"], r["mode"], r["status"]) for r in summary["cases"][0]["runs"]] == [
+        ("x2ct-grid_sample", "forward", "ok"), ("nanodrr-triton-128", "forward_backward", "skipped")]
+    assert summary["cases"][0]["runs"][1]["note"] == "not installed"
+    full = json.loads((REPO / "benchmarks" / "results" / "gpu_check_nvidia_h200_drr_peers.json").read_text())
+    full["parts"]["drr"]["summary"] = summary
+    text = module.markdown(full)
+    assert "| 128^3 x 256^2 x 2, batch 1 | x2ct-grid_sample | cached | forward | 0.00200 | 1.00 | 0.50 | - |" in text
+    assert "| 128^3 x 256^2 x 2, batch 1 | nanodrr-triton-128 | own | forward_backward | not installed |" in text
