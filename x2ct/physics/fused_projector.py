@@ -69,6 +69,16 @@ def _plane_corners(base_col, base_row, slope_col, slope_row, plane_mm, n_rows, n
 
 
 @triton.jit
+def _ray_lines(base_ptr, slope_ptr, rays, live):
+    """The (col, row) position of ``rays`` in the plane through the isocentre and its change per mm: (R, 2) each."""
+    base_col = tl.load(base_ptr + 2 * rays, mask=live, other=0.0)
+    base_row = tl.load(base_ptr + 2 * rays + 1, mask=live, other=0.0)
+    slope_col = tl.load(slope_ptr + 2 * rays, mask=live, other=0.0)
+    slope_row = tl.load(slope_ptr + 2 * rays + 1, mask=live, other=0.0)
+    return base_col, base_row, slope_col, slope_row
+
+
+@triton.jit
 def _forward_kernel(planes_ptr, base_ptr, slope_ptr, length_ptr, plane_mm_ptr, out_ptr,
                     n_rays, n_planes, n_rows, n_cols,
                     stride_plane, stride_batch, stride_row, stride_col,
@@ -77,10 +87,7 @@ def _forward_kernel(planes_ptr, base_ptr, slope_ptr, length_ptr, plane_mm_ptr, o
     batch = tl.program_id(1)
     rays = block * BLOCK + tl.arange(0, BLOCK)
     live = rays < n_rays
-    base_col = tl.load(base_ptr + 2 * rays, mask=live, other=0.0)
-    base_row = tl.load(base_ptr + 2 * rays + 1, mask=live, other=0.0)
-    slope_col = tl.load(slope_ptr + 2 * rays, mask=live, other=0.0)
-    slope_row = tl.load(slope_ptr + 2 * rays + 1, mask=live, other=0.0)
+    base_col, base_row, slope_col, slope_row = _ray_lines(base_ptr, slope_ptr, rays, live)
     volume = planes_ptr + batch.to(tl.int64) * stride_batch
     acc = tl.zeros([BLOCK], dtype=out_ptr.dtype.element_ty)
     for p in range(n_planes):
@@ -113,10 +120,7 @@ def _backward_kernel(grad_out_ptr, base_ptr, slope_ptr, length_ptr, plane_mm_ptr
     batch = tl.program_id(1)
     rays = block * BLOCK + tl.arange(0, BLOCK)
     live = rays < n_rays
-    base_col = tl.load(base_ptr + 2 * rays, mask=live, other=0.0)
-    base_row = tl.load(base_ptr + 2 * rays + 1, mask=live, other=0.0)
-    slope_col = tl.load(slope_ptr + 2 * rays, mask=live, other=0.0)
-    slope_row = tl.load(slope_ptr + 2 * rays + 1, mask=live, other=0.0)
+    base_col, base_row, slope_col, slope_row = _ray_lines(base_ptr, slope_ptr, rays, live)
     upstream = tl.load(grad_out_ptr + batch.to(tl.int64) * n_rays + rays, mask=live, other=0.0)
     upstream = upstream * tl.load(length_ptr + rays, mask=live, other=0.0)
     grad = grad_planes_ptr + batch.to(tl.int64) * stride_batch
