@@ -192,6 +192,17 @@ def test_discriminator_too_deep_for_its_input_is_refused(tiny_dataset):
         setup(tiny_dataset, discriminators={"volume": deep})
 
 
+def test_the_projector_backend_reaches_the_projection_discriminator_and_a_bad_one_is_named(tiny_dataset):
+    with pytest.raises(ValueError, match=r"adversarial.projector_backend must be one of .*got 'cuda'"):
+        setup(tiny_dataset, projector_backend="cuda")
+    _, adversarial, _, target = setup(tiny_dataset, projector_backend="triton")
+    # CPU tensors reach the fused kernels only under the Triton interpreter: refused, so the key got there
+    with pytest.raises((ValueError, ImportError), match=r"TRITON_INTERPRET=1|pip install triton"):
+        adversarial._logits(adversarial.nets, target, [0.0, 90.0])
+    assert setup(tiny_dataset)[1].projector_backend == "grid_sample"
+    assert compose_config("train", ["adversarial=default"]).adversarial.projector_backend == "grid_sample"
+
+
 @pytest.mark.parametrize("patch", ["16", "[16]", "[null,16]"])
 def test_a_patch_trained_cascade_with_discriminators_is_refused_naming_the_keys(patch, tiny_dataset):
     """The discriminators judge whole volumes and their DRRs; a cascade trained on patches returns a patch, which

@@ -238,3 +238,30 @@ def test_the_registry_builds_it_by_name_with_arguments(tiny_dataset):
     loss = build_loss_component("projection", input_spec=spec, metric="ncc", novel_views=2, novel_weight=0.25)
     assert isinstance(loss, ProjectionConsistencyLoss) and loss.uses_views
     assert (loss.metric, loss.novel_views, loss.novel_weight, loss.input_spec) == ("ncc", 2, 0.25, spec)
+
+
+def test_the_backend_reaches_the_projector_and_a_bad_one_names_its_key(tiny_dataset):
+    ds = PatientDRRDataset(tiny_dataset, "train")
+    spec, batch = ds.input_spec(), _batch(ds)
+    ct, views, angles = batch["ct"], batch["views"], batch["angles_deg"]
+    with pytest.raises(ValueError, match=r"backend must be one of .*\(loss.components.projection.backend\), got "
+                                         r"'cuda'"):
+        ProjectionConsistencyLoss(spec, backend="cuda")
+    # the fused kernels run on CUDA tensors or under the Triton interpreter only: a CPU tensor reaching them is
+    # refused by render_drr (or, without Triton, its import), which proves the key got there
+    with pytest.raises((ValueError, ImportError), match=r"TRITON_INTERPRET=1|pip install triton"):
+        ProjectionConsistencyLoss(spec, backend="triton")(ct, views, angles)
+    # "auto" on the CPU is the grid_sample path, bit for bit (tests/physics/test_fused_projector.py checks Triton's
+    # sums against it under the interpreter)
+    pred = (ct + _block(ct.shape, 0.1)).requires_grad_(True)
+    auto, default = (ProjectionConsistencyLoss(spec, backend=b)(pred, views, angles) for b in ("auto", "grid_sample"))
+    assert torch.equal(auto, default)
+    assert torch.equal(*(torch.autograd.grad(value, pred)[0] for value in (auto, default)))
+
+
+def test_the_shipped_losses_name_the_grid_sample_backend():
+    for loss in ("l1", "medical_grade"):
+        cfg = compose_config("train", [f"loss={loss}"])
+        assert cfg.loss.components.projection.backend == "grid_sample"
+        component = build_loss_component("projection", **cfg.loss.components.projection)
+        assert component.backend == "grid_sample"

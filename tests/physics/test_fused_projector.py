@@ -22,6 +22,7 @@ import torch
 
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.projector import DRRProjector, plan_rays, render_drr
+from x2ct.physics.volume_projections import render_projections
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_triton = pytest.mark.skipif(find_spec("triton") is None,
@@ -80,6 +81,23 @@ def check_matches_grid_sample(device: str) -> None:
             (grad_fused,) = torch.autograd.grad(fused, volume, upstream)
             _assert_close_to_max(grad_fused, grad_expected, rtol, f"{what} volume gradient")
     assert axes == {0, 1, 2}, f"the cases march along world axes {sorted(axes)} only"
+
+
+def check_volume_projections_take_the_backend(device: str) -> None:
+    """``render_projections`` (the projection loss's and the projection discriminator's renderer) with
+    backend='triton' equals its grid_sample default, forward and volume gradient."""
+    torch.manual_seed(2)
+    geometry, shape, spacing, batch = _tiny_case()
+    volume = torch.rand(batch, 1, *shape, device=device, requires_grad=True)
+    settings = {"hu_window": (-1000.0, 1000.0), "mu_water": 0.02, "spacing_mm": spacing, "geometry": geometry,
+                "normalisation": "fixed", "scale": 3.0}
+    expected = render_projections(volume, **settings)
+    fused = render_projections(volume, **settings, backend="triton")
+    _assert_close_to_max(fused, expected, RTOL_FLOAT32, "render_projections forward")
+    upstream = torch.randn_like(expected)
+    (grad_expected,) = torch.autograd.grad(expected, volume, upstream)
+    (grad_fused,) = torch.autograd.grad(fused, volume, upstream)
+    _assert_close_to_max(grad_fused, grad_expected, RTOL_FLOAT32, "render_projections volume gradient")
 
 
 def check_layouts_precisions_and_plans(device: str) -> None:
@@ -231,7 +249,8 @@ def _in_fresh_python(check: str, *, interpret: bool) -> None:
 
 
 INTERPRETED_CHECKS = ["check_matches_grid_sample", "check_layouts_precisions_and_plans", "check_closed_form_chords",
-                      "check_compiles_to_one_node_per_ray_group", "check_refusals"]
+                      "check_compiles_to_one_node_per_ray_group", "check_refusals",
+                      "check_volume_projections_take_the_backend"]
 
 
 @pytest.mark.slow

@@ -59,6 +59,8 @@ def test_bad_volume_shape_is_rejected(tiny_dataset):
     ds = PatientDRRDataset(tiny_dataset, "train")
     with pytest.raises(ValueError, match=r"\(B, 1, D, H, W\)"):
         render_projections(ds[0]["ct"], geometry=ds.geometry, **_settings(ds))
+    with pytest.raises(ValueError, match=r"render_projections: backend must be one of .*got 'fused'"):
+        render_projections(ds[0]["ct"][None], geometry=ds.geometry, **_settings(ds), backend="fused")
 
 
 # --- the ray-plan cache ---------------------------------------------------------------------------------------

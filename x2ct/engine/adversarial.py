@@ -30,6 +30,7 @@ from x2ct.adversarial.objectives import adversarial_weight, discriminator_loss, 
 from x2ct.engine.schedule import cosine_with_warmup
 from x2ct.models.blocks.cone_lift import ConeBeamLift
 from x2ct.physics.geometry import ProjectionGeometry
+from x2ct.physics.projector import BACKENDS
 from x2ct.physics.view_angles import random_angles
 from x2ct.physics.volume_projections import render_projections
 
@@ -41,7 +42,8 @@ class AdversarialTraining:
 
     Args:
         cfg: the ``adversarial`` config (plain dict): objective, weight, start_epoch, ramp_epochs, d_steps,
-            r1_gamma, grad_clip_norm, lr, betas, weight_decay, random_angles, discriminators {volume, projection}
+            r1_gamma, grad_clip_norm, lr, betas, weight_decay, random_angles, projector_backend,
+            discriminators {volume, projection}
             (each a ``_target_`` config or None).
         input_spec: the data set's ``input_spec()`` (geometry, HU window, normalisation, CT grid) for projections.
         device, autocast: where and in which precision the discriminators run (``autocast`` a context factory).
@@ -80,6 +82,10 @@ class AdversarialTraining:
         if "volume" in self.nets and self.nets["volume"].condition_channels != wanted:
             raise ValueError(f"adversarial.condition={self.condition} gives {wanted} condition channel(s), but the "
                              f"volume discriminator has condition_channels={self.nets['volume'].condition_channels}")
+        self.projector_backend = cfg.get("projector_backend") or "grid_sample"
+        if self.projector_backend not in BACKENDS:
+            raise ValueError(f"adversarial.projector_backend must be one of {BACKENDS}, got "
+                             f"{self.projector_backend!r}")
         self.backprojection = ConeBeamLift(geometry, [int(n) for n in size], fov).to(device) if wanted else None
 
     def _build(self, name: str, spec: dict[str, Any]) -> nn.Module:
@@ -206,7 +212,8 @@ class AdversarialTraining:
         if "projection" in nets:
             projections = render_projections(volume.float(), self.spec["hu_window"], self.spec["mu_water"],
                                              self.spacing_mm, self.geometry.with_angles(angles),
-                                             self.spec["normalisation"], self.spec["scale"])
+                                             self.spec["normalisation"], self.spec["scale"],
+                                             backend=self.projector_backend)
             out["projection"] = nets["projection"](projections.flatten(0, 1)[:, None])  # (B*V', 1, r, c)
         return out
 

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from x2ct.losses.registry import register_loss_component
 from x2ct.physics.geometry import ProjectionGeometry
+from x2ct.physics.projector import BACKENDS, Backend
 from x2ct.physics.radiograph import to_intensity
 from x2ct.physics.view_angles import angle_rows, random_angles
 from x2ct.physics.volume_projections import render_projections
@@ -92,6 +93,9 @@ class ProjectionConsistencyLoss(nn.Module):
             the batch. Needs ``target`` in ``forward``.
         novel_weight: weight of the novel-view term relative to the input-view term.
         novel_arc_deg: upper end of the novel angles' range in degrees.
+        backend: the projector's ray summation (``render_drr``): ``"grid_sample"`` (the default; any device,
+            deterministic on the CPU), ``"triton"`` (the fused kernels, CUDA) or ``"auto"`` (Triton on CUDA where
+            installed). The loss's value is the same to float32 rounding either way.
 
     ``ReconstructionLoss`` passes ``views``, ``angles_deg`` and ``input_spec`` to components whose class sets
     ``uses_views = True``.
@@ -100,7 +104,7 @@ class ProjectionConsistencyLoss(nn.Module):
     uses_views = True
 
     def __init__(self, input_spec: Mapping | None = None, metric: str = "l1", novel_views: int = 0,
-                 novel_weight: float = 1.0, novel_arc_deg: float = 180.0) -> None:
+                 novel_weight: float = 1.0, novel_arc_deg: float = 180.0, backend: Backend = "grid_sample") -> None:
         super().__init__()
         if metric not in DISTANCES:
             raise ValueError(f"projection loss: unknown metric {metric!r}; allowed metrics: {list(METRICS)}")
@@ -110,7 +114,11 @@ class ProjectionConsistencyLoss(nn.Module):
             raise ValueError(f"projection loss: novel_weight must be >= 0, got {novel_weight}")
         if novel_views and not float(novel_arc_deg) > 0:
             raise ValueError(f"projection loss: novel_arc_deg must be > 0, got {novel_arc_deg}")
+        if backend not in BACKENDS:
+            raise ValueError(f"projection loss: backend must be one of {BACKENDS} (loss.components.projection."
+                             f"backend), got {backend!r}")
         self.metric = metric
+        self.backend = backend
         self.novel_views = int(novel_views)
         self.novel_weight = float(novel_weight)
         self.novel_arc_deg = float(novel_arc_deg)
@@ -182,7 +190,7 @@ class ProjectionConsistencyLoss(nn.Module):
         # intensity views are exp(-p) of the raw line integrals (PatientDRRDataset): no normalisation first
         images = render_projections(volume01, spec["hu_window"], spec["mu_water"], spacing,
                                     geometry.with_angles(angles), "none" if intensity else spec["normalisation"],
-                                    None if intensity else spec["scale"])
+                                    None if intensity else spec["scale"], backend=self.backend)
         return to_intensity(images) if intensity else images
 
 

@@ -20,7 +20,7 @@ from torch import Tensor
 from x2ct.ops.hu_window import denormalise
 from x2ct.physics.attenuation import hu_to_mu
 from x2ct.physics.geometry import ProjectionGeometry
-from x2ct.physics.projector import RayPlan, plan_rays, render_drr, working_dtype
+from x2ct.physics.projector import BACKENDS, Backend, RayPlan, plan_rays, render_drr, working_dtype
 from x2ct.physics.radiograph import Normalisation, normalise_views
 
 # Plans kept at once: the input views' angles, the discriminator's and a few novel-view draws. A plan holds
@@ -30,7 +30,7 @@ RAY_PLAN_CACHE_SIZE = 8
 
 def render_projections(volume01: Tensor, hu_window: Sequence[float], mu_water: float, spacing_mm: Sequence[float],
                        geometry: ProjectionGeometry, normalisation: Normalisation,
-                       scale: float | None) -> Tensor:
+                       scale: float | None, backend: Backend = "grid_sample") -> Tensor:
     """Normalised views ``(B, V, rows, cols)`` of volumes ``(B, 1, D, H, W)`` in [0, 1] at ``geometry``'s angles.
 
     Args:
@@ -42,6 +42,8 @@ def render_projections(volume01: Tensor, hu_window: Sequence[float], mu_water: f
         geometry: the data set's stored geometry, e.g. ``dataset.geometry.with_angles(angles)``.
         normalisation, scale: the data set's view normalisation and scale (``dataset.normalisation``,
             ``dataset.view_scale``).
+        backend: ``render_drr``'s ray summation: ``"grid_sample"`` (any device, deterministic on the CPU),
+            ``"triton"`` (the fused kernels: CUDA, or CPU under ``TRITON_INTERPRET=1``) or ``"auto"``.
 
     The stored views may differ slightly from these where the protocol rendered a larger detector and
     resampled it (``view_size``): this renders directly on the stored detector. CTs with HU outside the window
@@ -49,6 +51,8 @@ def render_projections(volume01: Tensor, hu_window: Sequence[float], mu_water: f
     """
     if volume01.ndim != 5 or volume01.shape[1] != 1:
         raise ValueError(f"render_projections expects volumes of shape (B, 1, D, H, W), got {tuple(volume01.shape)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"render_projections: backend must be one of {BACKENDS}, got {backend!r}")
     mu = hu_to_mu(denormalise(volume01, hu_window), mu_water)
     spacing = tuple(float(s) for s in spacing_mm)
     dtype = working_dtype(mu.dtype)
@@ -56,7 +60,7 @@ def render_projections(volume01: Tensor, hu_window: Sequence[float], mu_water: f
         plan = plan_rays(geometry, mu.shape[2:], spacing, dtype=dtype, device=mu.device)
     else:
         plan = _cached_ray_plan(geometry, tuple(mu.shape[2:]), spacing, dtype, mu.device)
-    return normalise_views(render_drr(mu, spacing, geometry, plan=plan), normalisation, scale)
+    return normalise_views(render_drr(mu, spacing, geometry, plan=plan, backend=backend), normalisation, scale)
 
 
 
