@@ -1,7 +1,8 @@
 """Build a data set of (X-ray views, CT) pairs: `python prepare.py [source=...] [protocol=...] [key=value ...]`.
 
-Exit code 0 when every patient was prepared, 1 when some failed (listed) or on an OS error (one line naming the
-path: full disk, permission, an output_dir under a file), 2 on a bad config or source."""
+Exit code 0 when every patient was prepared, 1 when some failed (listed), on an OS error (one line naming the
+path: full disk, permission, an output_dir under a file) or when another process is preparing the same output_dir
+(one line naming it), 2 on a bad config or source."""
 
 import sys
 from typing import NoReturn
@@ -11,6 +12,7 @@ from omegaconf import DictConfig
 
 from x2ct.data.prepare import load_prepare_config, prepare_dataset
 from x2ct.data.verify import verify_dataset
+from x2ct.folder_lock import FolderInUseError
 from x2ct.os_errors import check_writable_dir, exit_on_os_error
 
 
@@ -26,6 +28,9 @@ def main(cfg: DictConfig) -> None:
             report = prepare_dataset(prepare_cfg)
         except (ValueError, FileNotFoundError) as err:
             refuse(err)
+        except FolderInUseError as err:  # another prepare.py (or a training run) is building this data set
+            print(f"prepare: error: {err}", file=sys.stderr)
+            sys.exit(1)
         print(f"{report.root}: {len(report.prepared)} prepared, {len(report.skipped)} already complete, "
               f"{len(report.failures)} failed")
         print(verify_dataset(report.root, checksums=False).format())

@@ -98,7 +98,12 @@ def os_error_message(err: OSError, where: str | os.PathLike | None = None) -> st
 
 def report_os_error(prog: str, err: OSError, where: str | os.PathLike | None = None) -> None:
     """Print ``prog: error: <message>`` on stderr; under torchrun ``prog (rank N): error: ...``."""
-    print(f"{prog}{_rank_tag()}: error: {os_error_message(err, where)}", file=sys.stderr, flush=True)
+    report_error(prog, os_error_message(err, where))
+
+
+def report_error(prog: str, message: str) -> None:
+    """Print ``prog: error: message`` on stderr, tagged with the rank under torchrun."""
+    print(f"{prog}{_rank_tag()}: error: {message}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from x2ct.data.prepare import (
     prepare_patient,
     protocol_geometry,
 )
+from x2ct.folder_lock import LOCK_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,8 +54,9 @@ def test_prepared_dataset_has_every_file_and_consistent_metadata(tiny_dataset):
         np.testing.assert_allclose(np.abs(np.diag(img.affine)[:3]), [352 / 24] * 3)
         assert meta["source"]["kind"] == "phantom"
     assert manifest["views"]["scale"] == pytest.approx(float(max(maxima)))
-    # nothing half-written left behind
-    assert not [p for p in tiny_dataset.rglob(".*") if p.name != ".hydra"]
+    # nothing half-written left behind; the folder's lock is released (emptied, see x2ct/folder_lock.py)
+    assert not [p for p in tiny_dataset.rglob(".*") if p.name not in (".hydra", LOCK_NAME)]
+    assert (tiny_dataset / LOCK_NAME).read_text() == ""
 
 
 def test_preparation_is_deterministic(tiny_dataset, tmp_path):
@@ -87,6 +89,26 @@ def test_rerun_with_other_settings_into_the_same_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match="other source/protocol settings"):
         prepare_dataset(tiny_config(tmp_path / "ds", "source.num_patients=1", "protocol.mu_water=0.02"),
                         progress=False)
+
+
+def test_a_data_set_another_process_prepares_is_refused_or_waited_for(tmp_path, capsys):
+    from tests.test_folder_lock import _holder
+    from x2ct.folder_lock import FolderInUseError
+
+    root = tmp_path / "ds"
+    holder = _holder(root, 120)
+    try:
+        with pytest.raises(FolderInUseError, match=rf"data set {root} is in use by pid {holder.pid} on host "):
+            prepare_dataset(tiny_config(root, "source.num_patients=1"), progress=False)
+        assert sorted(p.name for p in root.iterdir()) == [LOCK_NAME]  # nothing written beside the lock
+    finally:
+        holder.kill()
+        holder.wait()
+    holder = _holder(root, 1.5)  # finishes on its own: a waiting preparation then goes ahead
+    report = prepare_dataset(tiny_config(root, "source.num_patients=1"), progress=False, lock_wait_s=60)
+    assert holder.wait() == 0 and report.ok and report.prepared == ["phantom_0000"]
+    assert f"data set {root}: waiting for pid {holder.pid}" in capsys.readouterr().err
+    assert (root / LOCK_NAME).read_text() == ""  # released
 
 
 def write_nifti(path, hu, spacing=(5.0, 5.0, 5.0)):

@@ -10,6 +10,9 @@ OUT_DIR, *OVERRIDES)`` into RUN_DIR. With ``X2CT_KILL_AT=<point>:<n>`` the proce
   ``epoch_0002.pt``), before its first byte / with half of them written;
 - ``test_json``: after the test scores are logged, before ``test_metrics.json`` is written.
 
+Under torchrun, ``X2CT_KILL_RANK=<r>`` limits the kill to that rank, and only the first attempt dies (a restart,
+``TORCHELASTIC_RESTART_COUNT`` > 0, runs to the end).
+
 The hooks are monkeypatched in here, so the library carries no test hook.
 """
 
@@ -25,6 +28,7 @@ from pathlib import Path
 import torch
 
 KILL_ENV = "X2CT_KILL_AT"
+KILL_RANK_ENV = "X2CT_KILL_RANK"
 
 
 def _die() -> None:
@@ -108,7 +112,9 @@ def main(argv: list[str]) -> None:
     from x2ct.engine.trainer import train
 
     run_dir, data_root, out_dir, *overrides = argv
-    if os.environ.get(KILL_ENV):
+    rank_matches = os.environ.get(KILL_RANK_ENV) in (None, os.environ.get("RANK"))
+    first_attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0
+    if os.environ.get(KILL_ENV) and rank_matches and first_attempt:
         install(os.environ[KILL_ENV])
     train(tiny_cfg(data_root, out_dir, *overrides), run_dir=run_dir)
 

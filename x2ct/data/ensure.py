@@ -25,6 +25,10 @@ def run_here(prepare: Callable[[], None], *, what: str) -> None:
     prepare()
 
 
+# how long a run waits for another process that prepares the data set it needs
+PREPARE_WAIT_S = 24 * 3600.0
+
+
 def ensure_dataset(data_cfg: DictConfig, run_once: RunOnce = run_here) -> Path:
     """The data set folder ``data_cfg.root``; prepared (through ``run_once``) when missing and ``data.prepare`` is
     set, else a FileNotFoundError naming the folder."""
@@ -48,7 +52,8 @@ def ensure_dataset(data_cfg: DictConfig, run_once: RunOnce = run_here) -> Path:
                 with initialize_config_dir(version_base="1.3", config_dir=conf_dir):
                     prepare_cfg = compose("prepare", overrides=overrides)
             print(f"data set {root} not found: preparing it (prepare.py {' '.join(overrides)})", flush=True)
-            report = prepare_dataset(load_prepare_config(prepare_cfg))
+            # another process preparing the same folder (a parallel sweep job) is waited for, then reused
+            report = prepare_dataset(load_prepare_config(prepare_cfg), lock_wait_s=PREPARE_WAIT_S)
             if not report.ok:
                 raise RuntimeError(f"preparing {root} failed for {len(report.failures)} patients: {report.failures}")
 

@@ -43,6 +43,7 @@ from x2ct.data.regions import (
 )
 from x2ct.data.scanned import padding_as_air, save_scanned, scanned_on_grid, scanner_padding
 from x2ct.data.views import render_views, resized_geometry, view_names
+from x2ct.folder_lock import hold_folder, is_held
 from x2ct.physics.geometry import ProjectionGeometry, angles_for_views
 from x2ct.progress import Progress
 
@@ -364,9 +365,24 @@ def make_splits(patient_ids: list[str], split: SplitConfig) -> dict[str, list[st
             "train": sorted(shuffled[n_test + n_val:])}
 
 
-def prepare_dataset(cfg: PrepareConfig, progress: bool = True) -> PrepareReport:
-    """Prepare every patient of ``cfg.source`` under ``cfg.output_dir``; skip those already complete."""
+def prepare_dataset(cfg: PrepareConfig, progress: bool = True, lock_wait_s: float = 0.0) -> PrepareReport:
+    """Prepare every patient of ``cfg.source`` under ``cfg.output_dir``; skip those already complete.
+
+    One process prepares a folder at a time (``x2ct.folder_lock``): another one preparing it is waited for up to
+    ``lock_wait_s`` (then its patients are complete and skipped here), else refused with ``FolderInUseError``
+    naming it.
+    """
     root = Path(cfg.output_dir)
+    held_before = is_held(root)
+    lock = hold_folder(root, "data set", wait_s=lock_wait_s)
+    try:
+        return _prepare_held(cfg, root, progress)
+    finally:
+        if not held_before:
+            lock.release()
+
+
+def _prepare_held(cfg: PrepareConfig, root: Path, progress: bool) -> PrepareReport:
     layout = DatasetLayout(root)
     settings = _settings_record(cfg)
     _check_same_settings(layout, settings)

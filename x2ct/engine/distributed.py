@@ -17,6 +17,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.constants import default_pg_timeout
+
+from x2ct.folder_lock import FolderInUseError, FolderLock, hold_folder
 
 _ENV_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
 
@@ -116,8 +119,25 @@ def init_distributed(backend: str | None = None) -> DistInfo:
         torch.cuda.set_device(info.local_rank)
         if backend == "nccl":
             device_id = torch.device("cuda", info.local_rank)  # binds the group to this GPU (no barrier guesswork)
-    dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size, device_id=device_id)
+    dist.init_process_group(backend=backend, store=_attempt_store(), rank=info.rank, world_size=info.world_size,
+                            device_id=device_id)
     return info
+
+
+def _attempt_store() -> dist.Store | None:
+    """Under torchrun, the agent's key-value store seen through a prefix of its own per restart attempt.
+
+    torchrun (``--max-restarts``) gives a restarted group the store of the attempt before, keys and all; gloo then
+    reads the dead attempt's addresses and the new group fails to connect ("Connection refused"). Reproduced with
+    torch 2.13 on 2 CPU ranks once the first attempt had used the store beyond ``init_process_group``; the same
+    symptom is reported for NCCL in pytorch issue 167288. Outside torchrun (no agent store): None, torch's
+    ``env://`` as usual.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != str(True):
+        return None
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          int(os.environ["WORLD_SIZE"]), is_master=False, timeout=default_pg_timeout)
+    return dist.PrefixStore(f"x2ct/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def cleanup_distributed() -> None:
@@ -184,6 +204,24 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def hold_folder_on_main(folder: str | os.PathLike, what: str) -> FolderLock | None:
+    """Rank 0 (or the single process) takes ``folder``'s lock; every rank learns the outcome.
+
+    Returns rank 0's lock (None on the other ranks). Raises ``FolderInUseError`` with the owner named on every
+    rank when another process holds it, so that all ranks stop together instead of waiting at a barrier.
+    """
+    lock, refusal = None, None
+    if not is_dist_ready() or dist.get_rank() == 0:
+        try:
+            lock = hold_folder(folder, what)
+        except FolderInUseError as err:
+            refusal = str(err)
+    refusal = broadcast_object(refusal, src=0)
+    if refusal is not None:
+        raise FolderInUseError(refusal)
+    return lock
 
 
 def gather_objects(obj: Any) -> list[Any]:

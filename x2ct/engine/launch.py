@@ -9,7 +9,8 @@ The run folder itself comes from the ``x2ct.run_dir`` resolver: ``<output_dir>/r
 the run being resumed, so a resumed (or requeued) job lands where it left off (hydra issue 1822).
 
 ``OutputFolderCheck``, a Hydra callback (``conf/hydra/default.yaml``, ``conf/prepare.yaml``), checks that folder before
-Hydra creates it.
+Hydra creates it and, for training, takes its lock (``x2ct.folder_lock``) before Hydra writes into it: a second
+process started with the same ``run_name`` is refused before it writes anything.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from x2ct.os_errors import check_writable_dir, report_os_error
+from x2ct.folder_lock import FolderInUseError
+from x2ct.os_errors import check_writable_dir, report_error, report_os_error
 
 RUN_STAMP_ENV = "X2CT_RUN_STAMP"
 STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S"
@@ -91,6 +93,19 @@ def prepare_launch(argv: list[str], environ: os._Environ | dict = os.environ) ->
     return argv
 
 
+def own_folder(folder: str | os.PathLike, what: str, prog: str) -> None:
+    """Hold ``folder``'s lock for this process (under torchrun rank 0 holds it and every rank learns the outcome);
+    refused: one line naming the owner, printed once, and every rank exits 1."""
+    from x2ct.engine.distributed import hold_folder_on_main, is_dist_ready
+
+    try:
+        hold_folder_on_main(folder, what)
+    except FolderInUseError as err:
+        if not is_dist_ready() or int(os.environ.get("RANK", "0")) == 0:
+            report_error(prog, str(err))
+        raise SystemExit(1) from None
+
+
 class OutputFolderCheck(Callback):
     """Check that Hydra's run (or sweep) folder can be created and written before Hydra does so itself.
 
@@ -100,8 +115,9 @@ class OutputFolderCheck(Callback):
     so the line is printed once and every rank exits non-zero.
     """
 
-    def __init__(self, prog: str) -> None:
+    def __init__(self, prog: str, lock: bool = False) -> None:
         self.prog = prog
+        self.lock = lock
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "run")
@@ -128,3 +144,5 @@ class OutputFolderCheck(Callback):
             failed = broadcast_object(failed, src=0)
         if failed:
             raise SystemExit(1)
+        if self.lock:
+            own_folder(config.hydra[mode].dir, f"{mode} folder", self.prog)

@@ -41,7 +41,14 @@ from x2ct.engine.build import (
 )
 from x2ct.engine.config_schema import validate_train_config
 from x2ct.engine.data import epoch_seed, make_loaders
-from x2ct.engine.distributed import DistInfo, barrier, cleanup_distributed, init_distributed, run_on_main_then_wait
+from x2ct.engine.distributed import (
+    DistInfo,
+    barrier,
+    cleanup_distributed,
+    hold_folder_on_main,
+    init_distributed,
+    run_on_main_then_wait,
+)
 from x2ct.engine.ema import ModelEMA
 from x2ct.engine.metrics_log import MetricsLog
 from x2ct.engine.precision import Precision, make_scaler, resolve_device, resolve_precision
@@ -50,6 +57,7 @@ from x2ct.engine.seeding import gather_rng_states, seed_everything, set_determin
 from x2ct.engine.step import NonFiniteLossError, TrainStep
 from x2ct.engine.validation import METRIC_DEFINITIONS, evaluate, log_slices
 from x2ct.engine.wandb_logger import NullLogger, WandbLogger
+from x2ct.folder_lock import is_held
 from x2ct.losses import ReconstructionLoss
 from x2ct.models import count_parameters
 from x2ct.progress import Progress
@@ -118,6 +126,9 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> float:
     validate_train_config(cfg)
     dist = init_distributed()
     run_dir = Path(run_dir) if run_dir is not None else _hydra_output_dir()
+    # one process (group) per run folder: train.py's launch took it already; a sweep's job or a direct call here
+    held_before = is_held(run_dir)
+    lock = hold_folder_on_main(run_dir, "run folder")  # FolderInUseError on every rank if another process owns it
     log = _RunLogger()
     exit_code = 1
     try:
@@ -134,6 +145,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> float:
             # other ranks may never get here, so no barrier then
             barrier()
         cleanup_distributed()
+        if lock is not None and not held_before:  # last: W&B and run_info write into the folder until here
+            lock.release()
 
 
 def _hydra_output_dir() -> Path:
