@@ -9,8 +9,8 @@ two of them share belongs one layer down). Every import counts, including those 
 Why this order: evaluation and inference read what training writes (checkpoints through
 ``x2ct.engine.checkpoint`` and ``x2ct.engine.trained_model``, ``metrics.jsonl``, ``run_info.json``) and reuse
 its distributed helpers, so they sit above the engine; the engine never needs them (its validation metrics
-come from ``x2ct.ops``). The leaves (``x2ct.ops``, ``atomic_io``, ``os_errors``, ``progress``, the package's
-``__init__``) import nothing of x2ct.
+come from ``x2ct.ops``). The leaves (``x2ct.ops``, ``atomic_io``, ``folder_lock``, ``os_errors``, ``progress``,
+the package's ``__init__``) import nothing of x2ct.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ LAYERS: list[tuple[str, list[str]]] = [  # top to bottom
     ("models", ["x2ct.models"]),
     ("data", ["x2ct.data"]),
     ("physics", ["x2ct.physics"]),
-    ("leaves", ["x2ct.ops", "x2ct.atomic_io", "x2ct.os_errors", "x2ct.progress", "x2ct.provenance", "x2ct"]),
+    ("leaves", ["x2ct.ops", "x2ct.atomic_io", "x2ct.folder_lock", "x2ct.os_errors", "x2ct.progress", "x2ct.provenance",
+                "x2ct"]),
 ]
 
 
