@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
@@ -76,8 +77,14 @@ MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last_3d": tor
 
 def build_model(cfg: DictConfig, device: torch.device, reference_volume: torch.Tensor) -> nn.Module:
     """The model of ``cfg.model`` on ``device``, starting from the mean training CT where it has a template, its
-    weights laid out in ``cfg.trainer.memory_format``."""
-    model = instantiate(cfg.model).to(device)
+    weights laid out in ``cfg.trainer.memory_format``. A setting the model refuses (its constructor's
+    ``ValueError``, which names the keys) is raised as that ``ValueError``, not inside Hydra's wrapper."""
+    try:
+        model = instantiate(cfg.model).to(device)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ValueError):
+            raise ValueError(f"model={cfg.model._target_}: {err.__cause__}") from err
+        raise
     if cfg.data.get("view_dropout") and not getattr(model, "any_view_count", False):
         raise ValueError(f"data.view_dropout draws a different number of views per batch, but {cfg.model._target_} "
                          "is built for exactly data's views (hybrid_vit and multires take any number with "

@@ -111,6 +111,12 @@ class HybridViT(nn.Module):
         bad_levels = [level for level in transformer_levels if not 0 <= level < depth]
         if bad_levels:
             raise ValueError(f"HybridViT: transformer_levels {bad_levels} outside the levels 0..{depth - 1}")
+        if num_views == 1 and (cross_view or view_angle_embedding):
+            on = [key for key, value in (("cross_view", cross_view), ("view_angle_embedding", view_angle_embedding))
+                  if value]
+            raise ValueError(f"HybridViT: built for one view (num_views=1, e.g. data.views=[pa]), which has no other "
+                             f"view to attend to; set {' and '.join(f'model.{k}=false' for k in on)} (the cascade's "
+                             f"coarse model: model.coarse_kwargs.<key>), e.g. experiment=benchmark/milestone4_pa")
         if view_angle_embedding and not cross_view:
             raise ValueError("HybridViT: view_angle_embedding=true needs cross_view=true (the angle embedding is added "
                              "to the cross-view attention's tokens)")
