@@ -21,6 +21,7 @@ from x2ct.engine.precision import resolve_precision
 from x2ct.engine.step import ForwardAndLoss, TrainStep
 from x2ct.losses import ReconstructionLoss
 from x2ct.models.baseline_unet import BaselineUNet
+from x2ct.models.blocks.layout import as_layout_of, cat_like
 from x2ct.models.hybrid_vit import HybridViT
 from x2ct.models.multires import MultiResCascade
 
@@ -91,6 +92,54 @@ def test_channels_last_3d_trains_like_contiguous(name):
     # gradients: 1e-3 of the largest; measured against a float64 run, the cascade's view-branch stem gradient is
     # 3e-4 off in the contiguous float32 run and 1.3e-5 in the channels-last one (hybrid_vit: 4e-6 and 4e-6)
     assert_same(outputs_and_grads(contiguous), outputs_and_grads(channels_last), grad_scale=1e-3)
+
+
+def conv_inputs_off_layout(model: torch.nn.Module, layout: torch.memory_format) -> tuple[list[str], int]:
+    """The names of the 3D convolutions with a kernel above 1 whose input in one training forward is not laid out as
+    ``layout`` (an input where both layouts coincide, one channel or a 1^3 grid, counts as laid out), and how many
+    such convolutions ran."""
+    off, seen = [], []
+
+    def check(name: str, inputs: tuple[torch.Tensor, ...]) -> None:
+        seen.append(name)
+        if not inputs[0].is_contiguous(memory_format=layout):
+            off.append(name)
+
+    hooks = [m.register_forward_pre_hook(lambda _, inputs, name=name: check(name, inputs))
+             for name, m in model.named_modules() if isinstance(m, torch.nn.Conv3d) and min(m.kernel_size) > 1]
+    try:
+        model(torch.rand(2, 2, 1, 32, 32), torch.tensor([ANGLES] * 2))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return off, len(seen)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_channels_last_3d_reaches_every_3d_convolution(name):
+    # the fused view volume, the lifted features and the 1x1x1 convolutions' outputs (contiguous on the CPU's
+    # single-threaded path) are put in the convolutions' layout where they join channels-last activations
+    channels_last = to_memory_format(build(name, "instance_group"), "channels_last_3d")
+    off, ran = conv_inputs_off_layout(channels_last, torch.channels_last_3d)
+    assert ran > 0 and off == []
+
+
+def test_as_layout_of_copies_only_into_a_channels_last_reference():
+    x = torch.rand(2, 3, 4, 5, 6)
+    weight = torch.rand(8, 3, 3, 3, 3)
+    assert as_layout_of(x, weight) is x and cat_like([x, x], 1, like=weight).is_contiguous()
+    assert as_layout_of(x, weight).data_ptr() == x.data_ptr()
+    # a 1x1x1 weight or a one-channel volume is both layouts at once: it names none, and x stays as it is
+    pointwise = torch.rand(8, 3, 1, 1, 1).contiguous(memory_format=torch.channels_last_3d)
+    assert as_layout_of(x, pointwise) is x and as_layout_of(x, torch.rand(2, 1, 4, 5, 6)) is x
+    reference = weight.contiguous(memory_format=torch.channels_last_3d)
+    laid_out = as_layout_of(x, reference)
+    assert laid_out.is_contiguous(memory_format=torch.channels_last_3d) and torch.equal(laid_out, x)
+    assert as_layout_of(laid_out, reference) is laid_out                  # already channels-last: no copy
+    assert as_layout_of(torch.rand(2, 3, 4, 5), reference).is_contiguous()  # not a volume: left alone
+    joined = cat_like([x, laid_out, torch.rand(2, 1, 4, 5, 6)], 1, like=laid_out)
+    assert joined.is_contiguous(memory_format=torch.channels_last_3d) and not joined.is_contiguous()
+    torch.testing.assert_close(joined[:, :3], x, rtol=0.0, atol=0.0)
 
 
 def test_contiguous_leaves_the_model_as_it_is_and_a_bad_format_is_named():

@@ -100,10 +100,12 @@ def to_memory_format(model: nn.Module, memory_format: str) -> nn.Module:
     ``"channels_last_3d"``: a 3D convolution with channels-last weights returns channels-last activations, so the
     layout spreads from the first 3D convolution on without converting inputs (the views ``(B, V, 1, h, w)`` are
     no channel-first volumes, and a one-channel volume ``(B, 1, D, H, W)`` has the same strides in both layouts).
-    It holds until an operation that returns contiguous: ``InstanceNorm3d`` (``norm: instance_group`` computes the
-    same and keeps it, see ``x2ct.models.blocks.norm``) or a ``torch.cat`` of a contiguous tensor (the lifted view
-    features) with channels-last ones. The values and the state dict do not change, so checkpoints load either
-    way. ``"contiguous"`` leaves the model as it is.
+    ``InstanceNorm3d`` would return contiguous (``norm: instance_group`` computes the same and keeps it, see
+    ``x2ct.models.blocks.norm``); where a contiguous tensor meets channels-last ones (the lifted view features, a
+    1x1x1 convolution's output on the CPU's single-thread path), the blocks put it back in their convolutions'
+    layout (``x2ct.models.blocks.layout``), so every 3x3x3 convolution sees channels-last input (tested). The
+    values and the state dict do not change, so checkpoints load either way. ``"contiguous"`` leaves the model as
+    it is.
     """
     if memory_format not in MEMORY_FORMATS:
         raise ValueError(f"trainer.memory_format={memory_format!r}; expected one of {list(MEMORY_FORMATS)}")

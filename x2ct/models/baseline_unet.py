@@ -37,6 +37,7 @@ from x2ct.models.blocks import (
     make_norm,
     resize2d,
 )
+from x2ct.models.blocks.layout import cat_like
 from x2ct.models.blocks.lift_names import check_lift
 from x2ct.physics.view_angles import batch_angles
 
@@ -139,7 +140,7 @@ class BaselineUNet(nn.Module):
         y = self.bottleneck(fused[-1])
         for i in reversed(range(len(self.up3d))):
             y = self.up3d[i](y)                                                  # (B, c_i, n_i^3)
-            y = self.dec3d[i](self.merge3d[i](torch.cat([y, fused[i]], dim=1)))
+            y = self.dec3d[i](self.merge3d[i](cat_like([y, fused[i]], 1, like=y)))  # fused[i]: contiguous
         out = self.head(y)                                                       # (B, 1, D, D, D)
         if self.prior is not None:
             out = out + self.prior

@@ -45,6 +45,7 @@ from torch.utils.checkpoint import checkpoint
 from x2ct.models.blocks.conv import ConvNormAct
 from x2ct.models.blocks.dense import ResidualDenseBlock3D
 from x2ct.models.blocks.fusion import ViewFusion
+from x2ct.models.blocks.layout import cat_like
 from x2ct.models.blocks.lift import ViewLift
 from x2ct.models.blocks.lift_names import check_lift
 from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
@@ -138,7 +139,8 @@ class Refiner(nn.Module):
     def refine(self, features: Tensor, context: Tensor) -> Tensor:
         """``features`` ``(B, c, d, h, w)`` and ``context`` (the upsampled previous volume, ``(B, 1, d, h, w)``) on
         the same grid -> ``context + residual`` ``(B, 1, d, h, w)``; sides divisible by ``2 ** (levels - 1)``."""
-        y = self.inlet(torch.cat([features, context], dim=1))
+        # the lifted features are contiguous, whatever the 3D convolutions' layout
+        y = self.inlet(cat_like([features, context], 1, like=self.inlet.conv.weight))
         skips = []
         for enc, down in zip(self.encoder, self.down, strict=True):
             y = enc(y)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from x2ct.models.blocks.conv import ConvNormAct
+from x2ct.models.blocks.layout import as_layout_of
 
 MIN_GROWTH = 8  # default growth floor: thin blocks still add a useful number of features per layer
 
@@ -45,6 +46,8 @@ class ResidualDenseBlock3D(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 5 or x.shape[1] != self.channels:
             raise ValueError(f"ResidualDenseBlock3D: expected (B, {self.channels}, D, H, W), got {tuple(x.shape)}")
+        # in the layers' layout from the start: a contiguous x would make every concatenation contiguous
+        x = as_layout_of(x, self.layers[0].conv.weight)
         features = [x]
         for layer in self.layers:
             features.append(layer(torch.cat(features, dim=1)))

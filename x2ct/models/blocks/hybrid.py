@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from x2ct.models.blocks.activation import make_activation
 from x2ct.models.blocks.conv import ConvNormAct
+from x2ct.models.blocks.layout import as_layout_of, cat_like
 from x2ct.models.blocks.norm import make_norm
 from x2ct.models.blocks.swin import SwinStage3D
 
@@ -42,7 +42,8 @@ class TransformerEnhancedBlock3D(nn.Module):
         self.act = make_activation(act)
 
     def forward(self, x: Tensor) -> Tensor:
+        x = as_layout_of(x, self.local.conv.weight)  # the convolutions' layout, kept by the shortcut's sum
         branches = self.local(x)                                                     # (B, out, D, H, W)
-        if self.swin is not None:
-            branches = torch.cat((branches, self.swin(self.project(x))), dim=1)      # (B, 2*out, D, H, W)
+        if self.swin is not None:  # Swin returns the 1x1x1 projection's layout: contiguous on a 1-thread CPU
+            branches = cat_like((branches, self.swin(self.project(x))), 1, like=branches)  # (B, 2*out, D, H, W)
         return self.act(self.shortcut(x) + self.fuse(branches))

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from x2ct.models.blocks.activation import make_activation
 from x2ct.models.blocks.conv import CONV, ConvNormAct
+from x2ct.models.blocks.layout import as_layout_of
 from x2ct.models.blocks.norm import make_norm
 
 DROPOUT = {2: nn.Dropout2d, 3: nn.Dropout3d}
@@ -33,4 +34,5 @@ class ResidualBlock(nn.Module):
         self.act = make_activation(act)
 
     def forward(self, x: Tensor) -> Tensor:
+        x = as_layout_of(x, self.conv1.conv.weight)  # the convolutions' layout, kept by the shortcut's sum
         return self.act(self.shortcut(x) + self.conv2(self.drop(self.conv1(x))))
