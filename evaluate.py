@@ -4,10 +4,12 @@
     python evaluate.py CHECKPOINT --data example_ct_demo      (a data config of conf/data/, prepared if missing)
     python evaluate.py CHECKPOINT --num-views 2               (a model that takes any number of views, e.g.
                                                                trained with data.view_dropout, on fewer)
+    python evaluate.py CHECKPOINT --view-processing clinical  (views through the fixed clinical-style chain of
+                                                               x2ct/data/clinical_processing.py first)
     torchrun --nproc_per_node=4 evaluate.py CHECKPOINT ...   (patients shared among GPUs; one report)
 
 Writes, under --out (default: <run>/evaluation/<checkpoint>_<split>/, with _<N>views_<names> on other views than
-the model's own): per_patient.{csv,json}, summary.{json,csv}
+the model's own and _clinical with --view-processing clinical): per_patient.{csv,json}, summary.{json,csv}
 (mean, std, median, 95% interval of every metric), report.md, volumes/<patient>.nii.gz (the prediction in HU with
 the target's affine: it overlays the target CT in 3D Slicer or ITK-SNAP) and figures/<patient>.png.
 Exit code 0 on success, 1 on bad input (the message names the file or option) or an OS error (one line naming the
@@ -37,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "model that takes any number of views")
     parser.add_argument("--num-views", type=int, default=None, metavar="N",
                         help="evaluate on N views evenly spread over 180 degrees (as data.num_views)")
+    parser.add_argument("--view-processing", default="none", choices=["none", "clinical"],
+                        help="none: the clean DRRs; clinical: every view through the fixed clinical-style chain "
+                             "(x2ct/data/clinical_processing.py) before the model, recorded in the summary and report")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     parser.add_argument("--weights", default="auto", choices=["auto", "ema", "model"],
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint=args.checkpoint, data_root=args.data_root, data_config=args.data, split=args.split, out_dir=args.out,
         device=args.device, weights=args.weights, save_volumes=not args.no_volumes,
         save_figures=not args.no_figures, limit=args.limit, views=args.views, num_views=args.num_views,
-        reference=not args.no_reference, wandb=args.wandb)
+        reference=not args.no_reference, wandb=args.wandb, view_processing=args.view_processing)
     # the default folder's name needs the model and data set; its parent is known now
     out = args.out or checkpoint_run_dir(args.checkpoint) / "evaluation"
     with exit_on_os_error("evaluate.py", where=out):
@@ -83,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     if result is not None:
         s = result.summary
+        processed = "" if args.view_processing == "none" else f"; views through the {args.view_processing} chain"
         print(f"{len(result.rows)} patients: PSNR {s['psnr']['mean']:.2f} +- {s['psnr']['std']:.2f} dB, "
               f"SSIM {s['ssim']['mean']:.4f} +- {s['ssim']['std']:.4f}, MAE {s['mae_hu']['mean']:.1f} HU "
-              f"(true 3D; X2CT-GAN protocol PSNR {s['x2ct_gan_psnr_3d']['mean']:.2f} dB)\n"
+              f"(true 3D; X2CT-GAN protocol PSNR {s['x2ct_gan_psnr_3d']['mean']:.2f} dB)"
+              f"{processed}\n"
               f"report: {result.out_dir / 'report.md'}")
     return 0
 

@@ -172,3 +172,52 @@ def test_num_views_the_data_set_lacks_lists_the_missing_angles(tiny_dataset):
 def test_views_and_num_views_together_are_refused(tiny_dataset):
     with pytest.raises(ValueError, match=r"views \(\['pa'\]\) or num_views \(2\), not both"):
         PatientDRRDataset(tiny_dataset, "train", views=["pa"], num_views=2)
+
+
+def test_view_effects_act_on_line_integrals_before_the_views_are_normalised(tiny_dataset):
+    """The hook sees the stored line integrals and its output goes through the data set's own normalisation, so
+    the views keep the model's convention (log: line integrals / scale; intensity: exp(-p))."""
+    from x2ct.data.realism import RadiographRealism
+
+    scatter = RadiographRealism.from_config({"scatter": {"spr": 0.5, "sigma_mm": 60.0}})
+    for radiograph in ("log", "intensity"):
+        ds = PatientDRRDataset(tiny_dataset, "train", radiograph=radiograph, view_effects=scatter)
+        raw = torch.from_numpy(np.load(ds.layout.drr(ds.patient_ids[0])))
+        expected = scatter(raw, ds.geometry.pixel_spacing_mm, torch.Generator())  # deterministic: no noise
+        expected = torch.exp(-expected) if radiograph == "intensity" else expected / ds.view_scale
+        torch.testing.assert_close(ds[0]["views"][:, 0], expected.float(), atol=1e-6, rtol=1e-6)
+
+
+def test_realism_draws_repeat_by_seed_and_differ_between_accesses(tiny_dataset):
+    from x2ct.data.realism import RadiographRealism
+
+    realism = RadiographRealism.from_config({"noise": {"photons_per_mm2": 10.0, "electronic_quanta_per_mm2": 0.0},
+                                             "pose": {"rotation_deg": [-3, 3], "shift_mm": [-10, 10]}})
+    ds = PatientDRRDataset(tiny_dataset, "train", view_effects=realism)
+    clean = PatientDRRDataset(tiny_dataset, "train")[0]["views"]
+    torch.manual_seed(0)
+    a, b = ds[0]["views"], ds[0]["views"]
+    torch.manual_seed(0)
+    assert torch.equal(ds[0]["views"], a)
+    assert not torch.equal(a, b) and not torch.allclose(a, clean, atol=1e-3)
+
+
+def test_dataloader_workers_draw_their_own_realism_and_repeat_for_the_same_loader_seed(tiny_dataset):
+    """One patient four times through two workers: four different draws (no worker repeats another's), and the
+    same four again when the loader's generator is seeded alike (what the trainer does per epoch and rank)."""
+    from torch.utils.data import Subset
+
+    from x2ct.data.realism import RadiographRealism
+
+    realism = RadiographRealism.from_config({"noise": {"photons_per_mm2": 10.0, "electronic_quanta_per_mm2": 0.0}})
+    ds = Subset(PatientDRRDataset(tiny_dataset, "train", view_effects=realism), [0, 0, 0, 0])
+
+    def views(seed):
+        loader = DataLoader(ds, batch_size=1, num_workers=2, collate_fn=collate_samples,
+                            generator=torch.Generator().manual_seed(seed))
+        return [batch["views"] for batch in loader]
+
+    first = views(5)
+    assert all(not torch.equal(first[i], first[j]) for i in range(4) for j in range(i + 1, 4))
+    assert all(torch.equal(x, y) for x, y in zip(first, views(5), strict=True))
+    assert not torch.equal(first[0], views(6)[0])

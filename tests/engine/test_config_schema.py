@@ -39,3 +39,75 @@ def test_old_lift_names_are_refused_by_the_training_entrypoint_naming_the_new_on
         train(cfg, run_dir=tmp_path / "run")  # refused at start: nothing is prepared or built
     assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_realism_is_off_unless_chosen_and_the_preset_validates():
+    from x2ct.data.realism import EFFECT_ORDER
+
+    register_resolvers()
+    assert validate_train_config(compose_config("train", [])).data.realism is None
+    assert validate_train_config(compose_config("train", ["+realism=none"])).data.realism is None
+    on = validate_train_config(compose_config("train", ["experiment=benchmark/milestone1", "+realism=default"]))
+    assert list(on.data.realism) == list(EFFECT_ORDER)
+    assert list(on.data.realism.scatter.spr) == [0.05, 1.0]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["+data.realism.scater.spr=0.1"], "config key data.realism.scater: unknown effect; the effects are ['pose', "),
+    (["+realism=default", "data.realism.scatter.spr=[0.6,0.1]"],
+     "config key data.realism.scatter.spr must be finite with low <= high, got [0.6, 0.1]"),
+    (["+realism=default", "+data.realism.blur.width=3"], "config key data.realism.blur.width: unknown setting"),
+])
+def test_bad_realism_settings_are_refused_at_start_naming_the_key(overrides, message, tmp_path):
+    register_resolvers()
+    cfg = compose_config("train", overrides)
+    with pytest.raises(ValueError) as refused:
+        train(cfg, run_dir=tmp_path / "run")
+    assert str(refused.value).startswith(message), str(refused.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_realism_reaches_the_training_views_only_and_off_leaves_them_bit_identical(tiny_dataset, tmp_path):
+    import torch
+
+    from tests.engine.test_train import tiny_cfg
+    from x2ct.data.dataset import PatientDRRDataset
+    from x2ct.data.realism import RadiographRealism
+    from x2ct.engine.data import make_loaders
+    from x2ct.engine.distributed import DistInfo
+
+    on = validate_train_config(tiny_cfg(tiny_dataset, tmp_path, "+realism=default"))
+    train_set, _, _, val_loader, test_loader = make_loaders(on.data, tiny_dataset, DistInfo(), seed=1)
+    assert isinstance(train_set.view_effects, RadiographRealism)
+    assert val_loader.dataset.view_effects is None and test_loader.dataset.view_effects is None
+    off = validate_train_config(tiny_cfg(tiny_dataset, tmp_path))
+    train_set, _, _, _, _ = make_loaders(off.data, tiny_dataset, DistInfo(), seed=1)
+    assert train_set.view_effects is None
+    plain = PatientDRRDataset(tiny_dataset, "train")
+    assert all(torch.equal(train_set[i]["views"], plain[i]["views"]) for i in range(len(plain)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_run_with_realism_resumed_after_its_first_epoch_equals_the_unbroken_one(tiny_dataset, tmp_path, workers):
+    """Realism draws from the data set's seeded streams (the global RNG in the main process, saved in checkpoints;
+    the loader's per-epoch seed in workers), so a resumed run sees the same views and ends with the same weights."""
+    import shutil
+
+    import torch
+
+    from tests.engine.test_train import tiny_cfg
+
+    extra = ("+realism=default", "trainer.max_epochs=2", "trainer.checkpoint_every_epochs=1",
+             "trainer.limit_train_batches=null", f"data.num_workers={workers}")
+    unbroken = tmp_path / "unbroken"
+    train(tiny_cfg(tiny_dataset, tmp_path, *extra), run_dir=unbroken)
+    stopped = tmp_path / "stopped"
+    (stopped / "checkpoints").mkdir(parents=True)
+    for name in ("last.pt", "best.pt"):
+        shutil.copy(unbroken / "checkpoints" / "epoch_0001.pt", stopped / "checkpoints" / name)
+    train(tiny_cfg(tiny_dataset, tmp_path, *extra, "resume=auto"), run_dir=stopped)
+    a = torch.load(unbroken / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(stopped / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)

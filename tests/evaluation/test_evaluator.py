@@ -424,3 +424,31 @@ def test_a_data_set_scanned_everywhere_says_so_and_one_without_masks_is_named(ev
     assert "stores no scanned-voxel masks" in capsys.readouterr().out
     assert "scanned_psnr" not in result.rows[0]
     assert "padding is scored as air" in (tmp_path / "e" / "report.md").read_text()
+
+
+def test_views_through_the_clinical_chain_are_scored_and_recorded(tiny_run, tiny_dataset, evaluation, capsys):
+    """--view-processing clinical: each row is the model on the chain's views (an independent forward pass agrees),
+    the scores differ from the clean ones, and summary.json and report.md say what the views went through."""
+    from x2ct.data.clinical_processing import CLINICAL_CHAIN
+
+    best = tiny_run / "checkpoints" / "best.pt"
+    assert evaluate_cli.main([str(best), "--split", "train", "--view-processing", "clinical", "--no-volumes",
+                              "--no-figures", "--no-reference"]) == 0
+    out = tiny_run / "evaluation" / "best_train_clinical"
+    assert "views through the clinical chain" in capsys.readouterr().out
+    rows = json.loads((out / "per_patient.json").read_text())
+    processed = PatientDRRDataset(tiny_dataset, "train", view_effects=CLINICAL_CHAIN)
+    preds = predictions(best, processed)
+    for i, row in enumerate(rows):
+        target = processed[i]["ct"][0].double().numpy()
+        assert row["psnr"] == pytest.approx(peak_signal_noise_ratio(target, preds[row["patient_id"]].numpy(),
+                                                                    data_range=1), abs=1e-4)
+    assert [r["psnr"] for r in rows] != [r["psnr"] for r in evaluation.rows]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["context"]["view_processing"] == "clinical"
+    assert summary["context"]["view_processing_chain"] == json.loads(json.dumps(CLINICAL_CHAIN.to_dict()))
+    assert "clinical-style chain" in summary["definitions"]["view_processing"]
+    assert "clinical-style chain" in (out / "report.md").read_text()
+    clean = json.loads((evaluation.out_dir / "summary.json").read_text())
+    assert clean["context"]["view_processing"] == "none" and "view_processing_chain" not in clean["context"]
+    assert "view_processing" not in clean["definitions"]

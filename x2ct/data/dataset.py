@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import Dataset
 
 from x2ct.data.layout import SPLITS, DatasetLayout
+from x2ct.data.realism import ViewEffects
 from x2ct.data.view_selection import evenly_spread_views
 from x2ct.data.views import render_views
 from x2ct.ops.hu_window import window_normalise
@@ -58,11 +59,17 @@ class PatientDRRDataset(Dataset):
             view's gantry angle (drawn from torch's global RNG, so DataLoader seeding applies).
         noise_photons: if set, add Poisson noise for this many photons per unattenuated pixel.
         radiograph: ``"log"`` (normalised line integrals) or ``"intensity"`` (transmission ``exp(-p)``).
+        view_effects: applied to the item's line integrals ``(V, rows, cols)`` before they are normalised: the
+            training realism (`x2ct.data.realism.RadiographRealism`) or the fixed scoring chain
+            (`x2ct.data.clinical_processing.CLINICAL_CHAIN`). Each item seeds its own ``torch.Generator`` with one
+            draw of torch's global RNG, so DataLoader worker seeding and the per-rank seed apply. ``None``: the
+            views are exactly those without it.
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", views: Sequence[str | int] | None = None,
                  render_on_the_fly: bool = False, angle_jitter_deg: float = 0.0,
-                 noise_photons: float | None = None, radiograph: str = "log", num_views: int | None = None) -> None:
+                 noise_photons: float | None = None, radiograph: str = "log", num_views: int | None = None,
+                 view_effects: ViewEffects | None = None) -> None:
         self.layout = DatasetLayout(root)
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -92,6 +99,7 @@ class PatientDRRDataset(Dataset):
         if radiograph not in ("log", "intensity"):
             raise ValueError(f"radiograph must be 'log' or 'intensity', got {radiograph!r}")
         self.radiograph = radiograph
+        self.view_effects = view_effects
         if angle_jitter_deg and not render_on_the_fly:
             raise ValueError("angle_jitter_deg needs render_on_the_fly=True (stored views have fixed angles)")
 
@@ -112,6 +120,10 @@ class PatientDRRDataset(Dataset):
             line_integrals = torch.from_numpy(self._load_drr(patient_id)[self.view_indices])
         if self.noise_photons:
             line_integrals = add_poisson_noise(line_integrals, self.noise_photons)
+        if self.view_effects is not None:
+            seed = int(torch.randint(0, 2**62, ()))
+            line_integrals = self.view_effects(line_integrals, self.geometry.pixel_spacing_mm,
+                                               torch.Generator().manual_seed(seed))
         if self.radiograph == "intensity":
             views = to_intensity(line_integrals)
         else:

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from x2ct.data.realism import RadiographRealism
 from x2ct.models.blocks.lift_names import check_lift, lift_settings
 
 
@@ -33,6 +34,9 @@ class DataConfig:
     num_views: int | None = None
     # training only: a random subset of the views per batch, {min_views, max_views (null: all), always: [positions]}
     view_dropout: dict[str, Any] | None = None
+    # training only: randomised DRR -> clinical radiograph effects, {effect: {probability, ranges}} (null: off);
+    # x2ct/data/realism.py checks them, the preset is conf/realism/default.yaml
+    realism: dict[str, Any] | None = None
 
 
 @dataclass
@@ -143,4 +147,6 @@ def validate_train_config(cfg: DictConfig) -> DictConfig:
             raise ValueError(f"config group {group} needs a _target_ (the class or function to build)")
     for key, lift in lift_settings(merged.model):
         check_lift(lift, "config", key)
+    if merged.data.realism is not None:
+        RadiographRealism.from_config(OmegaConf.to_container(merged.data.realism, resolve=True), key="data.realism")
     return merged

@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from x2ct.data.collate import collate_samples
 from x2ct.data.dataset import PatientDRRDataset
+from x2ct.data.realism import RadiographRealism
 from x2ct.data.view_selection import ViewSubsetCollate
 from x2ct.engine.distributed import DistInfo
 
@@ -33,6 +34,8 @@ class ShardSampler(Sampler[int]):
 
 
 def make_loaders(data_cfg: DictConfig, root: Path, dist: DistInfo, seed: int):
+    realism = realism_from_config(data_cfg)  # training only: validation and test see clean DRRs
+
     def dataset(split: str, augment: bool) -> PatientDRRDataset:
         num_views = data_cfg.get("num_views")
         views = None if num_views is not None or data_cfg.views is None else list(data_cfg.views)
@@ -40,7 +43,7 @@ def make_loaders(data_cfg: DictConfig, root: Path, dist: DistInfo, seed: int):
                                  render_on_the_fly=bool(data_cfg.render_on_the_fly and augment),
                                  angle_jitter_deg=data_cfg.angle_jitter_deg if augment else 0.0,
                                  noise_photons=data_cfg.noise_photons if augment else None,
-                                 radiograph=data_cfg.radiograph)
+                                 radiograph=data_cfg.radiograph, view_effects=realism if augment else None)
 
     train_set, val_set, test_set = dataset("train", True), dataset("val", False), dataset("test", False)
     for name, ds in (("train", train_set), ("val", val_set)):
@@ -58,7 +61,7 @@ def make_loaders(data_cfg: DictConfig, root: Path, dist: DistInfo, seed: int):
                if dropout else collate_samples)  # training only: validation and test see all the selected views
     # Workers that outlive an epoch save their start-up every epoch, but keep their random streams: the train
     # loader keeps them only when it draws nothing at random (else exact resume needs workers seeded per epoch).
-    augments = bool(dropout or data_cfg.render_on_the_fly or data_cfg.noise_photons)
+    augments = bool(dropout or data_cfg.render_on_the_fly or data_cfg.noise_photons or realism)
     train_loader = DataLoader(train_set, sampler=train_sampler, drop_last=False, generator=torch.Generator(),
                               collate_fn=collate, persistent_workers=workers > 0 and not augments, **common)
 
@@ -68,6 +71,15 @@ def make_loaders(data_cfg: DictConfig, root: Path, dist: DistInfo, seed: int):
 
     test_loader = eval_loader(test_set) if len(test_set) else None
     return train_set, train_loader, train_sampler, eval_loader(val_set), test_loader
+
+
+def realism_from_config(data_cfg: DictConfig) -> RadiographRealism | None:
+    """``data.realism`` parsed (`x2ct.data.realism`), or None when it is null or absent; bad settings raise a
+    ValueError naming the key."""
+    realism = data_cfg.get("realism")
+    if realism is None:
+        return None
+    return RadiographRealism.from_config(OmegaConf.to_container(realism, resolve=True), key="data.realism")
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:

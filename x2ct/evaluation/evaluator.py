@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from x2ct.atomic_io import write_json_atomic
+from x2ct.data.clinical_processing import CLINICAL_CHAIN
 from x2ct.data.ct_volume import CTVolume
 from x2ct.data.dataset import PatientDRRDataset
 from x2ct.data.preprocess import AIR_HU
@@ -76,6 +77,15 @@ METRIC_DEFINITIONS: dict[str, str] = {
 }
 
 
+# --view-processing: what the views go through before the model sees them (none: the clean DRRs)
+VIEW_PROCESSING = {"none": None, "clinical": CLINICAL_CHAIN}
+VIEW_PROCESSING_DEFINITION = (
+    "every input view was passed through the fixed clinical-style chain of x2ct/data/clinical_processing.py "
+    "(scatter, heel effect, detector blur, quantum and electronic noise, multi-scale contrast enhancement and an "
+    "S-shaped tone curve, shutters, a side marker; every value in summary.json's context.view_processing_chain) "
+    "before the model saw it; the target CT is unchanged")
+
+
 @dataclass
 class EvaluationSettings:
     """What to evaluate and what to write (``evaluate.py``'s command line)."""
@@ -94,6 +104,8 @@ class EvaluationSettings:
     num_views: int | None = None  # or: N views evenly spread over 180 degrees (as data.num_views)
     reference: bool = True  # score the mean training volume too
     wandb: bool = False
+    # "clinical": every view through the fixed clinical-style chain (x2ct/data/clinical_processing.py) first
+    view_processing: str = "none"
 
 
 @dataclass
@@ -103,12 +115,15 @@ class EvaluationResult:
     summary: dict[str, dict[str, float]]
 
 
-def default_out_dir(trained: TrainedModel, split: str, views: list[str] | None = None) -> Path:
+def default_out_dir(trained: TrainedModel, split: str, views: list[str] | None = None,
+                    view_processing: str = "none") -> Path:
     """``<run>/evaluation/<checkpoint>_<split>``, with ``_<N>views_<names>`` when evaluated on other views than
-    the model was trained on."""
+    the model was trained on and ``_<view_processing>`` when the views were processed."""
     name = f"{trained.path.stem}_{split}"
     if views is not None and list(views) != trained.view_names:
         name += f"_{len(views)}views_{'-'.join(views)}"
+    if view_processing != "none":
+        name += f"_{view_processing}"
     return trained.run_dir / "evaluation" / name
 
 
@@ -160,7 +175,7 @@ def evaluate(settings: EvaluationSettings) -> EvaluationResult | None:
             settings.data_root = prepared_data_root(settings.data_config)
         dataset, hu_window = _dataset(trained, settings)
         out_dir = (Path(settings.out_dir) if settings.out_dir
-                   else default_out_dir(trained, settings.split, dataset.view_names))
+                   else default_out_dir(trained, settings.split, dataset.view_names, settings.view_processing))
         count = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
         if count == 0:
             raise ValueError(f"the {settings.split} split of {dataset.layout.root} is empty: nothing to evaluate")
@@ -232,9 +247,12 @@ def _dataset(trained: TrainedModel, settings: EvaluationSettings) -> tuple[Patie
     if settings.views is not None and settings.num_views is not None:
         raise ValueError(f"give --views ({settings.views}) or --num-views ({settings.num_views}), not both")
     views = trained.view_names if settings.views is None and settings.num_views is None else settings.views
+    if settings.view_processing not in VIEW_PROCESSING:
+        raise ValueError(f"--view-processing {settings.view_processing!r}: expected one of {list(VIEW_PROCESSING)}")
     try:
         dataset = PatientDRRDataset(root, settings.split, views=views, num_views=settings.num_views,
-                                    radiograph=data_cfg.get("radiograph", "log"))
+                                    radiograph=data_cfg.get("radiograph", "log"),
+                                    view_effects=VIEW_PROCESSING[settings.view_processing])
     except ValueError as err:
         raise ValueError(f"{err} (views for the model of {trained.path})") from err
     if dataset.view_names != trained.view_names and not getattr(trained.model, "any_view_count", False):
@@ -349,14 +367,18 @@ def _write_results(rows, out_dir: Path, trained: TrainedModel, dataset: PatientD
         "split": settings.split, "patients": len(rows), "limited": settings.limit is not None,
         "hu_window": list(dataset.hu_window), "views": dataset.view_names, "time": time.time(),
         "view_normalisation": [dataset.normalisation, dataset.view_scale],
-        "scanned_masks": dataset.has_scanned_masks,
+        "scanned_masks": dataset.has_scanned_masks, "view_processing": settings.view_processing,
     }
+    definitions = dict(METRIC_DEFINITIONS)
+    if settings.view_processing == "clinical":
+        context["view_processing_chain"] = CLINICAL_CHAIN.to_dict()
+        definitions["view_processing"] = VIEW_PROCESSING_DEFINITION
     write_rows_csv(rows, out_dir / "per_patient.csv")
     write_json_atomic(out_dir / "per_patient.json", rows)
     # the JSON summary carries what was evaluated and the definitions beside the numbers
     write_summary(summary, out_dir / "summary.json", out_dir / "summary.csv",
-                  extra={"context": context, "definitions": METRIC_DEFINITIONS})
-    write_report(out_dir / "report.md", rows, summary, context, METRIC_DEFINITIONS)
+                  extra={"context": context, "definitions": definitions})
+    write_report(out_dir / "report.md", rows, summary, context, definitions)
     return EvaluationResult(out_dir=out_dir, rows=rows, summary=summary)
 
 
