@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from x2ct.engine.checkpoint import CheckpointError
+from x2ct.folder_lock import FolderInUseError
 from x2ct.os_errors import check_writable_dir, exit_on_os_error
 
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             if dist_info_from_env().is_main and args.checkpoint.is_file():
                 check_writable_dir(out)
             result = evaluate(settings)
-        except (FileNotFoundError, CheckpointError, ValueError) as err:
+        except (FileNotFoundError, CheckpointError, ValueError, FolderInUseError) as err:
             print(f"evaluate.py: error: {err}", file=sys.stderr)
             return 1
     if result is not None:

@@ -452,3 +452,24 @@ def test_views_through_the_clinical_chain_are_scored_and_recorded(tiny_run, tiny
     clean = json.loads((evaluation.out_dir / "summary.json").read_text())
     assert clean["context"]["view_processing"] == "none" and "view_processing_chain" not in clean["context"]
     assert "view_processing" not in clean["definitions"]
+
+
+def test_an_output_folder_another_process_writes_is_refused_naming_it(tiny_run, tmp_path, capsys):
+    from tests.test_folder_lock import _holder
+    from x2ct.folder_lock import LOCK_NAME
+
+    out = tmp_path / "eval"
+    holder = _holder(out, 120)
+    try:
+        code = evaluate_cli.main([str(tiny_run / "checkpoints" / "best.pt"), "--split", "train", "--out", str(out),
+                                  "--no-figures", "--no-volumes"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 1
+    assert (f"evaluate.py: error: evaluation folder {out} is in use by pid {holder.pid} on host "
+            in capsys.readouterr().err)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing written beside the lock
+    assert evaluate_cli.main([str(tiny_run / "checkpoints" / "best.pt"), "--split", "train", "--out", str(out),
+                              "--no-figures", "--no-volumes"]) == 0  # the dead holder's lock is taken over
+    assert (out / "summary.json").is_file() and (out / LOCK_NAME).read_text() == ""

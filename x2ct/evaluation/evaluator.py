@@ -164,10 +164,17 @@ def patient_metrics(pred: torch.Tensor, target: torch.Tensor, target_hu: torch.T
 
 def evaluate(settings: EvaluationSettings) -> EvaluationResult | None:
     """Run the evaluation; returns the result on rank 0 (None on other ranks)."""
-    from x2ct.engine.distributed import barrier, cleanup_distributed, gather_objects, init_distributed
+    from x2ct.engine.distributed import (
+        barrier,
+        cleanup_distributed,
+        gather_objects,
+        hold_folder_on_main,
+        init_distributed,
+    )
 
     dist = init_distributed()
     succeeded = False
+    lock = None
     try:
         device = _device(settings.device, dist.local_rank)
         trained = load_trained_model(settings.checkpoint, device=device, weights=settings.weights)
@@ -176,6 +183,8 @@ def evaluate(settings: EvaluationSettings) -> EvaluationResult | None:
         dataset, hu_window = _dataset(trained, settings)
         out_dir = (Path(settings.out_dir) if settings.out_dir
                    else default_out_dir(trained, settings.split, dataset.view_names, settings.view_processing))
+        # one evaluation per output folder: another process writing it is named and refused (FolderInUseError)
+        lock = hold_folder_on_main(out_dir, "evaluation folder")
         count = len(dataset) if settings.limit is None else min(settings.limit, len(dataset))
         if count == 0:
             raise ValueError(f"the {settings.split} split of {dataset.layout.root} is empty: nothing to evaluate")
@@ -201,6 +210,8 @@ def evaluate(settings: EvaluationSettings) -> EvaluationResult | None:
         if succeeded:
             barrier()  # ranks leave the group together (see x2ct.engine.trainer.train)
         cleanup_distributed()
+        if lock is not None:
+            lock.release()
 
 
 # ------------------------------------------------------------------------------------------------- internals
