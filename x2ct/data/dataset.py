@@ -155,8 +155,12 @@ class PatientDRRDataset(Dataset):
         """What a model trained on this data expects, as plain JSON types (stored in checkpoints for predict.py).
 
         Views (names, angles, shape, radiograph kind, normalisation and scale) and the CT grid (size, field of
-        view, HU window) that the [0, 1] output volumes live on.
+        view, HU window) that the [0, 1] output volumes live on. ``view_quantiles``: the split's clean views'
+        distribution per view name, which predict.py matches a clinical radiograph's intensities to
+        (`x2ct.data.radiograph_fit.dataset_view_quantiles`).
         """
+        from x2ct.data.radiograph_fit import dataset_view_quantiles
+
         return {
             "protocol": self.manifest.get("protocol"),
             "views": list(self.view_names),
@@ -171,6 +175,7 @@ class PatientDRRDataset(Dataset):
             "mu_water": float(self.manifest["mu_water"]),
             "geometry": self.geometry.with_angles(
                 [float(self.geometry.angles_deg[i]) for i in self.view_indices]).to_dict(),
+            "view_quantiles": dataset_view_quantiles(self),
         }
 
     def ct(self, index: int) -> torch.Tensor:
