@@ -23,6 +23,7 @@ from tests.engine.killable_run import KILL_ENV
 from tests.helpers import assert_same_state
 from x2ct.engine.checkpoint import load_checkpoint
 from x2ct.engine.metrics_log import read_metrics
+from x2ct.folder_lock import LOCK_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = ("trainer.max_epochs=4", "trainer.checkpoint_every_epochs=2", "trainer.val_every_epochs=1",
@@ -78,6 +79,10 @@ def test_a_run_killed_anywhere_and_resumed_equals_the_unbroken_run(tiny_dataset,
         expected = 0 if kill_at is None else -signal.SIGKILL
         assert result.returncode == expected, (f"attempt {attempt} ({moment}): exit {result.returncode}, expected "
                                                f"{expected}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+        # the killed attempt's lock on the folder is reported and taken over by the next (x2ct/folder_lock.py)
+        took_over = f"run folder {killed}: taking over the lock left by pid " in result.stderr
+        assert took_over == (attempt > 1), f"attempt {attempt} ({moment}):\n{result.stderr[-3000:]}"
+    assert (killed / LOCK_NAME).read_text() == ""  # the last attempt ended cleanly and released it
     elapsed = time.perf_counter() - started
 
     files = sorted(p.name for p in (unbroken / "checkpoints").iterdir())
