@@ -42,8 +42,6 @@ with the commit and machine they were measured on.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import datetime as dt
 import gc
 import importlib.metadata
@@ -494,8 +492,7 @@ def time_run(spec: dict, volumes, geometry: ProjectionGeometry, plan: str, mode:
                                 f"--max-run-s {spec['max_run_s']:g}"}
         for leaf in leaves:  # the timed calls' peak counts the gradient they allocate
             leaf.grad = None
-        _release_freed_memory(device)
-        meter = PeakMemory(device)
+        meter = PeakMemory(device)  # on CPU its start trims the heap the warm-up freed
         meter.start()
         seconds, loop_s, image = _timed_loop(call, device, spec["timed"], spec.get("budget_s"), spec["min_timed"])
         peak_mb = meter.peak_mb()
@@ -581,19 +578,6 @@ def adjoint_check(leaves, image, upstream) -> dict:
 def image_file(image_dir: Path, engine: str, plan: str) -> Path:
     """Where an engine's forward image ``(B, V, rows, cols)`` goes for the parent to compare."""
     return image_dir / f"{engine}_{plan}.npy"
-
-
-def _release_freed_memory(device) -> None:
-    """Hand memory freed by the warm-up back to the system, so that the CPU peak (resident set size) counts what
-    the timed calls allocate rather than reusing what glibc kept; on CUDA the allocator's figures need nothing."""
-    gc.collect()
-    if device.type != "cpu":
-        return
-    libc_name = ctypes.util.find_library("c")
-    try:
-        ctypes.CDLL(libc_name).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):  # not glibc: the peak may then under-count reused memory
-        pass
 
 
 def _error_note(err: BaseException) -> str:

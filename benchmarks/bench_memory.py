@@ -35,7 +35,6 @@ activations in half the bytes. Writes ``<out>.json`` and ``<out>.md`` (default `
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime as dt
 import fnmatch
 import json
@@ -55,7 +54,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without in
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench_models import machine_info  # noqa: E402  (benchmarks/bench_models.py)
-from peak_memory import proc_status_kb  # noqa: E402  (benchmarks/peak_memory.py)
+from peak_memory import peak_bytes, proc_status_kb, reset_peak, rss_bytes, trim_heap  # noqa: E402  (benchmarks/peak_memory.py)
 from process_group import run_in_own_group  # noqa: E402  (benchmarks/process_group.py)
 
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
@@ -108,35 +107,6 @@ CASES = {case.name: case for case in [
 
 
 # --- the measurement, inside a case's fresh process ------------------------------------------------------------
-def rss_bytes() -> int:
-    return proc_status_kb("VmRSS") * 1024
-
-
-def reset_peak() -> bool:
-    """Reset the peak resident size (``VmHWM``) to the current one (Linux >= 4.0); False where refused."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_bytes(was_reset: bool) -> int:
-    """The peak resident size since the last reset, or since the process started where resets are refused."""
-    if was_reset:
-        return proc_status_kb("VmHWM") * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def trim_heap() -> None:
-    """Give glibc's free heap back to the system, so the resident size before a step holds only live memory."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the rise is then measured over a larger base
-        pass
-
-
 def compose(config_name: str, overrides: list[str]):
     """A config from conf/ composed as the entrypoints compose it (``x2ct.engine.launch.compose_config``)."""
     from x2ct.engine.launch import compose_config
