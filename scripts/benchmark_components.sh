@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16's component ablation on the phantom benchmark (docs/results.md "Ablations"): milestone 1's benchmark recipe
+# The component ablation on the phantom benchmark (docs/results.md "Ablations"): milestone 1's benchmark recipe
 # (experiments/benchmark/milestone1.yaml) as designed and with each of its parts switched off in turn (leave-one-out,
 # conf/ablation/: swin, cross_view, dense_blocks, attention_gates, deep_supervision, pyramid), 3 seeds each, as one
 # Hydra sweep over `ablation`; and the baseline U-Net for reference (a second sweep). Every best checkpoint is

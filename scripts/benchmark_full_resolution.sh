@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Issue 15's re-measurement on the phantom benchmark (docs/results.md "Phantom benchmark"): milestone 2 after the
-# refiners' per-voxel normalisation (patches of 16^3 with tiled inference as in the recipe; the same patches with
-# whole-volume inference; whole-volume training), milestone 3 with the local PatchGANs (receptive field half the
-# volume side), and milestone 3 with the conditional volume discriminator (adversarial.condition=backprojection), 3
-# seeds each.
+# The full-resolution study on the phantom benchmark (docs/results.md "Phantom benchmark", the rows marked *):
+# milestone 2 with the refiners' per-voxel normalisation (patches of 16^3 with tiled inference as in the recipe; the
+# same patches with whole-volume inference; whole-volume training), milestone 3 with the local PatchGANs (receptive
+# field half the volume side), and milestone 3 with the conditional volume discriminator
+# (adversarial.condition=backprojection), 3 seeds each.
 # Two sweeps run side by side, one thread each, pinned to cores 0 and 1 (2 h 04 min on the 2-core machine while it also
 # ran development work; the runs alone need less);
 # every best checkpoint is then evaluated with evaluate.py on the test split and on the real example CT, and each

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16's loss ablation on the phantom benchmark (docs/results.md "Ablations"): milestone 1's benchmark recipe
+# The loss ablation on the phantom benchmark (docs/results.md "Ablations"): milestone 1's benchmark recipe
 # (experiments/benchmark/milestone1.yaml) with the six-part loss as designed (L1 1.0, SSIM 0.3, perceptual 0.2,
 # edge 0.2, deep supervision 0.2, frequency 0.3), each component's weight at 0 in turn, and L1 alone, 3 seeds each,
 # as ONE Hydra sweep over loss.weights (a dict per job, merged into the recipe's weights; loss.weights.deep_supervision

@@ -264,7 +264,8 @@ def test_folder_with_dicom_series_and_nifti_files_one_patient_each(tmp_path):
 
 
 def test_a_wrapped_dicom_series_is_warned_about_and_counted_in_meta_json(tmp_path):
-    """Issue 17, point 9: HU below -1024 written as unsigned 16-bit came back near +64,500 without a word."""
+    """A series whose HU below -1024 an unsigned 16-bit writer wrapped to near +64,500 is warned about, and
+    meta.json counts the wrapped voxels."""
     from tests.data.test_readers import write_dicom_slice
     from x2ct.data.readers import HURangeWarning
 
@@ -348,8 +349,8 @@ if __name__ == "__main__":
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from Linux's /proc")
 def test_killing_the_parent_ends_its_preparation_workers(tmp_path):
-    """Issue 17, point 8: `kill -9` of a `prepare.py workers=2` left its workers running, blocked on a task queue
-    whose other end nobody holds."""
+    """`kill -9` of a `prepare.py workers=2` ends its workers too, rather than leaving them running, blocked on a
+    task queue whose other end nobody holds."""
     import os
     import signal
     import time

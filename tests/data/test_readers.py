@@ -441,7 +441,8 @@ def test_find_ct_files(tmp_path):
 
 
 def test_hu_wrapped_by_an_unsigned_16_bit_writer_is_warned_about_and_counted(tmp_path):
-    """Issue 17, point 9: HU below -1024 stored as unsigned 16-bit (intercept -1024) wrap to about +64,500."""
+    """HU below -1024 stored as unsigned 16-bit (intercept -1024) wrap to about +64,500: the reader warns, naming
+    the unsigned writer, and counts them."""
     from x2ct.data.readers import HURangeWarning
 
     hu = synthetic_hu(shape=(4, 8, 8))

@@ -69,7 +69,7 @@ def test_empty_folder_is_not_a_data_set(tmp_path):
 
 
 def test_truncated_meta_json_is_a_problem_naming_it(dataset_copy, capsys):
-    """Issue 17, point 7: a truncated meta.json used to stop verify.py with a raw JSONDecodeError."""
+    """A truncated meta.json is a problem naming the file, not a raw JSONDecodeError that stops verify.py."""
     meta = DatasetLayout(dataset_copy).meta("phantom_0001")
     meta.write_text(meta.read_text()[:40])
     report = verify_dataset(dataset_copy)

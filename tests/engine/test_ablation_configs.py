@@ -1,4 +1,4 @@
-"""The `ablation` config group (conf/ablation/, issue 16): each option switches off exactly the milestone-1 part it
+"""The `ablation` config group (conf/ablation/): each option switches off exactly the milestone-1 part it
 names, trains end to end through the trainer, and the study's W&B group can span several sweeps."""
 
 from __future__ import annotations

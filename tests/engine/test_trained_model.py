@@ -1,5 +1,5 @@
-"""Tests for x2ct/engine/trained_model.py: a checkpoint written before issue 18, whose config names its lift the old
-way, still rebuilds and loads."""
+"""Tests for x2ct/engine/trained_model.py: a checkpoint whose config names its lift by a former name
+(`channels_to_depth` for `learned`) still rebuilds and loads."""
 
 from __future__ import annotations
 

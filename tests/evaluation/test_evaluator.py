@@ -179,8 +179,8 @@ def damaged_copy(dataset: Path, root: Path, patient_id: str, name: str, damage) 
 
 @pytest.mark.parametrize("name", ["drr.npy", "ct.nii.gz"])
 def test_a_nan_in_one_patients_file_is_refused_naming_it(tiny_run, tiny_dataset, tmp_path, capsys, name):
-    """Issue 17, point 5: without figures (whose input check used to be the only guard) a NaN pixel in one
-    drr.npy made that patient's metrics NaN; the summary skipped them while the console counted the patient."""
+    """Without figures (whose input check is not the only guard) a NaN pixel in one patient's file is refused
+    naming it, rather than giving that patient NaN metrics that the summary skips while the console counts them."""
     pid = PatientDRRDataset(tiny_dataset, "train").patient_ids[1]
 
     def one_nan(array):

@@ -1,4 +1,4 @@
-"""Milestone 1's ablation switches (issue 16): each part off builds, trains a step with every parameter in use,
+"""Milestone 1's ablation switches: each part off builds, trains a step with every parameter in use,
 removes exactly the parameters it documents, and replaces the part by the plain thing it claims to improve on."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def n_params(*modules: nn.Module) -> int:
 
 
 def test_the_defaults_are_the_design_unchanged():
-    assert count_parameters(HybridViT(**BENCHMARK)) == 2_676_150  # as in every milestone-1 row since issue 4
+    assert count_parameters(HybridViT(**BENCHMARK)) == 2_676_150  # as every milestone-1 benchmark row reports
 
 
 @pytest.mark.parametrize("switch", SWITCHES, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))

@@ -233,10 +233,10 @@ def test_with_a_coarse_model_without_deep_supervision_the_final_volume_alone_rea
 
 @pytest.mark.parametrize("levels, n, p, origin", [(1, 24, 16, (3, 5, 8)), (2, 52, 48, (2, 4, 4))])
 def test_a_refiner_on_a_patch_equals_the_whole_volume_refiner_cropped_to_the_patch_interior(levels, n, p, origin):
-    """Issue 15: the default refiner normalises nothing over space, so a training patch (or inference tile) computes
-    what the whole volume does wherever the receptive field stays inside the patch. Measured by gradient: the
-    receptive field's radius (5 voxels at 1 level, 21 at 2), then compared on the interior. With instance norm (the
-    default before) the same comparison is off by far more than the tolerance."""
+    """The default refiner normalises nothing over space, so a training patch (or inference tile) computes what the
+    whole volume does wherever the receptive field stays inside the patch. Measured by gradient: the receptive
+    field's radius (5 voxels at 1 level, 21 at 2), then compared on the interior. With instance norm
+    (`refine_norm="instance"`) the same comparison is off by far more than the tolerance."""
     def refiner(norm: str | None) -> Refiner:
         torch.manual_seed(0)
         kwargs = {} if norm is None else {"refine_norm": norm}
@@ -278,7 +278,7 @@ THREE_STAGES = dict(view_size=16, volume_size=32, stage_sizes=(8, 16, 32), coars
 
 
 def test_every_fine_stage_can_train_on_patches_each_holding_the_next_ones_context():
-    """Issue 15: ``train_patch_size: [p_2, p_3]`` patches both fine stages. With zero residual heads (the cascade's
+    """``train_patch_size: [p_2, p_3]`` patches both fine stages. With zero residual heads (the cascade's
     start) each stage is its context, so the final patch must equal the coarse volume upsampled twice and cropped:
     the nested origins and contexts line up exactly. The intermediate patch reaches the deep supervision with its
     region, and the loss crops the area-averaged target there."""
@@ -332,7 +332,7 @@ def test_tiled_inference_lifts_per_tile_and_matches_the_whole_volume_with_one_ti
 
 
 def test_the_geometric_lift_mask_reaches_the_refiners_fusion():
-    """Issue 15: at a geometry whose detector misses some voxels, a voxel seen by one view only gets that view's
+    """At a geometry whose detector misses some voxels, a voxel seen by one view only gets that view's
     feature, not half of it (the mean over the views that see it)."""
     from x2ct.physics.geometry import ProjectionGeometry
 
@@ -353,8 +353,8 @@ def test_the_geometric_lift_mask_reaches_the_refiners_fusion():
 
 
 def test_patch_training_and_tiled_inference_never_lift_the_whole_grid():
-    """Issue 15: the memory of a patch-trained fine stage follows the patch. Every lift call in training returns
-    patch-sized features, and every call in tiled inference tile-sized ones (before: the whole n^3 grid, per view)."""
+    """The memory of a patch-trained fine stage follows the patch. Every lift call in training returns patch-sized
+    features, and every call in tiled inference tile-sized ones, never the whole n^3 grid per view."""
     model = MultiResCascade(**THREE_STAGES, train_patch_size=[12, 8], infer_patch_size=8)
     shapes: list[tuple[int, ...]] = []
     for refiner in model.refiners:

@@ -1,4 +1,4 @@
-"""Issue 15: every model that lifts with the true cone-beam geometry hands the lift's visibility mask to every view
+"""Every model that lifts with the true cone-beam geometry hands the lift's visibility mask to every view
 fusion, so a voxel that a view's detector does not see is not averaged (or mixed) as if that view saw zero."""
 
 from __future__ import annotations

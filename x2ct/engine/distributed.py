@@ -130,8 +130,8 @@ def _attempt_store() -> dist.Store | None:
     torchrun (``--max-restarts``) gives a restarted group the store of the attempt before, keys and all; gloo then
     reads the dead attempt's addresses and the new group fails to connect ("Connection refused"). Reproduced with
     torch 2.13 on 2 CPU ranks once the first attempt had used the store beyond ``init_process_group``; the same
-    symptom is reported for NCCL in pytorch issue 167288. Outside torchrun (no agent store): None, torch's
-    ``env://`` as usual.
+    symptom is reported for NCCL in https://github.com/pytorch/pytorch/issues/167288. Outside torchrun (no agent
+    store): None, torch's ``env://`` as usual.
     """
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != str(True):
         return None

@@ -1,12 +1,14 @@
 """What must happen before Hydra starts, so that every torchrun rank agrees on one run folder.
 
 Under torchrun every rank runs ``@hydra.main`` itself; a folder named by ``${now:...}`` then differs from rank to
-rank (hydra issue 2070, lightning-hydra-template issue 393). Here rank 0 picks the timestamp, the process group
+rank (https://github.com/facebookresearch/hydra/issues/2070,
+https://github.com/ashleve/lightning-hydra-template/issues/393). Here rank 0 picks the timestamp, the process group
 (needed for DDP anyway) broadcasts it, and the ``x2ct.run_stamp`` resolver reads it on every rank. Ranks other
 than 0 also tell Hydra not to write its own files and logs, so only rank 0 writes ``.hydra/`` and the log.
 
 The run folder itself comes from the ``x2ct.run_dir`` resolver: ``<output_dir>/runs/<run_name>``, or the folder of
-the run being resumed, so a resumed (or requeued) job lands where it left off (hydra issue 1822).
+the run being resumed, so a resumed (or requeued) job lands where it left off
+(https://github.com/facebookresearch/hydra/issues/1822).
 
 ``OutputFolderCheck``, a Hydra callback (``conf/hydra/default.yaml``, ``conf/prepare.yaml``), checks that folder before
 Hydra creates it and, for training, takes its lock (``x2ct.folder_lock``) before Hydra writes into it: a second
@@ -72,8 +74,8 @@ def prepare_launch(argv: list[str], environ: os._Environ | dict = os.environ) ->
     """Call before ``@hydra.main``; returns the argv Hydra should see.
 
     Single process: fixes the run stamp. Under torchrun (``WORLD_SIZE > 1``): refuses ``-m`` (a sweep must not
-    run inside torchrun; hydra issue 2231), initialises the process group, broadcasts rank 0's stamp, and keeps
-    Hydra's file output to rank 0.
+    run inside torchrun; https://github.com/facebookresearch/hydra/issues/2231), initialises the process group,
+    broadcasts rank 0's stamp, and keeps Hydra's file output to rank 0.
     """
     register_resolvers()
     world_size = int(environ.get("WORLD_SIZE", "1"))

@@ -3,7 +3,7 @@
 The reading side of the checkpoint format (``x2ct.engine.checkpoint``), for the layers above the engine:
 ``evaluate.py`` (``x2ct.evaluation``) and ``predict.py`` (``x2ct.inference``). The checkpoint is read with
 ``torch.load(weights_only=True)``; the model is whatever ``config["model"]["_target_"]`` names, built with the
-saved (data-derived) sizes, so no other file is needed (lift names older than issue 18 are renamed). EMA weights
+saved (data-derived) sizes, so no other file is needed (former lift names are renamed). EMA weights
 are used when the run kept them (training validated and chose ``best`` with them). ``finite_output`` refuses what
 a damaged checkpoint answers.
 """
@@ -86,7 +86,7 @@ def load_trained_model(path: str | os.PathLike, device: torch.device | str = "cp
     if not isinstance(model_cfg, dict) or "_target_" not in model_cfg:
         raise CheckpointError(f"checkpoint {path}: its config has no model._target_; cannot rebuild the model")
     try:
-        model = instantiate(with_current_lift_names(model_cfg))  # a model trained before issue 18 too
+        model = instantiate(with_current_lift_names(model_cfg))  # a config with former lift names too
     except InstantiationException as err:
         raise CheckpointError(f"checkpoint {path}: cannot build model {model_cfg['_target_']!r} from its saved "
                               f"config ({err}); was it written by another version of x2ct?") from err

@@ -6,7 +6,7 @@ Use::
     try:
         ...  # logger.log({"train/loss": 0.1}, step=step)
     except BaseException:
-        logger.finish(exit_code=1)  # a crashed run must not show as "finished" (wandb issue 4591)
+        logger.finish(exit_code=1)  # a crashed run must not show as "finished" (https://github.com/wandb/wandb/issues/4591)
         raise
     finally:
         logger.finish()  # always: else W&B hangs at the end of DDP runs or the next multirun job logs into it

@@ -59,8 +59,8 @@ class BaselineUNet(nn.Module):
         fusion: how views are fused at each level, ``"concat"`` (learned, per view) or ``"mean"``.
         encoder_blocks: residual blocks per level of the 2D encoder (cheap: 2D, and shared by the views).
         bottleneck_blocks: residual blocks on the deepest 3D grid, where the views first meet.
-        lift: ``"learned"``: copied along parallel rays at the skip levels and learned at the deepest (the design
-            of issue 3); ``"geometric"``: true cone-beam back-projection at every level (needs ``geometry`` and
+        lift: ``"learned"``: copied along parallel rays at the skip levels and learned at the deepest (the
+            default); ``"geometric"``: true cone-beam back-projection at every level (needs ``geometry`` and
             ``volume_fov_mm``, filled in by the trainer from the data set).
     """
 

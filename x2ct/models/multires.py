@@ -186,7 +186,8 @@ class MultiResCascade(nn.Module):
             stage's size) overlapping by ``infer_overlap`` (None: whole volume at once).
         norm: the normalisation of the refiners' 2D view branch (the coarse model's is in ``coarse_kwargs``).
         refiner_norm: the refiners' 3D normalisation (``Refiner.refine_norm``): ``"layer"`` (default) or ``"none"``
-            so that patches and tiles compute what the whole volume does; ``"instance"`` as before issue 15.
+            so that patches and tiles compute what the whole volume does; ``"instance"`` normalises over each
+            patch or tile, so they compute another function than the whole volume.
     """
 
     def __init__(self, num_views: int = 2, view_size: int = 128, volume_size: int = 128,

@@ -108,7 +108,7 @@ def test_mask_errors_name_the_expected_shape_and_concat_refuses_one():
 
 
 def test_masked_concat_fusion_mixes_each_views_mask_beside_its_channels():
-    """The geometric lift's mask reaches a concat fusion as one more channel per view (issue 15): the mix's
+    """The geometric lift's mask reaches a concat fusion as one more channel per view: the mix's
     weights on a view's mask channel are what changes where that view does not see the voxel."""
     fuse = ViewFusion(channels=3, num_views=2, mode="concat", norm="none", act="relu", masked=True)
     assert fuse.mix.conv.in_channels == 2 * (3 + 1)
@@ -125,8 +125,8 @@ def test_masked_concat_fusion_mixes_each_views_mask_beside_its_channels():
 @pytest.mark.parametrize("mode", ["mean", "max", "attention"])
 def test_voxels_no_view_sees_put_no_nan_into_gradients(mode):
     """Masked views may hold anything (here inf and NaN, as an fp16 overflow would leave), and a voxel may be seen
-    by no view at all (a softmax over only -inf is NaN): every parameter and input gradient must stay finite
-    (issue 15; the attention score's weight gradient was NaN, 0 * inf)."""
+    by no view at all (a softmax over only -inf is NaN): every parameter and input gradient must stay finite,
+    the attention score's weight gradient included (0 * inf would make it NaN)."""
     fuse = randomised_attention() if mode == "attention" else ViewFusion(channels=3, num_views=2, mode=mode)
     mask = (torch.rand(2, 3, 1, 4, 4, 4, generator=torch.Generator().manual_seed(0)) > 0.5).float()
     mask[:, :, :, 0] = 0.0  # no view sees the first slice

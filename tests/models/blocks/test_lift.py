@@ -153,7 +153,7 @@ def test_a_bfloat16_view_lift_matches_the_float32_lift_under_autocast():
 @pytest.mark.parametrize("mode", ["parallel", "geometric"])
 @pytest.mark.parametrize("angles", [(0.0, 90.0), (0.0, 33.0, 90.0, 181.0, 270.0)])
 def test_a_patch_lift_equals_the_whole_lift_cropped_without_building_the_whole_grid(mode, angles):
-    """Issue 15: the cascade lifts view features only at a training patch's (or inference tile's) voxels; each
+    """The cascade lifts view features only at a training patch's (or inference tile's) voxels; each
     sample has its own patch. The geometric lift's detector misses some voxels (mask 0 there, cropped alike)."""
     n, size = 12, (8, 9, 7)
     geometry = ProjectionGeometry(kind="cone", angles_deg=angles, detector_shape=(10, 10), pixel_spacing_mm=(8.0, 8.0),

@@ -5,9 +5,10 @@
 - ``parallel``: each view's features copied along parallel rays that span the volume (``lift.py``); no parameters;
 - ``learned``: a learned stack of features along each parallel ray (``ChannelsToDepth``, the X2CT-GAN lift).
 
-Before issue 18, ``model.lift`` said ``backproject`` for the parallel copy and ``channels_to_depth`` for the learned
-lift, while the group option ``lift=backproject`` chose the *geometric* lift. Old names are refused with the new
-one; a checkpoint's saved config keeps them, and ``with_current_lift_names`` renames them to rebuild its model.
+Former names: ``model.lift`` said ``backproject`` for the parallel copy and ``channels_to_depth`` for the learned
+lift, while the group option ``lift=backproject`` chose the *geometric* lift. A former name is refused naming its
+replacement; a checkpoint's saved config keeps them, and ``with_current_lift_names`` renames them to rebuild its
+model.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 LIFTS = ("geometric", "parallel", "learned")
 
-# model.lift values before issue 18 -> their names now
+# former model.lift values -> the names that replace them
 RENAMED_LIFTS = {"backproject": "parallel", "channels_to_depth": "learned"}
 
 # what the old group option (conf/lift/backproject.yaml) puts into model.lift, so that every path refuses it
@@ -48,8 +49,8 @@ def lift_settings(model_cfg: Mapping[str, Any], prefix: str = "model") -> Iterat
 
 
 def with_current_lift_names(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of a saved model config (a checkpoint's) with every old ``lift`` value renamed, nested ones too: a
-    model trained before issue 18 rebuilds as the same modules, so its weights load."""
+    """A copy of a saved model config (a checkpoint's) with every former ``lift`` value renamed, nested ones too:
+    a model saved with former names rebuilds as the same modules, so its weights load."""
     renamed = {}
     for key, value in model_cfg.items():
         if key == "lift" and isinstance(value, str):
