@@ -60,25 +60,30 @@ def table(record: dict) -> str:
             numbers = (["undefined", "-", "-"] if p["undefined"] else
                        [f"{p['rho']:.3f}", f"{p['p_value']:.3f}", f"{p['pearson_r']:.3f}"])
             lines.append(f"| {p['column_a']} vs {p['column_b']} | {p['n']} | " + " | ".join(numbers) + " |")
-    code = record.get("compared_by", {}).get("code", {})
-    commits = sorted({str((r.get("code") or {}).get("commit"))[:7] if (r.get("code") or {}).get("commit")
-                      else "not recorded (runs older than run_info's code record)" for r in record["runs"]})
-    lines += ["", f"Trained at: {', '.join(commits)}; compared at {str(code.get('commit'))[:7]} on "
-                  f"{record.get('compared_by', {}).get('machine', {}).get('cpu_model', '?')}."]
+    lines += ["", trained_at(record)]
     return "\n".join(lines)
 
 
-def paired_table(paired: dict | None) -> list[str]:
+def trained_at(record: dict) -> str:
+    """The commits the compared runs were trained at, and the commit and machine that compared them."""
+    code = record.get("compared_by", {}).get("code", {})
+    commits = sorted({str((r.get("code") or {}).get("commit"))[:7] if (r.get("code") or {}).get("commit")
+                      else "not recorded (runs older than run_info's code record)" for r in record["runs"]})
+    return (f"Trained at: {', '.join(commits)}; compared at {str(code.get('commit'))[:7]} on "
+            f"{record.get('compared_by', {}).get('machine', {}).get('cpu_model', '?')}.")
+
+
+def paired_table(paired: dict | None, columns: list[tuple[str, str, int]] = PAIRED_COLUMNS) -> list[str]:
     """Each setting's paired differences from the reference: mean +- std [95% interval] (per seed)."""
     if not paired or not paired.get("settings"):
         return []
     reference = " ".join(f"`{o}`" for o in paired["reference"])
     lines = ["", f"Paired by seed, each setting minus {reference}:", "",
-             "| setting | seeds | " + " | ".join(title for _, title, _ in PAIRED_COLUMNS) + " |",
-             "|---|---:|" + "---:|" * len(PAIRED_COLUMNS)]
+             "| setting | seeds | " + " | ".join(title for _, title, _ in columns) + " |",
+             "|---|---:|" + "---:|" * len(columns)]
     for s in paired["settings"]:
         cells = []
-        for key, _, d in PAIRED_COLUMNS:
+        for key, _, d in columns:
             stat, diffs, interval = s["stats"].get(key), s["diffs"].get(key), (s.get("intervals") or {}).get(key)
             if not stat or stat.get("mean") is None:
                 cells.append("-")
