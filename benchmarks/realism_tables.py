@@ -13,11 +13,9 @@ over the seeds with its 95% interval (Student's t, n - 1); then the file's paire
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
-from transfer_tables import cell, paired_table, trained_at  # benchmarks/transfer_tables.py
+from transfer_tables import cell, main, paired_table, trained_at  # benchmarks/transfer_tables.py
 
 from x2ct.evaluation.comparison.aggregate import Stat
 from x2ct.evaluation.comparison.paired import paired_interval
@@ -64,13 +62,5 @@ def table(record: dict) -> str:
     return "\n".join(lines)
 
 
-def main(paths: list[str]) -> int:
-    for path in paths:
-        print(f"<!-- {path} -->")
-        print(table(json.loads(Path(path).read_text())))
-        print()
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:], render=table))

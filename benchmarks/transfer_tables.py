@@ -96,10 +96,12 @@ def paired_table(paired: dict | None, columns: list[tuple[str, str, int]] = PAIR
     return lines
 
 
-def main(paths: list[str]) -> int:
+def main(paths: list[str], render=None) -> int:
+    """Print each comparison file's tables (``render``: record -> Markdown; this file's ``table`` by default),
+    each under a comment naming the file."""
     for path in paths:
         print(f"<!-- {path} -->")
-        print(table(json.loads(Path(path).read_text())))
+        print((render or table)(json.loads(Path(path).read_text())))
         print()
     return 0
 
