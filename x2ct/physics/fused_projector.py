@@ -1,5 +1,5 @@
-"""Joseph's method as two Triton kernels: the DRR projector's rays marched through the volume, one launch per
-ray group.
+"""Joseph's method as one Triton kernel compiled twice (forward and backward): the DRR projector's rays marched
+through the volume, one launch per ray group.
 
 ``render_drr(..., backend="triton")`` hands each ``RayGroup`` of its ``RayPlan`` to ``line_integrals``; the maths
 is the ``grid_sample`` path's (x2ct/physics/projector.py), the memory traffic is not:
@@ -10,7 +10,7 @@ is the ``grid_sample`` path's (x2ct/physics/projector.py), the memory traffic is
   path instead materialises a ``(P, R, 2)`` grid and ``(P, B, R)`` samples per chunk and copies the volume into
   plane order for every group; here nothing but the ``(B, R)`` result is written, and the volume is read in place
   through its strides.
-- backward (gradient with respect to the volume only): the same walk, scattering
+- backward (gradient with respect to the volume only): the same walk (the same kernel, ``BACKWARD=True``), scattering
   ``upstream * length_per_plane * weight`` into the four voxels with atomic adds. Atomics make the order of the
   additions, and so the last bits of the gradient, vary from run to run, and the backward honours
   ``torch.use_deterministic_algorithms`` as PyTorch's atomic backwards do. The deterministic fallback is the
@@ -21,11 +21,10 @@ is the ``grid_sample`` path's (x2ct/physics/projector.py), the memory traffic is
   path, which differentiates with respect to both.
 
 Accumulation is in the planes' dtype: float32 (``render_drr`` renders half-precision volumes in float32) or
-float64. Both kernels are one ``torch.library`` custom op each (``x2ct::joseph_line_integrals`` and its
-backward), so ``torch.compile`` sees one node per ray group; neither synchronises with the host, so a CUDA graph
-can capture them. ``TRITON_INTERPRET=1``, set before
-this module is first imported, runs the kernels on CPU tensors through Triton's interpreter (how the tests check
-them without a GPU); otherwise they need CUDA tensors.
+float64. The forward and the backward are one ``torch.library`` custom op each (``x2ct::joseph_line_integrals``
+and its backward), so ``torch.compile`` sees one node per ray group; neither synchronises with the host, so a CUDA
+graph can capture them. ``TRITON_INTERPRET=1``, set before this module is first imported, runs the kernel on CPU
+tensors through Triton's interpreter (how the tests check it without a GPU); otherwise it needs CUDA tensors.
 
 ``triton`` is an optional dependency: importing this module without it raises an ``ImportError`` that says how
 to install it.
@@ -48,14 +47,17 @@ except ImportError as error:  # pragma: no cover - exercised only where triton i
 
 # Rays per program: four 32-lane warps' worth; a starting point, not tuned on a GPU.
 RAYS_PER_PROGRAM = 128
-# The kernels index within one batch item with 32-bit offsets (the batch offset is 64-bit).
+# The kernel indexes within one batch item with 32-bit offsets (the batch offset is 64-bit).
 _MAX_OFFSET = 2**31 - 1
 
 
 @triton.jit
-def _plane_corners(base_col, base_row, slope_col, slope_row, plane_mm, n_rows, n_cols):
-    """Top-left voxel (row, col) and bilinear weights of the crossings of one plane, as ``grid_sample`` with
-    ``align_corners=False`` computes them."""
+def _plane_taps(plane, plane_mm, base_col, base_row, slope_col, slope_row, live, n_rows, n_cols, stride_row,
+                stride_col):
+    """The four voxels around the rays' crossings of one plane, as ``grid_sample`` with ``align_corners=False``
+    finds them: their addresses below ``plane`` (the plane's first element, of the volume or of its gradient) and
+    whether each lies inside the plane, top-left, top-right, bottom-left, bottom-right, then the bilinear weights
+    (w_row0, w_row1, w_col0, w_col1). The forward reads the four voxels, the backward adds to them."""
     col = ((base_col + plane_mm * slope_col + 1) * n_cols - 1) * 0.5
     row = ((base_row + plane_mm * slope_row + 1) * n_rows - 1) * 0.5
     # outside by more than a voxel every corner is zero anyway; the clamp keeps the int cast in range
@@ -65,87 +67,68 @@ def _plane_corners(base_col, base_row, slope_col, slope_row, plane_mm, n_rows, n
     row0f = tl.floor(row)
     w_col1 = col - col0f
     w_row1 = row - row0f
-    return row0f.to(tl.int32), col0f.to(tl.int32), 1 - w_row1, w_row1, 1 - w_col1, w_col1
+    row0 = row0f.to(tl.int32)
+    col0 = col0f.to(tl.int32)
+    row1 = row0 + 1
+    col1 = col0 + 1
+    in_row0 = live & (row0 >= 0) & (row0 < n_rows)
+    in_row1 = live & (row1 >= 0) & (row1 < n_rows)
+    in_col0 = (col0 >= 0) & (col0 < n_cols)
+    in_col1 = (col1 >= 0) & (col1 < n_cols)
+    top = plane + row0 * stride_row
+    bottom = plane + row1 * stride_row
+    return (top + col0 * stride_col, top + col1 * stride_col, bottom + col0 * stride_col, bottom + col1 * stride_col,
+            in_row0 & in_col0, in_row0 & in_col1, in_row1 & in_col0, in_row1 & in_col1,
+            1 - w_row1, w_row1, 1 - w_col1, w_col1)
 
 
 @triton.jit
-def _ray_lines(base_ptr, slope_ptr, rays, live):
-    """The (col, row) position of ``rays`` in the plane through the isocentre and its change per mm: (R, 2) each."""
+def _joseph_kernel(planes_ptr, rays_ptr, base_ptr, slope_ptr, length_ptr, plane_mm_ptr,
+                   n_rays, n_planes, n_rows, n_cols,
+                   stride_plane, stride_batch, stride_row, stride_col,
+                   BLOCK: tl.constexpr, BACKWARD: tl.constexpr):
+    """One program's block of rays of one batch item, walked plane by plane. ``BACKWARD`` (fixed when the kernel is
+    compiled) picks what the walk does: the forward reads ``(P, B, rows, cols)`` planes and writes each ray's sum
+    times its ``length_per_plane`` to the ``(B, R)`` ``rays_ptr``; the backward reads the upstream gradient from
+    ``rays_ptr`` and adds it, times the length and the bilinear weights, to the four voxels of every crossing
+    in ``planes_ptr`` (the gradient). One walk for both keeps the backward the exact adjoint of the forward."""
+    batch = tl.program_id(1).to(tl.int64)
+    rays = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = rays < n_rays
     base_col = tl.load(base_ptr + 2 * rays, mask=live, other=0.0)
     base_row = tl.load(base_ptr + 2 * rays + 1, mask=live, other=0.0)
     slope_col = tl.load(slope_ptr + 2 * rays, mask=live, other=0.0)
     slope_row = tl.load(slope_ptr + 2 * rays + 1, mask=live, other=0.0)
-    return base_col, base_row, slope_col, slope_row
-
-
-@triton.jit
-def _forward_kernel(planes_ptr, base_ptr, slope_ptr, length_ptr, plane_mm_ptr, out_ptr,
-                    n_rays, n_planes, n_rows, n_cols,
-                    stride_plane, stride_batch, stride_row, stride_col,
-                    BLOCK: tl.constexpr):
-    block = tl.program_id(0)
-    batch = tl.program_id(1)
-    rays = block * BLOCK + tl.arange(0, BLOCK)
-    live = rays < n_rays
-    base_col, base_row, slope_col, slope_row = _ray_lines(base_ptr, slope_ptr, rays, live)
-    volume = planes_ptr + batch.to(tl.int64) * stride_batch
-    acc = tl.zeros([BLOCK], dtype=out_ptr.dtype.element_ty)
-    for p in range(n_planes):
-        row0, col0, w_row0, w_row1, w_col0, w_col1 = _plane_corners(
-            base_col, base_row, slope_col, slope_row, tl.load(plane_mm_ptr + p), n_rows, n_cols)
-        row1 = row0 + 1
-        col1 = col0 + 1
-        in_row0 = live & (row0 >= 0) & (row0 < n_rows)
-        in_row1 = live & (row1 >= 0) & (row1 < n_rows)
-        in_col0 = (col0 >= 0) & (col0 < n_cols)
-        in_col1 = (col1 >= 0) & (col1 < n_cols)
-        plane = volume + p * stride_plane
-        top = plane + row0 * stride_row
-        bottom = plane + row1 * stride_row
-        v00 = tl.load(top + col0 * stride_col, mask=in_row0 & in_col0, other=0.0)
-        v01 = tl.load(top + col1 * stride_col, mask=in_row0 & in_col1, other=0.0)
-        v10 = tl.load(bottom + col0 * stride_col, mask=in_row1 & in_col0, other=0.0)
-        v11 = tl.load(bottom + col1 * stride_col, mask=in_row1 & in_col1, other=0.0)
-        acc += w_row0 * (w_col0 * v00 + w_col1 * v01) + w_row1 * (w_col0 * v10 + w_col1 * v11)
     length = tl.load(length_ptr + rays, mask=live, other=0.0)
-    tl.store(out_ptr + batch.to(tl.int64) * n_rays + rays, acc * length, mask=live)
-
-
-@triton.jit
-def _backward_kernel(grad_out_ptr, base_ptr, slope_ptr, length_ptr, plane_mm_ptr, grad_planes_ptr,
-                     n_rays, n_planes, n_rows, n_cols,
-                     stride_plane, stride_batch, stride_row, stride_col,
-                     BLOCK: tl.constexpr):
-    block = tl.program_id(0)
-    batch = tl.program_id(1)
-    rays = block * BLOCK + tl.arange(0, BLOCK)
-    live = rays < n_rays
-    base_col, base_row, slope_col, slope_row = _ray_lines(base_ptr, slope_ptr, rays, live)
-    upstream = tl.load(grad_out_ptr + batch.to(tl.int64) * n_rays + rays, mask=live, other=0.0)
-    upstream = upstream * tl.load(length_ptr + rays, mask=live, other=0.0)
-    grad = grad_planes_ptr + batch.to(tl.int64) * stride_batch
+    per_ray = rays_ptr + batch * n_rays + rays
+    volume = planes_ptr + batch * stride_batch
+    if BACKWARD:
+        upstream = tl.load(per_ray, mask=live, other=0.0) * length
+    else:
+        acc = tl.zeros([BLOCK], dtype=rays_ptr.dtype.element_ty)
     for p in range(n_planes):
-        row0, col0, w_row0, w_row1, w_col0, w_col1 = _plane_corners(
-            base_col, base_row, slope_col, slope_row, tl.load(plane_mm_ptr + p), n_rows, n_cols)
-        row1 = row0 + 1
-        col1 = col0 + 1
-        in_row0 = live & (row0 >= 0) & (row0 < n_rows)
-        in_row1 = live & (row1 >= 0) & (row1 < n_rows)
-        in_col0 = (col0 >= 0) & (col0 < n_cols)
-        in_col1 = (col1 >= 0) & (col1 < n_cols)
-        plane = grad + p * stride_plane
-        top = plane + row0 * stride_row
-        bottom = plane + row1 * stride_row
-        g_row0 = upstream * w_row0
-        g_row1 = upstream * w_row1
-        tl.atomic_add(top + col0 * stride_col, g_row0 * w_col0, mask=in_row0 & in_col0, sem="relaxed")
-        tl.atomic_add(top + col1 * stride_col, g_row0 * w_col1, mask=in_row0 & in_col1, sem="relaxed")
-        tl.atomic_add(bottom + col0 * stride_col, g_row1 * w_col0, mask=in_row1 & in_col0, sem="relaxed")
-        tl.atomic_add(bottom + col1 * stride_col, g_row1 * w_col1, mask=in_row1 & in_col1, sem="relaxed")
+        at00, at01, at10, at11, in00, in01, in10, in11, w_row0, w_row1, w_col0, w_col1 = _plane_taps(
+            volume + p * stride_plane, tl.load(plane_mm_ptr + p), base_col, base_row, slope_col, slope_row, live,
+            n_rows, n_cols, stride_row, stride_col)
+        if BACKWARD:
+            g_row0 = upstream * w_row0
+            g_row1 = upstream * w_row1
+            tl.atomic_add(at00, g_row0 * w_col0, mask=in00, sem="relaxed")
+            tl.atomic_add(at01, g_row0 * w_col1, mask=in01, sem="relaxed")
+            tl.atomic_add(at10, g_row1 * w_col0, mask=in10, sem="relaxed")
+            tl.atomic_add(at11, g_row1 * w_col1, mask=in11, sem="relaxed")
+        else:
+            v00 = tl.load(at00, mask=in00, other=0.0)
+            v01 = tl.load(at01, mask=in01, other=0.0)
+            v10 = tl.load(at10, mask=in10, other=0.0)
+            v11 = tl.load(at11, mask=in11, other=0.0)
+            acc += w_row0 * (w_col0 * v00 + w_col1 * v01) + w_row1 * (w_col0 * v10 + w_col1 * v11)
+    if not BACKWARD:
+        tl.store(per_ray, acc * length, mask=live)
 
 
-# whether the kernels were defined under TRITON_INTERPRET=1, and so run on CPU tensors
-INTERPRETED = isinstance(_forward_kernel, InterpretedFunction)
+# whether the kernel was defined under TRITON_INTERPRET=1, and so run on CPU tensors
+INTERPRETED = isinstance(_joseph_kernel, InterpretedFunction)
 
 
 def _alert_not_deterministic() -> None:
@@ -173,9 +156,9 @@ def _joseph_line_integrals(planes: Tensor, base: Tensor, slope: Tensor, length_p
     out = planes.new_empty(batch, n_rays)
     if n_rays == 0 or batch == 0:
         return out
-    _forward_kernel[_launch_grid(n_rays, batch)](
-        planes, base.contiguous(), slope.contiguous(), length_per_plane.contiguous(), plane_mm.contiguous(), out,
-        n_rays, n_planes, n_rows, n_cols, *planes.stride(), BLOCK=RAYS_PER_PROGRAM)
+    _joseph_kernel[_launch_grid(n_rays, batch)](
+        planes, out, base.contiguous(), slope.contiguous(), length_per_plane.contiguous(), plane_mm.contiguous(),
+        n_rays, n_planes, n_rows, n_cols, *planes.stride(), BLOCK=RAYS_PER_PROGRAM, BACKWARD=False)
     return out
 
 
@@ -194,10 +177,10 @@ def _joseph_line_integrals_backward(grad_out: Tensor, base: Tensor, slope: Tenso
     grad_planes = grad_out.new_zeros(n_planes, batch, rows, cols)
     if n_rays == 0 or batch == 0:
         return grad_planes
-    _backward_kernel[_launch_grid(n_rays, batch)](
-        grad_out.contiguous(), base.contiguous(), slope.contiguous(), length_per_plane.contiguous(),
-        plane_mm.contiguous(), grad_planes, n_rays, n_planes, rows, cols, *grad_planes.stride(),
-        BLOCK=RAYS_PER_PROGRAM)
+    _joseph_kernel[_launch_grid(n_rays, batch)](
+        grad_planes, grad_out.contiguous(), base.contiguous(), slope.contiguous(), length_per_plane.contiguous(),
+        plane_mm.contiguous(), n_rays, n_planes, rows, cols, *grad_planes.stride(), BLOCK=RAYS_PER_PROGRAM,
+        BACKWARD=True)
     return grad_planes
 
 

@@ -28,7 +28,8 @@ The modules, in the order a patient is built:
 - ``lungs``: the lungs carved by heart, aorta and spine; pulmonary vessel trees; nodules.
 - ``partial_volume``: the voxel grid, the edge ramp, painting HU over HU.
 - ``assembly``: ``generate_chest_phantom``: the parts composed, painted in order with their HU and ``LABELS``;
-  its painters (lungs, vessels, aorta, airways, bones, nodules) are shared with v2.
+  its ``Thorax`` (every part but the liver) and painters (lungs, vessels, aorta, airways, bones, nodules) are
+  shared with v2.
 - ``references``: published adult ranges (organ volumes, chest diameters, bone sizes, tissue HU), each with its
   source: what v2's ranges are set against and its tests check.
 

@@ -35,8 +35,9 @@ LABELS: dict[str, int] = {
 }
 
 
-class Chest:
-    """One patient's anatomy, part by part, built from the drawn parameters ``p`` in dependency order."""
+class Thorax:
+    """The parts every phantom version builds, from the drawn parameters ``p`` in dependency order: frame, heart,
+    aorta, airways, spine, sternum, ribs and lungs. The painters here take any ``Thorax``."""
 
     def __init__(self, p: SimpleNamespace, config: PhantomConfig) -> None:
         self.p, self.config = p, config
@@ -47,8 +48,15 @@ class Chest:
         self.spine = Spine(p, self.frame)
         self.sternum = Sternum(p, self.frame)
         self.ribs = Ribs(p, config, self.frame)
-        self.liver = Liver(p, self.frame)
         self.lungs = Lungs(p, self.frame, self.heart, self.aorta, self.spine)
+
+
+class Chest(Thorax):
+    """One v1 patient's anatomy: the thorax and the liver under the right hemidiaphragm."""
+
+    def __init__(self, p: SimpleNamespace, config: PhantomConfig) -> None:
+        super().__init__(p, config)
+        self.liver = Liver(p, self.frame)
 
 
 def generate_chest_phantom(
@@ -136,7 +144,7 @@ def _render(chest: Chest, grid: Grid, seed: int) -> tuple[np.ndarray, np.ndarray
     return hu, lab, nodules
 
 
-def paint_lungs(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray):
+def paint_lungs(chest: Thorax, grid: Grid, hu: np.ndarray, lab: np.ndarray):
     """Both lungs, carved by the heart, aorta and vertebral column.
 
     Returns (lung fraction (D, H, W), lung label mask (D, H, W), carved: name -> (slices, sdf in that box)); the
@@ -163,7 +171,7 @@ def paint_lungs(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray):
     return lung_frac, lung_in, carved
 
 
-def paint_aorta(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray, blood_hu: float) -> None:
+def paint_aorta(chest: Thorax, grid: Grid, hu: np.ndarray, lab: np.ndarray, blood_hu: float) -> None:
     """Ascending aorta, arch and descending aorta, filled with blood of ``blood_hu``."""
     p, w = chest.p, grid.edge_mm
     box = grid.box(*(chest.aorta.bounds + np.array([-w, w])))
@@ -174,7 +182,7 @@ def paint_aorta(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray, blood
         lab[sl][chest.aorta.sdf(bx, by, bz) < 0] = LABELS["aorta"]
 
 
-def paint_airways(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray) -> None:
+def paint_airways(chest: Thorax, grid: Grid, hu: np.ndarray, lab: np.ndarray) -> None:
     """Trachea and main bronchi: a soft-tissue wall around an air lumen."""
     p, w = chest.p, grid.edge_mm
     box = grid.box(*(chest.airways.bounds + np.array([-w, w])))
@@ -186,7 +194,7 @@ def paint_airways(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray) -> 
         lab[sl][wall < 0] = LABELS["airway"]
 
 
-def paint_bones(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray, carved: dict,
+def paint_bones(chest: Thorax, grid: Grid, hu: np.ndarray, lab: np.ndarray, carved: dict,
                 cage: np.ndarray) -> None:
     """Discs first, then each bone's cortex, then its marrow space; then ribs and costal cartilage."""
     p, w = chest.p, grid.edge_mm
@@ -204,7 +212,7 @@ def paint_bones(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray, carve
     draw_ribs(chest, grid, hu, lab, cage)
 
 
-def draw_vessels(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray, lung_frac: np.ndarray,
+def draw_vessels(chest: Thorax, grid: Grid, hu: np.ndarray, lab: np.ndarray, lung_frac: np.ndarray,
                  lung_in: np.ndarray, rng: np.random.Generator, blood_hu: float) -> None:
     """Pulmonary vessel trees: tapered tubes of ``blood_hu``, kept only inside the lungs."""
     w = grid.edge_mm
@@ -229,7 +237,7 @@ def draw_vessels(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray, lung
     lab[inside & lung_in] = LABELS["pulmonary_vessel"]
 
 
-def draw_ribs(chest: Chest, grid: Grid, hu: np.ndarray, lab: np.ndarray, cage: np.ndarray) -> None:
+def draw_ribs(chest: Thorax, grid: Grid, hu: np.ndarray, lab: np.ndarray, cage: np.ndarray) -> None:
     """Ribs and costal cartilage, evaluated only on voxels near the cage ellipse."""
     p, config, w = chest.p, chest.config, grid.edge_mm
     a, b = 0.5 * p.rib_thickness_mm, 0.5 * p.rib_height_mm

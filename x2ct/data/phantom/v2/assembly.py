@@ -15,6 +15,7 @@ import numpy as np
 from x2ct.data.ct_volume import CTVolume
 from x2ct.data.phantom.assembly import (
     LABELS,
+    Thorax,
     draw_nodule,
     draw_vessels,
     paint_airways,
@@ -22,12 +23,9 @@ from x2ct.data.phantom.assembly import (
     paint_bones,
     paint_lungs,
 )
-from x2ct.data.phantom.body import BodyFrame
 from x2ct.data.phantom.config import stream
-from x2ct.data.phantom.lungs import Lungs, place_nodules
-from x2ct.data.phantom.organs import Airways, Aorta, Heart
+from x2ct.data.phantom.lungs import place_nodules
 from x2ct.data.phantom.partial_volume import checked_seed_and_grid, paint, plate_render, ramp, tube_render
-from x2ct.data.phantom.skeleton import Ribs, Spine, Sternum
 from x2ct.data.phantom.v2.abdomen import Spleen, Stomach, WholeLiver
 from x2ct.data.phantom.v2.config import PhantomV2Config
 from x2ct.data.phantom.v2.contour import BodyContour
@@ -63,20 +61,13 @@ SOFT_TISSUE_LABELS = ("body", "fat", "breast", "arm", "heart", "liver", "spleen"
 _SKIN_MM = 3.0  # skin and fat over the breast tissue
 
 
-class ChestV2:
-    """One v2 patient's anatomy, v1's parts first, then the v2 parts that hang on them."""
+class ChestV2(Thorax):
+    """One v2 patient's anatomy: v1's thorax built on the effective anatomy, then the v2 parts that hang on it."""
 
     def __init__(self, patient: PatientV2, config: PhantomV2Config) -> None:
+        super().__init__(patient.p, config)
+        self.patient = patient
         p = patient.p
-        self.patient, self.p, self.config = patient, p, config
-        self.frame = BodyFrame(p)
-        self.heart = Heart(p, self.frame)
-        self.aorta = Aorta(p, self.frame, self.heart)
-        self.airways = Airways(p, self.frame, self.heart)
-        self.spine = Spine(p, self.frame)
-        self.sternum = Sternum(p, self.frame)
-        self.ribs = Ribs(p, config, self.frame)
-        self.lungs = Lungs(p, self.frame, self.heart, self.aorta, self.spine)
         self.arms = {side: Arm(side, patient.arm_pose, p, self.frame) for side in (+1, -1)}
         self.contour = BodyContour(p, self.frame, self.arms, patient.sex == "female",
                                    float(self.heart.centre[2]) + p.breast_z_above_heart_mm)

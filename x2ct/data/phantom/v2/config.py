@@ -106,25 +106,25 @@ class PhantomV2Config(PhantomConfig):
     arterial_blood_hu: Range = (250.0, 450.0)  # aorta, left heart, systemic arteries
     arterial_right_heart_hu: Range = (150.0, 300.0)  # right heart and pulmonary arteries in the arterial phase
     arterial_svc_hu: Range = (300.0, 700.0)  # inflowing undiluted contrast
-    venous_blood_hu: Range = (130.0, 190.0)
-    venous_myocardium_hu: Range = (80.0, 120.0)
+    venous_blood_hu: Range = (130.0, 190.0)  # portal venous phase: all blood, mixed
+    venous_myocardium_hu: Range = (80.0, 120.0)  # heart muscle, enhanced
     arterial_myocardium_hu: Range = (90.0, 140.0)
-    venous_liver_hu: Range = (95.0, 125.0)
-    arterial_liver_hu: Range = (60.0, 85.0)
-    spleen_hu: Range = (40.0, 55.0)
+    venous_liver_hu: Range = (95.0, 125.0)  # the liver's peak, fed by the portal vein
+    arterial_liver_hu: Range = (60.0, 85.0)  # barely enhanced yet (hepatic artery only)
+    spleen_hu: Range = (40.0, 55.0)  # unenhanced
     venous_spleen_hu: Range = (100.0, 130.0)
-    arterial_spleen_hu: Range = (100.0, 160.0)
+    arterial_spleen_hu: Range = (100.0, 160.0)  # early, heterogeneous enhancement
 
     # --- abdomen under the diaphragm
     liver_height_mm: Range = (150.0, 190.0)  # right lobe, dome to inferior tip
     liver_half_depth_fraction: Range = (0.85, 1.0)  # AP semi-axis / the cage's
     liver_left_extent_mm: Range = (40.0, 80.0)
-    spleen_half_length_mm: Range = (50.0, 65.0)
-    spleen_half_width_mm: Range = (32.0, 42.0)
-    spleen_half_thickness_mm: Range = (20.0, 28.0)
-    stomach_half_width_mm: Range = (35.0, 50.0)
-    stomach_half_depth_mm: Range = (30.0, 45.0)
-    stomach_half_height_mm: Range = (45.0, 65.0)
+    spleen_half_length_mm: Range = (50.0, 65.0)  # head-foot
+    spleen_half_width_mm: Range = (32.0, 42.0)  # front-back
+    spleen_half_thickness_mm: Range = (20.0, 28.0)  # left-right
+    stomach_half_width_mm: Range = (35.0, 50.0)  # left-right
+    stomach_half_depth_mm: Range = (30.0, 45.0)  # front-back
+    stomach_half_height_mm: Range = (45.0, 65.0)  # head-foot
     stomach_contents_hu: Range = (0.0, 30.0)
     stomach_gas_probability: float = 0.6
     stomach_gas_fraction: Range = (0.15, 0.5)  # depth of the anterior gas cap / stomach depth (supine)
