@@ -29,10 +29,14 @@ import argparse
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from x2ct.engine.checkpoint import CheckpointError
 from x2ct.folder_lock import FolderInUseError, hold_folder
 from x2ct.os_errors import check_writable_dir, exit_on_os_error
+
+if TYPE_CHECKING:
+    from x2ct.data.input_spec import InputSpec
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -99,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predict(args: argparse.Namespace, out: Path) -> int:
-    import torch
 
     from x2ct.data.radiograph_fit import FitOptions
+    from x2ct.engine.distributed import DistInfo
+    from x2ct.engine.precision import resolve_device
     from x2ct.engine.trained_model import load_trained_model
     from x2ct.inference import (
         input_spec,
@@ -112,15 +117,14 @@ def _predict(args: argparse.Namespace, out: Path) -> int:
         with_view_quantiles,
     )
 
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    device = "cpu" if device == "auto" else device
+    device = resolve_device(args.device, DistInfo(), key="--device")
     options = FitOptions(pixel_spacing_mm=args.pixel_spacing, magnification=args.magnification,
                          patient_orientation=args.patient_orientation, view_position=args.view_position,
                          align=args.align, intensity=args.intensity)
     try:
         trained = load_trained_model(args.checkpoint, device=device, weights=args.weights)
         spec = input_spec(trained)
-        paths = order_view_files(args.views, spec["views"])
+        paths = order_view_files(args.views, spec.views)
         spec, quantiles_from = with_view_quantiles(trained, spec)
         prepared = prepare_views(paths, spec, fit=args.fit, options=options, line_integrals=args.line_integrals)
         views = views_tensor(prepared)
@@ -139,7 +143,7 @@ def _predict(args: argparse.Namespace, out: Path) -> int:
         lock.release()
 
 
-def _write_outputs(args: argparse.Namespace, out: Path, trained, spec: dict, prepared, volume,
+def _write_outputs(args: argparse.Namespace, out: Path, trained, spec: InputSpec, prepared, volume,
                    quantiles_from: str) -> int:
     """The volume, the model's inputs, the figures and the report, each written atomically into ``out``."""
     import numpy as np
@@ -169,15 +173,15 @@ def _write_outputs(args: argparse.Namespace, out: Path, trained, spec: dict, pre
     return 0
 
 
-def _figures(out: Path, prepared, volume, spec: dict, trained) -> dict[str, str]:
+def _figures(out: Path, prepared, volume, spec: InputSpec, trained) -> dict[str, str]:
     """prediction.png (the model's inputs and the volume's slices) and input.png (each file beside its input)."""
     import numpy as np
 
     from x2ct.evaluation.figures import build_comparison_figure, save_figure
     from x2ct.inference import build_input_figure, save_input_figure, view_range
 
-    figure = build_comparison_figure(np.stack([p.image for p in prepared]), spec["views"], volume.hu,
-                                     spacing_mm=volume.spacing, hu_window=tuple(spec["hu_window"]),
+    figure = build_comparison_figure(np.stack([p.image for p in prepared]), spec.views, volume.hu,
+                                     spacing_mm=volume.spacing, hu_window=tuple(spec.hu_window),
                                      title=f"from {', '.join(p.path.name for p in prepared)} "
                                            f"({trained.run_dir.name}/{trained.path.name})")
     return {"figure": str(save_figure(out / "prediction.png", figure)),

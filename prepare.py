@@ -15,6 +15,19 @@ from x2ct.data.verify import verify_dataset
 from x2ct.folder_lock import FolderInUseError
 from x2ct.os_errors import check_writable_dir, exit_on_os_error
 
+# a name typed here that means something else in this project: the override it stands for
+OTHER_MEANINGS = {"views": ("view_set", "the view set a data set stores is the group view_set (conf/view_set); views "
+                                        "is the training key data.views, which picks views from a data set")}
+
+
+def refuse_other_meanings(argv: list[str]) -> None:
+    """Refuse an override whose key is one of ``OTHER_MEANINGS``, naming the key meant (exit 2)."""
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key in OTHER_MEANINGS:
+            meant, why = OTHER_MEANINGS[key]
+            refuse(ValueError(f"{arg}: {why}; write {meant}={value}"))
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="prepare")
 def main(cfg: DictConfig) -> None:
@@ -49,4 +62,5 @@ def refuse(err: Exception) -> NoReturn:
 
 
 if __name__ == "__main__":
+    refuse_other_meanings(sys.argv[1:])
     main()

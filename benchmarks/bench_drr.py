@@ -36,7 +36,7 @@ compared with x2ct's (grid_sample, cached plan); a gradient is checked against t
 <grad, volume> = <g, image>, which every one of these linear projectors must satisfy.
 
 Writes ``drr_<device>.json`` and ``drr_<device>.md`` (``drr_<device>_quick.*`` for ``--quick``) under ``--out``,
-with the commit and machine they were measured on.
+with the provenance record of ``x2ct.provenance`` (commit, machine, threads, ``X2CT_SHARED_MACHINE``).
 """
 
 from __future__ import annotations
@@ -621,12 +621,11 @@ def _run_in_subprocess(spec: dict, timeout_s: float) -> dict:
     return {"status": "error", "note": f"exit {proc.returncode}: {tail}", **extra}
 
 
-def machine_info(device: str) -> dict:
-    """``provenance.machine()`` plus what the timings depend on here: torch's threads and the device timed."""
+def device_info(device: str) -> dict:
+    """The device timed, beside the provenance record (``x2ct.provenance.record``): its name and the host's RAM."""
     import torch
 
-    info = {**provenance.machine(), "torch_threads": torch.get_num_threads(), "device": device,
-            "device_name": torch.cuda.get_device_name(0) if device == "cuda" else provenance.cpu_model()}
+    info = {"device_name": torch.cuda.get_device_name(0) if device == "cuda" else provenance.cpu_model()}
     try:
         info["memory_total_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):
@@ -696,8 +695,8 @@ def run_device(device: str, args: argparse.Namespace, workdir: Path) -> dict:
         compare_runs(runs, image_dir, case.side)
         rows.append(case_row(case, vol, runs))
     return {"benchmark": "render_drr", "device": device, "created": dt.datetime.now().isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "code": provenance.code_version(),
-            "machine": machine_info(device), "setup": setup_dict(args, device, triton), "cases": rows}
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), **provenance.record(),
+            **device_info(device), "setup": setup_dict(args, device, triton), "cases": rows}
 
 
 def find_run(runs: list[dict], engine: str, plan: str, mode: str) -> dict | None:
@@ -818,13 +817,11 @@ def _check_cell(run: dict) -> str:
 
 def markdown(report: dict) -> str:
     m, s, t = report["machine"], report["setup"], report["setup"]["timing"]
-    g, code, triton = s["geometry"], report["code"], s["triton_backend"]
-    commit = f"{code['commit'][:10]}{' (dirty)' if code['dirty'] else ''}" if code.get("commit") else "unknown"
+    g, triton = s["geometry"], s["triton_backend"]
     peers = ", ".join(f"{PEER_TITLES.get(n, n)} {v}" for n, v in s["peers"].items()) or "none"
     missing = "; ".join(f"{n} not installed ({hint})" for n, hint in s["peers_missing"].items())
     lines = [f"# render_drr benchmark ({report['device']})", "",
-             f"- machine: {m['device_name']}, {m['cpu_count']} CPUs, torch {m['torch']} ({m['torch_threads']} "
-             f"threads), Python {m['python']}; commit {commit}",
+             f"- device: {report['device_name']}; {provenance.describe(report)}; Python {m['python']}",
              f"- command: `{report['command']}` ({report['created']})",
              f"- volume: {s['volume_source']} (each case's below), HU -> mu with mu_water {s['mu_water_per_mm']} /mm;"
              f" batch: {s['batch']}",

@@ -53,10 +53,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without installing x2ct
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench_models import machine_info  # noqa: E402  (benchmarks/bench_models.py)
 from peak_memory import peak_bytes, proc_status_kb, reset_peak, rss_bytes, trim_heap  # noqa: E402  (benchmarks/peak_memory.py)
 from process_group import run_in_own_group  # noqa: E402  (benchmarks/process_group.py)
 
+from x2ct import provenance  # noqa: E402
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
 
 GB = 2**30  # "GB" in this benchmark: 2^30 bytes, as GPU memory sizes are counted
@@ -164,12 +164,10 @@ def fill_from_protocol(cfg, protocol) -> dict:
               else [180.0 * k / data.num_views for k in range(data.num_views)])  # evenly_spread_views' angles
     view_size = int((protocol.view_size or geometry.detector_shape)[-1])
     volume_size = int(protocol.preprocess.size[-1])
-    input_spec = {"geometry": geometry.with_angles(angles).to_dict(),
-                  "ct_fov_mm": [float(v) for v in protocol.preprocess.fov_mm]}
     with open_dict(cfg):
         cfg.model.num_views, cfg.model.view_size, cfg.model.volume_size = len(angles), view_size, volume_size
         cfg.model.view_angles_deg = angles
-        fill_geometry(cfg.model, input_spec)
+        fill_geometry(cfg.model, geometry.with_angles(angles), protocol.preprocess.fov_mm)
         match_deep_supervision(cfg.model, float(cfg.loss.weights.get("deep_supervision", 0.0)))
     return {"views": len(angles), "view_size": view_size, "volume_size": volume_size, "angles_deg": angles}
 
@@ -443,11 +441,9 @@ def table_row(row: dict) -> str:
 
 
 def markdown(report: dict) -> str:
-    machine = report["machine"]
     lines = [f"## Peak memory of one training step, CPU, {report['date']}", "",
-             f"- `{report['command']}`; torch {machine['torch']}, {machine['cpu_count']} CPUs, "
-             f"{report['threads']} thread(s) per case; cap {report['max_gb']:g} GB of address space, "
-             f"{report['timeout']:.0f} s per case",
+             f"- `{report['command']}`; {provenance.describe(report)} (threads: each case's)",
+             f"- each case capped at {report['max_gb']:g} GB of address space and {report['timeout']:.0f} s",
              "- each case in a fresh process: the recipe's model, loss and AdamW (fused) as the trainer builds them, "
              "the trainer's `TrainStep` (forward, loss, backward, clipping, AdamW, schedule) on a synthetic batch of "
              "1 (random views and target in [0, 1]), **float32 on the CPU**; "
@@ -522,8 +518,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench_memory] {case.name}: {rows[-1]['status']} {rows[-1].get('note', '')}".rstrip(), flush=True)
     add_comparisons(rows)
     report = {"command": " ".join(["python benchmarks/bench_memory.py", *(argv if argv is not None else sys.argv[1:])]),
-              "date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine_info("cpu"),
-              "precision": "fp32", "device": "cpu", "batch": 1, "steps": args.steps, "threads": args.threads,
+              "date": dt.datetime.now().isoformat(timespec="seconds"), **provenance.record(threads=args.threads),
+              "precision": "fp32", "device": "cpu", "batch": 1, "steps": args.steps,
               "max_gb": args.max_gb, "timeout": args.timeout, "perceptual": args.perceptual,
               "perceptual_note": perceptual_note(args.perceptual), "gpu_sizes_gb": list(GPU_SIZES_GB), "rows": rows}
     text = markdown(report)

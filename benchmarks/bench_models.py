@@ -16,7 +16,8 @@ process's peak resident set size (Linux ``VmHWM``, reset just before the warm-up
 so it counts activations, gradients and optimiser state but not the model's weights.
 
 The model sees random views and its output is reduced to a mean: the numbers measure the network, not data
-loading or a loss. Writes ``models_<device>.json`` and ``models_<device>.md`` under ``--out``.
+loading or a loss. Writes ``models_<device>.json`` and ``models_<device>.md`` under ``--out``, with the provenance
+record of ``x2ct.provenance`` (commit, machine, threads: the cases inherit torch's default, ``X2CT_SHARED_MACHINE``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without in
 
 from peak_memory import PeakMemory  # noqa: E402  (benchmarks/peak_memory.py)
 
+from x2ct import provenance  # noqa: E402
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
 
 MODELS = ("baseline_unet", "hybrid_vit", "multires")
@@ -90,7 +90,7 @@ def run_case(spec: dict) -> dict:
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = model(views)
-        outputs = [out["volume"], *out.get("deep_supervision", [])] if isinstance(out, dict) else [out]
+        outputs = [out.volume, *out.deep_supervision]
         sum(o.float().mean() for o in outputs).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -116,7 +116,7 @@ def run_case(spec: dict) -> dict:
         single = views[:1]
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = model(single)
-        outputs = [out["volume"], *out.get("deep_supervision", [])] if isinstance(out, dict) else [out]
+        outputs = [out.volume, *out.deep_supervision]
         sum(o.float().mean() for o in outputs).backward()
     model.zero_grad(set_to_none=True)
 
@@ -162,18 +162,8 @@ def run_device(device: str, args: argparse.Namespace) -> dict:
                        "checkpointing": checkpointing, **result}
                 print(_line(row), flush=True)
                 rows.append(row)
-    return {"device": device, "setup": setup, "rows": rows, "machine": machine_info(device),
+    return {"device": device, "setup": setup, "rows": rows, **provenance.record(),
             "date": dt.datetime.now().isoformat(timespec="seconds")}
-
-
-def machine_info(device: str) -> dict:
-    import torch
-
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "platform": platform.platform()}
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def _line(row: dict) -> str:
@@ -187,8 +177,7 @@ def _line(row: dict) -> str:
 
 def markdown(report: dict) -> str:
     setup = report["setup"]
-    lines = [f"## Models on {report['device']} ({report['machine'].get('gpu', 'CPU')}, "
-             f"{report['machine']['cpu_count']} cores), {report['date']}", "",
+    lines = [f"## Models on {report['device']}, {report['date']}", "", f"{provenance.describe(report)}", "",
              f"base_channels {setup['base_channels']}, batch {setup['batch']}, {setup['precision']}, two views; "
              "training step = forward + backward + AdamW", "",
              "| model | volume | views | checkpointing | parameters | GFLOP / sample (fwd+bwd) | samples/s | "

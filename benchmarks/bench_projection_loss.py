@@ -11,7 +11,7 @@ L1 + deep supervision, backward, AdamW step) without and with the projection ter
 prediction at the input angles and the input views; rendered by the project's differentiable cone-beam projector),
 and the loss alone (forward + backward on a random volume). Reports the median seconds of each and the ratio
 step-with / step-without: the peer is the same step in the same process. Writes ``projection_loss_<device>.json``
-and ``.md`` under ``--out``.
+and ``.md`` under ``--out``, with the provenance record of ``x2ct.provenance`` (``X2CT_SHARED_MACHINE``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without installing x2ct
     sys.path.insert(0, str(REPO_ROOT))
 
+from x2ct import provenance  # noqa: E402
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
 
 DEVICE_SETUPS = {
@@ -70,6 +70,7 @@ def median_seconds(fn, device, steps: int) -> float:
 def run_case(device_name: str, volume: int, num_views: int, setup: dict, steps: int) -> dict:
     import torch
 
+    from x2ct.data.input_spec import InputSpec
     from x2ct.losses import ReconstructionLoss
     from x2ct.models import HybridViT
 
@@ -89,7 +90,7 @@ def run_case(device_name: str, volume: int, num_views: int, setup: dict, steps: 
     target = torch.rand(setup["batch"], 1, volume, volume, volume, device=device)
     plain = ReconstructionLoss({"l1": 1.0, "deep_supervision": 0.2}).to(device)
     with_projection = ReconstructionLoss({"l1": 1.0, "deep_supervision": 0.2, "projection": 0.1},
-                                         input_spec=spec).to(device)
+                                         input_spec=InputSpec.from_dict(spec)).to(device)
 
     def step(criterion) -> None:
         out = model(views, angle_batch)
@@ -114,8 +115,7 @@ def run_case(device_name: str, volume: int, num_views: int, setup: dict, steps: 
 
 def markdown(report: dict) -> str:
     lines = [f"# Projection-consistency loss cost ({report['device']})", "",
-             f"{report['generated']}, {report['machine']}, torch {report['torch']}, "
-             f"{report['threads']} CPU threads.", "",
+             f"{report['generated']}; {provenance.describe(report)}.", "",
              "| volume | views (size) | batch | step s | step + projection s | ratio | loss alone s |",
              "|---|---|---|---|---|---|---|"]
     for r in report["cases"]:
@@ -146,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{case['step_with_projection_s']:.3f} s (x{case['ratio']:.2f}), loss alone "
                   f"{case['projection_loss_s']:.3f} s", flush=True)
     report = {"generated": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "device": device,
-              "machine": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
-              "torch": torch.__version__, "threads": torch.get_num_threads(), "cases": cases}
+              **provenance.record(), "cases": cases}
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out / f"projection_loss_{device}.json", report)
     write_text_atomic(args.out / f"projection_loss_{device}.md", markdown(report))

@@ -11,7 +11,8 @@ own CPU core (``taskset``) with one thread, so the machine's load is shared equa
 Measured: ``samples_per_s`` as the trainer logs it (samples of all ranks / wall time of the logging window), over
 the last epoch (the first one warms up caches and allocators). Default recipe: milestone 1 (hybrid CNN-ViT, the
 six-part loss with perceptual ``weights=random``) at width 8 on 64^3 volumes from two 128^2 views (the procedural
-phantoms), batch 2, fp32, EMA 0.999. Writes ``train_step_cpu.{json,md}`` under ``--out``.
+phantoms), batch 2, fp32, EMA 0.999. Writes ``train_step_cpu.{json,md}`` under ``--out``, with the provenance
+record of ``x2ct.provenance`` (``code``: this checkout's; each row names the commit it timed).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without installing x2ct
     sys.path.insert(0, str(REPO_ROOT))
 
+from x2ct import provenance  # noqa: E402
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
 
 RECIPE = ["experiment=milestone1", "data=phantoms", "model.base_channels=8", "data.batch_size=2",
@@ -78,7 +79,7 @@ def markdown(report: dict) -> str:
     base = report["rows"][0]["samples_per_s"]
     lines = [f"## Trainer throughput on the CPU, {report['date']}", "",
              f"{' '.join(report['recipe'])}; {report['steps']} steps per epoch, rate of the last epoch; each "
-             f"checkout on its own core with one thread, all at once ({report['machine']['cpu_count']} cores)", "",
+             f"checkout on its own core with one thread, all at once; {provenance.describe(report)}", "",
              "| checkout | commit | samples/s | ratio to the first |", "|---|---|---|---|"]
     for row in report["rows"]:
         lines.append(f"| {row['name']} | {row['commit']} | {row['samples_per_s']:.3f} | "
@@ -102,9 +103,7 @@ def main() -> None:
     prepare_data(args.data.resolve())
     rows = run_all(repos, names, args.data.resolve(), work, args.steps, args.overrides)
     report = {"recipe": RECIPE + args.overrides, "steps": args.steps, "rows": rows,
-              "date": dt.datetime.now().isoformat(timespec="seconds"),
-              "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
-                          "platform": platform.platform()}}
+              "date": dt.datetime.now().isoformat(timespec="seconds"), **provenance.record(threads=1)}
     write_json_atomic(args.out / "train_step_cpu.json", report)
     write_text_atomic(args.out / "train_step_cpu.md", markdown(report))
     print(markdown(report))

@@ -35,7 +35,7 @@ h. ``ddp``: with 2+ GPUs, ``torchrun --nproc_per_node=2 train.py experiment=mile
 What is measured and what is not:
 
 - The training parts build the recipe as ``x2ct.engine.trainer.build_run`` does, with the engine's builders
-  (``build_model``, ``ReconstructionLoss(input_spec=..., scanned_only=...)``, ``build_optimizer``,
+  (``build_model``, ``build_criterion``, ``build_optimizer``,
   ``build_scheduler``, ``make_scaler``, ``wrap_for_training``, ``build_ema``) and time ``TrainStep``, the step
   the trainer runs: forward under the recipe's autocast, the loss in float32, backward, clipping, the optimizer
   (AdamW, fused where the device has the kernel) with its on-device skip of non-finite steps, the schedule, the
@@ -84,10 +84,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without installing x2ct
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench_models import machine_info  # noqa: E402  (benchmarks/bench_models.py)
 from peak_memory import PeakMemory  # noqa: E402  (benchmarks/peak_memory.py)
 from process_group import run_in_own_group  # noqa: E402  (benchmarks/process_group.py)
 
+from x2ct import provenance  # noqa: E402
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
 
 PARTS = ("gpu_tests", "milestone1", "milestone1_batches", "profile", "cascade_128", "c2rv_256", "drr",
@@ -263,7 +263,7 @@ def training_spec(part: str, device: str, tiny: bool, steps: int | None = None, 
     with open_dict(cfg):  # as fill_model_config records them from a data set
         cfg.model.num_views, cfg.model.view_size, cfg.model.volume_size = len(angles), view_size, volume_size
         cfg.model.view_angles_deg = angles
-        fill_geometry(cfg.model, input_spec)
+        fill_geometry(cfg.model, geometry.with_angles(angles), protocol.preprocess.fov_mm)
         match_deep_supervision(cfg.model, float(cfg.loss.weights.get("deep_supervision", 0.0)))
     counts = TINY_STEPS if tiny else recipe
     return {
@@ -322,19 +322,11 @@ def build_training(spec: dict) -> TrainingSetup:
     import torch
     from omegaconf import OmegaConf
 
-    from x2ct.engine.build import (
-        build_ema,
-        build_model,
-        build_optimizer,
-        build_scheduler,
-        check_view_dropout_minimum,
-        wrap_for_training,
-    )
+    from x2ct.engine import build
     from x2ct.engine.distributed import DistInfo
     from x2ct.engine.precision import make_scaler, resolve_device, resolve_precision
     from x2ct.engine.seeding import seed_everything, set_deterministic
     from x2ct.engine.step import TrainStep
-    from x2ct.losses import ReconstructionLoss
 
     cfg = OmegaConf.create(spec["config"])
     dist = DistInfo()
@@ -345,20 +337,19 @@ def build_training(spec: dict) -> TrainingSetup:
         torch.backends.cudnn.benchmark = not cfg.trainer.deterministic
     seed_everything(cfg.seed)
     n = spec["volume_size"]
-    model = build_model(cfg, device, torch.full((1, n, n, n), 0.5))  # a template model starts from this "mean CT"
-    check_view_dropout_minimum(cfg.data, model)
-    components = cfg.loss.get("components")
-    criterion = ReconstructionLoss(dict(cfg.loss.weights),
-                                   OmegaConf.to_container(components, resolve=True) if components else None,
-                                   input_spec=spec["input_spec"], scanned_only=cfg.loss.scanned_only).to(device)
-    optimizer = build_optimizer(cfg.optimizer, model, device)
-    scheduler = build_scheduler(cfg, optimizer, SCHEDULE_STEPS, dist)
+    model = build.build_model(cfg, device, torch.full((1, n, n, n), 0.5))  # a template model starts from this "mean CT"
+    build.check_view_dropout_minimum(cfg.data, model)
+    # no recipe measured here weighs a term that compares with the views (projection, which needs the full input
+    # spec); one that did would say so at its first step
+    criterion = build.build_criterion(cfg.loss, None, device)
+    optimizer = build.build_optimizer(cfg.optimizer, model, device)
+    scheduler = build.build_scheduler(cfg, optimizer, SCHEDULE_STEPS, dist)
     scaler = make_scaler(precision, device)
     seed_everything(cfg.seed, rank=dist.rank)
     trainer = cfg.trainer
     compile_loss, compile_mode = bool(trainer.get("compile_loss", False)), trainer.get("compile_mode")
     # with compile_loss the model is compiled inside the one graph of model and loss, not on its own
-    train_model = wrap_for_training(model, dist, device, trainer.compile and not compile_loss,
+    train_model = build.wrap_for_training(model, dist, device, trainer.compile and not compile_loss,
                                     trainer.compile_backend, compile_mode)
     forward_and_loss = None
     if compile_loss:
@@ -366,7 +357,7 @@ def build_training(spec: dict) -> TrainingSetup:
 
         forward_and_loss = compile_forward_and_loss(train_model, criterion, device, precision,
                                                     trainer.compile_backend, compile_mode)
-    ema = build_ema(model, trainer.ema_decay)
+    ema = build.build_ema(model, trainer.ema_decay)
     step = TrainStep(model, train_model, criterion, optimizer, scheduler, scaler, ema, device, precision,
                      trainer.grad_clip_norm, dist.world_size, forward_and_loss=forward_and_loss)
     flop_step = step if train_model is model and forward_and_loss is None else TrainStep(
@@ -943,12 +934,11 @@ def _rate_range(part: dict) -> str:
 
 
 def markdown(report: dict) -> str:
-    code = report.get("code") or {}
     lines = [f"# GPU check: {report['device_name']} ({report['created']})", "",
              f"- command: `{report['command']}`",
-             f"- code: commit {code.get('commit') or 'unknown'}{' (uncommitted changes)' if code.get('dirty') else ''}",
-             f"- torch {report['machine']['torch']}, CUDA {report['cuda']}, {report['gpu_count']} GPU(s), "
-             f"{report['machine']['cpu_count']} CPUs; {'tiny (rehearsal) sizes' if report['tiny'] else 'real sizes'}"
+             f"- {provenance.describe(report)}",
+             f"- CUDA {report['cuda']}, {report['gpu_count']} GPU(s); "
+             f"{'tiny (rehearsal) sizes' if report['tiny'] else 'real sizes'}"
              f"; wall time {report['wall_s']:.0f} s of a {report['budget_s']:.0f} s budget",
              "- training parts: the trainer's `TrainStep` built with the engine's builders (the recipe's precision, "
              "loss on scanned voxels, clipping, optimizer, schedule and EMA); random views and targets in [0, 1] on "
@@ -1130,8 +1120,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    from x2ct.provenance import code_version
-
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_check: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
         return 2
@@ -1153,8 +1141,8 @@ def main(argv: list[str] | None = None) -> int:
                        else {"status": "skipped", "note": "skipped: not in --parts"})
     report = {"device": device, "device_name": device_name, "gpu": name, "tiny": args.tiny,
               "command": shlex.join(["scripts/gpu_check.sh", *(argv if argv is not None else sys.argv[1:])]),
-              "created": dt.datetime.now().isoformat(timespec="seconds"), "code": code_version(),
-              "machine": machine_info(device), "cuda": torch.version.cuda, "gpu_count": ctx["gpu_count"],
+              "created": dt.datetime.now().isoformat(timespec="seconds"), **provenance.record(),
+              "cuda": torch.version.cuda, "gpu_count": ctx["gpu_count"],
               "budget_s": args.budget_s, "overrides": ctx["overrides"], "wall_s": time.perf_counter() - started,
               "parts": parts, "goals": goals(parts, judged=device == "cuda" and not args.tiny)}
     report["ok"] = not any(p["status"] in ("failed", "timeout") for p in parts.values())

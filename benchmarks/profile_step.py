@@ -31,7 +31,7 @@ range that ends after ``torch.cuda.synchronize``.
   which compiled code does not run: profile the uncompiled step (the default) to see them.
 
 Writes ``profile_step_<gpu>[_tiny].{json,md}`` under ``--out`` (``<gpu>``: a slug of the GPU's name, ``cpu`` on the
-CPU), with the code's commit and the machine (``x2ct.provenance``).
+CPU), with the provenance record of ``x2ct.provenance`` (commit, machine, threads, ``X2CT_SHARED_MACHINE``).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ from gpu_check import (  # noqa: E402  (benchmarks/gpu_check.py)
     training_spec,
 )
 
+from x2ct import provenance  # noqa: E402
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
 
 STEP_RANGE = "x2ct.train_step"
@@ -316,13 +317,10 @@ def report_stem(device_name: str, tiny: bool) -> str:
 
 
 def markdown(report: dict) -> str:
-    code, machine = report["code"], report["machine"]
     runs = [run for run in report["runs"] if run["status"] == "ok"]
     lines = [f"# Training-step profile: {report['device_name']} ({report['created']})", "",
              f"- command: `{report['command']}`",
-             f"- code: commit {code.get('commit') or 'unknown'}{' (uncommitted changes)' if code.get('dirty') else ''}"
-             f"; {machine['cpu_model']}, {machine['cpu_count']} CPUs, torch {machine['torch']}"
-             + (f", {machine['gpu']}" if machine.get("gpu") else ""),
+             f"- {provenance.describe(report)}",
              f"- `{report['experiment']}` ({'tiny sizes' if report['tiny'] else 'real sizes'}): "
              f"{report['volume_size']}^3, {report['views']} x {report['view_size']}^2 views, {report['precision']}; "
              f"the trainer's `TrainStep` on random data; one step profiled after {report['warmup_steps']} warm-up "
@@ -388,8 +386,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from x2ct.provenance import code_version, machine
-
     if args.device == "cuda" and not torch.cuda.is_available():
         print("profile_step: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
         return 2
@@ -413,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(run)
     report = {"created": dt.datetime.now().isoformat(timespec="seconds"),
               "command": shlex.join(["benchmarks/profile_step.py", *(argv if argv is not None else sys.argv[1:])]),
-              "code": code_version(), "machine": machine(), "device": device, "device_name": device_name,
+              **provenance.record(), "device": device, "device_name": device_name,
               "experiment": args.experiment, "tiny": args.tiny, "overrides": list(args.override),
               "volume_size": spec["volume_size"], "views": spec["views"], "view_size": spec["view_size"],
               "precision": setup.precision.name, "warmup_steps": warmup, "timed_steps": timed, "runs": runs,

@@ -66,11 +66,11 @@ def table(record: dict) -> str:
 
 def trained_at(record: dict) -> str:
     """The commits the compared runs were trained at, and the commit and machine that compared them."""
-    code = record.get("compared_by", {}).get("code", {})
+    code = record.get("code") or {}
     commits = sorted({str((r.get("code") or {}).get("commit"))[:7] if (r.get("code") or {}).get("commit")
                       else "not recorded (runs older than run_info's code record)" for r in record["runs"]})
     return (f"Trained at: {', '.join(commits)}; compared at {str(code.get('commit'))[:7]} on "
-            f"{record.get('compared_by', {}).get('machine', {}).get('cpu_model', '?')}.")
+            f"{(record.get('machine') or {}).get('cpu_model') or '?'}.")
 
 
 def paired_table(paired: dict | None, columns: list[tuple[str, str, int]] = PAIRED_COLUMNS) -> list[str]:

@@ -6,6 +6,7 @@ provenance the report carries. Timings are never asserted."""
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from x2ct.provenance import SHARED_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINE = "x2ct-grid_sample"
@@ -32,7 +35,12 @@ def bench(request):
 def full_run(bench, tmp_path_factory):
     """The default (full) protocol on one tiny case at batch 2, x2ct only; returns (report, markdown)."""
     out = tmp_path_factory.mktemp("drr")
-    assert bench.main(["--device", "cpu", "--cases", "8x16x2x2", "--no-peer", "--out", str(out)]) == 0
+    stated = os.environ.get(SHARED_ENV)
+    os.environ[SHARED_ENV] = "0"  # the caller states that nothing else ran
+    try:
+        assert bench.main(["--device", "cpu", "--cases", "8x16x2x2", "--no-peer", "--out", str(out)]) == 0
+    finally:
+        os.environ.pop(SHARED_ENV) if stated is None else os.environ.update({SHARED_ENV: stated})
     return json.loads((out / "drr_cpu.json").read_text()), (out / "drr_cpu.md").read_text()
 
 
@@ -87,6 +95,7 @@ def test_the_case_carries_its_headline_and_the_report_its_provenance(full_run):
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     assert report["code"]["commit"] == commit.strip()
     assert report["machine"]["cpu_count"] >= 1 and report["machine"]["torch"] == torch.__version__
+    assert report["threads"] == torch.get_num_threads() and report["shared"] is False
     triton = report["setup"]["triton_backend"]
     assert triton["available"] is False and "interpreter" in triton["reason"]
 

@@ -15,7 +15,7 @@ SCRIPT = REPO / "benchmarks" / "bench_memory.py"
 
 
 def bench_memory(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "X2CT_SHARED_MACHINE": "1"}  # stated: the tests share the machine
     return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -40,6 +40,7 @@ def test_tiny_case_writes_json_and_markdown(tmp_path):
     report = json.loads((tmp_path / "memory.json").read_text())
     assert report["device"] == "cpu" and report["precision"] == "fp32" and report["batch"] == 1
     assert report["steps"] == 2 and report["threads"] == 1 and report["max_gb"] == 20
+    assert report["code"]["commit"] and report["machine"]["cpus_usable"] >= 1 and report["shared"] is True
     (row,) = report["rows"]
     assert row["name"] == "tiny" and row["experiment"] == "milestone1" and row["status"] == "ok", row
     assert (row["volume_size"], row["views"], row["view_size"]) == (16, 2, 32)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from x2ct.models import ReconstructionModel
 from x2ct.models.hybrid_vit import HybridViT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +61,7 @@ def test_cpu_rehearsal_runs_every_part_and_writes_json_and_markdown(tmp_path):
     report = json.loads((tmp_path / "gpu_check_cpu.json").read_text())
     assert report["device"] == "cpu" and report["tiny"] and report["ok"]
     assert list(report["parts"]) == list(PARTS) and report["code"]["commit"]
+    assert report["machine"]["cpu_count"] >= 1 and report["threads"] >= 1 and "shared" in report
     for name, part in report["parts"].items():
         assert part["status"] in ("ok", "skipped"), (name, part)
     assert report["parts"]["gpu_tests"]["note"] == "skipped: no CUDA"
@@ -211,8 +213,8 @@ def test_flops_split_adds_up_and_each_part_matches_its_own_count(module, tiny_ca
     batch = setup.micro_batches[0]
     with FlopCounterMode(display=False) as model_count:
         pred = setup.model(batch["views"], angles_deg=batch["angles_deg"])
-        sum(t.sum() for t in [pred["volume"], *pred["deep_supervision"]]).backward()
-    volume = pred["volume"].detach().requires_grad_()
+        sum(t.sum() for t in [pred.volume, *pred.deep_supervision]).backward()
+    volume = pred.volume.detach().requires_grad_()
     with FlopCounterMode(display=False) as perceptual_count:
         setup.criterion.components["perceptual"](volume, batch["ct"]).backward()
     samples = len(batch["ct"])
@@ -252,8 +254,8 @@ def test_the_measured_step_is_the_trainers(module, tiny_dataset, tmp_path):
     run = build_run(tiny_cfg(tiny_dataset, tmp_path, *overrides), DistInfo(), tmp_path / "run")
     batch = next(iter(run.train_loader))
     n = run.config_dict["model"]["volume_size"]
-    spec = {"config": run.config_dict, "input_spec": run.input_spec, "batch": len(batch["ct"]), "volume_size": n,
-            "views": batch["views"].shape[1], "view_size": batch["views"].shape[-1]}
+    spec = {"config": run.config_dict, "input_spec": run.input_spec.to_dict(), "batch": len(batch["ct"]),
+            "volume_size": n, "views": batch["views"].shape[1], "view_size": batch["views"].shape[-1]}
     setup = module.build_training(spec)
     assert type(setup.step) is type(run.step_fn) and type(setup.step.optimizer) is type(run.optimizer)
     for (name, ours), theirs in zip(setup.model.state_dict().items(), run.model.state_dict().values(), strict=True):
@@ -272,14 +274,15 @@ def test_the_measured_step_is_the_trainers(module, tiny_dataset, tmp_path):
     assert setup.step.read_window() == run.step_fn.read_window()
 
 
-class RaisesOutOfMemory(torch.nn.Module):
+class RaisesOutOfMemory(ReconstructionModel):
     """A model whose forward runs out of memory, as the c2rv recipe may at 256^3 on a small GPU."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, num_views: int = 2, volume_size: int = 8, **kwargs) -> None:
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.num_views, self.volume_size = num_views, volume_size
 
-    def forward(self, views):
+    def forward(self, views, angles_deg=None):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
 

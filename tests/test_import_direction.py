@@ -1,7 +1,7 @@
 """The layers of x2ct import only downward, so a reader can learn each one knowing only those below it.
 
 ``LAYERS`` lists them top to bottom; a module may import its own package (``x2ct.models.blocks`` ->
-``x2ct.models.inputs``) and any package of a lower layer, never one of a higher layer nor another package of
+``x2ct.models.interface``) and any package of a lower layer, never one of a higher layer nor another package of
 its own layer (``x2ct.losses`` and ``x2ct.adversarial``, ``x2ct.evaluation`` and ``x2ct.inference``: what
 two of them share belongs one layer down). Every import counts, including those inside functions and under
 ``TYPE_CHECKING``; Hydra ``_target_`` strings are configuration, not imports, and are not checked.
@@ -9,8 +9,8 @@ two of them share belongs one layer down). Every import counts, including those 
 Why this order: evaluation and inference read what training writes (checkpoints through
 ``x2ct.engine.checkpoint`` and ``x2ct.engine.trained_model``, ``metrics.jsonl``, ``run_info.json``) and reuse
 its distributed helpers, so they sit above the engine; the engine never needs them (its validation metrics
-come from ``x2ct.ops``). The leaves (``x2ct.ops``, ``atomic_io``, ``folder_lock``, ``os_errors``, ``progress``,
-the package's ``__init__``) import nothing of x2ct.
+come from ``x2ct.ops``). The leaves (``x2ct.ops``, ``atomic_io``, ``config_files``, ``folder_lock``, ``os_errors``,
+``progress``, the package's ``__init__``) import nothing of x2ct.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ LAYERS: list[tuple[str, list[str]]] = [  # top to bottom
     ("models", ["x2ct.models"]),
     ("data", ["x2ct.data"]),
     ("physics", ["x2ct.physics"]),
-    ("leaves", ["x2ct.ops", "x2ct.atomic_io", "x2ct.folder_lock", "x2ct.os_errors", "x2ct.progress", "x2ct.provenance",
-                "x2ct"]),
+    ("leaves", ["x2ct.ops", "x2ct.atomic_io", "x2ct.config_files", "x2ct.folder_lock", "x2ct.os_errors",
+                "x2ct.progress", "x2ct.provenance", "x2ct"]),
 ]
 
 

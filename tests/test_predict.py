@@ -52,7 +52,7 @@ def patient(tiny_dataset):
 def reference_prediction(checkpoint, dataset, pid):
     trained = load_trained_model(checkpoint)
     with torch.no_grad():
-        pred = trained.model(dataset[dataset.patient_ids.index(pid)]["views"][None]).clamp(0, 1)[0, 0]
+        pred = trained.model(dataset[dataset.patient_ids.index(pid)]["views"][None]).volume.clamp(0, 1)[0, 0]
     return denormalise(pred.numpy(), dataset.hu_window)
 
 
@@ -211,14 +211,13 @@ def pa_run(tiny_dataset, tmp_path_factory):
 def fine_drr(checkpoint, ct) -> np.ndarray:
     """``ct``'s PA line integrals on a detector 4x finer than the model's, over the same field."""
     from x2ct.data.views import render_views
-    from x2ct.physics.geometry import ProjectionGeometry
 
     spec = load_trained_model(checkpoint).input_spec
-    geometry = ProjectionGeometry.from_dict(spec["geometry"])
+    geometry = spec.geometry
     rows, cols = geometry.detector_shape
     fine = replace(geometry, detector_shape=(rows * FINE, cols * FINE),
                    pixel_spacing_mm=tuple(s / FINE for s in geometry.pixel_spacing_mm))
-    return render_views(ct, fine, spec["mu_water"])[0].double().numpy()
+    return render_views(ct, fine, spec.mu_water)[0].double().numpy()
 
 
 def correlation(a, b) -> float:
@@ -358,7 +357,7 @@ def test_a_real_chest_radiograph_becomes_a_ct_with_one_command(pa_run, example_r
         assert (out / name).stat().st_size > 0
     volume = read_nifti(out / "prediction.nii.gz")
     spec = load_trained_model(best).input_spec
-    assert volume.shape == tuple(spec["ct_size"]) and np.isfinite(volume.hu).all()
+    assert volume.shape == spec.ct_size and np.isfinite(volume.hu).all()
     centre = np.array(volume.origin) + (np.array(volume.shape[::-1]) - 1) / 2 * np.array(volume.spacing[::-1])
     np.testing.assert_allclose(centre, 0.0, atol=1e-4)
     d, h, w = volume.shape

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from matplotlib.patches import Rectangle
 
 from x2ct.atomic_io import atomic_path, write_json_atomic, write_text_atomic
 from x2ct.data.ct_volume import CTVolume
+from x2ct.data.input_spec import InputSpec, InputSpecError
 from x2ct.data.radiograph_fit import FitOptions, fit_radiograph
 from x2ct.data.xray_io import XrayReadError, read_radiograph, read_xray
 from x2ct.engine.trained_model import TrainedModel, finite_output
@@ -46,11 +47,7 @@ FIT_MODES = ("auto", "always", "never")
 FIGURE_MAX_PIXELS = 1024
 
 
-class InputSpecError(ValueError):
-    """The checkpoint does not say how its inputs were prepared, or the inputs do not match it."""
-
-
-def input_spec(trained: TrainedModel) -> dict:
+def input_spec(trained: TrainedModel) -> InputSpec:
     """The checkpoint's input spec; for checkpoints older than it, read from the data set it was trained on."""
     if trained.input_spec is not None:
         return trained.input_spec
@@ -103,7 +100,7 @@ class PreparedView:
     isocentre_spacing_mm: tuple[float, float] | None = None
 
 
-def prepare_views(paths: Sequence[str | os.PathLike], spec: dict, fit: str = "auto",
+def prepare_views(paths: Sequence[str | os.PathLike], spec: InputSpec, fit: str = "auto",
                   options: FitOptions | None = None, line_integrals: bool = False) -> list[PreparedView]:
     """Read each file (in the model's view order) and make it the model's input for its view.
 
@@ -117,9 +114,9 @@ def prepare_views(paths: Sequence[str | os.PathLike], spec: dict, fit: str = "au
     """
     if fit not in FIT_MODES:
         raise ValueError(f"fit must be one of {FIT_MODES}, got {fit!r}")
-    shape = tuple(spec["view_shape"])
+    shape = tuple(spec.view_shape)
     prepared = []
-    for path, view in zip(paths, spec["views"], strict=True):
+    for path, view in zip(paths, spec.views, strict=True):
         path = Path(path)
         if line_integrals:
             prepared.append(_line_integral_view(path, view, spec))
@@ -147,32 +144,32 @@ def views_tensor(prepared: Sequence[PreparedView]) -> torch.Tensor:
     return torch.stack([torch.from_numpy(np.ascontiguousarray(p.image, dtype=np.float32)) for p in prepared])[:, None]
 
 
-def load_views(paths: Sequence[str | os.PathLike], spec: dict, line_integrals: bool = False) -> torch.Tensor:
+def load_views(paths: Sequence[str | os.PathLike], spec: InputSpec, line_integrals: bool = False) -> torch.Tensor:
     """Files of the detector's size in the model's convention (or raw line integrals) -> ``(V, 1, rows, cols)``;
     `prepare_views` with ``fit="never"``."""
     return views_tensor(prepare_views(paths, spec, fit="never", line_integrals=line_integrals))
 
 
-def _line_integral_view(path: Path, view: str, spec: dict) -> PreparedView:
-    raw = read_xray(path, expected_shape=tuple(spec["view_shape"]))  # refuses NaN and inf, naming the file
+def _line_integral_view(path: Path, view: str, spec: InputSpec) -> PreparedView:
+    raw = read_xray(path, expected_shape=tuple(spec.view_shape))  # refuses NaN and inf, naming the file
     if (raw < 0).any():
         raise XrayReadError(f"{path}: negative values cannot be line integrals (min {raw.min():.4g}); raw "
                             "line integrals (a data set's drr.npy) are >= 0")
     tensor = torch.from_numpy(np.ascontiguousarray(raw))
-    if spec["radiograph"] == "intensity":
+    if spec.radiograph == "intensity":
         image = to_intensity(tensor)
     else:
-        image = normalise_views(tensor, spec["normalisation"], spec["scale"])
+        image = normalise_views(tensor, spec.normalisation, spec.scale)
     record = {"view": view, "mode": "line integrals", "file": {"path": str(path), "shape": list(raw.shape)},
-              "normalisation": "transmission exp(-p)" if spec["radiograph"] == "intensity"
-              else f"{spec['normalisation']} (scale {spec['scale']})"}
+              "normalisation": "transmission exp(-p)" if spec.radiograph == "intensity"
+              else f"{spec.normalisation} (scale {spec.scale})"}
     return PreparedView(view, path, image.float().numpy(), raw, record)
 
 
-def with_view_quantiles(trained: TrainedModel, spec: dict) -> tuple[dict, str]:
+def with_view_quantiles(trained: TrainedModel, spec: InputSpec) -> tuple[InputSpec, str]:
     """``spec`` holding the training views' quantiles for the intensity fit, and where they came from: the
     checkpoint, else (a checkpoint trained before they were stored) its data set when it is here, else none."""
-    if spec.get("view_quantiles") is not None:
+    if spec.view_quantiles is not None:
         return spec, "the checkpoint"
     from x2ct.data.dataset import DatasetError, PatientDRRDataset
     from x2ct.data.radiograph_fit import dataset_view_quantiles
@@ -180,25 +177,26 @@ def with_view_quantiles(trained: TrainedModel, spec: dict) -> tuple[dict, str]:
     root = (trained.config.get("data") or {}).get("root")
     if root is not None and (Path(root) / "dataset.json").exists():
         try:
-            dataset = PatientDRRDataset(root, "train", views=list(spec["views"]), radiograph=spec["radiograph"])
+            dataset = PatientDRRDataset(root, "train", views=list(spec.views), radiograph=spec.radiograph)
             quantiles = dataset_view_quantiles(dataset)
         except (DatasetError, OSError, ValueError, KeyError):
             quantiles = None
         if quantiles is not None:
-            return spec | {"view_quantiles": quantiles | {"source": f"data set {root}"}}, f"its data set {root}"
+            return (replace(spec, view_quantiles=quantiles | {"source": f"data set {root}"}),
+                    f"its data set {root}")
     return spec, "nowhere (the checkpoint predates them and its data set is not here)"
 
 
-def view_range(spec: dict) -> tuple[float, float | None]:
+def view_range(spec: InputSpec) -> tuple[float, float | None]:
     """``(low, high)`` of the views the model was trained on (``high`` None: unbounded): [0, 1] for
     transmission (``radiograph=intensity``) and for line integrals divided by a maximum (``global_max``,
     ``per_image_max``); only ``>= 0`` for line integrals divided by a chosen constant (``fixed``) or not at all."""
-    if spec["radiograph"] == "intensity" or spec["normalisation"] in ("global_max", "per_image_max"):
+    if spec.radiograph == "intensity" or spec.normalisation in ("global_max", "per_image_max"):
         return 0.0, 1.0
     return 0.0, None
 
 
-def _check_view_range(path: str | os.PathLike, image: np.ndarray, spec: dict) -> None:
+def _check_view_range(path: str | os.PathLike, image: np.ndarray, spec: InputSpec) -> None:
     """Refuse a view file outside the model's input range (`view_range`, `VIEW_RANGE_TOLERANCE` of slack): the
     model would still answer, with a volume that means nothing."""
     low, high = view_range(spec)
@@ -214,42 +212,42 @@ def _check_view_range(path: str | os.PathLike, image: np.ndarray, spec: dict) ->
         hint = ("values this large look like detector counts or grey levels: save the image as an 8- or 16-bit "
                 "PNG, or divide it by its full-scale value")
     raise XrayReadError(f"{path}: values span [{lo:.4g}, {hi:.4g}], outside the model's input range {expected} "
-                        f"(radiograph {spec['radiograph']}, views normalised {spec['normalisation']} in training, "
+                        f"(radiograph {spec.radiograph}, views normalised {spec.normalisation} in training, "
                         f"tolerance {VIEW_RANGE_TOLERANCE}); {hint}")
 
 
-def ct_grid(spec: dict) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+def ct_grid(spec: InputSpec) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """Spacing (D, H, W) and RAS origin (x, y, z) of the output grid, centred on the isocentre (the world origin)."""
-    size, fov = spec["ct_size"], spec["ct_fov_mm"]
+    size, fov = spec.ct_size, spec.ct_fov_mm
     spacing = tuple(f / n for f, n in zip(fov, size, strict=True))
     d, h, w = (-(n - 1) / 2 * s for n, s in zip(size, spacing, strict=True))
     return spacing, (w, h, d)
 
 
 @torch.no_grad()
-def predict_volume(trained: TrainedModel, views: torch.Tensor, spec: dict) -> CTVolume:
+def predict_volume(trained: TrainedModel, views: torch.Tensor, spec: InputSpec) -> CTVolume:
     """``views`` ``(V, 1, rows, cols)`` -> the predicted CT in HU on the training grid."""
     device = next(trained.model.parameters()).device
-    output = finite_output(trained.model(views[None].to(device)), trained.path, "the given views")
+    output = finite_output(trained.model(views[None].to(device)).volume, trained.path, "the given views")
     pred = output.float().clamp(0, 1)[0, 0].cpu().numpy()
     spacing, origin = ct_grid(spec)
-    return CTVolume(hu=denormalise(pred, spec["hu_window"]).astype(np.float32), spacing=spacing, origin=origin,
-                    source=str(trained.path), metadata={"views": spec["views"]})
+    return CTVolume(hu=denormalise(pred, spec.hu_window).astype(np.float32), spacing=spacing, origin=origin,
+                    source=str(trained.path), metadata={"views": list(spec.views)})
 
 
 # ------------------------------------------------------------------------------------------------ report
-def prediction_report(trained: TrainedModel, spec: dict, prepared: Sequence[PreparedView], volume: CTVolume,
+def prediction_report(trained: TrainedModel, spec: InputSpec, prepared: Sequence[PreparedView], volume: CTVolume,
                       quantiles_from: str, outputs: dict[str, str]) -> dict:
     """Everything a prediction did, as JSON types: the model, each view's file, steps and assumptions, outputs."""
     return {
         "checkpoint": str(trained.path), "weights": trained.weights, "epoch": trained.epoch,
-        "model": {"views": list(spec["views"]), "view_shape": list(spec["view_shape"]),
-                  "radiograph": spec["radiograph"], "normalisation": spec["normalisation"], "scale": spec["scale"],
-                  "geometry": spec["geometry"], "training_view_quantiles_from": quantiles_from},
+        "model": {"views": list(spec.views), "view_shape": list(spec.view_shape),
+                  "radiograph": spec.radiograph, "normalisation": spec.normalisation, "scale": spec.scale,
+                  "geometry": spec.geometry.to_dict(), "training_view_quantiles_from": quantiles_from},
         "views": [p.record | {"assumptions": list(p.assumptions)} for p in prepared],
         "assumptions": [f"{p.view}: {a}" for p in prepared for a in p.assumptions],
         "volume": {"shape": list(volume.shape), "spacing_mm": list(volume.spacing), "origin_mm": list(volume.origin),
-                   "hu_window": list(spec["hu_window"])},
+                   "hu_window": list(spec.hu_window)},
         "outputs": dict(outputs),
     }
 

@@ -157,7 +157,7 @@ def test_num_views_picks_evenly_spread_views(tiny_dataset):
     assert pa_only.view_names == ["pa"] and pa_only.view_indices == [0]
     torch.testing.assert_close(pa_only[0]["views"], full[0]["views"][:1])
     torch.testing.assert_close(pa_only[0]["angles_deg"], torch.tensor([0.0]))
-    assert pa_only.input_spec()["geometry"]["angles_deg"] == [0.0]
+    assert pa_only.input_spec().geometry.angles_deg == (0.0,)
     both = PatientDRRDataset(tiny_dataset, "train", num_views=2)
     assert both.view_names == ["pa", "lateral"]
     torch.testing.assert_close(both[0]["views"], full[0]["views"])

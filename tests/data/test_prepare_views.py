@@ -1,4 +1,5 @@
-"""The `views` config group of prepare.py (conf/views): view sets that replace the protocol's own views."""
+"""The `view_set` config group of prepare.py (conf/view_set): view sets that replace the protocol's own
+views."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def geometry_of(overrides: list[str]):
 @pytest.mark.parametrize("view_set", sorted(VIEW_SETS))
 def test_a_view_set_replaces_the_protocols_views(protocol, view_set):
     angles, names = VIEW_SETS[view_set]
-    config, geometry, view_names = geometry_of([f"protocol={protocol}", f"views={view_set}"])
+    config, geometry, view_names = geometry_of([f"protocol={protocol}", f"view_set={view_set}"])
     assert config.num_views is None and len(config.views) == len(angles)
     assert geometry.angles_deg == tuple(float(a) for a in angles)
     assert view_names == names
@@ -54,24 +55,24 @@ def test_without_a_view_set_the_protocols_views_stand():
     c2rv, geometry, _ = geometry_of(["protocol=c2rv"])
     assert c2rv.views is None and c2rv.num_views == 8 and len(geometry.angles_deg) == 8
     # a command-line key still wins over the view set
-    assert geometry_of(["views=even8", "protocol.geometry.views=[pa]"])[1].angles_deg == (0.0,)
+    assert geometry_of(["view_set=even8", "protocol.geometry.views=[pa]"])[1].angles_deg == (0.0,)
 
 
 def test_evenN_sets_equal_the_protocols_num_views_angles():
     for n in (4, 6, 8):
         _, by_count, _ = geometry_of(["protocol=c2rv", f"protocol.geometry.num_views={n}"])
-        _, by_set, _ = geometry_of(["protocol=c2rv", f"views=even{n}"])
+        _, by_set, _ = geometry_of(["protocol=c2rv", f"view_set=even{n}"])
         assert by_set.angles_deg == by_count.angles_deg
 
 
 def test_an_unknown_view_set_is_refused_with_the_choices():
     with pytest.raises(Exception, match=r"even5[\s\S]*even4"):
-        compose_config("prepare", ["views=even5"])
+        compose_config("prepare", ["view_set=even5"])
 
 
 def test_prepare_entrypoint_writes_the_four_even_views(tmp_path):
     root = tmp_path / "ds"
-    args = [sys.executable, str(REPO / "prepare.py"), "views=even4", *TINY, f"output_dir={root}",
+    args = [sys.executable, str(REPO / "prepare.py"), "view_set=even4", *TINY, f"output_dir={root}",
             f"hydra.run.dir={tmp_path / 'hydra'}"]
     result = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -87,3 +88,11 @@ def test_prepare_entrypoint_writes_the_four_even_views(tmp_path):
         assert drr.reshape(4, -1).max(axis=1).min() > 0.5
         assert min(np.abs(drr[i] - drr[j]).max() for i in range(4) for j in range(i + 1, 4)) > 0.1
     assert len(manifest["patients"]) == 2
+
+
+def test_views_typed_for_the_view_set_is_refused_naming_view_set(tmp_path):
+    args = [sys.executable, str(REPO / "prepare.py"), "views=even4", f"output_dir={tmp_path / 'ds'}"]
+    result = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "views=even4: the view set a data set stores is the group view_set" in result.stderr
+    assert "write view_set=even4" in result.stderr and not (tmp_path / "ds").exists()

@@ -11,6 +11,7 @@ import pytest
 
 from tests.data.test_xray_io import write_dicom
 from x2ct.data.dataset import PatientDRRDataset
+from x2ct.data.input_spec import InputSpec
 from x2ct.data.phantom import generate_chest_phantom
 from x2ct.data.radiograph_fit import (
     FitOptions,
@@ -35,9 +36,13 @@ MODEL = {"kind": "cone", "angles_deg": [0.0], "detector_shape": [32, 32], "pixel
 FINE = 4  # the "clinical" DRR: 4 x 4 pixels per model pixel, the same field
 
 
-def spec_for(geometry: dict, view: str = "pa", **extra) -> dict:
-    return {"views": [view], "view_shape": geometry["detector_shape"], "radiograph": "log",
-            "normalisation": "global_max", "scale": 1.0, "geometry": geometry} | extra
+def spec_for(geometry: dict, view: str = "pa", **extra) -> InputSpec:
+    """A one-view model's input spec on ``geometry`` (the CT grid is not read by the fit)."""
+    return InputSpec(**{"views": (view,), "angles_deg": tuple(geometry["angles_deg"]),
+                        "view_shape": tuple(geometry["detector_shape"]), "radiograph": "log",
+                        "normalisation": "global_max", "scale": 1.0, "hu_window": (-1000.0, 1000.0),
+                        "ct_size": (32, 32, 32), "ct_fov_mm": (352.0, 352.0, 352.0), "mu_water": MU_WATER,
+                        "geometry": ProjectionGeometry.from_dict(geometry)} | extra)
 
 
 def render(ct, geometry: dict) -> np.ndarray:
@@ -216,7 +221,7 @@ def test_dataset_view_quantiles_equal_numpy_over_the_views_a_model_sees(tiny_dat
     assert quantiles["patients"] == len(dataset) and quantiles["split"] == "train"
     assert 0 < quantiles["air_fraction"]["pa"] < 0.5
     assert quantiles["air_values"]["pa"][-1] <= quantiles["body_values"]["pa"][50]
-    assert dataset.input_spec()["view_quantiles"] == quantiles
+    assert dataset.input_spec().view_quantiles == quantiles
 
 
 # ------------------------------------------------------------------------------------------------ resampling

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -57,7 +58,7 @@ def test_each_step_updates_its_own_network_only(tiny_dataset):
     generator, adversarial, views, target = setup(tiny_dataset)
     g_optimizer = torch.optim.SGD(generator.parameters(), lr=0.1)
     g0, d0 = snapshot(generator), snapshot(adversarial.nets)
-    fake = generator(views)
+    fake = generator(views).volume
     g_loss, parts = adversarial.generator_term(fake, epoch=0)
     assert {"adv_g_volume", "adv_g_projection"} <= set(parts) and g_loss.item() > 0
     g_loss.backward()
@@ -73,7 +74,7 @@ def test_each_step_updates_its_own_network_only(tiny_dataset):
 def test_discriminator_loss_falls_while_the_generator_is_frozen(tiny_dataset):
     generator, adversarial, views, target = setup(tiny_dataset, random_angles=0)
     with torch.no_grad():
-        fake = generator(views)
+        fake = generator(views).volume
     losses = [adversarial.discriminator_step(fake, target, epoch=0)["adv_d_volume"] for _ in range(30)]
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
 
@@ -82,7 +83,7 @@ def test_projection_discriminator_gradients_reach_the_generator_through_the_proj
     generator, adversarial, views, _ = setup(tiny_dataset, discriminators={
         "projection": {"_target_": "x2ct.adversarial.discriminators.PatchGAN2D", **TINY_D}})
     assert set(adversarial.nets) == {"projection"}
-    g_loss, _ = adversarial.generator_term(generator(views), epoch=0)
+    g_loss, _ = adversarial.generator_term(generator(views).volume, epoch=0)
     g_loss.backward()
     grads = [p.grad for p in generator.parameters()]
     assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
@@ -91,9 +92,9 @@ def test_projection_discriminator_gradients_reach_the_generator_through_the_proj
 def test_before_the_start_epoch_there_is_no_adversarial_term(tiny_dataset):
     generator, adversarial, views, target = setup(tiny_dataset, start_epoch=3)
     d0 = snapshot(adversarial.nets)
-    loss, parts = adversarial.generator_term(generator(views), epoch=2)
+    loss, parts = adversarial.generator_term(generator(views).volume, epoch=2)
     assert loss.item() == 0 and parts == {}
-    assert adversarial.discriminator_step(generator(views).detach(), target, epoch=2) == {}
+    assert adversarial.discriminator_step(generator(views).volume.detach(), target, epoch=2) == {}
     assert not changed(d0, adversarial.nets)
 
 
@@ -132,7 +133,7 @@ def test_resuming_a_plain_run_with_adversarial_training_is_refused(tiny_dataset,
 def test_r1_penalty_is_applied_and_logged(tiny_dataset):
     generator, adversarial, views, target = setup(tiny_dataset, r1_gamma=10.0)
     with torch.no_grad():
-        fake = generator(views)
+        fake = generator(views).volume
     parts = adversarial.discriminator_step(fake, target, epoch=0)
     assert parts["adv_r1"] > 0
 
@@ -153,7 +154,7 @@ def test_conditional_volume_discriminator_sees_the_back_projected_views(tiny_dat
     with torch.no_grad():
         d = adversarial.nets["volume"]
         assert not torch.allclose(d(target, condition), d(target, adversarial._condition(views.flip(1), angles)))
-    fake = generator(views)
+    fake = generator(views).volume
     g_loss, _ = adversarial.generator_term(fake, 0, views, angles)
     g_loss.backward()
     d0 = snapshot(adversarial.nets)
@@ -174,12 +175,12 @@ def test_shipped_discriminators_take_their_layers_from_the_data_and_print_them(t
         return build_adversarial(cfg, input_spec, cpu, resolve_precision("fp32", cpu), DistInfo(), total_steps=10)
 
     # the phantom benchmark's 32^3 grid and 64^2 detector: half the side is 16 voxels / 32 pixels, so one layer
-    adversarial = build(spec | {"ct_size": [32, 32, 32], "view_shape": [64, 64]})
+    adversarial = build(replace(spec, ct_size=(32, 32, 32), view_shape=(64, 64)))
     assert {name: net.num_layers for name, net in adversarial.nets.items()} == {"volume": 1, "projection": 1}
     assert capsys.readouterr().out.splitlines() == [
         "volume discriminator: 1 layer, receptive field 16 voxels of a 32^3 volume (14^3 logits)",
         "projection discriminator: 1 layer, receptive field 16 pixels of 64^2 views (30^2 logits)"]
-    adversarial = build(spec | {"ct_size": [128, 128, 128], "view_shape": [128, 128]})
+    adversarial = build(replace(spec, ct_size=(128, 128, 128), view_shape=(128, 128)))
     assert {name: net.num_layers for name, net in adversarial.nets.items()} == {"volume": 2, "projection": 2}
     # the tiny 24^3 grid: half its side (12 voxels) is less than one layer's 16
     with pytest.raises(ValueError, match=r"adversarial\.discriminators\.volume\.receptive_field=0\.5 allows 12 "):
@@ -215,6 +216,6 @@ def test_a_patch_trained_cascade_with_discriminators_is_refused_naming_the_keys(
         build_adversarial(cfg, {}, cpu, resolve_precision("fp32", cpu), DistInfo(), total_steps=10)
     whole = compose_config("train", ["experiment=benchmark/milestone2", "adversarial=default",
                                      "model.train_patch_size=[null,null]"])
-    spec = PatientDRRDataset(tiny_dataset, "train").input_spec() | {"ct_size": [32, 32, 32], "view_shape": [64, 64]}
+    spec = replace(PatientDRRDataset(tiny_dataset, "train").input_spec(), ct_size=(32, 32, 32), view_shape=(64, 64))
     adversarial = build_adversarial(whole, spec, cpu, resolve_precision("fp32", cpu), DistInfo(), total_steps=10)
     assert set(adversarial.nets) == {"volume", "projection"}

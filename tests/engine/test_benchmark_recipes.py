@@ -37,7 +37,8 @@ def test_recipes_differ_in_what_they_are_about(configs):
     assert configs["milestone2"].model._target_.endswith("MultiResCascade")
     assert configs["milestone1"].loss.weights.perceptual == 0.0  # offline: no ImageNet VGG16 download
     m3, m3v = configs["milestone3"], configs["milestone3_volume_only"]
-    assert m3.adversarial.enabled and m3.adversarial.discriminators.projection is not None
+    assert m3.adversarial is not None and m3.adversarial.discriminators.projection is not None
+    assert configs["milestone1"].adversarial is None
     assert m3v.adversarial.discriminators.projection is None and m3v.adversarial.discriminators.volume is not None
     assert m3.model == configs["milestone1"].model  # milestone 3 = milestone 1 + discriminators
     m4 = configs["milestone4"]

@@ -54,7 +54,7 @@ def outputs_and_grads(model: torch.nn.Module) -> tuple[list[torch.Tensor], dict[
     generator = torch.Generator().manual_seed(1)
     views = torch.rand(2, 2, 1, 32, 32, generator=generator)
     out = model(views, torch.tensor([ANGLES] * 2))
-    volumes = [out["volume"], *out.get("deep_supervision", [])] if isinstance(out, dict) else [out]
+    volumes = [out.volume, *out.deep_supervision]
     total = sum((v * torch.randn(v.shape, generator=generator)).sum() for v in volumes)
     total.backward()
     return [v.detach() for v in volumes], {n: p.grad for n, p in model.named_parameters() if p.grad is not None}

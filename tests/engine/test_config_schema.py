@@ -1,13 +1,23 @@
-"""Tests for x2ct/engine/config_schema.py's lift names: one set at both levels (the ``lift`` group and
-``model.lift``), old names refused at start by the training entrypoint, naming the new name."""
+"""Tests for x2ct/engine/config_schema.py: lift names (one set at both levels, the ``lift`` group and
+``model.lift``; old names refused at start by the training entrypoint, naming the new name), radiograph realism,
+and one key per switch (``logger.mode``, the ``adversarial`` group): an ``enabled`` key is refused naming the
+switch, and a checkpoint saved with one loads and resumes."""
 
 from __future__ import annotations
 
+import copy
+import re
+import shutil
+
 import pytest
+import torch
+from omegaconf import OmegaConf
 
 from tests.helpers import compose_config
-from x2ct.engine.config_schema import validate_train_config
+from x2ct.engine.checkpoint import state_checksum
+from x2ct.engine.config_schema import check_overrides, validate_train_config, with_current_keys
 from x2ct.engine.launch import register_resolvers
+from x2ct.engine.trained_model import load_trained_model
 from x2ct.engine.trainer import train
 
 
@@ -111,3 +121,88 @@ def test_a_run_with_realism_resumed_after_its_first_epoch_equals_the_unbroken_on
     b = torch.load(stopped / "checkpoints" / "last.pt", weights_only=True)["model"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+LOGGER_SWITCH = "W&B logging has one switch, logger.mode (online | offline | disabled)"
+ADVERSARIAL_SWITCH = "adversarial training is switched by the adversarial group's choice"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["+logger.enabled=false"], f"config key logger.enabled=false is not a setting: {LOGGER_SWITCH}; use "
+                                "logger.mode=disabled (what logger=none sets)"),
+    (["logger=none", "+logger.enabled=true"], f"config key logger.enabled=true is not a setting: {LOGGER_SWITCH}; "
+                                              "use logger.mode=offline or logger.mode=online"),
+    (["+adversarial.enabled=true"], f"config key adversarial.enabled=true is not a setting: {ADVERSARIAL_SWITCH}; "
+                                    "use adversarial=default"),
+    (["adversarial=default", "+adversarial.enabled=false"],
+     f"config key adversarial.enabled=false is not a setting: {ADVERSARIAL_SWITCH}; use adversarial=none"),
+])
+def test_an_enabled_key_is_refused_at_start_naming_its_switch(overrides, message, tmp_path):
+    register_resolvers()
+    cfg = compose_config("train", overrides)
+    with pytest.raises(ValueError) as refused:
+        train(cfg, run_dir=tmp_path / "run")  # refused at start: nothing is prepared or built
+    assert str(refused.value) == message
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("override", "use"), [
+    ("logger.enabled=false", "use logger.mode=disabled (what logger=none sets)"),
+    ("++logger.enabled=True", "use logger.mode=offline or logger.mode=online"),
+    ("adversarial.enabled=true,false", "use adversarial=none to switch it off, adversarial=default to switch it on"),
+    ("~adversarial.enabled", "use adversarial=none to switch it off, adversarial=default to switch it on"),
+])
+def test_an_enabled_key_on_the_command_line_is_refused_before_hydra_composes_it(override, use):
+    key = override.lstrip("+~").partition("=")[0]
+    with pytest.raises(ValueError, match=rf"^config key {re.escape(key)}\b.* is not a setting: .*; {re.escape(use)}$"):
+        check_overrides(["logger=none", override])
+    check_overrides(["logger=none", "logger.mode=offline", "adversarial=default", "adversarial.weight=0.1"])
+
+
+@pytest.mark.parametrize(("overrides", "logger_enabled"), [
+    ([], True), (["logger=none"], False), (["experiment=benchmark/milestone3"], True),
+    (["experiment=milestone3", "logger=none"], False), (["experiment=milestone3", "adversarial=none"], True)])
+def test_a_config_saved_with_enabled_keys_reads_as_the_one_composed_with_their_switches(overrides, logger_enabled):
+    """The logger and adversarial nodes as conf/logger/ and conf/adversarial/ wrote them with an ``enabled`` key
+    (``adversarial=none`` as ``{enabled: false}``): read through ``with_current_keys``, the config is the one the same
+    overrides compose to."""
+    register_resolvers()
+    composed = OmegaConf.to_container(compose_config("train", overrides), resolve=False)
+    saved = copy.deepcopy(composed)
+    saved["logger"] = {"enabled": logger_enabled, **saved["logger"]}
+    adversarial = saved["adversarial"]
+    saved["adversarial"] = {"enabled": False} if adversarial is None else {"enabled": True, **adversarial}
+    assert with_current_keys(saved) == composed
+    assert "enabled" in saved["logger"] and "enabled" in saved["adversarial"]  # the saved record is left as it is
+    validate_train_config(OmegaConf.create(with_current_keys(saved)))
+
+
+def test_a_saved_logger_enabled_false_beside_a_logging_mode_reads_as_the_disabled_mode():
+    saved = {"logger": {"enabled": False, "project": "x2ct", "mode": "offline"}, "seed": 1}
+    assert with_current_keys(saved) == {"logger": {"project": "x2ct", "mode": "disabled"}, "seed": 1}
+    assert with_current_keys({"seed": 1}) == {"seed": 1}  # a config without those nodes is taken as it is
+
+
+def test_a_run_saved_with_enabled_keys_loads_and_resumes(tiny_run, tiny_dataset, tmp_path):
+    """Every checkpoint of a finished run rewritten with ``logger: {enabled: false, mode: offline}`` and
+    ``adversarial: {enabled: false}`` in its config: the trained model loads with the config read through the
+    switches, and the run resumes for one more epoch, saving its current config."""
+    from tests.engine.test_train import tiny_cfg
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run, run_dir)
+    for path in sorted((run_dir / "checkpoints").glob("*.pt")):
+        state = torch.load(path, weights_only=True)
+        state["config"]["logger"] = {"enabled": False, **state["config"]["logger"], "mode": "offline"}
+        state["config"]["adversarial"] = {"enabled": False}
+        torch.save(state | {"checksum": state_checksum(state)}, path)
+
+    loaded = load_trained_model(run_dir / "checkpoints" / "last.pt")
+    assert loaded.config["logger"]["mode"] == "disabled" and "enabled" not in loaded.config["logger"]
+    assert loaded.config["adversarial"] is None
+
+    train(tiny_cfg(tiny_dataset, tmp_path, "resume=auto", "trainer.max_epochs=3"), run_dir=run_dir)
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and last["config"]["adversarial"] is None
+    assert last["config"]["logger"] == {"project": "x2ct", "entity": None, "mode": "disabled", "tags": [],
+                                        "group": None, "image_every_epochs": 0}

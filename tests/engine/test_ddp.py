@@ -56,7 +56,7 @@ def eight_view_dataset(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("ddp") / "phantom_even8"
     overrides = [o for o in TINY_OVERRIDES if not o.startswith("source.num_patients")]
-    cfg = compose_config("prepare", [*overrides, "source.num_patients=12", "views=even8", f"output_dir={root}"])
+    cfg = compose_config("prepare", [*overrides, "source.num_patients=12", "view_set=even8", f"output_dir={root}"])
     assert prepare_dataset(load_prepare_config(cfg), progress=False).ok
     return root
 
@@ -215,7 +215,7 @@ def _recipe_cfg(recipe: str, root: Path, out: Path, loss: str | None):
         extra.append(f"loss={loss}")
     elif "perceptual" in plain.loss.weights:
         extra += TINY_PERCEPTUAL
-    if plain.adversarial.get("enabled"):
+    if plain.adversarial is not None:
         extra += TINY_ADVERSARIAL
         extra += [f"adversarial.discriminators.{d}.{k}={v}" for d, spec in plain.adversarial.discriminators.items()
                   if spec is not None for k, v in TINY_DISCRIMINATOR.items()]

@@ -57,7 +57,7 @@ def test_torchrun_two_ranks_share_one_run_folder_and_agree(tiny_dataset, tmp_pat
     model.eval()
     val = PatientDRRDataset(tiny_dataset, "val")
     with torch.no_grad():
-        scores = [psnr(model(val[i]["views"][None]), val[i]["ct"][None]).item() for i in range(len(val))]
+        scores = [psnr(model(val[i]["views"][None]).volume, val[i]["ct"][None]).item() for i in range(len(val))]
     logged = [r for r in read_metrics(run / "metrics.jsonl") if r["split"] == "val"][-1]["psnr"]
     assert logged == pytest.approx(sum(scores) / len(scores), abs=1e-3)
 
@@ -89,6 +89,13 @@ def test_multirun_inside_torchrun_is_refused(tmp_path):
     result = launch(args, cwd=tmp_path, timeout=120)
     assert result.returncode != 0
     assert "multirun (-m) cannot run inside torchrun" in result.stderr + result.stdout
+
+
+def test_an_enabled_key_typed_for_train_py_is_refused_naming_its_switch(tmp_path):
+    result = launch([sys.executable, str(REPO / "train.py"), "logger.enabled=false"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert "train.py: error: " in result.stderr and "use logger.mode=disabled" in result.stderr
+    assert not (tmp_path / "outputs").exists()
 
 
 @pytest.mark.slow

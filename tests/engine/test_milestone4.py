@@ -27,11 +27,11 @@ TINY_HYBRID = ["model.base_channels=4", "model.depth=3", "model.channel_multipli
 
 @pytest.fixture(scope="module")
 def four_view_dataset(tmp_path_factory) -> Path:
-    """The tiny phantoms with 4 views at 0, 45, 90, 135 degrees (prepare.py views=even4)."""
+    """The tiny phantoms with 4 views at 0, 45, 90, 135 degrees (prepare.py view_set=even4)."""
     from x2ct.data.prepare import load_prepare_config, prepare_dataset
 
     root = tmp_path_factory.mktemp("four_views") / "phantom_even4"
-    cfg = compose_config("prepare", [*TINY_OVERRIDES, "views=even4", f"output_dir={root}"])
+    cfg = compose_config("prepare", [*TINY_OVERRIDES, "view_set=even4", f"output_dir={root}"])
     assert prepare_dataset(load_prepare_config(cfg), progress=False).ok
     return root
 
@@ -103,7 +103,7 @@ def test_milestone4_trains_with_dropout_and_projection_loss_and_evaluates(four_v
         for i, row in enumerate(rows):
             item = dataset[i]
             with torch.no_grad():
-                pred = trained.model(item["views"][None], angles_deg=item["angles_deg"][None]).clamp(0, 1)
+                pred = trained.model(item["views"][None], angles_deg=item["angles_deg"][None]).volume.clamp(0, 1)
             assert row["psnr"] == pytest.approx(psnr(pred[0, 0].double(), item["ct"][0].double()).item(), abs=1e-4)
     assert json.loads((tmp_path / "e3" / "summary.json").read_text())["context"]["views"] == ["lateral", "angle_135",
                                                                                               "pa"]

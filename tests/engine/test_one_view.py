@@ -47,10 +47,10 @@ def test_every_model_family_trains_and_predicts_from_the_pa_view_alone(family, t
     assert val and all(math.isfinite(r["psnr"]) for r in val)
     trained = load_trained_model(run_dir / "checkpoints" / "best.pt", device="cpu")
     spec = input_spec(trained)
-    assert spec["views"] == ["pa"] and trained.config["model"]["num_views"] == 1
-    view = torch.rand(1, 1, *spec["view_shape"])
+    assert spec.views == ("pa",) and trained.config["model"]["num_views"] == 1
+    view = torch.rand(1, 1, *spec.view_shape)
     volume = predict_volume(trained, view, spec)
-    assert volume.hu.shape == tuple(spec["ct_size"]) and torch.isfinite(torch.as_tensor(volume.hu)).all()
+    assert volume.hu.shape == spec.ct_size and torch.isfinite(torch.as_tensor(volume.hu)).all()
 
 
 def test_milestone4_from_the_pa_view_is_milestone4_without_what_needs_a_second_view(tiny_dataset, tmp_path):

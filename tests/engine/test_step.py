@@ -13,17 +13,20 @@ from x2ct.engine.ema import ModelEMA
 from x2ct.engine.precision import resolve_precision
 from x2ct.engine.step import TrainStep
 from x2ct.losses import ReconstructionLoss
+from x2ct.models import Reconstruction, ReconstructionModel
 
 
-class TinyVolumeModel(nn.Module):
+class TinyVolumeModel(ReconstructionModel):
     """(B, V, 1, 8, 8) views -> (B, 1, 8, 8, 8): a linear lift, enough to have gradients."""
+
+    num_views, volume_size = 2, 8
 
     def __init__(self) -> None:
         super().__init__()
         self.lift = nn.Linear(2 * 64, 512)
 
     def forward(self, views, angles_deg=None):
-        return self.lift(views.flatten(1)).view(-1, 1, 8, 8, 8)
+        return Reconstruction(self.lift(views.flatten(1)).view(-1, 1, 8, 8, 8))
 
 
 def make_step(optimizer_factory, ema_decay=None):

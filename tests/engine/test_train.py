@@ -18,7 +18,7 @@ from x2ct.engine.config_schema import validate_train_config
 from x2ct.engine.launch import register_resolvers
 from x2ct.engine.metrics_log import read_metrics
 from x2ct.engine.trainer import NonFiniteLossError, train
-from x2ct.models import count_parameters
+from x2ct.models import Reconstruction, ReconstructionModel, count_parameters
 
 
 def tiny_train_overrides(data_root, out_dir, *extra):
@@ -94,19 +94,19 @@ def test_fresh_run_into_a_folder_with_checkpoints_is_refused(tiny_dataset, tmp_p
         run(tiny_cfg(tiny_dataset, tmp_path, "trainer.max_epochs=1"), tmp_path / "run")
 
 
-class NaNFirstModel(torch.nn.Module):
+class NaNFirstModel(ReconstructionModel):
     """Predicts NaN for its first ``bad_calls`` forward passes in training, then a learnable constant."""
 
-    def __init__(self, bad_calls: int = 1, **_: object) -> None:
+    def __init__(self, bad_calls: int = 1, num_views: int = 2, **_: object) -> None:
         super().__init__()
         self.value = torch.nn.Parameter(torch.tensor(0.5))
-        self.bad_calls = bad_calls
+        self.bad_calls, self.num_views, self.volume_size = bad_calls, num_views, 24
         self.calls = 0
 
-    def forward(self, views):
+    def forward(self, views, angles_deg=None):
         self.calls += 1
         out = self.value.expand(views.shape[0], 1, 24, 24, 24)
-        return out * float("nan") if self.training and self.calls <= self.bad_calls else out
+        return Reconstruction(out * float("nan") if self.training and self.calls <= self.bad_calls else out)
 
 
 def test_a_nonfinite_step_is_skipped_and_counted(tiny_dataset, tmp_path):

@@ -7,20 +7,21 @@ import torch
 from torch import nn
 
 from x2ct.engine.precision import resolve_precision
-from x2ct.engine.validation import evaluate
+from x2ct.engine.validation import validation_metrics
+from x2ct.models import Reconstruction, ReconstructionModel
 from x2ct.ops.metrics import psnr, ssim3d
 
 
-class Fixed(nn.Module):
+class Fixed(ReconstructionModel):
     """A "model" answering one fixed volume per sample, whatever the views."""
 
     def __init__(self, volume: torch.Tensor) -> None:
         super().__init__()
-        self.volume = volume
+        self.volume, self.num_views, self.volume_size = volume, 2, volume.shape[-1]
         self.anchor = nn.Parameter(torch.zeros(()))
 
-    def forward(self, views: torch.Tensor) -> torch.Tensor:
-        return self.volume[: len(views)] + 0 * self.anchor
+    def forward(self, views: torch.Tensor, angles_deg=None) -> Reconstruction:
+        return Reconstruction(self.volume[: len(views)] + 0 * self.anchor)
 
 
 def batches(scanned: torch.Tensor):
@@ -39,7 +40,7 @@ def test_validation_scores_the_scanned_voxels(truncated):
         scanned[:, :, :3] = False
     model, loader, pred, target = batches(scanned)
     device = torch.device("cpu")
-    out = evaluate(model, loader, device, resolve_precision("fp32", device))
+    out = validation_metrics(model, loader, device, resolve_precision("fp32", device))
     mask = scanned if truncated else None
     assert out["psnr"] == pytest.approx(psnr(pred, target, mask=mask).mean().item(), abs=1e-9)
     assert out["ssim"] == pytest.approx(ssim3d(pred, target, mask=mask).mean().item(), abs=1e-9)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tests.helpers import compose_config
 from x2ct.engine.wandb_logger import NullLogger, WandbLogger, image_to_uint8
 
 pytest.importorskip("wandb")
@@ -33,7 +34,7 @@ def _is_run_folder(name: str, run_id: str) -> bool:
 
 
 def _create(run_dir, **kwargs):
-    return WandbLogger.create(CFG, enabled=True, project="x2ct-tests", run_dir=run_dir, mode="offline", **kwargs)
+    return WandbLogger.create(CFG, project="x2ct-tests", run_dir=run_dir, mode="offline", **kwargs)
 
 
 def test_offline_run_writes_under_run_dir_and_resumes_same_id(tmp_path):
@@ -68,10 +69,10 @@ def test_offline_run_writes_under_run_dir_and_resumes_same_id(tmp_path):
     assert len(names) == 2 and all(_is_run_folder(name, run_id) for name in names), (run_id, names)
 
 
-@pytest.mark.parametrize("kwargs", [{"mode": "disabled"}, {"enabled": False}])
-def test_disabled_makes_no_files(tmp_path, kwargs):
-    args = {"enabled": True, "project": "p", "run_dir": tmp_path / "run", "mode": "offline"} | kwargs
-    logger = WandbLogger.create(CFG, **args)
+def test_disabled_makes_no_files(tmp_path):
+    mode = compose_config("train", ["logger=none"]).logger.mode  # logger=none is the disabled mode
+    assert mode == "disabled"
+    logger = WandbLogger.create(CFG, project="p", run_dir=tmp_path / "run", mode=mode)
     assert isinstance(logger, NullLogger) and not isinstance(logger, WandbLogger)
     assert logger.run_id is None
     logger.log({"a": 1.0}, step=0)
@@ -90,9 +91,9 @@ def test_ranks_other_than_zero_get_a_null_logger(tmp_path, monkeypatch):
 
 def test_config_and_mode_are_checked(tmp_path):
     with pytest.raises(TypeError, match="DictConfig"):
-        WandbLogger.create(OmegaConf.create(CFG), enabled=True, project="p", run_dir=tmp_path)
+        WandbLogger.create(OmegaConf.create(CFG), project="p", run_dir=tmp_path, mode="offline")
     with pytest.raises(ValueError, match="mode"):
-        WandbLogger.create(CFG, enabled=True, project="p", run_dir=tmp_path, mode="offlne")
+        WandbLogger.create(CFG, project="p", run_dir=tmp_path, mode="offlne")
 
 
 class FakeRun:

@@ -38,7 +38,7 @@ def evaluation(tiny_run, tiny_dataset, tmp_path_factory):
 def predictions(checkpoint, dataset):
     trained = load_trained_model(checkpoint)
     with torch.no_grad():
-        return {dataset.patient_ids[i]: trained.model(dataset[i]["views"][None]).clamp(0, 1)[0, 0].double()
+        return {dataset.patient_ids[i]: trained.model(dataset[i]["views"][None]).volume.clamp(0, 1)[0, 0].double()
                 for i in range(len(dataset))}
 
 
@@ -224,14 +224,14 @@ def test_a_nan_whole_volume_metric_is_an_error_a_nan_region_metric_is_not():
 
 
 def test_the_report_says_why_a_region_row_counts_fewer_patients(tmp_path):
-    from x2ct.evaluation.report import write_report
+    from x2ct.evaluation.report import write_evaluation_report
     from x2ct.evaluation.summary import summarise
 
     rows = [{"patient_id": "a", "psnr": 30.0, "ssim": 0.9, "mae_hu": 40.0, "lungs_psnr": 28.0},
             {"patient_id": "b", "psnr": 31.0, "ssim": 0.9, "mae_hu": 41.0, "lungs_psnr": math.nan}]
     context = {"checkpoint": "c.pt", "epoch": 0, "weights": "model", "model": "m", "data_root": "d",
                "split": "test", "patients": 2, "views": ["pa"], "hu_window": [-1000, 1500], "time": 0.0}
-    text = write_report(tmp_path / "r.md", rows, summarise(rows), context, {}).read_text()
+    text = write_evaluation_report(tmp_path / "r.md", rows, summarise(rows), context, {}).read_text()
     lines = text.splitlines()
     assert next(line for line in lines if line.startswith("| PSNR (dB) | 30.50")).endswith("| 2 |")
     assert next(line for line in lines if line.startswith("| lungs: PSNR (dB) | 28.00")).endswith("| 1 |")
@@ -281,7 +281,7 @@ def test_another_data_set_is_fed_as_the_model_was_trained(tiny_run, tmp_path, ca
     prepare_dataset(load_prepare_config(compose_config("prepare", [
         *TINY_OVERRIDES, "source.num_patients=3", "source.seed=7", f"output_dir={other}"])), progress=False)
     trained = load_trained_model(tiny_run / "checkpoints" / "best.pt")
-    model_scale = trained.input_spec["scale"]
+    model_scale = trained.input_spec.scale
     assert PatientDRRDataset(other, "test").view_scale != pytest.approx(model_scale)
     result = evaluate(EvaluationSettings(checkpoint=trained.path, data_root=other, out_dir=tmp_path / "e",
                                          save_figures=False, save_volumes=False))
@@ -292,7 +292,7 @@ def test_another_data_set_is_fed_as_the_model_was_trained(tiny_run, tmp_path, ca
     pid = result.rows[0]["patient_id"]
     drr = torch.from_numpy(np.load(DatasetLayout(other).drr(pid)))
     with torch.no_grad():
-        pred = trained.model((drr / model_scale)[None, :, None]).clamp(0, 1)[0, 0].double()
+        pred = trained.model((drr / model_scale)[None, :, None]).volume.clamp(0, 1)[0, 0].double()
     target = PatientDRRDataset(other, "test")[0]["ct"][0].double().numpy()
     assert result.rows[0]["psnr"] == pytest.approx(peak_signal_noise_ratio(target, pred.numpy(), data_range=1),
                                                    abs=1e-4)

@@ -6,7 +6,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import structural_similarity
 
-from x2ct.evaluation.protocols import X2CT_GAN_PEAK, X2CT_GAN_RANGE, slice_ssim, x2ct_gan_metrics
+from x2ct.evaluation.published_metrics import X2CT_GAN_PEAK, X2CT_GAN_RANGE, slice_ssim, x2ct_gan_metrics
 from x2ct.ops.metrics import psnr, ssim3d
 
 SHAPE = (20, 24, 28)

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from x2ct.losses import LOSS_COMPONENTS, ReconstructionLoss, register_loss_component
+from x2ct.models import Reconstruction
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def volumes():
 
 def test_l1_total_matches_a_hand_computation_and_has_gradients():
     pred, target = volumes()
-    total, parts = ReconstructionLoss({"l1": 1.0})(pred, target)
+    total, parts = ReconstructionLoss({"l1": 1.0})(Reconstruction(pred), target)
     assert total.item() == pytest.approx(0.625)
     assert parts == {"l1": pytest.approx(0.625)}
     total.backward()
@@ -38,7 +39,7 @@ def test_l1_total_matches_a_hand_computation_and_has_gradients():
 
 def test_weights_scale_the_total_and_parts_stay_unweighted_and_detached(with_mean_pred):
     pred, target = volumes()
-    total, parts = ReconstructionLoss({"l1": 2.0, "mean_pred": 0.5})(pred, target)
+    total, parts = ReconstructionLoss({"l1": 2.0, "mean_pred": 0.5})(Reconstruction(pred), target)
     assert total.item() == pytest.approx(2.0 * 0.625 + 0.5 * 0.4375)
     assert parts["l1"].item() == pytest.approx(0.625)
     assert parts["mean_pred"].item() == pytest.approx(0.4375)
@@ -48,7 +49,8 @@ def test_weights_scale_the_total_and_parts_stay_unweighted_and_detached(with_mea
 def test_zero_weight_components_are_skipped(with_mean_pred):
     loss = ReconstructionLoss({"l1": 1.0, "mean_pred": 0.0})
     assert list(loss.components) == ["l1"]
-    total, parts = loss(*volumes())
+    pred, target = volumes()
+    total, parts = loss(Reconstruction(pred), target)
     assert set(parts) == {"l1"}
     assert total.item() == pytest.approx(0.625)
 
@@ -68,17 +70,17 @@ def test_deep_supervision_outputs_go_to_their_component_and_the_volume_to_the_ot
     target = torch.rand(2, 1, 8, 8, 8)
     coarse = torch.nn.functional.interpolate(target, scale_factor=0.5, mode="area")
     loss = ReconstructionLoss({"l1": 1.0, "deep_supervision": 0.5})
-    total, parts = loss({"volume": target + 0.1, "deep_supervision": [coarse + 0.2]}, target)
+    total, parts = loss(Reconstruction(target + 0.1, deep_supervision=[coarse + 0.2]), target)
     assert parts["l1"].item() == pytest.approx(0.1, abs=1e-6)
     assert parts["deep_supervision"].item() == pytest.approx(0.2, abs=1e-6)
     assert total.item() == pytest.approx(0.1 + 0.5 * 0.2, abs=1e-6)
-    # a plain volume is fine for validation (volume_only), an error in training
-    total, parts = loss(target + 0.1, target, volume_only=True)
+    # a volume alone is fine for validation (volume_only), an error in training
+    total, parts = loss(Reconstruction(target + 0.1), target, volume_only=True)
     assert set(parts) == {"l1"} and total.item() == pytest.approx(0.1, abs=1e-6)
     with pytest.raises(ValueError, match="model returns no deep-supervision outputs"):
-        loss(target + 0.1, target)
-    with pytest.raises(ValueError, match="expected 'volume'"):
-        loss({"vol": target}, target)
+        loss(Reconstruction(target + 0.1), target)
+    with pytest.raises(ValueError, match="patch_origins and patch_size are given together"):
+        Reconstruction(target, patch_origins=torch.zeros(2, 3, dtype=torch.long))
 
 
 def test_a_patch_output_is_compared_with_the_same_crop_of_the_target():
@@ -87,8 +89,7 @@ def test_a_patch_output_is_compared_with_the_same_crop_of_the_target():
     patch = torch.stack([target[0, :, 0:4, 2:6, 4:8], target[1, :, 4:8, 4:8, 0:4]]) + 0.25
     coarse = torch.nn.functional.interpolate(target, scale_factor=0.5, mode="area")
     loss = ReconstructionLoss({"l1": 1.0, "deep_supervision": 1.0})
-    _, parts = loss({"volume": patch, "patch_origins": origins, "patch_size": 4, "deep_supervision": [coarse]},
-                    target)
+    _, parts = loss(Reconstruction(patch, deep_supervision=[coarse], patch_origins=origins, patch_size=4), target)
     assert parts["l1"].item() == pytest.approx(0.25, abs=1e-6)
     assert parts["deep_supervision"].item() == pytest.approx(0.0, abs=1e-6)  # whole coarse volumes, whole target
 
@@ -112,7 +113,7 @@ def scanned_case(seed: int = 0):
 
 def loss_and_grads(criterion, volume, coarse, target, scanned):
     volume.grad = coarse.grad = None
-    total, _ = criterion({"volume": volume, "deep_supervision": [coarse]}, target, scanned=scanned)
+    total, _ = criterion(Reconstruction(volume, deep_supervision=[coarse]), target, scanned=scanned)
     total.backward()
     return total.detach(), volume.grad.clone(), coarse.grad.clone()
 
@@ -149,7 +150,7 @@ def test_an_all_scanned_mask_changes_nothing_bit_for_bit_and_scanned_only_false_
 def test_a_patch_output_sees_the_same_crop_of_the_mask():
     volume, _, target, scanned = scanned_case(2)
     patch = volume[:, :, :4, :4, :4].detach().clone().requires_grad_()  # origin 0: slices 0-1 unscanned
-    pred = {"volume": patch, "patch_origins": torch.zeros(2, 3, dtype=torch.long), "patch_size": 4}
+    pred = Reconstruction(patch, patch_origins=torch.zeros(2, 3, dtype=torch.long), patch_size=4)
     total, _ = ReconstructionLoss({"l1": 1.0})(pred, target, scanned=scanned)
     total.backward()
     assert patch.grad[:, :, :2].abs().max() == 0 and patch.grad[:, :, 2:].abs().min() > 0
@@ -160,4 +161,4 @@ def test_a_patch_output_sees_the_same_crop_of_the_mask():
 def test_a_mask_of_another_shape_is_refused():
     volume, _, target, scanned = scanned_case()
     with pytest.raises(ValueError, match="scanned mask"):
-        ReconstructionLoss({"l1": 1.0})(volume, target, scanned=scanned[:, :, 1:])
+        ReconstructionLoss({"l1": 1.0})(Reconstruction(volume), target, scanned=scanned[:, :, 1:])

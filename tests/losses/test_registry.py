@@ -4,6 +4,7 @@ from torch import nn
 
 from x2ct.losses import LOSS_COMPONENTS, ReconstructionLoss, build_loss_component, register_loss_component
 from x2ct.losses.l1 import L1Loss
+from x2ct.models import Reconstruction
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def test_a_registered_component_is_usable_by_name_with_its_arguments(scratch_reg
             return self.scale * (pred - target).square().mean()
 
     loss = ReconstructionLoss({"scaled_l2": 2.0}, component_kwargs={"scaled_l2": {"scale": 3.0}})
-    total, parts = loss(torch.zeros(4), torch.ones(4))
+    total, parts = loss(Reconstruction(torch.zeros(4)), torch.ones(4))
     assert parts["scaled_l2"].item() == pytest.approx(3.0)
     assert total.item() == pytest.approx(6.0)
 

@@ -16,9 +16,9 @@ def test_forward_gives_a_volume_clipped_to_unit_range_in_eval():
     model = tiny()
     torch.nn.init.normal_(model.head.weight, std=1.0)  # a trained head (it starts at zero)
     views = torch.rand(3, 2, 1, 32, 32)
-    raw = model(views)  # training mode: linear output, so gradients reach values outside [0, 1]
+    raw = model(views).volume  # training mode: linear output, so gradients reach values outside [0, 1]
     assert raw.shape == (3, 1, 16, 16, 16) and (raw.min() < 0 or raw.max() > 1)
-    out = model.eval()(views)
+    out = model.eval()(views).volume
     assert out.min() >= 0.0 and out.max() <= 1.0
     torch.testing.assert_close(out, raw.clamp(0, 1))
 
@@ -29,7 +29,7 @@ def test_prior_starts_the_output_at_the_mean_volume():
     torch.nn.init.zeros_(model.head.bias)
     mean = torch.rand(1, 16, 16, 16)
     model.initialise_prior(mean)
-    out = model.eval()(torch.rand(2, 2, 1, 32, 32))
+    out = model.eval()(torch.rand(2, 2, 1, 32, 32)).volume
     torch.testing.assert_close(out, mean.expand(2, 1, 16, 16, 16))
     without = tiny(learned_prior=False)
     assert count_parameters(model) - count_parameters(without) == 16**3
@@ -39,13 +39,13 @@ def test_prior_starts_the_output_at_the_mean_volume():
 @pytest.mark.parametrize("angles", [(0.0,), (0.0, 90.0, 45.0)])
 def test_any_number_of_views_at_any_angle(angles):
     model = tiny(num_views=len(angles), view_angles_deg=angles)
-    assert model(torch.rand(2, len(angles), 1, 32, 32)).shape == (2, 1, 16, 16, 16)
+    assert model(torch.rand(2, len(angles), 1, 32, 32)).volume.shape == (2, 1, 16, 16, 16)
 
 
 @pytest.mark.parametrize("norm", ["batch", "group", "none"])
 def test_other_norms_and_mean_fusion(norm):
     model = tiny(norm=norm, fusion="mean", dropout=0.1, view_size=16)
-    assert model(torch.rand(2, 2, 1, 16, 16)).shape == (2, 1, 16, 16, 16)
+    assert model(torch.rand(2, 2, 1, 16, 16)).volume.shape == (2, 1, 16, 16, 16)
 
 
 def test_parameter_count_at_the_reference_configuration():
@@ -65,7 +65,7 @@ def test_the_head_starts_at_zero_so_the_output_starts_at_the_template():
 def test_every_parameter_receives_a_gradient():
     model = tiny(dropout=0.1)
     torch.nn.init.normal_(model.head.weight, std=0.1)  # as after the first optimizer step (it starts at zero)
-    out = model(torch.rand(2, 2, 1, 32, 32))
+    out = model(torch.rand(2, 2, 1, 32, 32)).volume
     torch.nn.functional.l1_loss(out, torch.rand_like(out)).backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing

@@ -25,8 +25,9 @@ import torch
 import torch._dynamo
 from omegaconf import OmegaConf
 
+from x2ct.data.input_spec import InputSpec
 from x2ct.losses import ReconstructionLoss
-from x2ct.losses.reconstruction import split_outputs
+from x2ct.models import Reconstruction
 from x2ct.models.baseline_unet import BaselineUNet
 from x2ct.models.hybrid_vit import HybridViT
 from x2ct.models.multires import MultiResCascade
@@ -37,8 +38,9 @@ ANGLES = (0.0, 90.0)
 GEOMETRY = ProjectionGeometry(kind="cone", angles_deg=ANGLES, detector_shape=(32, 32), pixel_spacing_mm=(16.0, 16.0),
                               source_to_isocenter_mm=1000.0, source_to_detector_mm=1500.0).to_dict()
 FOV = [352.0, 352.0, 352.0]
-INPUT_SPEC = dict(radiograph="log", normalisation="fixed", scale=10.0, hu_window=[-1000.0, 1000.0], mu_water=0.02,
-                  ct_size=[16, 16, 16], ct_fov_mm=FOV, geometry=GEOMETRY)
+INPUT_SPEC = InputSpec(views=("pa", "lateral"), angles_deg=ANGLES, view_shape=(32, 32), radiograph="log",
+                       normalisation="fixed", scale=10.0, hu_window=(-1000.0, 1000.0), ct_size=(16, 16, 16),
+                       ct_fov_mm=tuple(FOV), mu_water=0.02, geometry=ProjectionGeometry.from_dict(GEOMETRY))
 COMMON = dict(num_views=2, view_size=32, volume_size=16, view_angles_deg=ANGLES)
 TINY_HYBRID = dict(base_channels=4, depth=2, channel_multipliers=(1, 2, 4), transformer_levels=(1,), num_heads=2,
                    pyramid_channels=4, cross_view_grid=4, cross_view_heads=2)
@@ -111,8 +113,8 @@ def test_the_objective_has_no_more_graph_breaks_than_recorded(projection, angles
     loss = medical_grade_loss("hybrid_vit" if projection else "multires_patches")
     views, angles_tensor, target = batch()
     generator = torch.Generator().manual_seed(3)
-    pred = {"volume": torch.rand(2, 1, 16, 16, 16, generator=generator).requires_grad_(),
-            "deep_supervision": [torch.rand(2, 1, n, n, n, generator=generator) for n in (8, 4)]}
+    pred = Reconstruction(torch.rand(2, 1, 16, 16, 16, generator=generator).requires_grad_(),
+                          deep_supervision=[torch.rand(2, 1, n, n, n, generator=generator) for n in (8, 4)])
 
     def objective(pred, target, views, angles):
         return loss(pred, target, views=views, angles_deg=angles)[0]
@@ -127,22 +129,13 @@ def test_the_training_forward_has_no_graph_break_with_python_angles():
     assert graph_breaks(model, views, ANGLES) == 0
 
 
-def in_float32(value):
-    """A model's output (volume, or dict with lists, patch origins and size) with its float tensors in float32."""
-    if isinstance(value, dict):
-        return {key: in_float32(v) for key, v in value.items()}
-    if isinstance(value, list):
-        return [in_float32(v) for v in value]
-    return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
-
-
 def training_step(model: torch.nn.Module, loss: ReconstructionLoss, bf16: bool) -> tuple[torch.Tensor, dict]:
     """Forward (under bf16 autocast if asked), loss in float32 as the trainer computes it, backward."""
     views, angles, target = batch()
     torch.manual_seed(2)  # the same random patch in every run
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         pred = model(views, angles)
-    total, _ = loss(in_float32(pred), target, views=views, angles_deg=angles)
+    total, _ = loss(pred.float(), target, views=views, angles_deg=angles)
     total.backward()
     return total.detach(), {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
 
@@ -182,7 +175,8 @@ def test_an_inductor_compiled_training_step_matches_eager(name):
 
     def step(forward, model: torch.nn.Module) -> tuple[torch.Tensor, dict]:
         # every output in the loss: compiled, parameters outside it get zero gradients where eager leaves None
-        volume, auxiliary = split_outputs(in_float32(forward(views, angles)))
+        pred = forward(views, angles).float()
+        volume, auxiliary = pred.volume, pred.deep_supervision
         loss = (volume - target).abs().mean() + sum(aux.abs().mean() for aux in auxiliary)
         loss.backward()
         return loss.detach(), {key: p.grad for key, p in model.named_parameters()}

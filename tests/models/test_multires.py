@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from x2ct.losses.deep_supervision import DeepSupervisionLoss
-from x2ct.models import BaselineUNet, HybridViT
+from x2ct.models import BaselineUNet, HybridViT, Reconstruction
 from x2ct.models.multires import MultiResCascade, Refiner
-from x2ct.models.registry import MODELS, build_model
+from x2ct.models.registry import MODELS, model_from_name
 from x2ct.ops.patches import crop_patches
 
 TINY_HYBRID = dict(base_channels=4, depth=2, channel_multipliers=(1, 2, 4), transformer_levels=(1,), num_heads=2,
@@ -40,21 +40,21 @@ def upsample(volume: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def test_registry_builds_by_name_and_names_the_known_models():
-    assert isinstance(build_model("baseline_unet", volume_size=8, **TINY_BASELINE), BaselineUNet)
+    assert isinstance(model_from_name("baseline_unet", volume_size=8, **TINY_BASELINE), BaselineUNet)
     assert MODELS == {"baseline_unet": BaselineUNet, "hybrid_vit": HybridViT}
     with pytest.raises(ValueError, match=r"unknown model 'unet3000'; known models: \['baseline_unet', 'hybrid_vit'\]"):
-        build_model("unet3000")
+        model_from_name("unet3000")
 
 
 def test_training_output_holds_every_stage_at_its_size_finest_first():
     out = tiny()(views())
-    assert out["volume"].shape == (2, 1, 16, 16, 16)
+    assert out.volume.shape == (2, 1, 16, 16, 16)
     # the coarse volume (8^3), then the hybrid's own auxiliary output (4^3)
-    assert [tuple(a.shape) for a in out["deep_supervision"]] == [(2, 1, 8, 8, 8), (2, 1, 4, 4, 4)]
+    assert [tuple(a.shape) for a in out.deep_supervision] == [(2, 1, 8, 8, 8), (2, 1, 4, 4, 4)]
     three = tiny(stage_sizes=(4, 8, 16), coarse_model="baseline_unet", coarse_kwargs=TINY_BASELINE)(views())
-    assert [tuple(a.shape) for a in three["deep_supervision"]] == [(2, 1, 8, 8, 8), (2, 1, 4, 4, 4)]
+    assert [tuple(a.shape) for a in three.deep_supervision] == [(2, 1, 8, 8, 8), (2, 1, 4, 4, 4)]
     # the existing loss term takes the list as it is, against the whole target
-    assert torch.isfinite(DeepSupervisionLoss()(three["deep_supervision"], torch.rand(2, 1, 16, 16, 16)))
+    assert torch.isfinite(DeepSupervisionLoss()(three.deep_supervision, torch.rand(2, 1, 16, 16, 16)))
 
 
 def test_an_untrained_cascade_is_its_coarse_stage_upsampled():
@@ -62,14 +62,14 @@ def test_an_untrained_cascade_is_its_coarse_stage_upsampled():
     with torch.no_grad():
         model.coarse.head.weight.normal_()  # the baseline starts at its template: make the coarse volume non-trivial
         out = model(x)
-        torch.testing.assert_close(out["deep_supervision"][0], upsample(out["deep_supervision"][1], 8))
-        torch.testing.assert_close(out["volume"], upsample(out["deep_supervision"][0], 16))
+        torch.testing.assert_close(out.deep_supervision[0], upsample(out.deep_supervision[1], 8))
+        torch.testing.assert_close(out.volume, upsample(out.deep_supervision[0], 16))
         stages = model.eval().stage_outputs(x)
         assert stages[0].min() < 0.2 and stages[0].max() > 0.8  # not clamped flat: the comparison can fail
         torch.testing.assert_close(stages[1], upsample(stages[0], 8))  # the eval volumes: clamped, each upsampled
-        torch.testing.assert_close(model(x), upsample(stages[1], 16))
+        torch.testing.assert_close(model(x).volume, upsample(stages[1], 16))
         perturb_heads(model)
-        assert (model(x) - upsample(stages[1], 16)).abs().max() > 1e-3  # the heads are what made them equal
+        assert (model(x).volume - upsample(stages[1], 16)).abs().max() > 1e-3  # the heads are what made them equal
 
 
 def test_eval_returns_the_final_volume_clipped_and_stage_outputs_every_stage():
@@ -78,7 +78,9 @@ def test_eval_returns_the_final_volume_clipped_and_stage_outputs_every_stage():
     model.eval()
     with torch.no_grad():
         out, stages = model(views() * 5), model.stage_outputs(views() * 5)
-    assert isinstance(out, torch.Tensor) and out.shape == (2, 1, 16, 16, 16)
+    assert isinstance(out, Reconstruction) and out.deep_supervision == [] and not out.is_patch
+    out = out.volume
+    assert out.shape == (2, 1, 16, 16, 16)
     assert [tuple(s.shape) for s in stages] == [(2, 1, 4, 4, 4), (2, 1, 8, 8, 8), (2, 1, 16, 16, 16)]
     assert all(s.min() >= 0 and s.max() <= 1 for s in stages)
     torch.testing.assert_close(out, stages[-1])
@@ -96,7 +98,7 @@ def test_patch_inference_with_one_tile_the_size_of_the_volume_equals_the_whole_v
         model.infer_patch_size = 16  # every fine stage: one tile covering its whole grid (capped at 8 for 8^3)
         tiled = model.stage_outputs(views())
         model.infer_patch_size = 8  # smaller tiles: overlapping, blended
-        blended = model(views())
+        blended = model(views()).volume
     for w, t in zip(whole, tiled, strict=True):
         torch.testing.assert_close(t, w, atol=1e-5, rtol=0)
     assert blended.shape == (2, 1, 16, 16, 16) and blended.min() >= 0 and blended.max() <= 1
@@ -106,10 +108,10 @@ def test_patch_training_returns_a_patch_inside_the_volume_with_its_origin():
     model = tiny(train_patch_size=8)
     torch.manual_seed(3)
     out = model(views(3))
-    assert out["volume"].shape == (3, 1, 8, 8, 8) and out["patch_size"] == 8
-    assert out["patch_origins"].shape == (3, 3) and out["patch_origins"].dtype == torch.long
-    assert out["patch_origins"].min() >= 0 and out["patch_origins"].max() <= 16 - 8
-    assert [tuple(a.shape) for a in out["deep_supervision"]] == [(3, 1, 8, 8, 8), (3, 1, 4, 4, 4)]  # whole volumes
+    assert out.is_patch and out.volume.shape == (3, 1, 8, 8, 8) and out.patch_size == 8
+    assert out.patch_origins.shape == (3, 3) and out.patch_origins.dtype == torch.long
+    assert out.patch_origins.min() >= 0 and out.patch_origins.max() <= 16 - 8
+    assert [tuple(a.shape) for a in out.deep_supervision] == [(3, 1, 8, 8, 8), (3, 1, 4, 4, 4)]  # whole volumes
 
 
 def test_a_training_patch_equals_the_crop_of_the_whole_volume_forward_away_from_patch_borders():
@@ -126,16 +128,16 @@ def test_a_training_patch_equals_the_crop_of_the_whole_volume_forward_away_from_
         patched = model(x)
         model.train_patch_size = None
         whole = model(x)
-    origins = patched["patch_origins"]
-    expected = crop_patches(whole["volume"], origins, (p,) * 3)
-    context = crop_patches(upsample(whole["deep_supervision"][0], n), origins, (p,) * 3)
-    assert (patched["volume"] - context).abs().max() > 1e-3  # the refiner does change the patch
+    origins = patched.patch_origins
+    expected = crop_patches(whole.volume, origins, (p,) * 3)
+    context = crop_patches(upsample(whole.deep_supervision[0], n), origins, (p,) * 3)
+    assert (patched.volume - context).abs().max() > 1e-3  # the refiner does change the patch
     compared = 0
     for b, origin in enumerate(origins.tolist()):
         index = torch.arange(p)
         keep = [((index >= radius) | (o == 0)) & ((index < p - radius) | (o + p == n)) for o in origin]
         mask = keep[0][:, None, None] & keep[1][None, :, None] & keep[2][None, None, :]
-        torch.testing.assert_close(patched["volume"][b, 0][mask], expected[b, 0][mask], atol=1e-5, rtol=0)
+        torch.testing.assert_close(patched.volume[b, 0][mask], expected[b, 0][mask], atol=1e-5, rtol=0)
         compared += int(mask.sum())
     assert compared > 0
 
@@ -146,8 +148,8 @@ def test_a_frozen_coarse_stage_gets_no_gradients_and_stays_in_eval_mode():
     model.train()
     assert not model.coarse.training and model.refiners[0].training
     out = model(views())
-    assert len(out["deep_supervision"]) == 1  # the coarse volume; a model in eval mode returns no auxiliary outputs
-    (out["volume"].square().mean() + out["deep_supervision"][0].mean()).backward()
+    assert len(out.deep_supervision) == 1  # the coarse volume; a model in eval mode returns no auxiliary outputs
+    (out.volume.square().mean() + out.deep_supervision[0].mean()).backward()
     assert all(not p.requires_grad and p.grad is None for p in model.coarse.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.refiners.parameters())
 
@@ -156,12 +158,12 @@ def test_gradients_reach_every_trainable_parameter():
     model = tiny(stage_sizes=(4, 8, 16), coarse_kwargs={**TINY_HYBRID, "depth": 1, "channel_multipliers": (1, 2),
                                                        "transformer_levels": (0,)})
     out = model(views())
-    (out["volume"].mean() + sum(a.mean() for a in out["deep_supervision"])).backward()
+    (out.volume.mean() + sum(a.mean() for a in out.deep_supervision)).backward()
     assert all(p.grad is not None for p in model.parameters())  # DDP needs no find_unused_parameters, even at start
     model.zero_grad(set_to_none=True)
     perturb_heads(model)
     out = model(views())
-    (out["volume"].square().mean() + sum(a.square().mean() for a in out["deep_supervision"])).backward()
+    (out.volume.square().mean() + sum(a.square().mean() for a in out.deep_supervision)).backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
 
@@ -200,8 +202,8 @@ def test_bad_views_are_named():
 
 
 def test_stage_one_starts_from_a_trained_checkpoint(tmp_path):
-    coarse = build_model("hybrid_vit", num_views=2, view_size=16, volume_size=8, view_angles_deg=(0.0, 90.0),
-                         **TINY_HYBRID)
+    coarse = model_from_name("hybrid_vit", num_views=2, view_size=16, volume_size=8, view_angles_deg=(0.0, 90.0),
+                             **TINY_HYBRID)
     with torch.no_grad():
         for p in coarse.parameters():
             p.add_(0.5)
@@ -225,8 +227,8 @@ def test_with_a_coarse_model_without_deep_supervision_the_final_volume_alone_rea
     model = tiny(coarse_kwargs={**TINY_HYBRID, "deep_supervision": False}, train_patch_size=train_patch_size)
     perturb_heads(model)
     out = model(views())
-    assert [tuple(a.shape) for a in out["deep_supervision"]] == [(2, 1, 8, 8, 8)]  # the coarse volume only
-    out["volume"].square().mean().backward()
+    assert [tuple(a.shape) for a in out.deep_supervision] == [(2, 1, 8, 8, 8)]  # the coarse volume only
+    out.volume.square().mean().backward()
     unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not unused
 
@@ -288,20 +290,20 @@ def test_every_fine_stage_can_train_on_patches_each_holding_the_next_ones_contex
     for seed in range(4):
         torch.manual_seed(seed)
         out = model(x)
-        coarse = out["deep_supervision"][1]                                    # (B, 1, 8, 8, 8), whole
-        middle, (middle_origins, middle_size) = out["deep_supervision"][0], out["deep_supervision_regions"][0]
-        assert out["volume"].shape == (3, 1, 8, 8, 8) and middle.shape == (3, 1, 12, 12, 12) and middle_size == 16
-        assert out["deep_supervision_regions"][1:] == [None] * (len(out["deep_supervision"]) - 1)
-        assert (out["patch_origins"] % 2 == 0).all() and (middle_origins % 2 == 0).all()  # on the strided grid
-        expected = crop_patches(upsample(upsample(coarse, 16), 32), out["patch_origins"], (8, 8, 8))
-        torch.testing.assert_close(out["volume"], expected, atol=1e-6, rtol=0)
+        coarse = out.deep_supervision[1]                                    # (B, 1, 8, 8, 8), whole
+        middle, (middle_origins, middle_size) = out.deep_supervision[0], out.deep_supervision_regions[0]
+        assert out.volume.shape == (3, 1, 8, 8, 8) and middle.shape == (3, 1, 12, 12, 12) and middle_size == 16
+        assert out.deep_supervision_regions[1:] == [None] * (len(out.deep_supervision) - 1)
+        assert (out.patch_origins % 2 == 0).all() and (middle_origins % 2 == 0).all()  # on the strided grid
+        expected = crop_patches(upsample(upsample(coarse, 16), 32), out.patch_origins, (8, 8, 8))
+        torch.testing.assert_close(out.volume, expected, atol=1e-6, rtol=0)
         torch.testing.assert_close(middle, crop_patches(upsample(coarse, 16), middle_origins, (12, 12, 12)),
                                    atol=1e-6, rtol=0)
     target = torch.rand(3, 1, 32, 32, 32)
-    loss = DeepSupervisionLoss()(out["deep_supervision"], target, regions=out["deep_supervision_regions"])
+    loss = DeepSupervisionLoss()(out.deep_supervision, target, regions=out.deep_supervision_regions)
     reference = (middle - crop_patches(F.avg_pool3d(target, 2), middle_origins, (12, 12, 12))).abs().mean()
     reference = (reference + sum((aux - F.interpolate(target, size=aux.shape[2:], mode="area")).abs().mean()
-                                 for aux in out["deep_supervision"][1:])) / len(out["deep_supervision"])
+                                 for aux in out.deep_supervision[1:])) / len(out.deep_supervision)
     torch.testing.assert_close(loss, reference)
 
 
@@ -313,7 +315,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
         model = MultiResCascade(**THREE_STAGES, train_patch_size=[12, 8], checkpointing=checkpointing)
         perturb_heads(model)
         torch.manual_seed(7)
-        model(x)["volume"].square().mean().backward()
+        model(x).volume.square().mean().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.refiners.parameters()]))
     torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(grads[2], grads[0], atol=1e-6, rtol=1e-5)
@@ -325,9 +327,9 @@ def test_tiled_inference_lifts_per_tile_and_matches_the_whole_volume_with_one_ti
     model = tiny(infer_patch_size=16).eval().double()
     perturb_heads(model)
     with torch.no_grad():
-        tiled = model(views().double())
+        tiled = model(views().double()).volume
         model.infer_patch_size = None
-        whole = model(views().double())
+        whole = model(views().double()).volume
     torch.testing.assert_close(tiled, whole, atol=1e-10, rtol=0)
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from x2ct.models import build_model
-from x2ct.models.blocks.fusion import ViewFusion
+from x2ct.models import model_from_name
 from x2ct.models.multires import MultiResCascade
+from x2ct.models.view_blocks.fusion import ViewFusion
 from x2ct.physics.geometry import ProjectionGeometry
 
 # a detector too small for the volume: the corners of the 16^3 grid project outside it
@@ -35,7 +35,7 @@ MODELS = {
 def test_every_fusion_after_a_geometric_lift_gets_the_visibility_mask(name):
     kind, kwargs = MODELS[name]
     torch.manual_seed(0)
-    model = kind(**GEOMETRIC, **kwargs) if callable(kind) else build_model(kind, **GEOMETRIC, **kwargs)
+    model = kind(**GEOMETRIC, **kwargs) if callable(kind) else model_from_name(kind, **GEOMETRIC, **kwargs)
     calls: list[torch.Tensor | None] = []
     hooks = [m.register_forward_pre_hook(lambda _m, args: calls.append(args[1] if len(args) > 1 else None))
              for m in model.modules() if isinstance(m, ViewFusion)]

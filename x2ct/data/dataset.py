@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from x2ct.data.input_spec import InputSpec
 from x2ct.data.layout import SPLITS, DatasetLayout
 from x2ct.data.realism import ViewEffects
 from x2ct.data.view_selection import evenly_spread_views
@@ -151,32 +152,27 @@ class PatientDRRDataset(Dataset):
             raise DatasetError(f"{path}: mask of shape {mask.shape} does not match the CT's {tuple(shape)}")
         return torch.from_numpy(mask)[None]
 
-    def input_spec(self) -> dict:
-        """What a model trained on this data expects, as plain JSON types (stored in checkpoints for predict.py).
+    def input_spec(self, view_quantiles: bool = True) -> InputSpec:
+        """What a model trained on this data expects (stored in checkpoints for evaluation and predict.py).
 
         Views (names, angles, shape, radiograph kind, normalisation and scale) and the CT grid (size, field of
         view, HU window) that the [0, 1] output volumes live on. ``view_quantiles``: the split's clean views'
         distribution per view name, which predict.py matches a clinical radiograph's intensities to
-        (`x2ct.data.radiograph_fit.dataset_view_quantiles`).
+        (`x2ct.data.radiograph_fit.dataset_view_quantiles`; it reads up to 64 patients' views: ``view_quantiles=False``
+        leaves it None where only the rest is needed).
         """
         from x2ct.data.radiograph_fit import dataset_view_quantiles
 
-        return {
-            "protocol": self.manifest.get("protocol"),
-            "views": list(self.view_names),
-            "angles_deg": [float(self.geometry.angles_deg[i]) for i in self.view_indices],
-            "view_shape": [int(n) for n in self.geometry.detector_shape],
-            "radiograph": self.radiograph,
-            "normalisation": self.normalisation,
-            "scale": self.view_scale,
-            "hu_window": [float(v) for v in self.hu_window],
-            "ct_size": [int(n) for n in self.manifest["ct"]["size"]],
-            "ct_fov_mm": [float(v) for v in self.manifest["ct"]["fov_mm"]],
-            "mu_water": float(self.manifest["mu_water"]),
-            "geometry": self.geometry.with_angles(
-                [float(self.geometry.angles_deg[i]) for i in self.view_indices]).to_dict(),
-            "view_quantiles": dataset_view_quantiles(self),
-        }
+        angles = tuple(float(self.geometry.angles_deg[i]) for i in self.view_indices)
+        return InputSpec(
+            protocol=self.manifest.get("protocol"), views=tuple(self.view_names), angles_deg=angles,
+            view_shape=tuple(int(n) for n in self.geometry.detector_shape), radiograph=self.radiograph,
+            normalisation=self.normalisation, scale=None if self.view_scale is None else float(self.view_scale),
+            hu_window=tuple(float(v) for v in self.hu_window),
+            ct_size=tuple(int(n) for n in self.manifest["ct"]["size"]),
+            ct_fov_mm=tuple(float(v) for v in self.manifest["ct"]["fov_mm"]),
+            mu_water=float(self.manifest["mu_water"]), geometry=self.geometry.with_angles(list(angles)),
+            view_quantiles=dataset_view_quantiles(self) if view_quantiles else None)
 
     def ct(self, index: int) -> torch.Tensor:
         """Only the CT of item ``index``, ``(1, D, H, W)`` in [0, 1]: no views are read or rendered."""

@@ -39,18 +39,11 @@ def ensure_dataset(data_cfg: DictConfig, run_once: RunOnce = run_here) -> Path:
                                     f"or set data.prepare")
 
         def prepare() -> None:
-            from hydra import compose, initialize_config_dir
-            from hydra.core.global_hydra import GlobalHydra
-
+            from x2ct.config_files import compose_config
             from x2ct.data.prepare import load_prepare_config, prepare_dataset
 
             overrides = [*data_cfg.prepare, f"output_dir={root}"]
-            conf_dir = str(Path(__file__).resolve().parents[2] / "conf")
-            if GlobalHydra.instance().is_initialized():
-                prepare_cfg = compose("prepare", overrides=overrides)
-            else:
-                with initialize_config_dir(version_base="1.3", config_dir=conf_dir):
-                    prepare_cfg = compose("prepare", overrides=overrides)
+            prepare_cfg = compose_config("prepare", overrides, in_running_app=True)
             print(f"data set {root} not found: preparing it (prepare.py {' '.join(overrides)})", flush=True)
             # another process preparing the same folder (a parallel sweep job) is waited for, then reused
             report = prepare_dataset(load_prepare_config(prepare_cfg), lock_wait_s=PREPARE_WAIT_S)

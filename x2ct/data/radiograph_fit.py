@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from x2ct.data.input_spec import InputSpec
 from x2ct.data.xray_io import Radiograph, parse_patient_orientation
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.radiograph import normalise_views, to_intensity
@@ -156,16 +157,17 @@ class FittedView:
 
 
 # ------------------------------------------------------------------------------------------------ the fit
-def fit_radiograph(radiograph: Radiograph, spec: dict, view: str, options: FitOptions | None = None) -> FittedView:
+def fit_radiograph(radiograph: Radiograph, spec: InputSpec, view: str, options: FitOptions | None = None) -> FittedView:
     """Put ``radiograph`` on the detector of ``view`` of a model with input spec ``spec`` (see the module docstring)."""
     options = options or FitOptions()
-    if view not in spec["views"]:
-        raise RadiographFitError(f"{radiograph.path}: the model has no view {view!r}; its views are {spec['views']}")
+    if view not in spec.views:
+        raise RadiographFitError(f"{radiograph.path}: the model has no view {view!r}; its views are "
+                                 f"{list(spec.views)}")
     if not radiograph.image.max() > radiograph.image.min():
         raise RadiographFitError(f"{radiograph.path}: the image is uniform (every pixel "
                                  f"{radiograph.image.flat[0]:.4g}); nothing of a radiograph to fit")
-    geometry = ProjectionGeometry.from_dict(spec["geometry"])
-    angle = float(geometry.angles_deg[spec["views"].index(view)])
+    geometry = spec.geometry
+    angle = float(geometry.angles_deg[spec.views.index(view)])
     assumptions: list[str] = []
     family = view_family(angle)
     position = _check_view_position(radiograph, view, family, options, assumptions)
@@ -173,7 +175,7 @@ def fit_radiograph(radiograph: Radiograph, spec: dict, view: str, options: FitOp
     oriented_image, orientation = orient_to_view(radiograph, angle, options, assumptions)
     spacing = isocentre_spacing(radiograph, family, options, assumptions)
     attenuation, domain = _attenuation_like(oriented_image, radiograph)
-    detector = model_detector(geometry, spec["views"].index(view))
+    detector = model_detector(geometry, spec.views.index(view))
 
     iso = spacing["isocentre_spacing_mm"]
     centre_mm, alignment = _alignment(attenuation, iso, options.align, radiograph.path, assumptions)
@@ -474,7 +476,7 @@ def _attenuation_like(image: np.ndarray, radiograph: Radiograph) -> tuple[np.nda
     return image, "the image, bone bright (taken as monotone in the line integral)"
 
 
-def map_intensity(resampled: np.ndarray, air: np.ndarray, spec: dict, view: str, mode: str,
+def map_intensity(resampled: np.ndarray, air: np.ndarray, spec: InputSpec, view: str, mode: str,
                   assumptions: list[str]) -> tuple[np.ndarray, dict]:
     """The resampled radiograph ``(rows, cols)`` in the model's input convention, and the record.
 
@@ -483,8 +485,8 @@ def map_intensity(resampled: np.ndarray, air: np.ndarray, spec: dict, view: str,
     a film that holds less air than the training views (a chest filling the field) keeps its lungs in the body
     class instead of having them pushed down to air.
     """
-    quantiles = spec.get("view_quantiles")
-    descending = spec["radiograph"] == "intensity"  # transmission: bright where little attenuates
+    quantiles = spec.view_quantiles
+    descending = spec.radiograph == "intensity"  # transmission: bright where little attenuates
     if mode == "quantile" and quantiles is not None and view in quantiles.get("body_values", {}):
         levels = quantiles["levels"]
         body_values, air_values = quantiles["body_values"][view], quantiles["air_values"].get(view)
@@ -510,8 +512,8 @@ def map_intensity(resampled: np.ndarray, air: np.ndarray, spec: dict, view: str,
     image = np.clip((resampled - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(resampled)
     if descending:
         image = 1.0 - image
-    if spec["radiograph"] != "intensity" and spec["normalisation"] not in ("per_image_max",):
-        assumptions.append(f"linear intensity for a model trained on {spec['normalisation']}-normalised views: "
+    if spec.radiograph != "intensity" and spec.normalisation not in ("per_image_max",):
+        assumptions.append(f"linear intensity for a model trained on {spec.normalisation}-normalised views: "
                            "the stretch to [0, 1] overstates their contrast (their values rarely reach 1)")
     return image, {"mode": "linear", "percentiles": list(LINEAR_PERCENTILES), "input_range": [lo, hi]}
 

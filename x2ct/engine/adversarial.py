@@ -1,6 +1,7 @@
 """Adversarial training (milestone 3) as an extension of the supervised step: the trainer stays one loop.
 
-The trainer calls three hooks when ``cfg.adversarial.enabled``; with it off none of this is built or run:
+The trainer calls three hooks when ``adversarial=default`` is chosen; with ``adversarial=none`` (a null
+``cfg.adversarial``) none of this is built or run:
 
 - ``generator_term(volume, epoch)``: the generator's adversarial loss, added to the reconstruction loss before
   the generator's backward (the discriminators are used frozen, unwrapped, so no DDP hook fires for them);
@@ -27,9 +28,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from x2ct.adversarial.discriminators import PatchDiscriminator, patch_summary, resolve_patch_layers
 from x2ct.adversarial.objectives import adversarial_weight, discriminator_loss, generator_loss, r1_penalty
+from x2ct.data.input_spec import InputSpec
 from x2ct.engine.schedule import cosine_with_warmup
-from x2ct.models.blocks.cone_lift import ConeBeamLift
-from x2ct.physics.geometry import ProjectionGeometry
+from x2ct.models.view_blocks.cone_lift import ConeBeamLift
 from x2ct.physics.projector import BACKENDS
 from x2ct.physics.view_angles import random_angles
 from x2ct.physics.volume_projections import render_projections
@@ -51,18 +52,19 @@ class AdversarialTraining:
         total_steps: optimizer steps of the run, for the discriminators' cosine schedule.
     """
 
-    def __init__(self, cfg: dict[str, Any], input_spec: dict[str, Any], device: torch.device, autocast,
+    def __init__(self, cfg: dict[str, Any], input_spec: InputSpec, device: torch.device, autocast,
                  scaler: torch.amp.GradScaler | None, world_size: int, total_steps: int) -> None:
         self.cfg = cfg
         self.autocast = autocast
         self.scaler = scaler
         self.spec = input_spec
         # spatial shape each discriminator judges: the CT grid, the detector
-        self.input_shapes = {"volume": tuple(input_spec["ct_size"]), "projection": tuple(input_spec["view_shape"])}
+        self.input_shapes = {"volume": input_spec.ct_size, "projection": input_spec.view_shape}
         specs = {name: spec for name, spec in (cfg.get("discriminators") or {}).items() if spec}
         self.nets = nn.ModuleDict({name: self._build(name, spec).to(device) for name, spec in specs.items()})
         if not len(self.nets):
-            raise ValueError("adversarial.enabled=true but adversarial.discriminators names none (volume, projection)")
+            raise ValueError("adversarial training is on (adversarial=default) but adversarial.discriminators names "
+                             "none (volume, projection)")
         self.trained = {name: (DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
                                                        else None) if world_size > 1 else net)
                         for name, net in self.nets.items()}
@@ -70,10 +72,8 @@ class AdversarialTraining:
                                            weight_decay=cfg["weight_decay"])
         self.scheduler = cosine_with_warmup(self.optimizer, warmup_steps=0, total_steps=max(1, total_steps),
                                             min_lr_ratio=cfg.get("min_lr_ratio", 0.01))
-        geometry = ProjectionGeometry.from_dict(input_spec["geometry"])
-        self.geometry = geometry
-        size, fov = input_spec["ct_size"], input_spec["ct_fov_mm"]
-        self.spacing_mm = tuple(f / n for f, n in zip(fov, size, strict=True))
+        geometry = self.geometry = input_spec.geometry
+        self.spacing_mm = input_spec.voxel_spacing_mm
         # a conditional volume discriminator judges (volume, the input views back-projected onto its grid)
         self.condition = cfg.get("condition") or "none"
         if self.condition not in CONDITIONS:
@@ -86,7 +86,8 @@ class AdversarialTraining:
         if self.projector_backend not in BACKENDS:
             raise ValueError(f"adversarial.projector_backend must be one of {BACKENDS}, got "
                              f"{self.projector_backend!r}")
-        self.backprojection = ConeBeamLift(geometry, [int(n) for n in size], fov).to(device) if wanted else None
+        self.backprojection = (ConeBeamLift(geometry, list(input_spec.ct_size), list(input_spec.ct_fov_mm)).to(device)
+                               if wanted else None)
 
     def _build(self, name: str, spec: dict[str, Any]) -> nn.Module:
         """Discriminator ``name`` from its config, its layers set from ``receptive_field`` and the input's side;
@@ -191,7 +192,7 @@ class AdversarialTraining:
     def _angles(self) -> list[float]:
         """The input views' angles plus ``random_angles`` new ones (torch's global RNG: seeded, resumed)."""
         extra = random_angles(None, int(self.cfg.get("random_angles", 0))) if self.cfg.get("random_angles") else []
-        return [*self.spec["angles_deg"], *extra]
+        return [*self.spec.angles_deg, *extra]
 
     @torch.no_grad()
     def _condition(self, views: Tensor | None, angles: Tensor | None) -> Tensor | None:
@@ -210,9 +211,9 @@ class AdversarialTraining:
         if "volume" in nets:
             out["volume"] = nets["volume"](volume, condition) if condition is not None else nets["volume"](volume)
         if "projection" in nets:
-            projections = render_projections(volume.float(), self.spec["hu_window"], self.spec["mu_water"],
+            projections = render_projections(volume.float(), self.spec.hu_window, self.spec.mu_water,
                                              self.spacing_mm, self.geometry.with_angles(angles),
-                                             self.spec["normalisation"], self.spec["scale"],
+                                             self.spec.normalisation, self.spec.scale,
                                              backend=self.projector_backend)
             out["projection"] = nets["projection"](projections.flatten(0, 1)[:, None])  # (B*V', 1, r, c)
         return out

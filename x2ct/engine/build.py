@@ -12,6 +12,7 @@ The order matters under DDP and is kept here in one place:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -22,13 +23,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from x2ct.data.dataset import PatientDRRDataset
+from x2ct.data.input_spec import InputSpec
 from x2ct.engine.distributed import DistInfo
 from x2ct.engine.ema import ModelEMA
 from x2ct.engine.precision import Precision, autocast, make_scaler
 from x2ct.engine.step import ForwardAndLoss
+from x2ct.losses import ReconstructionLoss
+from x2ct.models import ReconstructionModel, check_model
+from x2ct.physics.geometry import ProjectionGeometry
 
 
-def fill_model_config(cfg: DictConfig, train_set: PatientDRRDataset, input_spec: dict) -> None:
+def fill_model_config(cfg: DictConfig, train_set: PatientDRRDataset, input_spec: InputSpec) -> None:
     """Record in ``cfg.model`` what the data set decides (views, sizes, angles, geometry), so the saved config
     rebuilds the same model; and build deep-supervision heads only when the loss uses them."""
     sample = train_set[0]
@@ -37,18 +42,18 @@ def fill_model_config(cfg: DictConfig, train_set: PatientDRRDataset, input_spec:
         cfg.model.view_size = int(sample["views"].shape[-1])
         cfg.model.volume_size = int(sample["ct"].shape[-1])
         cfg.model.view_angles_deg = [float(train_set.geometry.angles_deg[i]) for i in train_set.view_indices]
-        fill_geometry(cfg.model, input_spec)
+        fill_geometry(cfg.model, input_spec.geometry, input_spec.ct_fov_mm)
         match_deep_supervision(cfg.model, float(cfg.loss.weights.get("deep_supervision", 0.0)))
 
 
-def fill_geometry(model_cfg: DictConfig, input_spec: dict) -> None:
+def fill_geometry(model_cfg: DictConfig, geometry: ProjectionGeometry, ct_fov_mm: Sequence[float]) -> None:
     """Give a model config that asks for them (keys ``geometry`` / ``volume_fov_mm``, null in its YAML) the data set's
     imaging geometry and the volume's extent: the geometric lift projects voxels with the geometry that rendered
     the views. A cascade passes them on to its coarse model."""
     if "geometry" in model_cfg:
-        model_cfg.geometry = input_spec["geometry"]
+        model_cfg.geometry = geometry.to_dict()
     if "volume_fov_mm" in model_cfg:
-        model_cfg.volume_fov_mm = list(input_spec["ct_fov_mm"])
+        model_cfg.volume_fov_mm = [float(v) for v in ct_fov_mm]
 
 
 def match_deep_supervision(model_cfg: DictConfig, loss_weight: float) -> None:
@@ -75,7 +80,7 @@ def match_deep_supervision(model_cfg: DictConfig, loss_weight: float) -> None:
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
 
 
-def build_model(cfg: DictConfig, device: torch.device, reference_volume: torch.Tensor) -> nn.Module:
+def build_model(cfg: DictConfig, device: torch.device, reference_volume: torch.Tensor) -> ReconstructionModel:
     """The model of ``cfg.model`` on ``device``, starting from the mean training CT where it has a template, its
     weights laid out in ``cfg.trainer.memory_format``. A setting the model refuses (its constructor's
     ``ValueError``, which names the keys) is raised as that ``ValueError``, not inside Hydra's wrapper."""
@@ -85,12 +90,12 @@ def build_model(cfg: DictConfig, device: torch.device, reference_volume: torch.T
         if isinstance(err.__cause__, ValueError):
             raise ValueError(f"model={cfg.model._target_}: {err.__cause__}") from err
         raise
-    if cfg.data.get("view_dropout") and not getattr(model, "any_view_count", False):
+    check_model(model, f"model._target_={cfg.model._target_}")
+    if cfg.data.get("view_dropout") and not model.any_view_count:
         raise ValueError(f"data.view_dropout draws a different number of views per batch, but {cfg.model._target_} "
                          "is built for exactly data's views (hybrid_vit and multires take any number with "
                          "model.fusion=mean|max|attention; the baseline's per-view FiLM does not)")
-    if hasattr(model, "initialise_prior"):  # models with a template volume start from the average patient
-        model.initialise_prior(reference_volume.to(device))
+    model.initialise_prior(reference_volume.to(device))  # a template volume starts at the average patient
     return to_memory_format(model, cfg.trainer.memory_format)
 
 
@@ -115,14 +120,23 @@ def to_memory_format(model: nn.Module, memory_format: str) -> nn.Module:
     return model._apply(lambda t: t.contiguous(memory_format=layout) if t.ndim == 5 else t)
 
 
-def check_view_dropout_minimum(data_cfg: DictConfig, model: nn.Module) -> None:
+def check_view_dropout_minimum(data_cfg: DictConfig, model: ReconstructionModel) -> None:
     """Refuse ``data.view_dropout.min_views`` below the fewest views ``model`` (unwrapped) takes, at start: else the
     run stops at the first batch that draws that few views (cross-view attention needs 2)."""
     dropout = data_cfg.get("view_dropout")
-    needed = int(getattr(model, "min_views", 1))
+    needed = model.min_views
     if dropout and int(dropout.min_views) < needed:
         raise ValueError(f"data.view_dropout.min_views={dropout.min_views} but {type(model).__name__} needs at least "
                          f"{needed} views per batch; set data.view_dropout.min_views={needed} or more")
+
+
+def build_criterion(loss_cfg: DictConfig, input_spec: InputSpec | None, device: torch.device) -> ReconstructionLoss:
+    """The objective of ``cfg.loss`` on ``device``: its weights, each component's settings, and the data set's input
+    spec for the components that compare with the views (None where no such component is weighted)."""
+    components = loss_cfg.get("components")
+    return ReconstructionLoss(dict(loss_cfg.weights),
+                              OmegaConf.to_container(components, resolve=True) if components else None,
+                              input_spec=input_spec, scanned_only=loss_cfg.scanned_only).to(device)
 
 
 def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
@@ -184,12 +198,13 @@ def build_ema(model: nn.Module, decay: float | None) -> ModelEMA | None:
     return ModelEMA(model, decay) if decay else None
 
 
-def build_adversarial(cfg: DictConfig, input_spec: dict, device: torch.device, precision: Precision,
+def build_adversarial(cfg: DictConfig, input_spec: InputSpec, device: torch.device, precision: Precision,
                       dist: DistInfo, total_steps: int):
-    """The adversarial extension when ``cfg.adversarial.enabled``, else None (the plain supervised step); rank 0
-    prints each discriminator's layers, receptive field and logit grid for this data."""
+    """The adversarial extension when ``cfg.adversarial`` holds settings (``adversarial=default``), None when it is
+    null (``adversarial=none``: the plain supervised step); rank 0 prints each discriminator's layers, receptive
+    field and logit grid for this data."""
     adv_cfg = cfg.get("adversarial")
-    if adv_cfg is None or not adv_cfg.get("enabled", False):
+    if adv_cfg is None:
         return None
     patch = cfg.model.get("train_patch_size")
     if patch is not None and any(p is not None for p in (patch if OmegaConf.is_list(patch) else [patch])):

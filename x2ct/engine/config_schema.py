@@ -1,20 +1,28 @@
 """Typed schema of the training config: every key of conf/train.yaml's groups gets a type, so a typo or a wrong
-type fails at start with the full key named. Values live in the YAML files; the schema holds none.
+type fails at start with the full key named. Values live in the YAML files (what every data set config shares: in
+conf/train.yaml's ``data`` node, which each conf/data/ option overrides); the schema holds none.
 
 Groups whose keys depend on the chosen class (model, optimizer, scheduler) stay open dicts with a ``_target_``;
 the class itself rejects unknown arguments (and the loss rejects unknown component names). The model's lift names
 are checked here already, so an old name is refused at start, naming its key and the new name.
+
+Each switch has one key: W&B logging is ``logger.mode`` (``logger=none`` chooses ``disabled``), adversarial
+training the ``adversarial`` group's choice (``none``: a null node). A config that says ``logger.enabled`` or
+``adversarial.enabled`` is refused naming the switch (``check_overrides`` for the command line,
+``validate_train_config`` for the composed config); a checkpoint saved with them is read through
+``with_current_keys``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from x2ct.data.realism import RadiographRealism
-from x2ct.models.blocks.lift_names import check_lift, lift_settings
+from x2ct.models.view_blocks.lift_names import check_lift, lift_settings
 
 
 @dataclass
@@ -23,17 +31,17 @@ class DataConfig:
     root: str = MISSING
     # by name or index; null with num_views
     views: list[Any] | None = MISSING
-    render_on_the_fly: bool = MISSING
-    angle_jitter_deg: float = MISSING
-    noise_photons: float | None = MISSING
-    radiograph: str = MISSING
-    batch_size: int = MISSING
-    num_workers: int = MISSING
-    prepare: list[str] | None = MISSING
+    render_on_the_fly: bool = MISSING  # training views rendered from the CT per batch, not read from the data set
+    angle_jitter_deg: float = MISSING  # random gantry-angle error of those renders, degrees (0: none)
+    noise_photons: float | None = MISSING  # Poisson noise at this many photons per pixel (null: none)
+    radiograph: str = MISSING  # log (line integrals) | intensity (transmission)
+    batch_size: int = MISSING  # per rank
+    num_workers: int = MISSING  # data-loader processes per rank
+    prepare: list[str] | None = MISSING  # prepare.py overrides that make data.root when it is missing
     # instead of views: this many views evenly spread over 180 degrees (the data set must store them)
-    num_views: int | None = None
+    num_views: int | None = MISSING
     # training only: a random subset of the views per batch, {min_views, max_views (null: all), always: [positions]}
-    view_dropout: dict[str, Any] | None = None
+    view_dropout: dict[str, Any] | None = MISSING
     # training only: randomised DRR -> clinical radiograph effects, {effect: {probability, ranges}} (null: off);
     # x2ct/data/realism.py checks them, the preset is conf/realism/default.yaml
     realism: dict[str, Any] | None = None
@@ -51,12 +59,12 @@ class LossConfig:
 @dataclass
 class TrainerConfig:
     max_epochs: int = MISSING
-    accelerator: str = MISSING
-    precision: str = MISSING
-    grad_clip_norm: float | None = MISSING
+    accelerator: str = MISSING  # auto | cuda | cpu
+    precision: str = MISSING  # auto | fp32 | bf16 | fp16
+    grad_clip_norm: float | None = MISSING  # global gradient norm clipped to this (null: off)
     accumulate_grad_batches: int = MISSING
-    ema_decay: float | None = MISSING
-    compile: bool = MISSING
+    ema_decay: float | None = MISSING  # weight EMA for validation and best.pt (null: off)
+    compile: bool = MISSING  # torch.compile the model
     compile_backend: str = MISSING
     # inductor's mode: null (its default) | default | max-autotune-no-cudagraphs
     compile_mode: str | None = MISSING
@@ -77,9 +85,9 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
-    enabled: bool = MISSING
     project: str = MISSING
     entity: str | None = MISSING
+    # the one switch: online | offline | disabled (logger=none)
     mode: str = MISSING
     tags: list[str] = MISSING
     image_every_epochs: int = MISSING
@@ -102,8 +110,8 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    # off: {enabled: false}; on: x2ct/engine/adversarial.py's settings (conf/adversarial/default.yaml)
-    adversarial: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
+    # off: null (adversarial=none); on: x2ct/engine/adversarial.py's settings (adversarial=default)
+    adversarial: dict[str, Any] | None = None
     seed: int = MISSING
     run_name: str = MISSING
     resume: str | None = MISSING
@@ -121,12 +129,63 @@ _CHOICES = {
 }
 
 
+# keys whose switch is said elsewhere -> (which switch says it, what to set for false, what to set for true)
+_SWITCHED_ELSEWHERE = {
+    "logger.enabled": ("W&B logging has one switch, logger.mode (online | offline | disabled)",
+                       "logger.mode=disabled (what logger=none sets)", "logger.mode=offline or logger.mode=online"),
+    "adversarial.enabled": ("adversarial training is switched by the adversarial group's choice",
+                            "adversarial=none", "adversarial=default"),
+}
+
+
+def _refuse_switch(key: str, value: Any) -> None:
+    """A ValueError naming ``key`` (one of ``_SWITCHED_ELSEWHERE``) and what says the same: for a false value,
+    a true one, or else (a sweep, a deletion) both."""
+    why, off, on = _SWITCHED_ELSEWHERE[key]
+    truth = {"false": False, "true": True}.get(str(value).strip().lower(), value)
+    use = off if truth is False else on if truth is True else f"{off} to switch it off, {on} to switch it on"
+    said = key if value == "" else f"{key}={str(value).lower() if isinstance(value, bool) else value}"
+    raise ValueError(f"config key {said} is not a setting: {why}; use {use}")
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Refuse command-line overrides (``key=value``, ``+key=value``, ``~key``) of a key whose switch is said
+    elsewhere, before Hydra composes them (Hydra alone would answer only that the key is not in the config)."""
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key in _SWITCHED_ELSEWHERE:
+            _refuse_switch(key, value)
+
+
+def with_current_keys(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a saved config (a checkpoint's) whose ``logger.enabled`` / ``adversarial.enabled`` are said by the
+    keys that switch them: ``logger.enabled: false`` as ``logger.mode: disabled``, ``adversarial.enabled: false`` as
+    ``adversarial: null``; a true one is dropped (its mode or settings say it already)."""
+    current = dict(config)
+    logger = current.get("logger")
+    if isinstance(logger, Mapping) and "enabled" in logger:
+        current["logger"] = {key: value for key, value in logger.items() if key != "enabled"}
+        if not logger["enabled"]:
+            current["logger"]["mode"] = "disabled"
+    adversarial = current.get("adversarial")
+    if isinstance(adversarial, Mapping) and "enabled" in adversarial:
+        current["adversarial"] = ({key: value for key, value in adversarial.items() if key != "enabled"}
+                                  if adversarial["enabled"] else None)
+    return current
+
+
 def validate_train_config(cfg: DictConfig) -> DictConfig:
     """Check ``cfg`` (as composed by Hydra, without the ``hydra`` node) against the schema.
 
     Raises an omegaconf ValidationError / ConfigKeyError naming the key for a wrong type or unknown key, and
-    ValueError for an invalid choice. Returns the merged, typed config (struct mode).
+    ValueError for an invalid choice or a key whose switch is said elsewhere (``logger.enabled``: ``logger.mode``;
+    ``adversarial.enabled``: the ``adversarial`` group). Returns the merged, typed config (struct mode).
     """
+    for key in _SWITCHED_ELSEWHERE:
+        group, name = key.split(".")
+        node = cfg.get(group)
+        if isinstance(node, Mapping) and name in node:
+            _refuse_switch(key, node[name])
     schema = OmegaConf.structured(TrainConfig)
     plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
     merged = OmegaConf.merge(schema, plain)

@@ -25,6 +25,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from x2ct import config_files
 from x2ct.folder_lock import FolderInUseError
 from x2ct.os_errors import check_writable_dir, report_error, report_os_error
 
@@ -36,16 +37,8 @@ MULTIRUN_FLAGS = ("-m", "--multirun")
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     """A config of the repository's ``conf/`` composed as the entrypoints compose it, outside a Hydra app (the
     benchmarks and checks that build what ``train.py`` builds); Hydra's global state is left clean."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     register_resolvers()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(Path(__file__).resolve().parents[2] / "conf")):
-            return compose(config_name=config_name, overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
+    return config_files.compose_config(config_name, overrides)
 
 
 def register_resolvers() -> None:
@@ -77,6 +70,12 @@ def prepare_launch(argv: list[str], environ: os._Environ | dict = os.environ) ->
     run inside torchrun; https://github.com/facebookresearch/hydra/issues/2231), initialises the process group,
     broadcasts rank 0's stamp, and keeps Hydra's file output to rank 0.
     """
+    from x2ct.engine.config_schema import check_overrides
+
+    try:  # a key whose switch is said elsewhere, named before Hydra answers only that it is not in the config
+        check_overrides([arg for arg in argv[1:] if not arg.startswith("-")])
+    except ValueError as err:
+        raise SystemExit(f"train.py: error: {err}") from None
     register_resolvers()
     world_size = int(environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:

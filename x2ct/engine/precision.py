@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -23,11 +22,17 @@ class Precision:
         return self.autocast_dtype == torch.float16
 
 
-def resolve_device(accelerator: str, dist: DistInfo) -> torch.device:
-    """``cuda`` (this rank's GPU, ``LOCAL_RANK``), ``cpu``, or ``auto``: CUDA when available."""
+DEVICES = ("auto", "cuda", "cpu")
+
+
+def resolve_device(accelerator: str, dist: DistInfo, key: str = "trainer.accelerator") -> torch.device:
+    """``cuda`` (this rank's GPU, ``LOCAL_RANK``), ``cpu``, or ``auto``: CUDA when available. ``key`` is the setting
+    the choice came from (a config key or a command-line option), named in the error."""
+    if accelerator not in DEVICES:
+        raise ValueError(f"{key}={accelerator!r}: expected one of {list(DEVICES)}")
     if accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("trainer.accelerator=cuda but CUDA is not available; use trainer.accelerator=cpu")
+            raise RuntimeError(f"{key}=cuda but CUDA is not available; use {key}=cpu")
         return torch.device("cuda", dist.local_rank)
     return torch.device("cpu")
 
@@ -53,14 +58,3 @@ def autocast(device: torch.device, precision: Precision):
     if precision.autocast_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=precision.autocast_dtype)
-
-
-def in_float32(pred: Any) -> Any:
-    """A model's output (a volume, or a dict with the volume and its deep-supervision list) cast to float32, so
-    losses are computed in full precision after an autocast forward."""
-    def cast(value):
-        if isinstance(value, list):
-            return [cast(v) for v in value]
-        return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
-
-    return {key: cast(value) for key, value in pred.items()} if isinstance(pred, dict) else pred.float()

@@ -1,10 +1,12 @@
 """``run_info.json``: what a run is and how it went, in one small file that run comparison reads.
 
-``{"model", "parameters", "device", "precision", "world_size", "code", "machine", "started", "finished",
-"wall_time_s", "status", "sessions"}`` (``code``: the commit that ran, `x2ct.provenance`; a resumed run records
-its last session's): ``started`` / ``finished`` are Unix times; ``wall_time_s`` sums the sessions of a run (a resumed
-run adds one session per restart, the time between them not counted); ``status`` is ``running``, ``finished``
-or ``failed``. Written atomically by rank 0 at the start and the end of every session.
+``{"model", "parameters", "device", "precision", "world_size", "mean_volume_patients", "code", "machine",
+"threads", "shared", "started", "finished", "wall_time_s", "status", "sessions"}``. ``code`` to ``shared``: the
+commit that ran and where (`x2ct.provenance.record`; a resumed run records its last session's);
+``mean_volume_patients``: how many training CTs the mean-volume reference averages. ``started`` / ``finished`` are
+Unix times; ``wall_time_s`` sums the sessions of a run (a resumed run adds one session per restart, the time between
+them not counted); ``status`` is ``running``, ``finished`` or ``failed``. Written atomically by rank 0 at the start
+and the end of every session.
 """
 
 from __future__ import annotations

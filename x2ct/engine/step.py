@@ -29,10 +29,9 @@ from torch import Tensor, nn
 
 from x2ct.engine.distributed import is_dist_ready
 from x2ct.engine.ema import ModelEMA
-from x2ct.engine.precision import Precision, autocast, in_float32
+from x2ct.engine.precision import Precision, autocast
 from x2ct.losses import ReconstructionLoss
-from x2ct.losses.reconstruction import split_outputs
-from x2ct.models.inputs import forward_views
+from x2ct.models import Reconstruction
 
 # extra loss on the generator's volume (the adversarial hook): (volume, views, angles) -> (loss, parts)
 ExtraLoss = Callable[[Tensor, Tensor, Any], tuple[Tensor, dict[str, Any]]]
@@ -59,7 +58,7 @@ class ForwardAndLoss(nn.Module):
     trace the two (and their backward) together (``trainer.compile_loss``; ``x2ct.engine.build``).
 
     ``forward(views (B, V, 1, h, w), angles, target (B, 1, D, H, W), scanned)`` returns ``(pred, loss, parts)``: the
-    model's output, the total loss and its detached parts (``ReconstructionLoss.forward``).
+    model's ``Reconstruction``, the total loss and its detached parts (``ReconstructionLoss.forward``).
     """
 
     def __init__(self, train_model: nn.Module, criterion: ReconstructionLoss, device: torch.device,
@@ -69,10 +68,10 @@ class ForwardAndLoss(nn.Module):
         self.device, self.precision = device, precision
 
     def forward(self, views: Tensor, angles: Any, target: Tensor,
-                scanned: Tensor | None) -> tuple[Any, Tensor, dict[str, Tensor]]:
+                scanned: Tensor | None) -> tuple[Reconstruction, Tensor, dict[str, Tensor]]:
         with autocast(self.device, self.precision):
-            pred = forward_views(self.train_model, views, angles)
-        loss, parts = self.criterion(in_float32(pred), target, views=views, angles_deg=angles, scanned=scanned)
+            pred = self.train_model(views, angles_deg=angles)
+        loss, parts = self.criterion(pred.float(), target, views=views, angles_deg=angles, scanned=scanned)
         return pred, loss, parts
 
 
@@ -113,7 +112,7 @@ class TrainStep:
             sync = contextlib.nullcontext() if last or self.world_size == 1 else self.train_model.no_sync()
             with sync:
                 pred, loss, parts = self.forward_and_loss(views, angles, target, scanned)
-                volume = split_outputs(pred)[0]
+                volume = pred.volume
                 if self.criterion.scanned_only:
                     volume, target = judged_on_scanned(volume, target, scanned)
                 if extra_loss is not None:

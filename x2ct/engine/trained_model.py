@@ -18,8 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from x2ct.data.input_spec import InputSpec, InputSpecError
 from x2ct.engine.checkpoint import CheckpointError, load_checkpoint
-from x2ct.models.blocks.lift_names import with_current_lift_names
+from x2ct.engine.config_schema import with_current_keys
+from x2ct.models import ReconstructionModel, check_model
+from x2ct.models.view_blocks.lift_names import with_current_lift_names
 
 WEIGHTS = ("auto", "ema", "model")
 
@@ -28,9 +31,9 @@ WEIGHTS = ("auto", "ema", "model")
 class TrainedModel:
     """The network in eval mode, on its device, with what is needed to feed it and to place its output."""
 
-    model: nn.Module
+    model: ReconstructionModel
     config: dict[str, Any]
-    input_spec: dict[str, Any] | None  # views, normalisation, CT grid; None for checkpoints older than it
+    input_spec: InputSpec | None  # views, normalisation, CT grid; None for checkpoints older than it
     path: Path
     weights: str  # "ema" or "model": which weights were loaded
     epoch: int
@@ -43,7 +46,7 @@ class TrainedModel:
     @property
     def view_names(self) -> list[str]:
         if self.input_spec is not None:
-            return list(self.input_spec["views"])
+            return list(self.input_spec.views)
         return [str(v) for v in self.config["data"]["views"]]
 
 
@@ -90,6 +93,10 @@ def load_trained_model(path: str | os.PathLike, device: torch.device | str = "cp
     except InstantiationException as err:
         raise CheckpointError(f"checkpoint {path}: cannot build model {model_cfg['_target_']!r} from its saved "
                               f"config ({err}); was it written by another version of x2ct?") from err
+    try:
+        check_model(model, f"checkpoint {path}: model._target_={model_cfg['_target_']}")
+    except TypeError as err:
+        raise CheckpointError(str(err)) from err
     use_ema = state["ema"] is not None if weights == "auto" else weights == "ema"
     if use_ema and state["ema"] is None:
         raise CheckpointError(f"checkpoint {path} has no EMA weights (trainer.ema_decay was off); use weights=model")
@@ -97,8 +104,22 @@ def load_trained_model(path: str | os.PathLike, device: torch.device | str = "cp
     _load_weights(model, weights_state, path, model_cfg["_target_"])
     model.to(device).eval()
     extra = state.get("extra") or {}
-    return TrainedModel(model=model, config=state["config"], input_spec=extra.get("input_spec"), path=path,
-                        weights="ema" if use_ema else "model", epoch=int(state["epoch"]))
+    # a config saved with logger.enabled / adversarial.enabled reads as one saved with their switches
+    return TrainedModel(model=model, config=with_current_keys(state["config"]),
+                        input_spec=stored_input_spec(extra, path), path=path, weights="ema" if use_ema else "model",
+                        epoch=int(state["epoch"]))
+
+
+def stored_input_spec(extra: dict[str, Any], path: Path) -> InputSpec | None:
+    """The checkpoint's input spec (``extra.input_spec``), None for a checkpoint written before it was stored; one
+    that lacks a key is a ``CheckpointError`` naming the file."""
+    stored = extra.get("input_spec")
+    if stored is None:
+        return None
+    try:
+        return InputSpec.from_dict(stored, where=f"checkpoint {path}")
+    except InputSpecError as err:
+        raise CheckpointError(str(err)) from err
 
 
 def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: Path, target: str) -> None:

@@ -21,14 +21,17 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from x2ct import provenance
 from x2ct.atomic_io import write_json_atomic, write_text_atomic
 from x2ct.data.dataset import PatientDRRDataset
 from x2ct.data.ensure import ensure_dataset
-from x2ct.data.reference import mean_volume
+from x2ct.data.input_spec import InputSpec
+from x2ct.data.reference import mean_volume, mean_volume_patients
 from x2ct.engine import checkpoint as ckpt
 from x2ct.engine import resume
 from x2ct.engine.build import (
     build_adversarial,
+    build_criterion,
     build_ema,
     build_model,
     build_optimizer,
@@ -55,13 +58,13 @@ from x2ct.engine.precision import Precision, make_scaler, resolve_device, resolv
 from x2ct.engine.run_info import RunInfo
 from x2ct.engine.seeding import gather_rng_states, seed_everything, set_deterministic
 from x2ct.engine.step import NonFiniteLossError, TrainStep
-from x2ct.engine.validation import METRIC_DEFINITIONS, evaluate, log_slices
+from x2ct.engine.training_state import TrainingState
+from x2ct.engine.validation import METRIC_DEFINITIONS, log_slices, validation_metrics
 from x2ct.engine.wandb_logger import NullLogger, WandbLogger
 from x2ct.folder_lock import is_held
 from x2ct.losses import ReconstructionLoss
 from x2ct.models import count_parameters
 from x2ct.progress import Progress
-from x2ct.provenance import code_version, machine
 
 __all__ = ["NonFiniteLossError", "Run", "build_run", "train"]
 
@@ -81,7 +84,7 @@ class Run:
     train_sampler: DistributedSampler
     val_loader: DataLoader
     test_loader: DataLoader | None
-    input_spec: dict
+    input_spec: InputSpec
     reference_volume: torch.Tensor
     # model and optimisation
     model: nn.Module
@@ -91,6 +94,7 @@ class Run:
     scaler: torch.amp.GradScaler | None
     ema: ModelEMA | None
     adversarial: Any
+    training_state: TrainingState  # what a checkpoint holds of the parts above
     step_fn: TrainStep
     config_dict: dict
     n_params: int
@@ -159,8 +163,8 @@ def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> f
     run = build_run(cfg, dist, run_dir)
     metrics = _start_logging(run, log)
     logger = log.wandb
-    reference = evaluate(run.model, run.val_loader, run.device, run.precision, constant=run.reference_volume,
-                         limit=cfg.trainer.limit_val_batches)
+    reference = validation_metrics(run.model, run.val_loader, run.device, run.precision,
+                                   constant=run.reference_volume, limit=cfg.trainer.limit_val_batches)
     if dist.is_main:
         if run.resume_from is None:  # a resumed run has this record already
             metrics.log(step=run.step, epoch=run.start_epoch, split="val_mean_volume", **reference)
@@ -206,10 +210,7 @@ def build_run(cfg: DictConfig, dist: DistInfo, run_dir: Path) -> Run:
     reference_volume = mean_volume(train_set)
     model = build_model(cfg, device, reference_volume)
     check_view_dropout_minimum(cfg.data, model)
-    components = cfg.loss.get("components")
-    criterion = ReconstructionLoss(dict(cfg.loss.weights),
-                                   OmegaConf.to_container(components, resolve=True) if components else None,
-                                   input_spec=input_spec, scanned_only=cfg.loss.scanned_only).to(device)
+    criterion = build_criterion(cfg.loss, input_spec, device)
     optimizer = build_optimizer(cfg.optimizer, model, device)
     accumulate = cfg.trainer.accumulate_grad_batches
     batches, steps = steps_per_epoch(len(train_loader), cfg.trainer.limit_train_batches, accumulate)
@@ -227,15 +228,6 @@ def build_run(cfg: DictConfig, dist: DistInfo, run_dir: Path) -> Run:
                   f"{', '.join(p.name for p in removed)}", flush=True)
     resumed = resume.resume_state(cfg.resume, run_dir, device, dist.is_main)
     resume_from, state = (resumed.path, resumed.state) if resumed is not None else (None, None)
-    if state is not None:
-        ckpt.restore_training_state(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                                    ema=None, rank=dist.rank, path=resume_from, config=config_dict)
-        if adversarial is not None:
-            saved = (state.get("extra") or {}).get("adversarial")
-            if saved is None:
-                raise ckpt.CheckpointError(f"checkpoint {resume_from} has no discriminator state, but "
-                                           "adversarial.enabled=true; resume it without adversarial training")
-            adversarial.load_state_dict(saved)
 
     compile_loss = cfg.trainer.compile_loss  # the model compiled with the objective, not alone
     train_model = wrap_for_training(model, dist, device, cfg.trainer.compile and not compile_loss,
@@ -244,16 +236,17 @@ def build_run(cfg: DictConfig, dist: DistInfo, run_dir: Path) -> Run:
                                                  cfg.trainer.compile_backend, cfg.trainer.compile_mode)
                         if compile_loss else None)
     ema = build_ema(model, cfg.trainer.ema_decay)  # after DDP's broadcast: every rank averages rank 0's weights
-    if state is not None and ema is not None:
-        ckpt.restore_ema(state, ema, model)
+    training_state = TrainingState(model, optimizer, scheduler, scaler, ema, adversarial)
+    if state is not None:  # the whole run built: every part restored at once, each rank from the same file
+        training_state.load(state, rank=dist.rank, path=resume_from, config=config_dict)
     step_fn = TrainStep(model, train_model, criterion, optimizer, scheduler, scaler, ema, device, precision,
                         cfg.trainer.grad_clip_norm, dist.world_size, forward_and_loss=forward_and_loss)
     run = Run(cfg=cfg, dist=dist, run_dir=run_dir, device=device, precision=precision, train_set=train_set,
               train_loader=train_loader, train_sampler=train_sampler, val_loader=val_loader, test_loader=test_loader,
               input_spec=input_spec, reference_volume=reference_volume, model=model, criterion=criterion,
               optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema, adversarial=adversarial,
-              step_fn=step_fn, config_dict=config_dict, n_params=count_parameters(model), batches=batches,
-              accumulate=accumulate, resume_from=resume_from)
+              training_state=training_state, step_fn=step_fn, config_dict=config_dict,
+              n_params=count_parameters(model), batches=batches, accumulate=accumulate, resume_from=resume_from)
     if state is not None:
         run.start_epoch, run.step, run.best_psnr = state["epoch"] + 1, state["step"], state["best_metric"]
         run.wandb_id = state.get("wandb_run_id")
@@ -276,10 +269,10 @@ def _start_logging(run: Run, log: _RunLogger) -> MetricsLog | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(run.config_dict))
     log.run_info = RunInfo(run_dir, model=cfg.model._target_, parameters=run.n_params, device=str(run.device),
-                           precision=run.precision.name, world_size=run.dist.world_size, code=code_version(),
-                           machine=machine())
+                           precision=run.precision.name, world_size=run.dist.world_size,
+                           mean_volume_patients=mean_volume_patients(run.train_set), **provenance.record())
     log.wandb = WandbLogger.create(
-        run.config_dict, enabled=cfg.logger.enabled, project=cfg.logger.project, entity=cfg.logger.entity,
+        run.config_dict, project=cfg.logger.project, entity=cfg.logger.entity,
         mode=cfg.logger.mode, group=cfg.logger.group or _sweep_group(), name=_run_name(run_dir), run_dir=run_dir,
         run_id=run.wandb_id, tags=list(cfg.logger.tags))
     log.wandb.summary({"parameters": run.n_params})
@@ -362,8 +355,8 @@ def validate(run: Run, epoch: int, metrics: MetricsLog | None, logger,
     last_epoch = epoch + 1 == cfg.trainer.max_epochs
     if (epoch + 1) % cfg.trainer.val_every_epochs and not last_epoch:
         return None
-    val = evaluate(run.eval_model, run.val_loader, run.device, run.precision, run.criterion,
-                   cfg.trainer.limit_val_batches)
+    val = validation_metrics(run.eval_model, run.val_loader, run.device, run.precision, run.criterion,
+                             cfg.trainer.limit_val_batches)
     improved = val["psnr"] > run.best_psnr
     run.best_psnr = max(run.best_psnr, val["psnr"])
     if dist.is_main:
@@ -387,7 +380,7 @@ def score_best_on_test(run: Run, metrics: MetricsLog | None, logger) -> None:
         state = ckpt.load_checkpoint(best_path, map_location=run.device)
         target = run.ema if run.ema else run.model
         target.load_state_dict(state["ema"] if run.ema else state["model"])
-    result = evaluate(run.eval_model, run.test_loader, run.device, run.precision, run.criterion)
+    result = validation_metrics(run.eval_model, run.test_loader, run.device, run.precision, run.criterion)
     if run.dist.is_main:
         metrics.log(step=run.step, epoch=run.cfg.trainer.max_epochs - 1, split="test", **result)
         logger.summary({f"test/{k}": v for k, v in result.items()})
@@ -406,15 +399,13 @@ def save_checkpoints(run: Run, epoch: int, improved: bool, logger) -> None:
     ``epoch_NNNN`` are byte copies of ``last``, which names them, so a kill between the writes loses neither."""
     rng_states = gather_rng_states()
     if run.dist.is_main:
-        state = {"model": run.model, "optimizer": run.optimizer, "scheduler": run.scheduler, "scaler": run.scaler,
-                 "ema": run.ema, "epoch": epoch, "step": run.step, "best_metric": run.best_psnr,
-                 "config": run.config_dict, "wandb_run_id": logger.run_id, "rng_states": rng_states,
-                 "extra": {"input_spec": run.input_spec}
-                 | ({"adversarial": run.adversarial.state_dict()} if run.adversarial is not None else {})}
         copies = ["best.pt"] if improved else []
         if (epoch + 1) % run.cfg.trainer.checkpoint_every_epochs == 0:
             copies.append(ckpt.checkpoint_path(run.run_dir, "epoch", epoch=epoch + 1).name)
-        ckpt.save_checkpoint(ckpt.checkpoint_path(run.run_dir, "last"), **state, copies=copies)
+        run.training_state.save(ckpt.checkpoint_path(run.run_dir, "last"), epoch=epoch, step=run.step,
+                                best_metric=run.best_psnr, config=run.config_dict, wandb_run_id=logger.run_id,
+                                extra={"input_spec": run.input_spec.to_dict()}, rng_states=rng_states,
+                                copies=copies)
     barrier()
 
 

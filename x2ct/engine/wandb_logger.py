@@ -2,7 +2,7 @@
 
 Use::
 
-    logger = WandbLogger.create(cfg_dict, enabled=cfg.logger.enabled and dist.is_main, project=..., run_dir=...)
+    logger = WandbLogger.create(cfg_dict, mode=cfg.logger.mode, project=..., run_dir=...)
     try:
         ...  # logger.log({"train/loss": 0.1}, step=step)
     except BaseException:
@@ -101,20 +101,19 @@ class WandbLogger(NullLogger):
         self._finished = False
 
     @classmethod
-    def create(cls, cfg: dict[str, Any], *, enabled: bool, project: str, run_dir: str | os.PathLike,
-               mode: str = "offline", entity: str | None = None, group: str | None = None,
+    def create(cls, cfg: dict[str, Any], *, mode: str, project: str, run_dir: str | os.PathLike,
+               entity: str | None = None, group: str | None = None,
                name: str | None = None, run_id: str | None = None,
                tags: Sequence[str] | None = None) -> WandbLogger | NullLogger:
         """Start (or resume) a W&B run; returns a ``NullLogger`` when disabled or not on rank 0.
 
         Args:
             cfg: the resolved config as a plain dict (``OmegaConf.to_container(cfg, resolve=True)``).
-            enabled: False gives a ``NullLogger`` (and ``mode="disabled"`` too: no files, no network).
+            mode: the one switch: ``"offline"`` (files for ``wandb sync``), ``"online"`` (needs ``wandb login`` or
+                ``WANDB_API_KEY``), or ``"disabled"`` (a ``NullLogger``: no files, no network).
             project, entity, group, name, tags: W&B run metadata (``entity``: team or user, None for the
                 default; ``group`` e.g. the experiment or sweep name).
             run_dir: the run folder; W&B writes ``run_dir/wandb/{offline-run,run}-<time>-<id>/``.
-            mode: ``"offline"`` (default: files for ``wandb sync``), ``"online"`` (needs ``wandb login`` or
-                ``WANDB_API_KEY``), or ``"disabled"``.
             run_id: the id stored in the checkpoint being resumed; the run continues with ``resume="allow"``.
         """
         if mode not in MODES:
@@ -122,13 +121,13 @@ class WandbLogger(NullLogger):
         if not isinstance(cfg, dict):
             raise TypeError(f"W&B config is a {type(cfg).__name__}; pass a plain dict "
                             "(OmegaConf.to_container(cfg, resolve=True))")
-        if not enabled or mode == "disabled" or _this_rank() != 0:
+        if mode == "disabled" or _this_rank() != 0:
             return NullLogger()
         try:
             import wandb
         except ImportError as err:
-            raise ImportError("W&B logging is enabled but wandb is not installed: `pip install wandb`, or "
-                              "disable the logger") from err
+            raise ImportError(f"W&B logging is on (mode {mode}) but wandb is not installed: `pip install wandb`, "
+                              "or switch it off with logger=none (logger.mode=disabled)") from err
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         run = wandb.init(project=project, entity=entity, config=cfg, mode=mode, group=group, name=name,

@@ -14,7 +14,7 @@ Metrics per patient (definitions in ``METRIC_DEFINITIONS``, written into summary
   voxels were not scanned (a real CT shorter than the grid, the corners outside its reconstruction circle);
 - per region when the data set has region maps (lungs, bone, heart): ``<region>_psnr``, ``<region>_ssim``,
   ``<region>_mae_hu``;
-- the X2CT-GAN protocol's numbers, labelled ``x2ct_gan_*`` (see ``x2ct.evaluation.protocols``);
+- the X2CT-GAN protocol's numbers, labelled ``x2ct_gan_*`` (see ``x2ct.evaluation.published_metrics``);
 - ``ref_psnr``, ``ref_ssim``: the mean training volume scored the same way, the bar any model must clear.
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,16 +35,17 @@ from x2ct.atomic_io import write_json_atomic
 from x2ct.data.clinical_processing import CLINICAL_CHAIN
 from x2ct.data.ct_volume import CTVolume
 from x2ct.data.dataset import PatientDRRDataset
+from x2ct.data.input_spec import InputSpec
 from x2ct.data.preprocess import AIR_HU
 from x2ct.data.readers import read_nifti
-from x2ct.data.reference import mean_volume
+from x2ct.data.reference import MEAN_VOLUME_PATIENTS, mean_volume
 from x2ct.data.regions import REGIONS, load_regions
+from x2ct.engine.precision import resolve_device
 from x2ct.engine.trained_model import TrainedModel, finite_output, load_trained_model
-from x2ct.evaluation.protocols import x2ct_gan_metrics
+from x2ct.evaluation.published_metrics import x2ct_gan_metrics
 from x2ct.evaluation.summary import summarise, write_rows_csv, write_summary
-from x2ct.models.inputs import forward_views
 from x2ct.ops.hu_window import denormalise
-from x2ct.ops.metrics import mae, psnr, ssim3d
+from x2ct.ops.metrics import mae, psnr, ssim3d, stage_metrics
 from x2ct.progress import Progress
 
 METRIC_DEFINITIONS: dict[str, str] = {
@@ -71,9 +72,10 @@ METRIC_DEFINITIONS: dict[str, str] = {
                            "per slice of the [0, 1] volumes (data_range 1, as their test script), averaged over "
                            "slices and the 3 axes; _d/_h/_w: one axis",
     "x2ct_gan_mae": "X2CT-GAN protocol: mean absolute difference on the [0, 2500] integer scale",
-    "psnr_stage<k>": "a cascade's (model=multires) stage k volume against the target area-averaged to its size",
-    "ref_psnr, ref_ssim": "psnr and ssim of the mean CT of the model's training split (predict-the-average "
-                          "reference)",
+    "psnr_stage<k>, ssim_stage<k>": "a cascade's (model=multires) stage k volume against the target area-averaged "
+                                     "to its size (ssim where the 11-voxel window fits)",
+    "ref_psnr, ref_ssim": "psnr and ssim of the mean CT of the model's training split, over its first "
+                          f"{MEAN_VOLUME_PATIENTS} patients at most (predict-the-average reference)",
 }
 
 
@@ -176,7 +178,7 @@ def evaluate(settings: EvaluationSettings) -> EvaluationResult | None:
     succeeded = False
     lock = None
     try:
-        device = _device(settings.device, dist.local_rank)
+        device = resolve_device(settings.device, dist, key="--device")
         trained = load_trained_model(settings.checkpoint, device=device, weights=settings.weights)
         if settings.data_config is not None:
             settings.data_root = prepared_data_root(settings.data_config)
@@ -219,32 +221,19 @@ def evaluate(settings: EvaluationSettings) -> EvaluationResult | None:
 
 def prepared_data_root(name: str) -> Path:
     """The root of data config ``conf/data/<name>.yaml``, prepared (by rank 0) if it does not exist yet."""
-    from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
+    from x2ct.config_files import CONF_DIR
     from x2ct.data.ensure import ensure_dataset
     from x2ct.engine.distributed import run_on_main_then_wait
-    from x2ct.engine.launch import register_resolvers
+    from x2ct.engine.launch import compose_config
 
-    register_resolvers()
-    conf_dir = str(Path(__file__).resolve().parents[2] / "conf")
     try:
-        with initialize_config_dir(version_base="1.3", config_dir=conf_dir):
-            cfg = compose("train", overrides=[f"data={name}"])
+        cfg = compose_config("train", [f"data={name}"])
     except (MissingConfigException, ConfigCompositionException) as err:
-        choices = sorted(p.stem for p in (Path(conf_dir) / "data").glob("*.yaml"))
-        raise ValueError(f"--data {name}: no such data config in {conf_dir}/data (choices: {choices})") from err
+        choices = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
+        raise ValueError(f"--data {name}: no such data config in {CONF_DIR}/data (choices: {choices})") from err
     return ensure_dataset(cfg.data, partial(run_on_main_then_wait, timeout_s=60.0 * cfg.trainer.data_wait_timeout_min))
-
-
-def _device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda but CUDA is not available")
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
 
 
 def _dataset(trained: TrainedModel, settings: EvaluationSettings) -> tuple[PatientDRRDataset, tuple[float, float]]:
@@ -266,30 +255,28 @@ def _dataset(trained: TrainedModel, settings: EvaluationSettings) -> tuple[Patie
                                     view_effects=VIEW_PROCESSING[settings.view_processing])
     except ValueError as err:
         raise ValueError(f"{err} (views for the model of {trained.path})") from err
-    if dataset.view_names != trained.view_names and not getattr(trained.model, "any_view_count", False):
-        raise ValueError(f"the model of {trained.path} ({trained.config['model']['_target_']}) takes exactly the "
-                         f"views it was trained on, {trained.view_names}, not {dataset.view_names}: only a model "
-                         "built for any number of views (hybrid_vit or multires with fusion mean|max|attention) "
-                         "can be evaluated on others")
-    model_cfg = trained.config["model"]
-    view_shape = list(dataset.geometry.detector_shape)
-    ct_size = list(dataset.manifest["ct"]["size"])
-    expected_view = [model_cfg.get("view_size")] * 2
-    expected_ct = [model_cfg.get("volume_size")] * 3
-    if view_shape != expected_view or ct_size != expected_ct:
-        raise ValueError(f"data set {root} has views of {view_shape} and CTs of {ct_size}, but the model of "
-                         f"{trained.path} was trained on views of {expected_view} and CTs of {expected_ct}")
-    spec = trained.input_spec
-    if spec is not None and (spec["normalisation"], spec["scale"]) != (dataset.normalisation, dataset.view_scale):
+    data_spec = dataset.input_spec(view_quantiles=False)
+    model_spec = trained.input_spec or _spec_from_config(trained, data_spec)
+    reasons = model_spec.compatible_with(data_spec, any_views=trained.model.any_view_count)
+    if reasons:
+        raise ValueError(f"data set {root} does not fit the model of {trained.path} "
+                         f"({trained.config['model']['_target_']}): " + "; ".join(reasons))
+    if (model_spec.normalisation, model_spec.scale) != (data_spec.normalisation, data_spec.scale):
         # another data set (e.g. the real CT for a phantom-trained model): its line integrals are scaled as the
         # model's training views were, not by that data set's own maximum
-        print(f"views of {root} are normalised as in training ({spec['normalisation']}, scale {spec['scale']}), "
-              f"not by the data set's own {dataset.normalisation} (scale {dataset.view_scale})", flush=True)
-        dataset.normalisation, dataset.view_scale = spec["normalisation"], spec["scale"]
-    if spec is not None and list(spec["hu_window"]) != list(dataset.hu_window):
-        raise ValueError(f"data set {root} maps the HU window {list(dataset.hu_window)} to [0, 1], the model of "
-                         f"{trained.path} was trained on {spec['hu_window']}: its volumes would mean other HU")
+        print(f"views of {root} are normalised as in training ({model_spec.normalisation}, scale "
+              f"{model_spec.scale}), not by the data set's own {data_spec.normalisation} (scale {data_spec.scale})",
+              flush=True)
+        dataset.normalisation, dataset.view_scale = model_spec.normalisation, model_spec.scale
     return dataset, tuple(float(v) for v in dataset.hu_window)
+
+
+def _spec_from_config(trained: TrainedModel, data_spec: InputSpec) -> InputSpec:
+    """What a checkpoint written before input specs were stored says of its inputs, from its model config: the
+    views and the sizes (the data set's preparation is taken as the model's)."""
+    model_cfg = trained.config["model"]
+    return replace(data_spec, views=tuple(trained.view_names), angles_deg=tuple(model_cfg["view_angles_deg"]),
+                   view_shape=(int(model_cfg["view_size"]),) * 2, ct_size=(int(model_cfg["volume_size"]),) * 3)
 
 
 def _reference_volume(dataset: PatientDRRDataset, trained: TrainedModel) -> torch.Tensor | None:
@@ -319,8 +306,7 @@ def _evaluate_patients(trained, dataset, indices, hu_window, reference, out_dir,
         views = item["views"][None].to(device)
         # a cascade also gives its earlier stages, scored at their own size against the area-averaged target
         angles = item["angles_deg"][None]
-        stages = forward_views(trained.model, views, angles, "stage_outputs") if hasattr(
-            trained.model, "stage_outputs") else [forward_views(trained.model, views, angles)]
+        stages = trained.model.stage_outputs(views, angles_deg=angles)
         stages = [finite_output(stage, trained.path, f"patient {pid} ({dataset.layout.patient_dir(pid)})")
                   for stage in stages]
         pred = stages[-1].float().clamp(0, 1)[0, 0].cpu().double()
@@ -328,9 +314,8 @@ def _evaluate_patients(trained, dataset, indices, hu_window, reference, out_dir,
         target_hu = np.maximum(ct.hu, np.float32(AIR_HU))  # as patient_metrics counts it (figure's error maps)
         row = {"patient_id": pid, **patient_metrics(pred, target, torch.from_numpy(target_hu), hu_window, regions,
                                                    reference, scanned)}
-        for k, stage in enumerate(stages[:-1], start=1):
-            coarse = torch.nn.functional.interpolate(target[None, None], size=stage.shape[-3:], mode="area")
-            row[f"psnr_stage{k}"] = psnr(stage.float().clamp(0, 1).cpu().double(), coarse).item()
+        row.update({name: value.item() for name, value in stage_metrics(
+            [stage.float().clamp(0, 1).cpu().double() for stage in stages[:-1]], target[None, None]).items()})
         _check_metrics(row, trained.path)
         pred_hu = denormalise(pred.float().numpy(), hu_window)
         if settings.save_volumes:
@@ -368,7 +353,7 @@ def _check_metrics(row: dict[str, Any], checkpoint: Path) -> None:
 
 def _write_results(rows, out_dir: Path, trained: TrainedModel, dataset: PatientDRRDataset,
                    settings: EvaluationSettings) -> EvaluationResult:
-    from x2ct.evaluation.report import write_report
+    from x2ct.evaluation.report import write_evaluation_report
 
     numeric = [k for k in rows[0] if k not in ("patient_id", "volume", "figure")]
     summary = summarise(rows, numeric)
@@ -389,7 +374,7 @@ def _write_results(rows, out_dir: Path, trained: TrainedModel, dataset: PatientD
     # the JSON summary carries what was evaluated and the definitions beside the numbers
     write_summary(summary, out_dir / "summary.json", out_dir / "summary.csv",
                   extra={"context": context, "definitions": definitions})
-    write_report(out_dir / "report.md", rows, summary, context, definitions)
+    write_evaluation_report(out_dir / "report.md", rows, summary, context, definitions)
     return EvaluationResult(out_dir=out_dir, rows=rows, summary=summary)
 
 
@@ -403,7 +388,7 @@ def _log_wandb(result: EvaluationResult, trained: TrainedModel, settings: Evalua
     mode = os.environ.get("WANDB_MODE", logger_cfg.get("mode", "offline"))
     run_name = trained.run_dir.name
     with WandbLogger.create({"checkpoint": str(trained.path), "split": settings.split, "train": trained.config},
-                            enabled=True, project=logger_cfg.get("project", "x2ct"), entity=logger_cfg.get("entity"),
+                            project=logger_cfg.get("project", "x2ct"), entity=logger_cfg.get("entity"),
                             mode=mode, group=run_name, name=f"eval_{run_name}_{trained.path.stem}_{settings.split}",
                             run_dir=result.out_dir, tags=["evaluation"]) as logger:
         logger.log_table(f"{settings.split}/per_patient", result.rows)

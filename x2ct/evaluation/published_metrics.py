@@ -1,4 +1,4 @@
-"""Published evaluation protocols, reproduced so that our numbers can sit beside a paper's table.
+"""Metrics as published papers compute them, reproduced so that our numbers can sit beside a paper's table.
 
 X2CT-GAN (Ying et al., CVPR 2019; the authors' test script and ``metrics_np.py``). Their test loop takes the
 predicted and true CT in [0, 1], clips the prediction to [0, 1], and computes:

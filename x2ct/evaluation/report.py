@@ -26,8 +26,9 @@ X2CT_GAN_METRICS = {"x2ct_gan_psnr_3d": "PSNR 3D, [0, 2500] / peak 4095 (dB)",
                     "x2ct_gan_mae": "MAE on the [0, 2500] scale"}
 
 
-def write_report(path: str | os.PathLike, rows: list[dict[str, Any]], summary: dict[str, dict[str, float]],
-                 context: dict[str, Any], definitions: dict[str, str]) -> Path:
+def write_evaluation_report(path: str | os.PathLike, rows: list[dict[str, Any]],
+                            summary: dict[str, dict[str, float]], context: dict[str, Any],
+                            definitions: dict[str, str]) -> Path:
     """Write the Markdown report atomically; ``summary`` as from ``x2ct.evaluation.summary.summarise``."""
     lines = [
         f"# Evaluation: {Path(context['checkpoint']).name} on the {context['split']} split",

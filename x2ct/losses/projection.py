@@ -14,11 +14,12 @@ one thread, B=2, forward + backward: 32^3 volume, 64^2 views: 7 ms for 2 views, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from x2ct.data.input_spec import InputSpec
 from x2ct.losses.registry import register_loss_component
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.projector import BACKENDS, Backend
@@ -32,11 +33,6 @@ METRICS = ("l1", "ncc")
 # |pixel|: variation the dtype cannot resolve at that brightness (centring a constant image leaves rounding noise
 # of a few ulps, not exact zeros). float32: 7.6e-6 of the brightness; float64: 1.4e-14.
 NCC_FLAT_ULPS = 64.0
-
-# input_spec keys every rendering needs; "log" radiographs also need the normalisation and its scale.
-REQUIRED_SPEC_KEYS = ("radiograph", "hu_window", "mu_water", "ct_size", "ct_fov_mm", "geometry")
-LOG_SPEC_KEYS = ("normalisation", "scale")
-
 
 def l1_distance(rendered: Tensor, views: Tensor) -> Tensor:
     """Mean absolute difference of two image stacks ``(B, V, rows, cols)``."""
@@ -103,7 +99,7 @@ class ProjectionConsistencyLoss(nn.Module):
 
     uses_views = True
 
-    def __init__(self, input_spec: Mapping | None = None, metric: str = "l1", novel_views: int = 0,
+    def __init__(self, input_spec: InputSpec | None = None, metric: str = "l1", novel_views: int = 0,
                  novel_weight: float = 1.0, novel_arc_deg: float = 180.0, backend: Backend = "grid_sample") -> None:
         super().__init__()
         if metric not in DISTANCES:
@@ -122,9 +118,10 @@ class ProjectionConsistencyLoss(nn.Module):
         self.novel_views = int(novel_views)
         self.novel_weight = float(novel_weight)
         self.novel_arc_deg = float(novel_arc_deg)
-        self.input_spec = dict(input_spec) if input_spec is not None else None
-        if self.input_spec is not None:
-            _check_spec(self.input_spec)
+        if input_spec is not None and not isinstance(input_spec, InputSpec):
+            raise TypeError(f"projection loss: input_spec is a {type(input_spec).__name__}; expected an "
+                            "x2ct.data.input_spec.InputSpec (PatientDRRDataset.input_spec(), or InputSpec.from_dict)")
+        self.input_spec = input_spec
 
     def forward(self, pred: Tensor, views: Tensor, angles_deg: Tensor, target: Tensor | None = None) -> Tensor:
         """Scalar loss.
@@ -139,15 +136,14 @@ class ProjectionConsistencyLoss(nn.Module):
         if spec is None:
             raise ValueError("projection loss: input_spec is None; pass the data set's input_spec() (the trainer "
                              "fills it in for components with uses_views)")
-        _check_spec(spec)
-        size = tuple(int(n) for n in spec["ct_size"])
+        size = spec.ct_size
         if pred.ndim != 5 or pred.shape[1] != 1 or tuple(pred.shape[2:]) != size:
-            raise ValueError(f"projection loss: pred must be (B, 1, *input_spec['ct_size']) = (B, 1, {size}), got "
+            raise ValueError(f"projection loss: pred must be (B, 1, *input_spec.ct_size) = (B, 1, {size}), got "
                              f"{tuple(pred.shape)}; DRRs need the whole volume on the data set's grid")
         if views.ndim != 5 or views.shape[0] != pred.shape[0] or views.shape[2] != 1:
             raise ValueError(f"projection loss: views must be (B, V, 1, rows, cols) with B = {pred.shape[0]}, got "
                              f"{tuple(views.shape)}")
-        geometry = ProjectionGeometry.from_dict(spec["geometry"])
+        geometry = spec.geometry
         if tuple(views.shape[-2:]) != tuple(geometry.detector_shape):
             raise ValueError(f"projection loss: rendered DRRs are {tuple(geometry.detector_shape)} (input_spec "
                              f"geometry.detector_shape) but the views are {tuple(views.shape[-2:])}; views "
@@ -185,26 +181,9 @@ class ProjectionConsistencyLoss(nn.Module):
     def _render(self, volume01: Tensor, angles: Sequence[float], geometry: ProjectionGeometry) -> Tensor:
         """``(B, 1, D, H, W)`` in [0, 1] -> ``(B, V, rows, cols)`` views as the data set makes them, float32+."""
         spec = self.input_spec
-        spacing = [float(fov) / int(n) for fov, n in zip(spec["ct_fov_mm"], spec["ct_size"], strict=True)]
-        intensity = spec["radiograph"] == "intensity"
+        intensity = spec.radiograph == "intensity"
         # intensity views are exp(-p) of the raw line integrals (PatientDRRDataset): no normalisation first
-        images = render_projections(volume01, spec["hu_window"], spec["mu_water"], spacing,
-                                    geometry.with_angles(angles), "none" if intensity else spec["normalisation"],
-                                    None if intensity else spec["scale"], backend=self.backend)
+        images = render_projections(volume01, spec.hu_window, spec.mu_water, spec.voxel_spacing_mm,
+                                    geometry.with_angles(angles), "none" if intensity else spec.normalisation,
+                                    None if intensity else spec.scale, backend=self.backend)
         return to_intensity(images) if intensity else images
-
-
-def _check_spec(spec: Mapping) -> None:
-    """Name the first missing key of a data set's ``input_spec``."""
-    for key in REQUIRED_SPEC_KEYS:
-        if key not in spec:
-            raise ValueError(f"projection loss: input_spec lacks key {key!r} (expected PatientDRRDataset."
-                             f"input_spec(), with keys {list(REQUIRED_SPEC_KEYS + LOG_SPEC_KEYS)})")
-    if spec["radiograph"] not in ("log", "intensity"):
-        raise ValueError(f"projection loss: input_spec['radiograph'] must be 'log' or 'intensity', "
-                         f"got {spec['radiograph']!r}")
-    if spec["radiograph"] == "log":
-        for key in LOG_SPEC_KEYS:
-            if key not in spec:
-                raise ValueError(f"projection loss: input_spec lacks key {key!r}, needed for radiograph='log'")
-

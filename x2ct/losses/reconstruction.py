@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from x2ct.data.input_spec import InputSpec
 from x2ct.losses.registry import LOSS_COMPONENTS, build_loss_component
+from x2ct.models import Reconstruction
 from x2ct.ops.patches import crop_patches
-
-
-def split_outputs(pred: Tensor | Mapping[str, Any]) -> tuple[Tensor, list[Tensor]]:
-    """A model's output as ``(volume, deep-supervision volumes)``: a plain tensor has no auxiliary outputs."""
-    if isinstance(pred, Mapping):
-        if "volume" not in pred:
-            raise ValueError(f"model output dict has keys {sorted(pred)}; expected 'volume' (and 'deep_supervision')")
-        return pred["volume"], list(pred.get("deep_supervision") or [])
-    return pred, []
 
 
 class ReconstructionLoss(nn.Module):
@@ -31,11 +23,10 @@ class ReconstructionLoss(nn.Module):
         component_kwargs: optional component name -> constructor arguments (e.g. a window size).
 
     ``forward(pred, target)`` returns ``(total, parts)``: ``total`` a scalar with gradients, ``parts`` the
-    *unweighted* value of each active component, detached, for logging. ``pred`` is the volume ``(B, 1, D, H, W)``
-    or a model's training output ``{"volume": ..., "deep_supervision": [coarser volumes, ...]}``: components
-    whose class sets ``uses_deep_supervision = True`` get that list, the others the volume. A dict with
-    ``"patch_origins"`` (B, 3) and ``"patch_size"`` (a cascade trained on patches) holds a patch as its volume: the
-    volume components then compare it with the same crop of the target (deep supervision still sees whole volumes).
+    *unweighted* value of each active component, detached, for logging. ``pred`` is a model's ``Reconstruction``:
+    components whose class sets ``uses_deep_supervision = True`` get its ``deep_supervision`` list, the others its
+    volume ``(B, 1, D, H, W)``. A patch (``pred.is_patch``: a cascade trained on patches) is compared with the same
+    crop of the target (deep supervision still sees whole volumes).
 
     Unscanned voxels (``scanned``, ``(B, 1, D, H, W)`` bool, `x2ct.data.scanned`): with ``scanned_only`` the
     prediction takes the target's value there before any component sees it, so those voxels carry no error and
@@ -44,7 +35,7 @@ class ReconstructionLoss(nn.Module):
     """
 
     def __init__(self, weights: Mapping[str, float], component_kwargs: Mapping[str, Mapping] | None = None,
-                 input_spec: Mapping[str, Any] | None = None, scanned_only: bool = True) -> None:
+                 input_spec: InputSpec | None = None, scanned_only: bool = True) -> None:
         super().__init__()
         self.scanned_only = bool(scanned_only)
         component_kwargs = dict(component_kwargs or {})
@@ -62,29 +53,29 @@ class ReconstructionLoss(nn.Module):
         # and normalisation: the data set's input_spec()
         self.components = nn.ModuleDict(
             {name: build_loss_component(name, **component_kwargs.get(name, {}),
-                                        **({"input_spec": dict(input_spec)} if input_spec is not None
+                                        **({"input_spec": input_spec} if input_spec is not None
                                            and getattr(LOSS_COMPONENTS[name], "uses_views", False) else {}))
              for name in self.weights})
 
-    def forward(self, pred: Tensor | Mapping[str, Any], target: Tensor, volume_only: bool = False,
+    def forward(self, pred: Reconstruction, target: Tensor, volume_only: bool = False,
                 views: Tensor | None = None, angles_deg: Tensor | None = None,
                 scanned: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """``volume_only``: skip the deep-supervision components (validation: models return the volume alone in
-        eval mode, and the validation loss is that of the final volume). ``views`` (B, V, 1, h, w) and
+        """``volume_only``: skip the deep-supervision components (validation: models return no deep-supervision
+        volumes in eval mode, and the validation loss is that of the final volume). ``views`` (B, V, 1, h, w) and
         ``angles_deg`` (B, V): the model's inputs, for components that compare with them (``uses_views``).
         ``scanned`` (B, 1, D, H, W) bool: the target's scanned voxels (see the class docstring)."""
-        volume, auxiliary = split_outputs(pred)
+        volume, auxiliary = pred.volume, pred.deep_supervision
         volume_target = target
         if not self.scanned_only:
             scanned = None
         if scanned is not None and scanned.shape != target.shape:
             raise ValueError(f"scanned mask {tuple(scanned.shape)} does not match the target {tuple(target.shape)}")
         volume_scanned = scanned
-        if isinstance(pred, Mapping) and "patch_origins" in pred:  # a cascade's fine stage trained on one patch
-            size = (int(pred["patch_size"]),) * 3
-            volume_target = crop_patches(target, pred["patch_origins"], size)
+        if pred.is_patch:  # a cascade's fine stage trained on one patch
+            size = (int(pred.patch_size),) * 3
+            volume_target = crop_patches(target, pred.patch_origins, size)
             if scanned is not None:
-                volume_scanned = crop_patches(scanned, pred["patch_origins"], size)
+                volume_scanned = crop_patches(scanned, pred.patch_origins, size)
         if volume_scanned is not None:
             volume = torch.where(volume_scanned.to(volume.device), volume, volume_target.to(volume.dtype))
         parts = {}
@@ -95,8 +86,7 @@ class ReconstructionLoss(nn.Module):
                 if not auxiliary:
                     raise ValueError(f"loss component {name!r} has weight {self.weights[name]} but the model returns "
                                      "no deep-supervision outputs; set loss.weights." + name + "=0 for this model")
-                regions = pred.get("deep_supervision_regions") if isinstance(pred, Mapping) else None
-                parts[name] = component(auxiliary, target, regions=regions, scanned=scanned)
+                parts[name] = component(auxiliary, target, regions=pred.deep_supervision_regions, scanned=scanned)
             elif getattr(component, "uses_views", False):
                 if views is None or angles_deg is None:
                     raise ValueError(f"loss component {name!r} compares the prediction with the input views: pass "

@@ -4,11 +4,11 @@
       -> 2D encoder, weights shared by all views; a per-view FiLM after the stem's norm tells it which view
          it sees; stem at the view resolution, then resized to the volume grid n_0 = volume_size:
          level i: residual blocks at n_i = volume_size / 2^i with c_i = base_channels * 2^i channels
-      -> lift into the volume frame, by each view's gantry angle (blocks/lift.py), lift="learned":
+      -> lift into the volume frame, by each view's gantry angle (view_blocks/lift.py), lift="learned":
          deepest level: learned features along each ray (ChannelsToDepth);
          other levels: the parallel copy (features copied along each ray), as skip connections;
-         lift="geometric": the true cone-beam lift at every level (blocks/cone_lift.py)
-      -> fuse the views at every level (blocks/fusion.py)
+         lift="geometric": the true cone-beam lift at every level (view_blocks/cone_lift.py)
+      -> fuse the views at every level (view_blocks/fusion.py)
       -> 3D decoder: residual blocks at n_{L-1}, then per level up-sample, concatenate the fused skip, merge,
          residual block
       -> 1x1x1 convolution + a learned template volume (started at the training mean CT): volume (B, 1, D, D, D),
@@ -25,24 +25,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from x2ct.models.blocks import (
-    ConvNormAct,
-    Downsample,
-    ResidualBlock,
-    Upsample,
-    ViewFiLM,
-    ViewFusion,
-    ViewLift,
-    make_activation,
-    make_norm,
-    resize2d,
-)
+from x2ct.models.blocks import ConvNormAct, Downsample, ResidualBlock, Upsample, make_activation, make_norm, resize2d
 from x2ct.models.blocks.layout import cat_like
-from x2ct.models.blocks.lift_names import check_lift
+from x2ct.models.interface import Reconstruction, ReconstructionModel
+from x2ct.models.view_blocks import ViewFiLM, ViewFusion, ViewLift
+from x2ct.models.view_blocks.lift_names import check_lift
 from x2ct.physics.view_angles import batch_angles
 
 
-class BaselineUNet(nn.Module):
+class BaselineUNet(ReconstructionModel):
     """Views ``(B, V, 1, view_size, view_size)`` -> volume ``(B, 1, volume_size, volume_size, volume_size)``.
 
     Args:
@@ -120,8 +111,8 @@ class BaselineUNet(nn.Module):
         # mean CT (`initialise_prior`), so the U-Net spends its capacity on what the X-rays say about this patient
         self.prior = nn.Parameter(torch.zeros(1, 1, volume_size, volume_size, volume_size)) if learned_prior else None
 
-    def forward(self, views: Tensor, angles_deg: Tensor | Sequence[float] | None = None) -> Tensor:
-        """``views`` (B, V, 1, S, S) -> (B, 1, n, n, n); ``angles_deg`` (V,) or (B, V): the views' gantry angles
+    def forward(self, views: Tensor, angles_deg: Tensor | Sequence[float] | None = None) -> Reconstruction:
+        """``views`` (B, V, 1, S, S) -> volume (B, 1, n, n, n); ``angles_deg`` (V,) or (B, V): the views' gantry angles
         when they differ from the constructor's (same number of views: the per-view FiLM is fixed)."""
         b, v = views.shape[:2]
         angles = None if angles_deg is None else batch_angles(angles_deg)  # read once, for every level's lift
@@ -145,10 +136,7 @@ class BaselineUNet(nn.Module):
         if self.prior is not None:
             out = out + self.prior
         # linear in training (a sigmoid would need infinite logits for air at exactly 0); clipped to [0, 1] in eval
-        return out if self.training else out.clamp(0.0, 1.0)
-
-    # the per-view FiLM of the stem is built for num_views views: always that many
-    any_view_count = False
+        return Reconstruction(out if self.training else out.clamp(0.0, 1.0))
 
     @torch.no_grad()
     def initialise_prior(self, mean_volume: Tensor) -> None:

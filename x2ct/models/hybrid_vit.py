@@ -3,10 +3,10 @@
     views (B, V, 1, S, S)
       -> multi-scale X-ray pyramid per view (weights shared by the views; blocks/pyramid.py):
          features at S, S/2, S/4, S/8, each resized to the volume grid n and merged by a 1x1 convolution
-      -> cross-view attention between the views (blocks/cross_view.py): every view's tokens attend to all other
+      -> cross-view attention between the views (view_blocks/cross_view.py): every view's tokens attend to all other
          views' tokens (frontal <-> lateral for two views), on a pooled grid, added back as a residual
-      -> lift each view into the volume frame by its gantry angle (blocks/lift.py), then fuse the views
-         (blocks/fusion.py). Lifting comes before fusing: orthogonal views share no pixel, only voxels.
+      -> lift each view into the volume frame by its gantry angle (view_blocks/lift.py), then fuse the views
+         (view_blocks/fusion.py). Lifting comes before fusing: orthogonal views share no pixel, only voxels.
       -> 3D U-Net encoder, level i at n / 2^i with c_i channels: a residual dense block (blocks/dense.py), or a
          transformer-enhanced block (conv + Swin branches, blocks/hybrid.py) at the mid level; strided downsampling
       -> bottleneck: transformer-enhanced block (its Swin window covers the whole deepest grid when n / 2^L <= 4)
@@ -24,8 +24,8 @@ Depth: the source design asks for an "8-level" U-Net, which a 64^3 grid cannot h
 ``count_parameters`` at the defaults (base_channels 32, 64^3, two 512^2 views) is in docs/models.md and in
 ``experiments/milestone1.yaml``.
 
-In training mode ``forward`` returns ``{"volume": (B, 1, n, n, n), "deep_supervision": [(B, 1, n/2, ...), ...]}``
-(finest first); in eval mode the volume tensor only.
+``forward`` returns a ``Reconstruction`` (models/interface.py): the volume (B, 1, n, n, n) and, in training mode, the
+deep-supervision volumes [(B, 1, n/2, ...), ...] (finest first).
 """
 
 from __future__ import annotations
@@ -37,22 +37,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from x2ct.models.blocks.angle_embedding import ViewAngleEmbedding
 from x2ct.models.blocks.attention_gate import AttentionGate3D
 from x2ct.models.blocks.conv import ConvNormAct
-from x2ct.models.blocks.cross_view import CrossViewAttention
 from x2ct.models.blocks.dense import ResidualDenseBlock3D
-from x2ct.models.blocks.fusion import ViewFusion
 from x2ct.models.blocks.hybrid import TransformerEnhancedBlock3D
-from x2ct.models.blocks.lift import ViewLift
-from x2ct.models.blocks.lift_names import check_lift
 from x2ct.models.blocks.pyramid import MultiScaleFeaturePyramid
 from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
 from x2ct.models.blocks.residual import ResidualBlock
+from x2ct.models.interface import Reconstruction, ReconstructionModel
+from x2ct.models.view_blocks.angle_embedding import ViewAngleEmbedding
+from x2ct.models.view_blocks.cross_view import CrossViewAttention
+from x2ct.models.view_blocks.fusion import ViewFusion
+from x2ct.models.view_blocks.lift import ViewLift
+from x2ct.models.view_blocks.lift_names import check_lift
 from x2ct.physics.view_angles import batch_angles
 
 
-class HybridViT(nn.Module):
+class HybridViT(ReconstructionModel):
     """Views ``(B, V, 1, view_size, view_size)`` -> volume ``(B, 1, volume_size, volume_size, volume_size)``.
 
     Args:
@@ -72,9 +73,9 @@ class HybridViT(nn.Module):
             approximation) or ``"geometric"`` (true cone-beam back-projection; needs ``geometry`` and
             ``volume_fov_mm``, which the trainer fills from the data set). The ``lift`` config group picks one.
         fusion: ``"concat"`` (fixed number of views), ``"mean"``, ``"max"`` or ``"attention"`` (any number of views,
-            blocks/fusion.py).
+            view_blocks/fusion.py).
         view_angle_embedding: add an embedding of each view's gantry angle to its cross-view tokens
-            (blocks/angle_embedding.py), so the views can come in any number and order (milestone 4).
+            (view_blocks/angle_embedding.py), so the views can come in any number and order (milestone 4).
         deep_supervision: return the coarser decoder outputs in training mode.
         swin: False keeps only the conv branch of every transformer-enhanced block (no Swin attention anywhere).
         cross_view: False lifts and fuses the views without their attending to each other first.
@@ -163,8 +164,7 @@ class HybridViT(nn.Module):
         self.aux_heads = nn.ModuleList([nn.Conv3d(chans[i], 1, kernel_size=1) for i in range(1, min(4, depth))]
                                        if deep_supervision else [])
 
-    def forward(self, views: Tensor, angles_deg: Tensor | Sequence[float] | None = None
-                ) -> Tensor | dict[str, Tensor | list[Tensor]]:
+    def forward(self, views: Tensor, angles_deg: Tensor | Sequence[float] | None = None) -> Reconstruction:
         """``views`` (B, V, 1, S, S); ``angles_deg`` (V,) or (B, V) (equal rows), default the constructor's. Any
         number of views when the fusion is not ``concat`` (their angles given)."""
         b, v = views.shape[:2]
@@ -200,10 +200,8 @@ class HybridViT(nn.Module):
                 aux.append(self.aux_heads[i - 1](y))
         out = self.head(y)                                                   # (B, 1, n, n, n)
         if not self.training:
-            return out.clamp(0.0, 1.0)
-        if not self.deep_supervision:
-            return out
-        return {"volume": out, "deep_supervision": aux[::-1]}                # finest first
+            return Reconstruction(out.clamp(0.0, 1.0))
+        return Reconstruction(out, deep_supervision=aux[::-1])              # finest first
 
     @property
     def any_view_count(self) -> bool:
@@ -212,7 +210,10 @@ class HybridViT(nn.Module):
 
     @property
     def min_views(self) -> int:
-        """Fewest views a forward pass takes: cross-view attention attends from each view to the others, so 2."""
+        """Fewest views a forward pass takes: ``num_views`` with the concat fusion (built for exactly those);
+        otherwise 2 with cross-view attention (each view attends to the others), else 1."""
+        if not self.any_view_count:
+            return self.num_views
         return 2 if self.cross_view is not None else 1
 
     def _cross_view(self, x: Tensor, angles: tuple[float, ...]) -> Tensor:

@@ -5,7 +5,7 @@
       -> stage k = 2..K at n_k = stage_sizes[k - 1], a Refiner:
            views -> 2D stem at S, resized to n_k (blocks/resample.py), residual block: per-view features
              (B, V, c, n_k, n_k), weights shared by the views
-           -> lifted along each view's rays by its gantry angle (blocks/lift.py: parallel, or geometric), averaged
+           -> lifted along each view's rays by its gantry angle (view_blocks/lift.py: parallel, or geometric), averaged
               over the views
            -> concatenated with the previous stage's volume upsampled to n_k (trilinear, align_corners=False)
            -> a small 3D U-Net of residual dense blocks, ``refiner_levels`` resolution levels
@@ -13,17 +13,17 @@
               cascade is exactly its coarse stage upsampled
       -> volume (B, 1, N, N, N), N = stage_sizes[-1] = volume_size
 
-Output contract:
+Output (a ``Reconstruction``, models/interface.py):
 
-- Training mode: ``{"volume": (B, 1, N, N, N), "deep_supervision": [stage K-1, ..., stage 1, stage 1's own deep
-  supervision outputs ...]}``, finest first. The ``deep_supervision`` loss compares each entry with the target
+- Training mode: ``volume`` (B, 1, N, N, N), ``deep_supervision`` [stage K-1, ..., stage 1, stage 1's own deep
+  supervision outputs ...], finest first. The ``deep_supervision`` loss compares each entry with the target
   area-averaged to its size, so the loss reaches every stage (its ``scale_weights``, if given, need one weight per
-  entry). A coarse model that returns a dict in training mode adds its own outputs; a frozen one (eval) adds none.
+  entry). A coarse model with deep supervision in training mode adds its own outputs; a frozen one (eval) adds none.
 - Patch training (``train_patch_size = p``): the LAST stage runs on one random ``p^3`` patch per sample, with the
   upsampled previous volume and the lifted view features cropped at the same place (x2ct/ops/patches.py).
-  ``"volume"`` is then ``(B, 1, p, p, p)``, ``"patch_origins"`` ``(B, 3)`` long, the patch's first voxel (D, H, W)
-  in the ``N^3`` grid, and ``"patch_size"`` the int ``p``: the loss compares ``"volume"`` with
-  ``crop_patches(target, patch_origins, (p, p, p))``. Earlier stages run on whole volumes, so ``"deep_supervision"``
+  ``volume`` is then ``(B, 1, p, p, p)``, ``patch_origins`` ``(B, 3)`` long, the patch's first voxel (D, H, W)
+  in the ``N^3`` grid, and ``patch_size`` the int ``p``: the loss compares ``volume`` with
+  ``crop_patches(target, patch_origins, (p, p, p))``. Earlier stages run on whole volumes, so ``deep_supervision``
   still holds whole coarser volumes, compared with the whole target as before; the last stage is the large one
   (8x the voxels of the one before), so it is the one that needs patches.
 - Eval mode: the final volume only, clamped to [0, 1]; every stage's volume is clamped before the next refines it.
@@ -44,14 +44,14 @@ from torch.utils.checkpoint import checkpoint
 
 from x2ct.models.blocks.conv import ConvNormAct
 from x2ct.models.blocks.dense import ResidualDenseBlock3D
-from x2ct.models.blocks.fusion import ViewFusion
 from x2ct.models.blocks.layout import cat_like
-from x2ct.models.blocks.lift import ViewLift
-from x2ct.models.blocks.lift_names import check_lift
 from x2ct.models.blocks.resample import Downsample, Upsample, resize2d
 from x2ct.models.blocks.residual import ResidualBlock
-from x2ct.models.inputs import forward_views
-from x2ct.models.registry import build_model
+from x2ct.models.interface import Reconstruction, ReconstructionModel
+from x2ct.models.registry import model_from_name
+from x2ct.models.view_blocks.fusion import ViewFusion
+from x2ct.models.view_blocks.lift import ViewLift
+from x2ct.models.view_blocks.lift_names import check_lift
 from x2ct.ops.patches import crop_context, sample_patch_origins, sliding_window_inference
 from x2ct.physics.view_angles import batch_angles
 
@@ -161,7 +161,7 @@ class Refiner(nn.Module):
         return self.refine(self.view_features(views, angles_deg), self.upsample(previous))
 
 
-class MultiResCascade(nn.Module):
+class MultiResCascade(ReconstructionModel):
     """Views ``(B, V, 1, view_size, view_size)`` -> volume ``(B, 1, volume_size, volume_size, volume_size)``.
 
     Args:
@@ -205,7 +205,7 @@ class MultiResCascade(nn.Module):
         _check_settings(num_views, volume_size, view_angles_deg, stage_sizes, refiner_levels,
                         _patch_sizes(train_patch_size, len(stage_sizes) - 1), infer_patch_size, infer_overlap)
         self.num_views, self.view_size, self.volume_size = num_views, view_size, volume_size
-        self.stage_sizes, self.freeze_coarse = stage_sizes, freeze_coarse
+        self._stage_sizes, self.freeze_coarse = tuple(stage_sizes), freeze_coarse
         self.checkpointing = ([bool(checkpointing)] * (len(stage_sizes) - 1) if isinstance(checkpointing, bool)
                               else [bool(c) for c in checkpointing])
         if len(self.checkpointing) != len(stage_sizes) - 1:
@@ -219,8 +219,8 @@ class MultiResCascade(nn.Module):
             coarse_kwargs.setdefault("lift", lift)
         if coarse_kwargs.get("lift") == "geometric":
             coarse_kwargs.update(geometry=geometry, volume_fov_mm=volume_fov_mm)
-        self.coarse = build_model(coarse_model, num_views=num_views, view_size=view_size, volume_size=stage_sizes[0],
-                                  view_angles_deg=view_angles_deg, **coarse_kwargs)
+        self.coarse = model_from_name(coarse_model, num_views=num_views, view_size=view_size,
+                                      volume_size=stage_sizes[0], view_angles_deg=view_angles_deg, **coarse_kwargs)
         refiner_lift = "geometric" if lift == "geometric" else "parallel"
         self.refiners = nn.ModuleList([
             Refiner(num_views, view_angles_deg, n, refiner_channels, refiner_levels, norm=norm, act=act,
@@ -238,14 +238,24 @@ class MultiResCascade(nn.Module):
         return _patch_sizes(self.train_patch_size, len(self.refiners))
 
     @property
+    def stage_sizes(self) -> tuple[int, ...]:
+        """Each stage's grid side, coarse first."""
+        return self._stage_sizes
+
+    @property
     def min_views(self) -> int:
         """The fewest views a batch may hold: the coarse model's (its cross-view attention needs 2)."""
-        return int(getattr(self.coarse, "min_views", 1))
+        return self.coarse.min_views
+
+    @property
+    def max_views(self) -> int | None:
+        """The most views a batch may hold: the coarse model's."""
+        return self.coarse.max_views
 
     @property
     def any_view_count(self) -> bool:
         """Whether the cascade takes any number of views: its refiners do (mean fusion), so its coarse model decides."""
-        return bool(getattr(self.coarse, "any_view_count", False))
+        return self.coarse.any_view_count
 
     def train(self, mode: bool = True) -> MultiResCascade:
         """As ``nn.Module.train``, but a frozen coarse stage stays in eval mode (its norms and dropout fixed)."""
@@ -254,14 +264,14 @@ class MultiResCascade(nn.Module):
             self.coarse.eval()
         return self
 
-    def forward(self, views: Tensor, angles_deg: Tensor | Sequence[float] | None = None) -> Tensor | dict[str, Any]:
+    def forward(self, views: Tensor, angles_deg: Tensor | Sequence[float] | None = None) -> Reconstruction:
         """``views`` (B, V, 1, S, S); ``angles_deg`` (V,) or (B, V) (equal rows), default the constructor's."""
         if views.shape[2:] != (1, self.view_size, self.view_size) or (
                 angles_deg is None and views.shape[1] != self.num_views):
             raise ValueError(f"MultiResCascade expects views (B, {self.num_views}, 1, {self.view_size}, "
                              f"{self.view_size}), got {tuple(views.shape)}")
         if not self.training:
-            return self.stage_outputs(views, angles_deg)[-1]
+            return Reconstruction(self.stage_outputs(views, angles_deg)[-1])
         angles_deg = None if angles_deg is None else batch_angles(angles_deg)  # read once for every stage's lift
         volume, coarse_aux = self._coarse(views, angles_deg)
         origins = self._patch_origins(views.shape[0], views.device)  # per fine stage: (B, 3) or None (whole)
@@ -269,14 +279,13 @@ class MultiResCascade(nn.Module):
         for k in range(len(self.refiners)):
             volumes.append(self._train_stage(k, views, volumes[-1], regions[-1], origins[k], angles_deg))
             regions.append(origins[k])
-        out: dict[str, Any] = {"volume": volumes[-1], "deep_supervision": volumes[-2::-1] + coarse_aux}
-        if regions[-1] is not None:
-            out.update(patch_origins=regions[-1], patch_size=self.train_patch_sizes[-1])
+        regions_of_aux = None
         if any(r is not None for r in regions[:-1]):  # a patched earlier stage: the loss crops its target too
-            out["deep_supervision_regions"] = [None if r is None else (r, n) for r, n in
-                                               zip(regions[-2::-1], self.stage_sizes[-2::-1], strict=True)]
-            out["deep_supervision_regions"] += [None] * len(coarse_aux)
-        return out
+            regions_of_aux = [None if r is None else (r, n) for r, n in
+                              zip(regions[-2::-1], self.stage_sizes[-2::-1], strict=True)] + [None] * len(coarse_aux)
+        return Reconstruction(volumes[-1], deep_supervision=volumes[-2::-1] + coarse_aux,
+                              deep_supervision_regions=regions_of_aux, patch_origins=regions[-1],
+                              patch_size=None if regions[-1] is None else self.train_patch_sizes[-1])
 
     def stage_outputs(self, views: Tensor, angles_deg: Tensor | Sequence[float] | None = None) -> list[Tensor]:
         """Eval mode: every stage's volume, clamped to [0, 1], coarse first: ``[(B, 1, n_k, n_k, n_k), ...]``."""
@@ -292,7 +301,7 @@ class MultiResCascade(nn.Module):
     def initialise_prior(self, mean_volume: Tensor) -> None:
         """Hand a mean CT ``(1, N, N, N)`` (or ``(1, 1, N, N, N)``), area-averaged to stage 1's grid, to a coarse
         model with a template volume (``BaselineUNet``); a frozen coarse stage keeps its own."""
-        if self.freeze_coarse or not hasattr(self.coarse, "initialise_prior"):
+        if self.freeze_coarse:
             return
         n = self.stage_sizes[0]
         volume = mean_volume.reshape(1, 1, *mean_volume.shape[-3:]).float()
@@ -301,10 +310,8 @@ class MultiResCascade(nn.Module):
     def _coarse(self, views: Tensor, angles_deg=None) -> tuple[Tensor, list[Tensor]]:
         """Stage 1 -> (volume ``(B, 1, n_1^3)``, its own deep-supervision outputs, finest first)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_coarse):
-            out = forward_views(self.coarse, views, angles_deg)
-        if isinstance(out, Mapping):
-            return out["volume"], list(out.get("deep_supervision") or [])
-        return out, []
+            out = self.coarse(views, angles_deg=angles_deg)
+        return out.volume, list(out.deep_supervision)
 
     def _patch_origins(self, batch: int, device: torch.device) -> list[Tensor | None]:
         """Each fine stage's patch origins ``(B, 3)`` (None: whole volume), drawn finest first: the last stage's

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from x2ct.models.baseline_unet import BaselineUNet
 from x2ct.models.hybrid_vit import HybridViT
+from x2ct.models.interface import ReconstructionModel
 
-MODELS: dict[str, type[nn.Module]] = {"baseline_unet": BaselineUNet, "hybrid_vit": HybridViT}
+MODELS: dict[str, type[ReconstructionModel]] = {"baseline_unet": BaselineUNet, "hybrid_vit": HybridViT}
 
 
-def build_model(name: str, **kwargs: Any) -> nn.Module:
+def model_from_name(name: str, **kwargs: Any) -> ReconstructionModel:
     """``MODELS[name](**kwargs)``; an unknown name is an error that lists the known ones."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)} (x2ct/models/registry.py)")

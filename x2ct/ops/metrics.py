@@ -87,6 +87,29 @@ def ssim3d(pred: Tensor, target: Tensor, data_range: float = 1.0, sigma: float =
     return _masked_mean(ssim_map, mask)
 
 
+def stage_metric_names(sizes: list[int]) -> list[str]:
+    """The keys ``stage_metrics`` gives for earlier stages of these grid sides, known before any volume is seen (so
+    every rank all-reduces the same values): ``psnr_stage<k>``, and ``ssim_stage<k>`` where the SSIM window fits."""
+    window = gaussian_window(1.5).numel()
+    names = []
+    for k, n in enumerate(sizes, start=1):
+        names += [f"psnr_stage{k}"] + ([f"ssim_stage{k}"] if n >= window else [])
+    return names
+
+
+def stage_metrics(stages: list[Tensor], target: Tensor) -> dict[str, Tensor]:
+    """Per-patient scores ``(B,)`` of a cascade's earlier stages: stage ``k`` (from 1) ``(B, 1, n_k, n_k, n_k)``
+    against ``target`` (B, 1, N, N, N) area-averaged to its size, named as ``stage_metric_names`` says."""
+    out = {}
+    names = stage_metric_names([stage.shape[-1] for stage in stages])
+    for k, stage in enumerate(stages, start=1):
+        coarse = F.interpolate(target.to(stage.dtype), size=stage.shape[-3:], mode="area")
+        out[f"psnr_stage{k}"] = psnr(stage, coarse)
+        if f"ssim_stage{k}" in names:
+            out[f"ssim_stage{k}"] = ssim3d(stage, coarse)
+    return out
+
+
 def gaussian_window(sigma: float, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
                     ) -> Tensor:
     """1D Gaussian weights ``(2r + 1,)`` summing to 1, radius ``r = int(3.5 * sigma + 0.5)`` (as scipy.ndimage)."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from x2ct.models.blocks.cross_view import CrossViewAttention
 from x2ct.models.blocks.mlp import TransformerMLP
 from x2ct.models.blocks.swin import SwinTransformerBlock3D
+from x2ct.models.view_blocks.cross_view import CrossViewAttention
 
 
 def test_tokens_keep_their_shape_and_are_transformed_one_by_one():

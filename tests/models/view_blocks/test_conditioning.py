@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from x2ct.models.blocks.conditioning import ViewFiLM
+from x2ct.models.view_blocks.conditioning import ViewFiLM
 
 
 def test_view_film_starts_as_identity_and_scales_each_view_separately():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from x2ct.models.blocks.cone_lift import ConeBeamLift, voxel_centres
+from x2ct.models.view_blocks.cone_lift import ConeBeamLift, voxel_centres
 from x2ct.physics.geometry import ProjectionGeometry
 
 N = 16

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from x2ct.models.blocks.cross_view import CrossViewAttention
+from x2ct.models.view_blocks.cross_view import CrossViewAttention
 
 
 def _block(dim=8, heads=2, seed=0) -> CrossViewAttention:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from x2ct.models.blocks.fusion import ViewFusion
+from x2ct.models.view_blocks.fusion import ViewFusion
 
 
 def test_mean_fusion_averages_the_views_for_any_view_count():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from x2ct.models.blocks.lift import ChannelsToDepth, ViewLift, copy_along_rays, view_to_volume
+from x2ct.models.view_blocks.lift import ChannelsToDepth, ViewLift, copy_along_rays, view_to_volume
 from x2ct.ops.patches import crop_patches
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.projector import render_drr

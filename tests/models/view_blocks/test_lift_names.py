@@ -1,4 +1,4 @@
-"""Tests for x2ct/models/blocks/lift_names.py: one set of lift names, old ones refused by every model with the new
+"""Tests for x2ct/models/view_blocks/lift_names.py: one set of lift names, old ones refused by every model with the new
 name, and a checkpoint's saved config with old names renamed so that its model rebuilds."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import torch
 from hydra.utils import instantiate
 
 from x2ct.models import BaselineUNet, HybridViT
-from x2ct.models.blocks.lift import ChannelsToDepth
-from x2ct.models.blocks.lift_names import check_lift, lift_settings, with_current_lift_names
 from x2ct.models.multires import MultiResCascade
+from x2ct.models.view_blocks.lift import ChannelsToDepth
+from x2ct.models.view_blocks.lift_names import check_lift, lift_settings, with_current_lift_names
 
 HYBRID = dict(num_views=2, view_size=16, volume_size=8, base_channels=4, depth=1, channel_multipliers=(1, 2),
               transformer_levels=(), num_heads=2, pyramid_channels=4, cross_view_grid=4, cross_view_heads=2)

@@ -26,7 +26,7 @@ from pathlib import Path
 from x2ct.evaluation.comparison.aggregate import aggregate_runs, format_aggregate_markdown
 from x2ct.evaluation.comparison.paired import format_paired_markdown, paired_differences
 from x2ct.evaluation.comparison.rank_correlation import format_rank_correlation_line, rank_correlation
-from x2ct.evaluation.comparison.report import write_report
+from x2ct.evaluation.comparison.report import write_comparison_report
 from x2ct.evaluation.comparison.runs import CONFIG_FILE, METRICS_FILE, find_run_dirs, read_runs
 from x2ct.evaluation.comparison.table import SORT_KEYS, format_text_table, group_runs
 
@@ -119,7 +119,7 @@ def main(argv: Sequence[str]) -> int:
             print("\n".join(format_rank_correlation_line(c) for c in correlations))
         out = args.out or (args.paths[0] / DEFAULT_OUT_NAME if args.paths else Path(DEFAULT_OUT_NAME))
         sources = [str(p) for p in args.paths] + ([f"wandb:{args.wandb_project}"] if args.wandb_project else [])
-        written = write_report(groups, out, plot=not args.no_plot, sort=args.sort, sources=sources,
+        written = write_comparison_report(groups, out, plot=not args.no_plot, sort=args.sort, sources=sources,
                                command=f"{PROG} {shlex.join(str(a) for a in argv)}", settings=settings,
                                over=args.over, x_key=args.x_key, paired=paired, rank_correlations=correlations)
     print(f"\nwrote {', '.join(p.name for p in written.values())} to {out}")

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from x2ct import provenance
 from x2ct.atomic_io import write_atomic, write_json_atomic, write_text_atomic
+from x2ct.data.reference import MEAN_VOLUME_PATIENTS
 from x2ct.evaluation.comparison.aggregate import (
     Setting,
     format_aggregate_markdown,
@@ -27,7 +29,6 @@ from x2ct.evaluation.comparison.paired import PairedSetting, format_paired_markd
 from x2ct.evaluation.comparison.rank_correlation import RankCorrelation, format_rank_correlation_markdown
 from x2ct.evaluation.comparison.runs import RunRow
 from x2ct.evaluation.comparison.table import COLUMNS, RunGroup, format_markdown_table, name_key
-from x2ct.provenance import code_version, machine
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -51,8 +52,9 @@ DEFINITIONS = {
     "val SSIM": "3D SSIM at the validation pass with the best PSNR (not the best SSIM of the run): Gaussian "
                 "window sigma 1.5 (11 taps), K1 0.01, K2 0.03, data range 1, per patient, averaged",
     "best ep": "the epoch (counting from 1) of that validation pass",
-    "mean-vol PSNR": "validation PSNR of the mean training volume predicted for every patient: the reference a "
-                     "model must beat to have learned anything from the X-rays",
+    "mean-vol PSNR": f"validation PSNR of the mean training volume predicted for every patient (the mean of the "
+                     f"first {MEAN_VOLUME_PATIENTS} training CTs, all of a smaller split): the reference a model must "
+                     "beat to have learned anything from the X-rays",
     "test PSNR": "the best checkpoint (by validation PSNR) on the test split (test_metrics.json)",
     "test SSIM": "3D SSIM as above, same checkpoint, test split",
     "epochs": "epochs completed (the highest epoch in the training/validation records) / trainer.max_epochs",
@@ -82,11 +84,11 @@ REFERENCE_STYLE = {"color": "0.35", "linestyle": ":", "linewidth": 1.2}
 LEGEND_ROWS_PER_COLUMN = 20
 
 
-def write_report(groups: list[RunGroup], out_dir: str | os.PathLike, *, plot: bool = True, sort: str = "psnr",
-                 command: str | None = None, sources: Sequence[str] = (), settings: Sequence[Setting] = (),
-                 over: str | None = None, x_key: str | None = None,
-                 paired: tuple[Setting, Sequence[PairedSetting]] | None = None,
-                 rank_correlations: Sequence[RankCorrelation] = ()) -> dict[str, Path]:
+def write_comparison_report(groups: list[RunGroup], out_dir: str | os.PathLike, *, plot: bool = True,
+                            sort: str = "psnr", command: str | None = None, sources: Sequence[str] = (),
+                            settings: Sequence[Setting] = (), over: str | None = None, x_key: str | None = None,
+                            paired: tuple[Setting, Sequence[PairedSetting]] | None = None,
+                            rank_correlations: Sequence[RankCorrelation] = ()) -> dict[str, Path]:
     """Write the comparison files into ``out_dir`` (created if needed); returns {"markdown", "json", "plot"?,
     "aggregate_plot"?}. ``settings`` (``aggregate_runs`` over ``over``) add the mean +- std table; with ``x_key``
     also a plot of test PSNR and SSIM against that override's numeric value; ``paired`` (``paired_differences``:
@@ -104,7 +106,8 @@ def write_report(groups: list[RunGroup], out_dir: str | os.PathLike, *, plot: bo
             if aggregate_path is not None:
                 written["aggregate_plot"] = aggregate_path
     generated = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    record = comparison_json(groups, generated, sort, command, sources)
+    origin = provenance.record()
+    record = comparison_json(groups, generated, sort, command, sources, origin)
     if settings:
         record["aggregate"] = {"over": over, "std": "sample standard deviation (ddof=1) over the runs",
                                "settings": [s.to_dict() for s in settings]}
@@ -120,8 +123,8 @@ def write_report(groups: list[RunGroup], out_dir: str | os.PathLike, *, plot: bo
                    "up to 8 settings (else scipy.stats.spearmanr's t approximation)",
             "left_out": "settings missing either column", "pairs": [c.to_dict() for c in rank_correlations]}
     written["json"] = write_json_atomic(out_dir / JSON_FILE, record)
-    markdown = comparison_markdown(groups, generated, sort, command, sources, plot_name=PLOT_FILE if
-                                   "plot" in written else None)
+    markdown = comparison_markdown(groups, generated, sort, command, sources, origin,
+                                   plot_name=PLOT_FILE if "plot" in written else None)
     if settings:
         markdown += aggregate_markdown(settings, over or "seed",
                                        written["aggregate_plot"].name if "aggregate_plot" in written else None)
@@ -135,13 +138,14 @@ def write_report(groups: list[RunGroup], out_dir: str | os.PathLike, *, plot: bo
 
 
 def comparison_json(groups: list[RunGroup], generated: str, sort: str, command: str | None,
-                    sources: Sequence[str]) -> dict[str, Any]:
+                    sources: Sequence[str], origin: dict[str, Any]) -> dict[str, Any]:
+    """The comparison's JSON; ``origin``: its own provenance (``x2ct.provenance.record``), spread at the top level.
+    Each run's training commit, machine, threads and sharing are in ``runs`` (None where its run_info.json did
+    not record them)."""
     return {
         "generated": generated,
         "command": command,
-        # the comparison's own code and machine; each run's training commit and machine are in "runs" (code,
-        # machine; None for runs recorded before run_info.json held them)
-        "compared_by": {"code": code_version(), "machine": machine()},
+        **origin,
         "sources": list(sources),
         "sort": sort,
         "definitions": DEFINITIONS,
@@ -152,12 +156,13 @@ def comparison_json(groups: list[RunGroup], generated: str, sort: str, command: 
 
 
 def comparison_markdown(groups: list[RunGroup], generated: str, sort: str, command: str | None,
-                        sources: Sequence[str], plot_name: str | None) -> str:
+                        sources: Sequence[str], origin: dict[str, Any], plot_name: str | None) -> str:
     n_runs = sum(len(g.rows) for g in groups)
     n_sweeps = sum(1 for g in groups if g.sweep)
     summary = f"{_count(n_runs, 'run')} ({_count(n_sweeps, 'sweep')}), {SORT_TEXT.get(sort, sort)}."
     lines = ["# Run comparison", "",
-             f"{summary} Generated {generated}" + (f" by `{command}`" if command else "") + ".", ""]
+             f"{summary} Generated {generated}" + (f" by `{command}`" if command else "")
+             + f"; compared at {provenance.describe(origin)}.", ""]
     if sources:
         lines += ["Sources: " + ", ".join(f"`{s}`" for s in sources) + ".", ""]
     if plot_name:

@@ -70,9 +70,12 @@ class RunRow:
     val_curve: list[dict[str, float | None]] = field(default_factory=list)  # [{"epoch", "psnr", "ssim"}]
     # evaluate.py results in the run folder: evaluation/<name>/summary.json -> {"psnr", "ssim"} (means over patients)
     evaluations: dict[str, dict[str, float | None]] = field(default_factory=dict)
-    # run_info.json's provenance: the commit that trained the run and the machine (None for older runs)
+    # run_info.json's provenance (x2ct.provenance): the commit that trained the run, the machine, torch's threads
+    # and whether other work shared the machine (None where run_info.json does not record it)
     code: dict[str, Any] | None = None
     machine: dict[str, Any] | None = None
+    threads: int | None = None
+    shared: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -147,7 +150,8 @@ def read_run(run_dir: str | os.PathLike) -> RunRow:
     times = [float(r["time"]) for r in records if finite_or_none(r.get("time")) is not None]
     if row.wall_time_s is None and len(times) >= 2:
         row.wall_time_s = max(times) - min(times)
-    row.code, row.machine = info.get("code"), info.get("machine")
+    row.code, row.machine, row.threads, row.shared = (info.get(key) for key in ("code", "machine", "threads",
+                                                                               "shared"))
     if isinstance(info.get("status"), str):
         row.status = info["status"]
     elif row.max_epochs is not None:

@@ -36,9 +36,9 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from x2ct.models.blocks.activation import make_activation
-from x2ct.models.blocks.cone_lift import ConeBeamLift, sample_views
-from x2ct.models.blocks.lift_names import check_lift
 from x2ct.models.blocks.norm import make_norm
+from x2ct.models.view_blocks.cone_lift import ConeBeamLift, sample_views
+from x2ct.models.view_blocks.lift_names import check_lift
 from x2ct.ops.patches import patch_coordinates
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.view_angles import batch_angles
@@ -135,7 +135,7 @@ class ViewLift(nn.Module):
         angles_deg: gantry angle of each view (``V`` values), as in ``ProjectionGeometry``: the default when
             ``forward`` is given no angles.
         mode: ``"geometric"`` (every voxel centre projected into every view with the true cone-beam geometry,
-            ``blocks/cone_lift.py``; no parameters, ``C_out = C_in``), ``"parallel"`` (copied along the ray,
+            ``view_blocks/cone_lift.py``; no parameters, ``C_out = C_in``), ``"parallel"`` (copied along the ray,
             parallel rays spanning the volume; no parameters, ``C_out = C_in``) or ``"learned"``
             (``ChannelsToDepth``; weights shared by all views). The names of ``lift_names.py``.
         in_channels, out_channels: feature channels before and after (``out_channels`` defaults to
