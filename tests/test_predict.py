@@ -318,14 +318,21 @@ def test_a_checkpoint_without_training_quantiles_uses_its_data_set_or_says_it_ca
     older = save_edited(state, tmp_path / "older.pt")
     Image.fromarray(np.round(drr / drr.max() * 255).astype(np.uint8)).save(tmp_path / "export.png")
     assert predict_cli.main([str(older), str(tmp_path / "export.png"), "--out", str(tmp_path / "p")]) == 0
-    assert f"from its data set {state['config']['data']['root']}" in capsys.readouterr().out
+    root = state["config"]["data"]["root"]
+    assert f"from its data set {root}" in capsys.readouterr().out
     state["config"]["data"]["root"] = str(tmp_path / "gone")
     gone = save_edited(state, tmp_path / "gone.pt")
     assert predict_cli.main([str(gone), str(tmp_path / "export.png"), "--out", str(tmp_path / "q")]) == 0
     printed = capsys.readouterr().out
-    assert "from nowhere (the checkpoint predates them and its data set is not here)" in printed
+    assert "from nowhere (the checkpoint predates them and its data set is not here or no longer fits it)" in printed
     assert "intensity stretched linearly instead" in printed
     assert json.loads((tmp_path / "q" / "report.json").read_text())["views"][0]["intensity"]["mode"] == "linear"
+    # its data set is here but prepared for another HU window than the model's: its views are not the model's
+    state["config"]["data"]["root"] = root
+    state["extra"]["input_spec"]["hu_window"] = [-1000.0, 3000.0]
+    refitted = save_edited(state, tmp_path / "refitted.pt")
+    assert predict_cli.main([str(refitted), str(tmp_path / "export.png"), "--out", str(tmp_path / "r")]) == 0
+    assert "no longer fits it" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")

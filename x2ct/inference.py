@@ -168,7 +168,8 @@ def _line_integral_view(path: Path, view: str, spec: InputSpec) -> PreparedView:
 
 def with_view_quantiles(trained: TrainedModel, spec: InputSpec) -> tuple[InputSpec, str]:
     """``spec`` holding the training views' quantiles for the intensity fit, and where they came from: the
-    checkpoint, else (a checkpoint trained before they were stored) its data set when it is here, else none."""
+    checkpoint, else (a checkpoint trained before they were stored) its data set when it is here and still fits
+    the model (``InputSpec.compatible_with``: a folder prepared again with other settings does not), else none."""
     if spec.view_quantiles is not None:
         return spec, "the checkpoint"
     from x2ct.data.dataset import DatasetError, PatientDRRDataset
@@ -178,13 +179,14 @@ def with_view_quantiles(trained: TrainedModel, spec: InputSpec) -> tuple[InputSp
     if root is not None and (Path(root) / "dataset.json").exists():
         try:
             dataset = PatientDRRDataset(root, "train", views=list(spec.views), radiograph=spec.radiograph)
-            quantiles = dataset_view_quantiles(dataset)
+            fits = not spec.compatible_with(dataset.input_spec(view_quantiles=False))
+            quantiles = dataset_view_quantiles(dataset) if fits else None
         except (DatasetError, OSError, ValueError, KeyError):
             quantiles = None
         if quantiles is not None:
             return (replace(spec, view_quantiles=quantiles | {"source": f"data set {root}"}),
                     f"its data set {root}")
-    return spec, "nowhere (the checkpoint predates them and its data set is not here)"
+    return spec, "nowhere (the checkpoint predates them and its data set is not here or no longer fits it)"
 
 
 def view_range(spec: InputSpec) -> tuple[float, float | None]:

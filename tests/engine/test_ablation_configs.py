@@ -28,7 +28,7 @@ CHANGES = {
     "cross_view": {"model.cross_view": False},
     "dense_blocks": {"model.dense_blocks": False},
     "attention_gates": {"model.attention_gates": False},
-    "deep_supervision": {"model.deep_supervision": False, "loss.weights.deep_supervision": 0.0},
+    "deep_supervision": {"loss.weights.deep_supervision": 0.0},
     "pyramid": {"model.pyramid_scales": 1},
 }
 # the tiny milestone-1 model of test_train.py's milestone-1 test
@@ -73,7 +73,9 @@ def test_ablating_deep_supervision_is_the_loss_sweeps_zero_weight_run():
     register_resolvers()
     by_weight = compose_config("train", ["experiment=benchmark/milestone1", "loss.weights={deep_supervision:0}"])
     by_ablation = compose_config("train", ["experiment=benchmark/milestone1", "ablation=deep_supervision"])
-    match_deep_supervision(by_weight.model, float(by_weight.loss.weights.deep_supervision))
+    for cfg in (by_weight, by_ablation):
+        match_deep_supervision(cfg.model, float(cfg.loss.weights.deep_supervision))
+    assert by_ablation.model.deep_supervision is False
     assert OmegaConf.to_container(by_weight) == OmegaConf.to_container(by_ablation)
 
 

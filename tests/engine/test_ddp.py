@@ -243,20 +243,19 @@ def test_every_recipe_trains_two_steps_on_two_ranks_with_its_own_loss_and_with_l
 
 
 def test_deep_supervision_heads_follow_the_loss_weight():
-    """loss=l1 (no deep-supervision term) builds no auxiliary heads; a positive weight with the heads switched off
-    by hand is refused at start, naming both keys."""
+    """loss=l1 (no deep-supervision term) builds no auxiliary heads, a positive weight builds them: the loss weight
+    is the one switch, and a model key set by hand is refused at start, naming the weight."""
     from omegaconf import OmegaConf
 
     from x2ct.engine.build import match_deep_supervision
 
-    hybrid = OmegaConf.create({"deep_supervision": True})
-    match_deep_supervision(hybrid, 0.0)
-    assert hybrid.deep_supervision is False
-    cascade = OmegaConf.create({"coarse_kwargs": {"deep_supervision": True}})
-    match_deep_supervision(cascade, 0.0)
-    assert cascade.coarse_kwargs.deep_supervision is False
-    match_deep_supervision(cascade, 0.2)  # the cascade's own stage outputs feed the term: allowed
-    with pytest.raises(ValueError, match=r"loss.weights.deep_supervision=0.2 but model.deep_supervision=false"):
+    for weight, heads in ((0.0, False), (0.2, True)):
+        hybrid = OmegaConf.create({"deep_supervision": None})
+        cascade = OmegaConf.create({"coarse_kwargs": {"deep_supervision": None}})
+        match_deep_supervision(hybrid, weight)
+        match_deep_supervision(cascade, weight)
+        assert hybrid.deep_supervision is heads and cascade.coarse_kwargs.deep_supervision is heads
+    with pytest.raises(ValueError, match=r"model.deep_supervision=False is not a setting: .*loss.weights.deep_supervi"):
         match_deep_supervision(OmegaConf.create({"deep_supervision": False}), 0.2)
 
 

@@ -57,23 +57,22 @@ def fill_geometry(model_cfg: DictConfig, geometry: ProjectionGeometry, ct_fov_mm
 
 
 def match_deep_supervision(model_cfg: DictConfig, loss_weight: float) -> None:
-    """Switch the model's deep-supervision heads (``model.deep_supervision``, a cascade's
-    ``model.coarse_kwargs.deep_supervision``) off when ``loss.weights.deep_supervision`` is 0.
+    """Build the model's deep-supervision heads (``model.deep_supervision``, a cascade's
+    ``model.coarse_kwargs.deep_supervision``) exactly when ``loss.weights.deep_supervision`` is positive: the loss
+    weight is the one switch, and the model keys (null in conf/model) are filled in from it.
 
     Heads that no loss term reads get no gradient, and DDP stops on the second step ("Expected to have finished
     reduction in the prior iteration"); ``find_unused_parameters`` would hide that at the cost of a graph walk per
-    step. A positive weight with heads switched off by hand is refused here, at start, naming both keys.
+    step. A model key set by hand is refused here, at start, naming the loss weight that says it.
     """
-    holders = [("model", model_cfg), ("model.coarse_kwargs", model_cfg.get("coarse_kwargs"))]
-    for name, holder in holders:
+    for name, holder in (("model", model_cfg), ("model.coarse_kwargs", model_cfg.get("coarse_kwargs"))):
         if holder is None or "deep_supervision" not in holder:
             continue
-        if loss_weight <= 0:
-            holder.deep_supervision = False
-        elif not holder.deep_supervision and name == "model":
-            raise ValueError(f"loss.weights.deep_supervision={loss_weight} but {name}.deep_supervision=false: the "
-                             "loss term needs the model's coarser outputs; set loss.weights.deep_supervision=0 or "
-                             f"{name}.deep_supervision=true")
+        if holder.deep_supervision is not None:
+            raise ValueError(f"{name}.deep_supervision={holder.deep_supervision} is not a setting: the heads are "
+                             f"built when loss.weights.deep_supervision > 0 (now {loss_weight}); set "
+                             "loss.weights.deep_supervision=0 to leave them out")
+        holder.deep_supervision = loss_weight > 0
 
 
 # trainer.memory_format -> the layout of the model's 3D convolution weights (and so of its 3D activations)
