@@ -43,6 +43,7 @@ C = Cell  # C(column title, record, field, format): short, the register is long
 
 SEED1 = "transfer_benchmark_seed1_cpu.json"
 V2 = "transfer_benchmark_v2_cpu.json"
+V2_64 = "transfer_benchmark_v2_64_cpu.json"
 MEAN_CT = ("the mean-training-volume reference (evaluate.py's ref_psnr / ref_ssim, the mean of the first 64 of the "
            "112 training CTs) is in no committed JSON")
 
@@ -189,6 +190,17 @@ _GPU_CELLS = (C("samples/s", "main", "samples_per_s", "f2"), C("peak MB", "main"
               C("GFLOP/sample", "main", "gflops_per_sample", "f0"), C("MFU", "main", "mfu", "percent1"))
 
 TABLES: tuple[Table, ...] = (
+    Table("docs/results.md", "Does the phantom ranking transfer?",
+          ("setting (`data=benchmark_v2_64`, seed 1)", "phantom test PSNR (dB)", "real CT PSNR (dB)", "real CT SSIM",
+           "at 32^3, 3 seeds: phantom test PSNR (dB)", "at 32^3, 3 seeds: real CT PSNR (dB)"),
+          (C("phantom test PSNR (dB)", "64", "stats.eval/best_test/scanned_psnr", "pm2"),
+           C("real CT PSNR (dB)", "64", "stats.eval/best_example_ct/scanned_psnr", "pm2"),
+           C("real CT SSIM", "64", "stats.eval/best_example_ct/scanned_ssim", "pm3"),
+           C("at 32^3, 3 seeds: phantom test PSNR (dB)", "32", "stats.eval/best_test/scanned_psnr", "pm2"),
+           C("at 32^3, 3 seeds: real CT PSNR (dB)", "32", "stats.eval/best_example_ct/scanned_psnr", "pm2")),
+          tuple(Row(" ".join(f"`{o}`" for o in overrides), {"64": (V2_64, setting("data=benchmark_v2_64", *overrides)),
+                                                          "32": (V2, setting("data=benchmark_v2", *overrides))})
+                for overrides in ((_BASE,), (_M4, "data.num_views=2")))),
     Table("README.md", "Results: the phantom benchmark", _MILESTONE_HEADER, _MILESTONE_CELLS,
           _milestone_rows("its section"), unsourced=_MILESTONE_UNSOURCED),
     Table("docs/results.md", "Phantom benchmark: the milestones compared", _MILESTONE_HEADER, _MILESTONE_CELLS,
