@@ -33,7 +33,7 @@ def validation_metrics(model: torch.nn.Module, loader: DataLoader, device: torch
     # stage sizes known up front: every rank all-reduces the same values, even one whose shard is empty
     staged = constant is None and len(inner.stage_sizes) > 1
     names = ["psnr", "ssim", "loss", "count"] + (stage_metric_names(list(inner.stage_sizes[:-1])) if staged else [])
-    totals = dict.fromkeys(names, torch.zeros((), dtype=torch.float64, device=device))
+    totals = torch.zeros(len(names), dtype=torch.float64, device=device)
     for i, batch in enumerate(loader):
         if limit is not None and i >= limit:
             break
@@ -56,10 +56,10 @@ def validation_metrics(model: torch.nn.Module, loader: DataLoader, device: torch
         if criterion is not None:
             sums["loss"] = criterion(Reconstruction(pred), target, volume_only=True, views=views, angles_deg=angles,
                                      scanned=mask)[0] * len(target)
-        sums["count"] = torch.tensor(float(len(target)))
         for name, value in sums.items():
-            totals[name] = totals[name] + value.sum().double().to(device)
-    summed = all_reduce_mean(torch.stack([totals[name] for name in names])) * _world_size()  # sums over ranks
+            totals[names.index(name)] += value.sum().double()
+        totals[names.index("count")] += len(target)
+    summed = all_reduce_mean(totals) * _world_size()  # sums over ranks
     count = summed[names.index("count")].clamp(min=1)
     return {name: (value / count).item() for name, value in zip(names, summed, strict=True)
             if name != "count" and (name != "loss" or criterion is not None)}

@@ -212,9 +212,7 @@ class HybridViT(ReconstructionModel):
     def min_views(self) -> int:
         """Fewest views a forward pass takes: ``num_views`` with the concat fusion (built for exactly those);
         otherwise 2 with cross-view attention (each view attends to the others), else 1."""
-        if not self.any_view_count:
-            return self.num_views
-        return 2 if self.cross_view is not None else 1
+        return 2 if self.any_view_count and self.cross_view is not None else super().min_views
 
     def _cross_view(self, x: Tensor, angles: tuple[float, ...]) -> Tensor:
         """The cross-view update of ``x`` (B, V, C, n, n), computed on a pooled grid and upsampled back; with the

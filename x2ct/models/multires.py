@@ -248,11 +248,6 @@ class MultiResCascade(ReconstructionModel):
         return self.coarse.min_views
 
     @property
-    def max_views(self) -> int | None:
-        """The most views a batch may hold: the coarse model's."""
-        return self.coarse.max_views
-
-    @property
     def any_view_count(self) -> bool:
         """Whether the cascade takes any number of views: its refiners do (mean fusion), so its coarse model decides."""
         return self.coarse.any_view_count
