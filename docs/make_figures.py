@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from x2ct.data.example_ct import example_ct_path, fetch_example_ct
-from x2ct.data.phantom import generate_chest_phantom, generate_chest_phantom_v2
+from x2ct.data.phantom import PhantomV2Config, generate_chest_phantom
 from x2ct.data.preprocess import crop_or_pad, remove_bed, resample_isotropic
 from x2ct.data.readers import read_ct
 from x2ct.data.views import render_views
@@ -58,7 +58,7 @@ def phantom_generations(real) -> None:
     shape, spacing = (128, 128, 128), (2.75, 2.75, 2.75)
     columns = [("example CT", real), ("phantom v1, seed 0", generate_chest_phantom(0, shape, spacing))]
     for seed in range(4):
-        chest = generate_chest_phantom_v2(seed, shape, spacing)
+        chest = generate_chest_phantom(seed, shape, spacing, config=PhantomV2Config())
         pose = chest.metadata["choices"]["arm_pose"]
         cut = ", truncated" if chest.metadata.get("truncated") else ""
         columns.append((f"phantom v2, seed {seed}\n(arms {pose}{cut})", padding_as_air(chest, scanner_padding(chest),

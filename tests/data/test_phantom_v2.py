@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
 from scipy.ndimage import binary_erosion
 
 from tests.data.test_phantom import assert_seed_decides_the_patient
-from x2ct.data.phantom import LABELS_V2, PhantomV2Config, draw_patient_v2, generate_chest_phantom_v2
-from x2ct.data.phantom import references as ref
+from x2ct.data import phantom
+from x2ct.data.phantom import LABELS_V2, PhantomConfig, PhantomV2Config, draw_patient_v2, generate_chest_phantom
+from x2ct.data.phantom.references import REFERENCES as ref
 from x2ct.data.phantom.v2.config import ARM_POSES, CONTRAST_PHASES, HABITUS
 
 HEART = ("heart", "left_ventricle", "right_ventricle", "left_atrium", "right_atrium")
 LUNGS = ("lung", "pulmonary_vessel", "nodule")
 COHORT = tuple(range(12))
+# v2 is the generator of a PhantomV2Config; a test's own config= replaces the default one
+generate_v2 = partial(generate_chest_phantom, config=PhantomV2Config())
 
 
 def one_hot(options, choice) -> tuple[float, ...]:
@@ -30,15 +34,15 @@ def volume_ml(ct, labels, names) -> float:
 def full_patient():
     config = PhantomV2Config(female_probability=1.0, table_probability=1.0, truncation_probability=0.0,
                              stomach_gas_probability=1.0, nodule_count=(1, 1))
-    return generate_chest_phantom_v2(0, shape=(64, 64, 64), config=config, with_labels=True)
+    return generate_v2(0, shape=(64, 64, 64), config=config, with_labels=True)
 
 
 @pytest.fixture(scope="module")
 def cohort():
     """Whole-trunk grids (the liver fits), no table, no truncation: the statistics' patients."""
     config = PhantomV2Config(truncation_probability=0.0, table_probability=0.0)
-    return {seed: generate_chest_phantom_v2(seed, shape=(110, 64, 80), spacing_mm=(5.0, 6.0, 6.0), config=config,
-                                            with_labels=True) for seed in COHORT}
+    return {seed: generate_v2(seed, shape=(110, 64, 80), spacing_mm=(5.0, 6.0, 6.0), config=config,
+                              with_labels=True) for seed in COHORT}
 
 
 # --- structures --------------------------------------------------------------------------------------------
@@ -62,7 +66,7 @@ def test_labels_keep_v1_ids():
 @pytest.mark.parametrize("pose", ARM_POSES)
 def test_each_arm_pose_is_reachable_and_placed(pose):
     config = PhantomV2Config(arm_pose_weights=one_hot(ARM_POSES, pose), truncation_probability=0.0)
-    ct, labels = generate_chest_phantom_v2(3, shape=(48, 48, 48), config=config, with_labels=True)
+    ct, labels = generate_v2(3, shape=(48, 48, 48), config=config, with_labels=True)
     assert ct.metadata["choices"]["arm_pose"] == pose
     z = ct.origin[2] + ct.spacing[0] * np.arange(labels.shape[0])
     y = ct.origin[1] + ct.spacing[1] * np.arange(labels.shape[1])
@@ -91,26 +95,24 @@ def test_contrast_phase_sets_blood_hu_into_published_ranges():
     medians, bodies = {}, {}
     for phase in CONTRAST_PHASES:
         config = PhantomV2Config(contrast_weights=one_hot(CONTRAST_PHASES, phase), truncation_probability=0.0)
-        ct, labels = generate_chest_phantom_v2(5, shape=(64, 64, 64), config=config, with_labels=True)
+        ct, labels = generate_v2(5, shape=(64, 64, 64), config=config, with_labels=True)
         medians[phase] = {name: float(np.median(ct.hu[labels == LABELS_V2[name]]))
                           for name in ("aorta", "left_ventricle", "liver")}
         bodies[phase] = np.where(labels == LABELS_V2["body"], ct.hu, np.nan)
-    assert medians["none"]["aorta"] in ref.BLOOD_HU and medians["none"]["left_ventricle"] in ref.BLOOD_HU
-    assert medians["arterial"]["aorta"] in ref.ARTERIAL_BLOOD_HU
-    assert medians["arterial"]["left_ventricle"] in ref.ARTERIAL_BLOOD_HU
-    assert medians["venous"]["aorta"] in ref.VENOUS_BLOOD_HU
-    assert medians["venous"]["liver"] in ref.VENOUS_LIVER_HU and medians["none"]["liver"] in ref.LIVER_HU
+    assert medians["none"]["aorta"] in ref["blood_hu"] and medians["none"]["left_ventricle"] in ref["blood_hu"]
+    assert medians["arterial"]["aorta"] in ref["arterial_blood_hu"]
+    assert medians["arterial"]["left_ventricle"] in ref["arterial_blood_hu"]
+    assert medians["venous"]["aorta"] in ref["venous_blood_hu"]
+    assert medians["venous"]["liver"] in ref["venous_liver_hu"] and medians["none"]["liver"] in ref["liver_hu"]
     # muscle keeps its HU, but where it touches an enhanced vessel or organ (partial volume)
     changed = np.abs(bodies["arterial"] - bodies["none"]) > 1e-3
     assert 0 < np.nanmean(np.where(np.isnan(bodies["none"]), np.nan, changed)) < 0.1
 
 
 def test_table_appears_only_when_drawn_and_lies_below_a_gap():
-    without = generate_chest_phantom_v2(2, shape=(48, 64, 64), with_labels=True,
-                                        config=PhantomV2Config(table_probability=0.0))
+    without = generate_v2(2, shape=(48, 64, 64), with_labels=True, config=PhantomV2Config(table_probability=0.0))
     assert not (without[1] == LABELS_V2["table"]).any() and without[0].metadata["choices"]["table"] is False
-    ct, labels = generate_chest_phantom_v2(2, shape=(48, 64, 64), with_labels=True,
-                                           config=PhantomV2Config(table_probability=1.0))
+    ct, labels = generate_v2(2, shape=(48, 64, 64), with_labels=True, config=PhantomV2Config(table_probability=1.0))
     table = labels == LABELS_V2["table"]
     assert table.any() and ct.metadata["choices"]["table"] is True
     # a foam core in a composite shell (thin: partial volume on a coarse grid)
@@ -127,33 +129,33 @@ def test_table_appears_only_when_drawn_and_lies_below_a_gap():
 # --- statistics against published references -----------------------------------------------------------
 def test_organ_volumes_and_chest_diameters_lie_in_published_ranges(cohort):
     for seed, (ct, labels) in cohort.items():
-        assert volume_ml(ct, labels, LUNGS) in ref.LUNG_VOLUME_ML, seed
-        assert volume_ml(ct, labels, HEART) in ref.HEART_VOLUME_ML, seed
-        assert volume_ml(ct, labels, ("liver",)) in ref.LIVER_VOLUME_ML, seed
-        assert volume_ml(ct, labels, ("spleen",)) in ref.SPLEEN_VOLUME_ML, seed
+        assert volume_ml(ct, labels, LUNGS) in ref["lung_volume_ml"], seed
+        assert volume_ml(ct, labels, HEART) in ref["heart_volume_ml"], seed
+        assert volume_ml(ct, labels, ("liver",)) in ref["liver_volume_ml"], seed
+        assert volume_ml(ct, labels, ("spleen",)) in ref["spleen_volume_ml"], seed
         # external torso at the widest rib cage level (arms and shoulder bones left out)
         scale = ct.metadata["choices"]["scale"]
         k = round((ct.metadata["patient"]["thorax_widest_z_mm"] * scale - ct.origin[2]) / ct.spacing[0])
         torso = ~np.isin(labels[k], [LABELS_V2[n] for n in ("background", "arm", "humerus", "table")])
         j, i = np.nonzero(torso)
-        assert (i.max() - i.min() + 1) * ct.spacing[2] in ref.CHEST_LR_DIAMETER_MM, seed
-        assert (j.max() - j.min() + 1) * ct.spacing[1] in ref.CHEST_AP_DIAMETER_MM, seed
+        assert (i.max() - i.min() + 1) * ct.spacing[2] in ref["chest_lr_diameter_mm"], seed
+        assert (j.max() - j.min() + 1) * ct.spacing[1] in ref["chest_ap_diameter_mm"], seed
 
 
 def test_bone_sizes_lie_in_published_ranges(cohort):
     for seed, (ct, _) in cohort.items():
         bones = ct.metadata["bones"]
         for side in ("right", "left"):
-            assert bones[side]["clavicle_length_mm"] in ref.CLAVICLE_LENGTH_MM, seed
-            assert bones[side]["humeral_head_diameter_mm"] in ref.HUMERAL_HEAD_DIAMETER_MM, seed
-            assert bones[side]["scapula_height_mm"] in ref.SCAPULA_HEIGHT_MM, seed
-        assert bones["right"]["acromion_x_mm"] - bones["left"]["acromion_x_mm"] in ref.BIACROMIAL_BREADTH_MM
-        assert 2 * ct.metadata["patient"]["vertebral_half_width_mm"] in ref.THORACIC_VERTEBRA_WIDTH_MM
+            assert bones[side]["clavicle_length_mm"] in ref["clavicle_length_mm"], seed
+            assert bones[side]["humeral_head_diameter_mm"] in ref["humeral_head_diameter_mm"], seed
+            assert bones[side]["scapula_height_mm"] in ref["scapula_height_mm"], seed
+        assert bones["right"]["acromion_x_mm"] - bones["left"]["acromion_x_mm"] in ref["biacromial_breadth_mm"]
+        assert 2 * ct.metadata["patient"]["vertebral_half_width_mm"] in ref["thoracic_vertebra_width_mm"]
 
 
 def test_tissue_hu_medians_lie_in_published_ranges(cohort):
-    checks = {"fat": ref.FAT_HU, "body": ref.MUSCLE_HU, "lung": ref.LUNG_HU, "breast": ref.BREAST_HU}
-    unenhanced = {"liver": ref.LIVER_HU, "spleen": ref.SPLEEN_HU, "aorta": ref.BLOOD_HU}
+    checks = {"fat": ref["fat_hu"], "body": ref["muscle_hu"], "lung": ref["lung_hu"], "breast": ref["breast_hu"]}
+    unenhanced = {"liver": ref["liver_hu"], "spleen": ref["spleen_hu"], "aorta": ref["blood_hu"]}
     seen_unenhanced = 0
     for seed, (ct, labels) in cohort.items():
         phase = ct.metadata["choices"]["contrast_phase"]
@@ -163,7 +165,7 @@ def test_tissue_hu_medians_lie_in_published_ranges(cohort):
                 assert float(np.median(values)) in reference, (seed, name)
         seen_unenhanced += phase == "none"
         bone = np.isin(labels, [LABELS_V2[n] for n in ("bone", "humerus")])
-        assert np.median(ct.hu[bone]) > ref.CANCELLOUS_BONE_HU.low
+        assert np.median(ct.hu[bone]) > ref["cancellous_bone_hu"].low
     assert seen_unenhanced >= 2
 
 
@@ -179,31 +181,31 @@ def test_texture_varies_inside_organs_and_noise_is_seeded():
     flat = PhantomV2Config(soft_texture_hu=(0.0, 0.0), lung_texture_hu=(0.0, 0.0), truncation_probability=0.0,
                            contrast_weights=(1.0, 0.0, 0.0))
     textured = PhantomV2Config(truncation_probability=0.0, contrast_weights=(1.0, 0.0, 0.0))
-    a, la = generate_chest_phantom_v2(4, shape=(48, 48, 48), config=flat, with_labels=True)
-    b, lb = generate_chest_phantom_v2(4, shape=(48, 48, 48), config=textured, with_labels=True)
+    a, la = generate_v2(4, shape=(48, 48, 48), config=flat, with_labels=True)
+    b, lb = generate_v2(4, shape=(48, 48, 48), config=textured, with_labels=True)
     np.testing.assert_array_equal(la, lb)  # texture changes HU only
     liver = binary_erosion(la == LABELS_V2["liver"], iterations=2)  # away from its edges' partial volume
     assert liver.sum() > 50
     assert np.std(b.hu[liver]) > np.std(a.hu[liver]) + 2.0
     assert (a.hu[la == 0] == b.hu[la == 0]).all()  # no texture outside the body
     noisy = PhantomV2Config(noise_std_hu=20.0, truncation_probability=0.0)
-    n1 = generate_chest_phantom_v2(4, shape=(48, 48, 48), config=noisy)
-    n2 = generate_chest_phantom_v2(4, shape=(48, 48, 48), config=noisy)
+    n1 = generate_v2(4, shape=(48, 48, 48), config=noisy)
+    n2 = generate_v2(4, shape=(48, 48, 48), config=noisy)
     np.testing.assert_array_equal(n1.hu, n2.hu)
     assert np.std((n1.hu - b.hu)[lb == LABELS_V2["body"]]) == pytest.approx(20.0, rel=0.15)
 
 
 # --- determinism, truncation, metadata -----------------------------------------------------------------
 def test_same_seed_gives_identical_phantom_and_other_seeds_differ():
-    assert_seed_decides_the_patient(generate_chest_phantom_v2, 8)
+    assert_seed_decides_the_patient(generate_v2, 8)
 
 
 def test_truncated_scan_is_the_scanned_slab_of_the_same_patient():
     full_cfg = PhantomV2Config(truncation_probability=0.0)
     cut_cfg = PhantomV2Config(truncation_probability=1.0, scan_margin_above_apex_mm=(10.0, 10.0),
                               scan_margin_below_recess_mm=(20.0, 20.0))
-    full, lfull = generate_chest_phantom_v2(6, shape=(48, 40, 40), config=full_cfg, with_labels=True)
-    cut, lcut = generate_chest_phantom_v2(6, shape=(48, 40, 40), config=cut_cfg, with_labels=True)
+    full, lfull = generate_v2(6, shape=(48, 40, 40), config=full_cfg, with_labels=True)
+    cut, lcut = generate_v2(6, shape=(48, 40, 40), config=cut_cfg, with_labels=True)
     sd = full.spacing[0]
     assert full.metadata["truncated"] is False and cut.metadata["truncated"] is True
     assert full.hu.shape[0] == 48 and cut.hu.shape[0] < 48 and cut.hu.shape[1:] == (40, 40)
@@ -236,7 +238,7 @@ def test_metadata_is_json_ready_and_records_the_patient(full_patient):
 
 def test_grid_is_centred_with_the_default_field_of_view():
     config = PhantomV2Config(truncation_probability=0.0)
-    ct = generate_chest_phantom_v2(1, shape=(32, 40, 48), config=config)
+    ct = generate_v2(1, shape=(32, 40, 48), config=config)
     np.testing.assert_allclose(ct.spacing, np.array(config.fov_mm) / (32, 40, 48))
     centre = ct.affine @ np.array([23.5, 19.5, 15.5, 1.0])
     np.testing.assert_allclose(centre[:3], 0.0, atol=1e-4)  # float32 voxel centres, as v1
@@ -278,14 +280,21 @@ def test_bad_config_names_the_field(kwargs, message):
         PhantomV2Config(**kwargs)
 
 
-def test_bad_arguments_are_refused():
-    from x2ct.data.phantom import PhantomConfig
+def test_the_config_type_picks_the_version():
+    assert generate_v2(0, shape=(16, 16, 16)).metadata["generator"] == "v2"
+    v1 = generate_chest_phantom(0, shape=(16, 16, 16), config=PhantomConfig())
+    assert v1.metadata["generator"] == "x2ct.data.phantom.generate_chest_phantom" and "choices" not in v1.metadata
+    assert generate_chest_phantom(0, shape=(16, 16, 16)).metadata == v1.metadata  # no config: v1's defaults
 
-    with pytest.raises(ValueError, match="PhantomV2Config"):
-        generate_chest_phantom_v2(0, shape=(8, 8, 8), config=PhantomConfig())
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match=r"PhantomConfig \(v1\) or a PhantomV2Config \(v2\), got dict"):
+        generate_chest_phantom(0, shape=(8, 8, 8), config={"table_probability": 0.0})
+    with pytest.raises(AttributeError, match=r"generate_chest_phantom\(seed, \.\.\., config=PhantomV2Config"):
+        phantom.generate_chest_phantom_v2  # noqa: B018
     with pytest.raises(ValueError, match="seed"):
-        generate_chest_phantom_v2(-1)
+        generate_v2(-1)
     with pytest.raises(ValueError, match="shape"):
-        generate_chest_phantom_v2(0, shape=(8, 8))
+        generate_v2(0, shape=(8, 8))
     with pytest.raises(ValueError, match="spacing_mm"):
-        generate_chest_phantom_v2(0, shape=(8, 8, 8), spacing_mm=(1.0, 0.0, 1.0))
+        generate_v2(0, shape=(8, 8, 8), spacing_mm=(1.0, 0.0, 1.0))

@@ -31,6 +31,7 @@ import x2ct
 from x2ct.atomic_io import atomic_directory, write_json_atomic, write_text_atomic
 from x2ct.data.ct_volume import CTVolume
 from x2ct.data.layout import FORMAT_VERSION, SPLITS, DatasetLayout, sha256_file, sha256_tree
+from x2ct.data.phantom import GENERATORS, generate_chest_phantom
 from x2ct.data.preprocess import Preprocessing, crop_or_pad, remove_bed, resample_isotropic, resize_to
 from x2ct.data.readers import hu_outside_scale
 from x2ct.data.regions import (
@@ -49,8 +50,6 @@ from x2ct.progress import Progress
 
 # How often (seconds) a preparation worker checks that its parent still lives (`_exit_with_parent`).
 PARENT_POLL_S = 0.5
-
-PHANTOM_GENERATORS = ("v1", "v2")
 
 # Settings left out of prepare_settings.json while at these values, so that a data set prepared before the key
 # existed still matches its settings (`_check_same_settings`) and is not prepared again.
@@ -142,7 +141,7 @@ def _check_choices(cfg: PrepareConfig) -> None:
             raise ValueError(f"config key {key}={value!r} is not one of {list(allowed)}")
 
     one_of("source.kind", cfg.source.kind, ("phantom", "folder", "example_ct"))
-    one_of("source.generator", cfg.source.generator, PHANTOM_GENERATORS)
+    one_of("source.generator", cfg.source.generator, tuple(GENERATORS))
     one_of("protocol.render_from", cfg.protocol.render_from, ("grid", "fov"))
     one_of("protocol.view_normalisation", cfg.protocol.view_normalisation,
            ("none", "per_image_max", "global_max", "fixed"))
@@ -292,14 +291,9 @@ def prepare_patient(task: PatientTask, cfg: PrepareConfig, root: Path) -> dict:
 def _load(task: PatientTask, source: SourceConfig) -> tuple[CTVolume, dict, np.ndarray | None]:
     """The CT, a record of where it came from, and its region map (`x2ct.data.regions`) when the source has one."""
     if task.seed is not None:
-        from x2ct.data import phantom
-
-        names = {"v1": ("generate_chest_phantom", "PhantomConfig"),
-                 "v2": ("generate_chest_phantom_v2", "PhantomV2Config")}[source.generator]
-        generate, config_type = (getattr(phantom, name) for name in names)
-        config = config_type(**source.phantom) if source.phantom else None
-        ct, labels = generate(task.seed, shape=tuple(source.shape), spacing_mm=tuple(source.spacing_mm),
-                              config=config, with_labels=True)
+        config_type, _ = GENERATORS[source.generator]
+        ct, labels = generate_chest_phantom(task.seed, shape=tuple(source.shape), spacing_mm=tuple(source.spacing_mm),
+                                            config=config_type(**source.phantom), with_labels=True)
         record = {"kind": "phantom", "seed": task.seed, "generator": f"x2ct {x2ct.__version__}",
                   "generator_version": source.generator, "shape": list(source.shape),
                   "spacing_mm": list(source.spacing_mm)}

@@ -27,16 +27,17 @@ The modules, in the order a patient is built:
 - ``skeleton``: spine, sternum, ribs and costal cartilage.
 - ``lungs``: the lungs carved by heart, aorta and spine; pulmonary vessel trees; nodules.
 - ``partial_volume``: the voxel grid, the edge ramp, painting HU over HU.
-- ``assembly``: ``generate_chest_phantom``: the parts composed, painted in order with their HU and ``LABELS``;
+- ``assembly``: ``render_chest``: the parts composed, painted in order with their HU and ``LABELS``;
   its ``Thorax`` (every part but the liver) and painters (lungs, vessels, aorta, airways, bones, nodules) are
   shared with v2.
 - ``references``: published adult ranges (organ volumes, chest diameters, bone sizes, tissue HU), each with its
   source: what v2's ranges are set against and its tests check.
 
-Version 2, ``generate_chest_phantom_v2(seed)`` (package ``v2``), adds what shapes a chest radiograph and varies
-between real patients, keeping v1 bit-identical: v1's parts are built on an *effective* patient (habitus, overall
-scale, inspiration applied to the drawn ranges) and painted through a slightly rotated grid (pose); the v2 parts
-hang on them. ``PhantomV2Config`` extends ``PhantomConfig``; ``LABELS_V2`` keeps v1's ids and appends new ones.
+Version 2, ``generate_chest_phantom(seed, config=PhantomV2Config())`` (package ``v2``), adds what shapes a chest
+radiograph and varies between real patients, keeping v1 bit-identical: v1's parts are built on an *effective*
+patient (habitus, overall scale, inspiration applied to the drawn ranges) and painted through a slightly rotated
+grid (pose); the v2 parts hang on them. ``PhantomV2Config`` extends ``PhantomConfig``; ``LABELS_V2`` keeps v1's
+ids and appends new ones.
 
 - ``v2.config``: ``PhantomV2Config`` and the categorical draws (habitus, sex, arm pose, contrast phase, table,
   truncation, stomach gas), each from its own stream.
@@ -51,12 +52,24 @@ hang on them. ``PhantomV2Config`` extends ``PhantomConfig``; ``LABELS_V2`` keeps
 - ``v2.table``: the scanner table (world frame) below a foam gap.
 - ``v2.texture``: correlated HU texture from voxel-averaged plane waves.
 - ``v2.truncation``: the scanned slab of a truncated scan.
-- ``v2.assembly``: ``generate_chest_phantom_v2``: everything painted in order, then cut to the scanned slab.
+- ``v2.assembly``: ``render_chest_v2``: everything painted in order, then cut to the scanned slab.
+
+``generate``: ``generate_chest_phantom`` checks the arguments, makes the grid and paints the version its
+config's type names (``GENERATORS``: v1 ``PhantomConfig``, v2 ``PhantomV2Config``).
 """
 
-from x2ct.data.phantom.assembly import LABELS, generate_chest_phantom
+from x2ct.data.phantom.assembly import LABELS
 from x2ct.data.phantom.config import PhantomConfig, draw_patient
-from x2ct.data.phantom.v2 import LABELS_V2, PhantomV2Config, draw_patient_v2, generate_chest_phantom_v2
+from x2ct.data.phantom.generate import GENERATORS, generate_chest_phantom
+from x2ct.data.phantom.v2 import LABELS_V2, PhantomV2Config, draw_patient_v2
 
-__all__ = ["LABELS", "LABELS_V2", "PhantomConfig", "PhantomV2Config", "draw_patient", "draw_patient_v2",
-           "generate_chest_phantom", "generate_chest_phantom_v2"]
+__all__ = ["GENERATORS", "LABELS", "LABELS_V2", "PhantomConfig", "PhantomV2Config", "draw_patient",
+           "draw_patient_v2", "generate_chest_phantom"]
+
+
+def __getattr__(name: str):
+    """The v2 generator's former name, refused with the call that replaces it."""
+    if name == "generate_chest_phantom_v2":
+        raise AttributeError("x2ct.data.phantom.generate_chest_phantom_v2 is now "
+                             "generate_chest_phantom(seed, ..., config=PhantomV2Config(...)): the config picks v2")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

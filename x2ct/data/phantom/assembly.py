@@ -1,4 +1,4 @@
-"""One patient put together and painted on the voxel grid: ``generate_chest_phantom``, its HU and ``LABELS``.
+"""One v1 patient put together and painted on the voxel grid: ``render_chest``, its HU and ``LABELS``.
 
 The parts (``body``, ``organs``, ``skeleton``, ``lungs``) are SDFs in RAS mm centred on the volume centre; here
 they are sampled on the grid (D, H, W) = (z, y, x) with partial volume, painted outermost first, each with its
@@ -18,7 +18,7 @@ from x2ct.data.phantom.body import BodyFrame
 from x2ct.data.phantom.config import PhantomConfig, draw_patient, stream
 from x2ct.data.phantom.lungs import Lungs, place_nodules, vessel_segments
 from x2ct.data.phantom.organs import Airways, Aorta, Heart, Liver
-from x2ct.data.phantom.partial_volume import Grid, checked_seed_and_grid, paint, ramp, sphere_render, tube_render
+from x2ct.data.phantom.partial_volume import Grid, paint, ramp, sphere_render, tube_render
 from x2ct.data.phantom.sdf import BIG_MM, segment_distance
 from x2ct.data.phantom.skeleton import Ribs, Spine, Sternum
 
@@ -59,31 +59,10 @@ class Chest(Thorax):
         self.liver = Liver(p, self.frame)
 
 
-def generate_chest_phantom(
-    seed: int,
-    shape: tuple[int, int, int] = (64, 64, 64),
-    spacing_mm: tuple[float, float, float] | None = None,
-    config: PhantomConfig | None = None,
-    with_labels: bool = False,
-) -> CTVolume | tuple[CTVolume, np.ndarray]:
-    """One synthetic chest CT, in HU, for patient ``seed``.
-
-    Args:
-        seed: non-negative integer; the same seed gives the identical patient, any other seed another one.
-        shape: grid (D, H, W) in the CTVolume RAS layout (D -> superior, H -> anterior, W -> patient right).
-        spacing_mm: voxel size (D, H, W) in mm; None spreads ``config.fov_mm`` over ``shape``. The volume is
-            centred on the world origin either way, so the anatomy does not move with the grid.
-        config: ranges of the anatomy; None uses the defaults.
-        with_labels: also return the label map.
-
-    Returns:
-        ``CTVolume`` with ``hu`` float32 (D, H, W) and metadata (seed, config, drawn patient parameters, nodules
-        with RAS centres in mm, label names); with ``with_labels`` also labels uint8 (D, H, W), ids in LABELS.
-    """
-    config = PhantomConfig() if config is None else config
-    seed, grid = checked_seed_and_grid("generate_chest_phantom", seed, shape, spacing_mm, config.fov_mm,
-                                       config.edge_width_voxels)
-
+def render_chest(seed: int, grid: Grid, config: PhantomConfig) -> tuple[CTVolume, np.ndarray]:
+    """v1 patient ``seed`` drawn from ``config`` and painted on ``grid``: the CT (``hu`` float32 (D, H, W), metadata:
+    seed, config, drawn patient parameters, nodules with RAS centres in mm, label names) and labels uint8
+    (D, H, W), ids in ``LABELS``. ``generate_chest_phantom`` checks the arguments and makes the grid."""
     patient = draw_patient(seed, config)
     chest = Chest(SimpleNamespace(**patient), config)
     hu, labels, nodules = _render(chest, grid, seed)
@@ -98,7 +77,7 @@ def generate_chest_phantom(
         "labels": dict(LABELS),
     }
     ct = CTVolume(hu=hu, spacing=grid.spacing, origin=origin, source=f"phantom:chest:seed={seed}", metadata=metadata)
-    return (ct, labels) if with_labels else ct
+    return ct, labels
 
 
 def _render(chest: Chest, grid: Grid, seed: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:

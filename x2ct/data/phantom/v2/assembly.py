@@ -1,4 +1,4 @@
-"""One v2 patient put together and painted: ``generate_chest_phantom_v2``, its HU and ``LABELS_V2``.
+"""One v2 patient put together and painted: ``render_chest_v2``, its HU and ``LABELS_V2``.
 
 v1's parts (frame, heart, aorta, airways, spine, sternum, ribs, lungs) and painters run on the patient's
 effective anatomy through a ``PoseGrid`` (the patient slightly rotated); the v2 parts add the body contour with
@@ -25,7 +25,7 @@ from x2ct.data.phantom.assembly import (
 )
 from x2ct.data.phantom.config import stream
 from x2ct.data.phantom.lungs import place_nodules
-from x2ct.data.phantom.partial_volume import checked_seed_and_grid, paint, plate_render, ramp, tube_render
+from x2ct.data.phantom.partial_volume import Grid, paint, plate_render, ramp, tube_render
 from x2ct.data.phantom.v2.abdomen import Spleen, Stomach, WholeLiver
 from x2ct.data.phantom.v2.config import PhantomV2Config
 from x2ct.data.phantom.v2.contour import BodyContour
@@ -80,30 +80,15 @@ class ChestV2(Thorax):
         self.table = Table(p, self.frame, self.rotation) if patient.has_table else None
 
 
-def generate_chest_phantom_v2(
-    seed: int,
-    shape: tuple[int, int, int] = (64, 64, 64),
-    spacing_mm: tuple[float, float, float] | None = None,
-    config: PhantomV2Config | None = None,
-    with_labels: bool = False,
-) -> CTVolume | tuple[CTVolume, np.ndarray]:
-    """One synthetic v2 chest CT, in HU, for patient ``seed``.
+def render_chest_v2(seed: int, world: Grid, config: PhantomV2Config) -> tuple[CTVolume, np.ndarray]:
+    """v2 patient ``seed`` drawn from ``config``, painted on ``world`` and cut to its scanned slab.
 
-    Args as v1's ``generate_chest_phantom``: the grid (D, H, W) is centred on the world origin, ``spacing_mm``
-    None spreads ``config.fov_mm`` over ``shape``.
-
-    Returns:
-        ``CTVolume`` with ``hu`` float32 (D', H, W), D' = D unless the patient's scan is truncated, then only
-        the scanned slab with ``origin`` moved so every structure keeps its world position; with
-        ``with_labels`` also labels uint8 (D', H, W), ids in ``LABELS_V2``. Metadata: seed, generator "v2",
-        config, drawn ranges, choices (sex, habitus, arm pose, contrast phase, table, truncation), the HU of the
-        enhanced structures, bone sizes, nodules (world mm), ``scan_range_z_mm`` and ``truncated``.
+    Returns the CT, ``hu`` float32 (D', H, W) with D' = D unless the patient's scan is truncated, then only the
+    scanned slab with ``origin`` moved so every structure keeps its world position, and labels uint8 (D', H, W),
+    ids in ``LABELS_V2``. Metadata: seed, generator "v2", config, drawn ranges, choices (sex, habitus, arm pose,
+    contrast phase, table, truncation), the HU of the enhanced structures, bone sizes, nodules (world mm),
+    ``scan_range_z_mm`` and ``truncated``. ``generate_chest_phantom`` checks the arguments and makes the grid.
     """
-    config = PhantomV2Config() if config is None else config
-    if not isinstance(config, PhantomV2Config):
-        raise ValueError(f"generate_chest_phantom_v2: config must be a PhantomV2Config, got {type(config).__name__}")
-    seed, world = checked_seed_and_grid("generate_chest_phantom_v2", seed, shape, spacing_mm, config.fov_mm,
-                                        config.edge_width_voxels)
     shape, spacing = world.shape, world.spacing
 
     patient = draw_patient_v2(seed, config)
@@ -132,7 +117,7 @@ def generate_chest_phantom_v2(
         "scan_range_z_mm": scan_range,
     }
     ct = CTVolume(hu=hu, spacing=spacing, origin=origin, source=f"phantom:chest-v2:seed={seed}", metadata=metadata)
-    return (ct, labels) if with_labels else ct
+    return ct, labels
 
 
 def _render(chest: ChestV2, grid: PoseGrid, seed: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
