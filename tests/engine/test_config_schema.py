@@ -159,6 +159,13 @@ def test_an_enabled_key_on_the_command_line_is_refused_before_hydra_composes_it(
     check_overrides(["logger=none", "logger.mode=offline", "adversarial=default", "adversarial.weight=0.1"])
 
 
+@pytest.mark.parametrize("override", ["trainer=milestone1", "trainer=debug,milestone1", "trainer= milestone1"])
+def test_a_renamed_option_is_refused_naming_its_name(override):
+    with pytest.raises(ValueError, match=r"^trainer=milestone1 is now trainer=epochs_60: .* experiment=milestone1$"):
+        check_overrides(["logger=none", override])
+    check_overrides(["trainer=epochs_60", "experiment=milestone1", "model=hybrid_vit"])
+
+
 @pytest.mark.parametrize(("overrides", "logger_enabled"), [
     ([], True), (["logger=none"], False), (["experiment=benchmark/milestone3"], True),
     (["experiment=milestone3", "logger=none"], False), (["experiment=milestone3", "adversarial=none"], True)])

@@ -148,13 +148,25 @@ def _refuse_switch(key: str, value: Any) -> None:
     raise ValueError(f"config key {said} is not a setting: {why}; use {use}")
 
 
+# group options renamed because their name meant something else too: (group, former name) -> (name, why)
+_RENAMED_OPTIONS = {
+    ("trainer", "milestone1"): ("epochs_60", "the milestone recipes' schedule is named by its setting; milestone1 is "
+                                             "the recipe experiment=milestone1"),
+}
+
+
 def check_overrides(overrides: Sequence[str]) -> None:
     """Refuse command-line overrides (``key=value``, ``+key=value``, ``~key``) of a key whose switch is said
-    elsewhere, before Hydra composes them (Hydra alone would answer only that the key is not in the config)."""
+    elsewhere, or that choose a group option by its former name, before Hydra composes them (Hydra alone would
+    answer only that the key or option is not there)."""
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
         if key in _SWITCHED_ELSEWHERE:
             _refuse_switch(key, value)
+        for option in value.split(","):
+            if (key, option.strip()) in _RENAMED_OPTIONS:
+                name, why = _RENAMED_OPTIONS[key, option.strip()]
+                raise ValueError(f"{key}={option.strip()} is now {key}={name}: {why}")
 
 
 def with_current_keys(config: Mapping[str, Any]) -> dict[str, Any]:
