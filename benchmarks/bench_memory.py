@@ -58,6 +58,7 @@ from process_group import run_in_own_group  # noqa: E402  (benchmarks/process_gr
 
 from x2ct import provenance  # noqa: E402
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
+from x2ct.config_files import compose_config  # noqa: E402
 
 GB = 2**30  # "GB" in this benchmark: 2^30 bytes, as GPU memory sizes are counted
 GPU_SIZES_GB = (24, 40, 80)
@@ -107,13 +108,6 @@ CASES = {case.name: case for case in [
 
 
 # --- the measurement, inside a case's fresh process ------------------------------------------------------------
-def compose(config_name: str, overrides: list[str]):
-    """A config from conf/ composed as the entrypoints compose it (``x2ct.engine.launch.compose_config``)."""
-    from x2ct.engine.launch import compose_config
-
-    return compose_config(config_name, overrides)
-
-
 def recipe_config(case: dict, perceptual: str):
     """The case's train config: its recipe on the CPU in fp32, its views, its loss with the perceptual term off
     (``perceptual="off"``: no VGG16 file offline) or on a randomly initialised VGG16 (same memory)."""
@@ -123,7 +117,7 @@ def recipe_config(case: dict, perceptual: str):
                  "logger=none", *case["overrides"]]
     if case["num_views"] is not None:
         overrides.append(f"data.num_views={case['num_views']}")
-    cfg = compose("train", overrides)
+    cfg = compose_config("train", overrides)
     with open_dict(cfg):
         if "perceptual" in cfg.loss.weights:
             if perceptual == "off":
@@ -138,13 +132,13 @@ def case_protocol(cfg, case: dict) -> tuple[Any, list[str]]:
     from x2ct.data.prepare import load_prepare_config
 
     prepare = [*cfg.data.prepare, *case["prepare"]]
-    protocol = load_prepare_config(compose("prepare", prepare)).protocol
+    protocol = load_prepare_config(compose_config("prepare", prepare)).protocol
     notes = []
     recipe_size = int(protocol.preprocess.size[-1])
     if recipe_size != case["volume"]:
         n, fov = case["volume"], float(protocol.preprocess.fov_mm[-1])
         prepare += [f"protocol.preprocess.size=[{n},{n},{n}]", f"protocol.preprocess.spacing_mm={fov / n}"]
-        protocol = load_prepare_config(compose("prepare", prepare)).protocol
+        protocol = load_prepare_config(compose_config("prepare", prepare)).protocol
         notes.append(f"volume {n}^3 instead of the recipe's {recipe_size}^3 (same field of view)")
     return protocol, notes
 

@@ -89,6 +89,7 @@ from process_group import run_in_own_group  # noqa: E402  (benchmarks/process_gr
 
 from x2ct import provenance  # noqa: E402
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
+from x2ct.config_files import compose_config  # noqa: E402
 
 PARTS = ("gpu_tests", "milestone1", "milestone1_batches", "profile", "cascade_128", "c2rv_256", "drr",
          "milestone1_compile", "ddp")
@@ -204,13 +205,6 @@ def run_case_in_subprocess(spec: dict, timeout_s: float) -> dict:
 
 
 # --- parts b-d and the batch sweep: the trainer's training step -------------------------------------------------
-def compose(config_name: str, overrides: list[str]):
-    """A config from conf/ composed as the entrypoints compose it (``x2ct.engine.launch.compose_config``)."""
-    from x2ct.engine.launch import compose_config
-
-    return compose_config(config_name, overrides)
-
-
 def tiny_prepare_overrides(volume: int, detector: int, detector_mm: float) -> list[str]:
     return [f"protocol.preprocess.size=[{volume},{volume},{volume}]",
             f"protocol.geometry.detector_shape=[{detector},{detector}]",
@@ -241,14 +235,14 @@ def training_spec(part: str, device: str, tiny: bool, steps: int | None = None, 
         train_overrides.append(f"data.batch_size={batch}")
     if tiny:
         train_overrides += [*TINY[experiment][2], *TINY_LOSS]
-    cfg = compose("train", [*train_overrides, *overrides])
+    cfg = compose_config("train", [*train_overrides, *overrides])
     prepare_overrides = list(cfg.data.prepare)
     if tiny:
         volume, detector, _ = TINY[experiment]
-        full = load_prepare_config(compose("prepare", prepare_overrides)).protocol.geometry
+        full = load_prepare_config(compose_config("prepare", prepare_overrides)).protocol.geometry
         detector_mm = full.detector_shape[0] * full.pixel_spacing_mm[0]
         prepare_overrides += tiny_prepare_overrides(volume, detector, detector_mm)
-    protocol = load_prepare_config(compose("prepare", prepare_overrides)).protocol
+    protocol = load_prepare_config(compose_config("prepare", prepare_overrides)).protocol
     geometry, _ = protocol_geometry(protocol)
     data = cfg.data
     angles = (list(angles_for_views(list(data.views))) if data.views is not None
@@ -825,7 +819,7 @@ def part_ddp(ctx: dict, timeout_s: float) -> dict:
     deadline = time.perf_counter() + timeout_s
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     env.pop("X2CT_RUN_STAMP", None)  # one run folder for this run's ranks, not an inherited one
-    cfg = compose("train", ["experiment=milestone1"])
+    cfg = compose_config("train", ["experiment=milestone1"])
     with tempfile.TemporaryDirectory(prefix="gpu_check_ddp_") as tmp:
         data = Path(tmp) / "data"
         prepare = [*cfg.data.prepare, f"output_dir={data}", "workers=0"]

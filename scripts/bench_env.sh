@@ -10,11 +10,9 @@ read -r -a pin <<< "${BENCH_PIN-taskset -c 0}"
 ensure_data() {  # (python -c, not a here-document: preparation spawns worker processes that re-import __main__)
   python -c '
 import sys
-from pathlib import Path
-from hydra import compose, initialize_config_dir
+from x2ct.config_files import compose_config
 from x2ct.data.ensure import ensure_dataset
-with initialize_config_dir(version_base="1.3", config_dir=str(Path("conf").resolve())):
-    ensure_dataset(compose("train", overrides=sys.argv[1:]).data)
+ensure_dataset(compose_config("train", sys.argv[1:]).data)
 ' "$@"
 }
 

@@ -35,11 +35,9 @@ evaluate() {  # core, sweep name
 
 # the data set is prepared once, before the two sweeps start (each would otherwise prepare it)
 python -c '
-from pathlib import Path
-from hydra import compose, initialize_config_dir
+from x2ct.config_files import compose_config
 from x2ct.data.ensure import ensure_dataset
-with initialize_config_dir(version_base="1.3", config_dir=str(Path("conf").resolve())):
-    ensure_dataset(compose("train", overrides=["experiment=benchmark/baseline"]).data)
+ensure_dataset(compose_config("train", ["experiment=benchmark/baseline"]).data)
 '
 
 (

@@ -1,13 +1,14 @@
-"""Helpers shared by tests: compose configs as the entrypoints do, and tiny data set settings."""
+"""Helpers shared by tests: tiny data set settings, state comparison, a stand-in pip; configs composed as the
+entrypoints compose them (``x2ct.config_files.compose_config``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from x2ct.config_files import compose_config
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+__all__ = ["TINY_OVERRIDES", "TINY_PHANTOMS", "TINY_PROTOCOL", "assert_same_state", "compose_config",
+           "fake_pip_download", "write_wheel"]
 
 # Small enough to prepare in seconds on two cores, big enough to show anatomy.
 TINY_PHANTOMS = [
@@ -24,16 +25,6 @@ TINY_PROTOCOL = [
     "workers=1",
 ]
 TINY_OVERRIDES = TINY_PHANTOMS + TINY_PROTOCOL
-
-
-def compose_config(config_name: str, overrides: list[str]):
-    """Compose a config from conf/ as the entrypoint would, leaving Hydra's global state clean."""
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-            return compose(config_name=config_name, overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def assert_same_state(a, b, where: str = "state") -> None:

@@ -108,7 +108,7 @@ def test_files_summary_and_report(evaluation):
     assert {r["metric"] for r in csv.DictReader(open(out / "summary.csv"))} >= {"psnr", "ssim", "mae_hu",
                                                                              "lungs_psnr", "x2ct_gan_psnr_3d"}
     report = (out / "report.md").read_text()
-    assert "## True 3D metrics" in report and "## X2CT-GAN protocol" in report and "## Per region" in report
+    assert "## True 3D metrics" in report and "## X2CT-GAN metrics" in report and "## Per region" in report
     for row in evaluation.rows:
         assert (out / row["figure"]).stat().st_size > 10_000
         assert f"]({row['figure']})" in report

@@ -6,8 +6,8 @@ autocast, loss in float32 (``ForwardAndLoss``, compiled as one with ``trainer.co
 clip, the optimizer step, the schedule, the EMA.
 
 A step whose loss or gradients are not finite is skipped, on every rank at once, without a ``.item()``: the flag is
-all-reduced on the device and handed to the fused optimizer, which skips on the device (the protocol GradScaler
-uses); only optimizers without a fused kernel fall back to reading the flag. The skipped step keeps its slot in
+all-reduced on the device and handed to the fused optimizer, which skips on the device (as GradScaler
+does); only optimizers without a fused kernel fall back to reading the flag. The skipped step keeps its slot in
 the learning-rate schedule. Losses and counters stay on the device and are read once per logging window
 (``read_window``), where ``max_nonfinite_steps`` in a row stop the run.
 

@@ -14,7 +14,7 @@ Metrics per patient (definitions in ``METRIC_DEFINITIONS``, written into summary
   voxels were not scanned (a real CT shorter than the grid, the corners outside its reconstruction circle);
 - per region when the data set has region maps (lungs, bone, heart): ``<region>_psnr``, ``<region>_ssim``,
   ``<region>_mae_hu``;
-- the X2CT-GAN protocol's numbers, labelled ``x2ct_gan_*`` (see ``x2ct.evaluation.published_metrics``);
+- the X2CT-GAN metrics, labelled ``x2ct_gan_*`` (see ``x2ct.evaluation.published_metrics``);
 - ``ref_psnr``, ``ref_ssim``: the mean training volume scored the same way, the bar any model must clear.
 """
 
@@ -64,14 +64,14 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "scanned_fraction": "share of the grid's voxels that were scanned (1 for phantoms not truncated)",
     "<region>_*": "the same, over the voxels of a region (lungs, bone, heart; a voxel belongs to the region of the "
                   "label at its centre); region SSIM averages the 3D SSIM map over the region",
-    "x2ct_gan_psnr_3d": "X2CT-GAN protocol: volumes rescaled to [0, 2500] and truncated to integers, PSNR with peak "
+    "x2ct_gan_psnr_3d": "X2CT-GAN metrics: volumes rescaled to [0, 2500] and truncated to integers, PSNR with peak "
                         "4095 over the volume (about 4.29 dB above psnr)",
-    "x2ct_gan_psnr_slice": "X2CT-GAN protocol: the same PSNR per 2D slice (100 dB for an exact slice), averaged "
+    "x2ct_gan_psnr_slice": "X2CT-GAN metrics: the same PSNR per 2D slice (100 dB for an exact slice), averaged "
                            "over slices and the 3 axes; _d/_h/_w: one axis",
-    "x2ct_gan_ssim_slice": "X2CT-GAN protocol: 2D SSIM (skimage defaults: 7x7 uniform window, sample covariance) "
+    "x2ct_gan_ssim_slice": "X2CT-GAN metrics: 2D SSIM (skimage defaults: 7x7 uniform window, sample covariance) "
                            "per slice of the [0, 1] volumes (data_range 1, as their test script), averaged over "
                            "slices and the 3 axes; _d/_h/_w: one axis",
-    "x2ct_gan_mae": "X2CT-GAN protocol: mean absolute difference on the [0, 2500] integer scale",
+    "x2ct_gan_mae": "X2CT-GAN metrics: mean absolute difference on the [0, 2500] integer scale",
     "psnr_stage<k>, ssim_stage<k>": "a cascade's (model=multires) stage k volume against the target area-averaged "
                                      "to its size (ssim where the 11-voxel window fits)",
     "ref_psnr, ref_ssim": "psnr and ssim of the mean CT of the model's training split, over its first "

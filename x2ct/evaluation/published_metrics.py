@@ -19,7 +19,7 @@ How these compare with this project's metrics (``x2ct.ops.metrics``, data range 
 
 - The peak 4095 exceeds the 2500 range the data can span, so ``psnr_3d`` is our ``psnr`` plus
   ``20 log10(4095 / 2500) = 4.29 dB`` (up to the integer truncation, whose error is ~0.4 units of 2500). A paper
-  PSNR from this protocol is therefore ~4.3 dB higher than the true PSNR of the same reconstruction.
+  PSNR computed this way is therefore ~4.3 dB higher than the true PSNR of the same reconstruction.
 - The slice average is a mean of logarithms: by Jensen's inequality it is at least the 3D PSNR of the same axis
   when no slice matches exactly, and every exact slice (e.g. all-air border slices after clipping) adds 100 dB.
 - Slice SSIM is a 2D metric: each 7x7 flat window lies within one slice and sees no through-plane neighbours, and

@@ -1,7 +1,7 @@
 """``report.md``: an evaluation a reader can put beside a paper's table, with each number's definition.
 
 Three tables, never mixed: the true 3D metrics (what x2ct reports), the same per region, and the X2CT-GAN
-protocol's numbers (what most published X-ray-to-CT tables use; several dB higher for the same volumes). Then
+metrics (what most published X-ray-to-CT tables use; several dB higher for the same volumes). Then
 the mean-volume reference, the definitions, and one line per patient with a link to its figure.
 """
 
@@ -58,7 +58,7 @@ def write_evaluation_report(path: str | os.PathLike, rows: list[dict[str, Any]],
             lines += ["", f"n below {context['patients']}: the other patients' region maps hold no such region "
                           "(their value is NaN and left out of that row)."]
     if any(k in summary for k in X2CT_GAN_METRICS):
-        lines += ["", "## X2CT-GAN protocol (for comparison with published tables only)", "",
+        lines += ["", "## X2CT-GAN metrics (for comparison with published tables only)", "",
                   "Published X-ray-to-CT results (X2CT-GAN and most work that compares with it) use these "
                   "definitions. They are not the true 3D figures above: the PSNR is about 4.3 dB higher by "
                   "construction (peak 4095 over a [0, 2500] range), and the SSIM averages 2D slices.", "",
