@@ -1,6 +1,8 @@
 """The product says what is, not how it came to be: no tracked text file, and no tracked file's name, cites the
-project's own issue numbers or history (an issue's number, or a row measured before, after or since one). A reader
-has no issue tracker; a row or a file is named by the setting or commit that differs, and history lives in git.
+project's own issue numbers or history (an issue's number, a row measured before, after or since one, or a tracker
+entry pointed at with a definite article: "the" or "this" issue, or its goal or figures). A reader has no issue
+tracker; a row or a file is named by the setting or commit that differs, a goal or a figure is stated itself, and
+history lives in git.
 
 Other projects' trackers are sources and are cited by URL (``https://github.com/pytorch/pytorch/issues/167288``),
 which the matcher lets through. Result data (``*.json``, ``*.jsonl``, ``*.csv``) and binary files are not read.
@@ -20,9 +22,11 @@ DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv")
 BINARY_PROBE_BYTES = 8192
 
 # The word issue(s) followed by a number (spaces, "#", "_" or "-" between), or preceded by before, after or since
-# (with or without a number). A letter right before the word ("tissue") does not count; "_" in a file name does.
-HISTORY = re.compile(r"(?<![a-z])(?:(?:before|after|since)[\s_-]*issues?(?![a-z])|issues?[\s_#-]*\d+)",
-                     re.IGNORECASE)
+# (with or without a number), or the singular after "the", "this" or "that", possessive or not: the product has no
+# tracker to point at, so a definite "issue" is read as one (write "the problem" for the ordinary word). A letter
+# right before the word ("tissue", "the tissue") does not count; "_" in a file name does.
+HISTORY = re.compile(r"(?<![a-z])(?:(?:before|after|since)[\s_-]*issues?(?![a-z])|issues?[\s_#-]*\d+"
+                     r"|(?:the|this|that)[\s_-]+issue(?:['\u2019]s)?(?![a-z]))", re.IGNORECASE)
 URL = re.compile(r"(?:[a-z][a-z0-9+.-]*://|www\.)\S+", re.IGNORECASE)
 
 
@@ -38,6 +42,11 @@ def history_mentions(text: str) -> list[str]:
     (" ".join(["as in every row since", "issue"]), True),
     ("_".join(["memory_cpu", "before", "issue"]) + "15.md", True),
     ("#".join(["see issue ", "3"]), True),
+    (" ".join(["The", "issue's", "goal for one H100"]), True),  # the definite article points at a tracker entry
+    (" ".join(["comparable with the", "issue\u2019s", "SDD 1020 mm figures"]), True),
+    (" ".join(["as", "this", "issue", "asks"]), True),
+    (" ".join(["fixed in", "the", "issue"]) + ".", True),
+    ("the tissue's density; this tissue", False),
     ("rank (https://github.com/facebookresearch/hydra/issues/2070, www.example.org/issue-7)", False),
     ("soft tissue 12 mm below the skin", False),
     ("an issue with the data, issued 3 times", False),

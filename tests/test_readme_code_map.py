@@ -1,5 +1,6 @@
-"""README.md's code map matches the tree: every file or folder it names exists where its row says, and every
-package of x2ct is named (as a row, or as ``name/`` in its parent's row)."""
+"""README.md's code map matches the tree: every file or folder it names exists where its row says, every
+package of x2ct is named (as a row, or as ``name/`` in its parent's row), and every module of the seam packages
+(``SEAM_FOLDERS``: the engine and the models) is named in its folder's row."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # a file or folder name as the map writes one: conf.py, make_figures.py, demo.sh, phantom/, v2/
 NAME = re.compile(r"(?<![\w./-])([A-Za-z_][\w-]*(?:\.(?:py|sh|yaml|yml)|/))(?![\w/])")
+# folders whose every module the map names in the folder's own row (the seams a newcomer looks for first)
+SEAM_FOLDERS = ("x2ct/engine/", "x2ct/models/")
 
 
 def code_map() -> dict[str, str]:
@@ -57,6 +60,16 @@ def unlisted_packages(rows: dict[str, str]) -> list[str]:
     return unlisted
 
 
+def unnamed_seam_modules(rows: dict[str, str]) -> list[str]:
+    """Every module (``*.py`` but ``__init__.py``) directly in a ``SEAM_FOLDERS`` folder that its row does not name."""
+    unnamed = []
+    for folder in SEAM_FOLDERS:
+        named = set(NAME.findall(rows.get(folder, "")))
+        unnamed += [f"{folder}{py.name}" for py in sorted((REPO / folder).glob("*.py"))
+                    if py.name != "__init__.py" and py.name not in named]
+    return unnamed
+
+
 def test_the_map_has_the_packages_rows():
     rows = code_map()
     assert {"x2ct/ops/", "x2ct/engine/", "x2ct/models/", "conf/", "tests/"} <= set(rows), sorted(rows)
@@ -72,9 +85,18 @@ def test_every_package_is_in_the_code_map():
     assert not unlisted, "packages missing from README.md's code map: " + ", ".join(unlisted)
 
 
+def test_every_seam_module_is_in_its_row():
+    unnamed = unnamed_seam_modules(code_map())
+    assert not unnamed, "modules missing from their folder's row in README.md's code map: " + ", ".join(unnamed)
+
+
 def test_the_checks_catch_a_gone_file_and_an_unlisted_package():
     rows = code_map()
     rows["x2ct/engine/"] += " no_such_module.py"
     assert missing_names(rows) == ["no_such_module.py (in the row of x2ct/engine/)"]
     rows = {key: text for key, text in code_map().items() if key != "x2ct/ops/"}
     assert unlisted_packages(rows) == ["x2ct/ops/"]
+    rows = code_map()
+    rows["x2ct/engine/"] = rows["x2ct/engine/"].replace("training_state.py", "")
+    rows["x2ct/models/"] = rows["x2ct/models/"].replace("interface.py", "")
+    assert unnamed_seam_modules(rows) == ["x2ct/engine/training_state.py", "x2ct/models/interface.py"]
