@@ -115,7 +115,7 @@ def test_training_logs_both_networks_and_resumes_exactly(tiny_dataset, tmp_path)
     b = torch.load(stopped / "checkpoints" / "last.pt", weights_only=True)
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
-    d_a, d_b = a["extra"]["adversarial"]["nets"], b["extra"]["adversarial"]["nets"]
+    d_a, d_b = a["adversarial"]["nets"], b["adversarial"]["nets"]
     for key in d_a:
         torch.testing.assert_close(d_a[key], d_b[key], rtol=0, atol=0, msg=key)
     assert train_losses(unbroken, after_epoch=0) == train_losses(stopped, after_epoch=0)

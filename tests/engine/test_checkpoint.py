@@ -14,14 +14,7 @@ from torch import nn
 
 import x2ct
 from tests.helpers import assert_same_state
-from x2ct.engine.checkpoint import (
-    CheckpointError,
-    checkpoint_path,
-    load_checkpoint,
-    restore_training_state,
-    save_checkpoint,
-    state_checksum,
-)
+from x2ct.engine.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, state_checksum
 from x2ct.engine.ema import ModelEMA
 from x2ct.engine.resume import (
     checkpoint_files,
@@ -31,8 +24,10 @@ from x2ct.engine.resume import (
 )
 from x2ct.engine.schedule import cosine_with_warmup
 from x2ct.engine.seeding import capture_rng_state, seed_everything
+from x2ct.engine.training_state import TrainingState
 
 CONFIG = {"model": {"name": "tiny", "width": 8}, "trainer": {"lr": 0.01, "betas": [0.9, 0.99]}, "seed": 0}
+PART_NAMES = ("model", "optimizer", "scheduler", "scaler", "ema", "adversarial")
 
 
 class Parts:
@@ -56,18 +51,19 @@ class Parts:
             self.scheduler.step()
             self.ema.update(self.model)
 
-    def save(self, path: Path, **overrides) -> Path:
-        kwargs = dict(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
-                      ema=self.ema, epoch=1, step=3, best_metric=0.5, config=CONFIG, wandb_run_id="abc123",
-                      extra={"note": "test"})
-        kwargs.update(overrides)
-        return save_checkpoint(path, **kwargs)
+    def state(self, **parts) -> TrainingState:
+        """The parts as a run's ``TrainingState``; ``parts`` replaces some (None: the run has no such part)."""
+        return TrainingState(**{"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler,
+                                "scaler": self.scaler, "ema": self.ema} | parts)
 
-    def restore(self, ckpt: dict, **overrides) -> None:
-        kwargs = dict(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
-                      ema=self.ema)
-        kwargs.update(overrides)
-        restore_training_state(ckpt, **kwargs)
+    def save(self, path: Path, **overrides) -> Path:
+        parts = {name: overrides.pop(name) for name in PART_NAMES if name in overrides}
+        progress = dict(epoch=1, step=3, best_metric=0.5, config=CONFIG, wandb_run_id="abc123",
+                        extra={"note": "test"}) | overrides
+        return self.state(**parts).save(path, **progress)
+
+    def restore(self, ckpt: dict, rank: int = 0, **parts) -> None:
+        self.state(**parts).load(ckpt, rank=rank)
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
@@ -201,7 +197,7 @@ def test_load_errors_name_the_file(tmp_path):
         load_checkpoint(foreign)
     partial = tmp_path / "partial.pt"
     torch.save({"model": {}}, partial)
-    with pytest.raises(CheckpointError, match=r"partial\.pt lacks \['optimizer'"):
+    with pytest.raises(CheckpointError, match=r"partial\.pt lacks \['epoch', 'step'"):
         load_checkpoint(partial)
 
 
@@ -230,6 +226,39 @@ def test_optional_parts_and_missing_state_warn(tmp_path):
     assert_same_state(fresh.ema.module.state_dict(), run.model.state_dict(), "ema from model")
     with pytest.raises(CheckpointError, match="no scheduler state"):
         fresh.restore(ckpt)
+
+
+def test_every_part_is_saved_under_its_name_and_restored_by_it(tmp_path):
+    run = Parts()
+    run.train(2)
+    discriminator = nn.Linear(3, 2)  # any stateful part, as the adversarial extension is
+    state = run.state(adversarial=discriminator)
+    assert tuple(part.name for part in state.parts()) == PART_NAMES == tuple(state.state_dict())
+    saved = load_checkpoint(state.save(tmp_path / "c.pt", epoch=1, step=2, best_metric=None, config=CONFIG))
+    assert saved["format_version"] == 3 and all(name in saved for name in PART_NAMES)
+    assert load_checkpoint(run.save(tmp_path / "plain.pt"))["adversarial"] is None  # a part the run has not
+
+    fresh, fresh_discriminator = Parts(), nn.Linear(3, 2)
+    fresh.state(adversarial=fresh_discriminator).load(saved)
+    assert_same_state(fresh_discriminator.state_dict(), discriminator.state_dict(), "adversarial")
+    assert_same_state(fresh.optimizer.state_dict(), run.optimizer.state_dict(), "optimizer")
+    with pytest.raises(CheckpointError, match=r"plain\.pt has no adversarial state, but this run has one: it has no "
+                                              r"discriminator state; resume it with adversarial=none"):
+        fresh.state(adversarial=fresh_discriminator).load(load_checkpoint(tmp_path / "plain.pt"),
+                                                          path=tmp_path / "plain.pt")
+
+
+def test_a_format_2_checkpoint_resumes_with_its_adversarial_part_from_extra(tmp_path):
+    run, discriminator = Parts(), nn.Linear(3, 2)
+    state = torch.load(run.state(adversarial=discriminator).save(tmp_path / "old.pt", epoch=1, step=2,
+                                                                 best_metric=None, config=CONFIG), weights_only=True)
+    state["extra"] = {"adversarial": state.pop("adversarial")}
+    state["format_version"] = 2
+    state["checksum"] = state_checksum(state)
+    torch.save(state, tmp_path / "old.pt")
+    restored = nn.Linear(3, 2)
+    Parts().state(adversarial=restored).load(load_checkpoint(tmp_path / "old.pt"))
+    assert_same_state(restored.state_dict(), discriminator.state_dict(), "adversarial")
 
 
 def test_rng_state_is_restored_per_rank(tmp_path):
@@ -285,10 +314,10 @@ def test_format_1_checkpoints_load_with_a_warning_and_newer_ones_are_refused(tmp
     torch.save(state | {"format_version": 1}, path)
     with pytest.warns(UserWarning, match=r"old\.pt has format version 1, which has no checksum: .* not verified"):
         assert load_checkpoint(path)["epoch"] == 1
-    torch.save(state | {"format_version": 3}, path)
-    with pytest.raises(CheckpointError, match="format version 3"):
+    torch.save(state | {"format_version": 4}, path)
+    with pytest.raises(CheckpointError, match="format version 4"):
         load_checkpoint(path)
-    torch.save(state, path)  # format 2 without its checksum
+    torch.save(state | {"format_version": 3}, path)  # format 3 without its checksum
     with pytest.raises(CheckpointError, match="lacks its checksum"):
         load_checkpoint(path)
 
@@ -358,8 +387,7 @@ def test_a_model_of_another_shape_is_refused_naming_file_parameter_and_config(tm
     config = {"model": {"name": "tiny", "width": 16}}
     with pytest.raises(CheckpointError, match=r"last\.pt does not fit this run's model: '0\.weight' is \(8, 4\) in "
                                               r"the checkpoint but \(16, 4\) .*model\.width: 8 \(checkpoint\) vs 16"):
-        restore_training_state(load_checkpoint(path), model=wider, optimizer=None, scheduler=None, scaler=None,
-                               ema=None, path=path, config=config)
+        TrainingState(wider, None, None, None, None).load(load_checkpoint(path), path=path, config=config)
 
 
 def test_evaluate_and_predict_refuse_a_damaged_checkpoint(tiny_run, tmp_path):

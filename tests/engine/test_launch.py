@@ -130,4 +130,4 @@ def test_torchrun_trains_with_discriminators(tiny_dataset, tmp_path):
     rows = [r for r in read_metrics(out / "runs" / "gan" / "metrics.jsonl") if r["split"] == "train"]
     assert {"loss_adv_d_volume", "loss_adv_d_projection", "loss_adv_g_volume"} <= set(rows[-1])
     state = torch.load(out / "runs" / "gan" / "checkpoints" / "last.pt", weights_only=True)
-    assert not any(k.startswith("module.") for k in state["extra"]["adversarial"]["nets"])
+    assert not any(k.startswith("module.") for k in state["adversarial"]["nets"])

@@ -407,7 +407,7 @@ def test_training_never_sees_what_lies_beyond_the_scan(tmp_path, adversarial):
         run(tiny_cfg(root, tmp_path / name, "trainer.max_epochs=1", "test_after_training=false",
                      *(ADVERSARIAL_TINY if adversarial else ()), *extra), tmp_path / name / "run")
         state = torch.load(tmp_path / name / "run" / "checkpoints" / "last.pt", weights_only=True)
-        nets = state["extra"]["adversarial"]["nets"] if adversarial else {}
+        nets = state["adversarial"]["nets"] if adversarial else {}
         assert bool(nets) == adversarial
         return state["model"] | {f"discriminator.{k}": v for k, v in nets.items()}
 

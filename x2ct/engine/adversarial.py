@@ -7,7 +7,7 @@ The trainer calls three hooks when ``adversarial=default`` is chosen; with ``adv
   the generator's backward (the discriminators are used frozen, unwrapped, so no DDP hook fires for them);
 - ``discriminator_step(volume.detach(), target, epoch)``: after the generator's optimizer step, ``d_steps``
   updates of the discriminators with their own optimiser, schedule, gradient clipping, AMP scaler and DDP wrapper;
-- ``state_dict`` / ``load_state_dict``: saved in the checkpoint's ``extra["adversarial"]``, so resume is exact.
+- ``state_dict`` / ``load_state_dict``: saved as the checkpoint's ``adversarial`` part, so resume is exact.
 
 Discriminators (``conf/discriminator/``): a 3D PatchGAN on volumes, and a 2D PatchGAN on projections, i.e. DRRs
 of the predicted and the real volume rendered by the project's differentiable projector at the input angles and

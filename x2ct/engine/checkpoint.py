@@ -2,8 +2,9 @@
 
 A checkpoint is a dict (``torch.save``) with the keys:
 
-- ``model``: the unwrapped model's ``state_dict`` (no ``module.`` / ``_orig_mod.`` prefixes).
-- ``optimizer``, ``scheduler``: their ``state_dict``; ``scaler``, ``ema``: ``state_dict`` or ``None``.
+- the run's parts, each its ``state_dict`` under the name ``x2ct.engine.training_state.TrainingState`` gives it
+  (``None`` for a part the run has not): ``model`` (unwrapped: no ``module.`` / ``_orig_mod.`` prefixes),
+  ``optimizer``, ``scheduler``, ``scaler``, ``ema``, ``adversarial`` (format 2 kept it in ``extra``).
 - ``epoch``, ``step`` (optimizer steps so far), ``best_metric``.
 - ``rng_states``: a list of ``capture_rng_state()`` dicts indexed by rank (one entry unless the caller gathered
   all ranks with ``gather_rng_states``).
@@ -36,15 +37,15 @@ from torch import nn
 
 import x2ct
 from x2ct.atomic_io import atomic_path, copy_atomic
-from x2ct.engine.distributed import unwrap_model
-from x2ct.engine.ema import ModelEMA
 from x2ct.engine.seeding import capture_rng_state, restore_rng_state
 
-FORMAT_VERSION = 2  # 2: ``checksum`` and ``copies``
+FORMAT_VERSION = 3  # 2: ``checksum`` and ``copies``; 3: every part at the top level (adversarial)
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_KINDS = ("last", "best", "epoch")
-REQUIRED_KEYS = ("model", "optimizer", "scheduler", "scaler", "ema", "epoch", "step", "best_metric", "rng_states",
-                 "config", "wandb_run_id", "extra", "x2ct_version", "format_version")
+# what every checkpoint holds: the weights (what inference reads) and the run's progress and record; which other
+# parts a run needs is TrainingState's to say
+REQUIRED_KEYS = ("model", "epoch", "step", "best_metric", "rng_states", "config", "wandb_run_id", "extra",
+                 "x2ct_version", "format_version")
 # Exact types: subclasses (NumPy scalars, torch's TorchVersion str) are refused by weights_only loading.
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt")
@@ -122,8 +123,7 @@ def _check_plain(obj: Any, where: str) -> None:
                     "bools, None and tensors (for a Hydra config pass OmegaConf.to_container(cfg, resolve=True))")
 
 
-def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, scaler: Any, ema: ModelEMA | None, epoch: int, step: int,
+def save_checkpoint(path: str | os.PathLike, parts: Mapping[str, Any], *, epoch: int, step: int,
                     best_metric: float | None, config: dict, wandb_run_id: str | None = None,
                     extra: dict | None = None, rng_states: list[dict[str, Any]] | None = None,
                     copies: Sequence[str] = ()) -> Path:
@@ -131,8 +131,8 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, optimizer: tor
     return ``path``.
 
     Args:
-        scheduler: an LR scheduler (anything with ``state_dict``) or None.
-        scaler: a ``torch.amp.GradScaler`` or None (bf16 needs none).
+        parts: every part's ``state_dict`` by name (``TrainingState.state_dict()``), None for a part the run has
+            not; ``model`` is required.
         rng_states: from ``gather_rng_states()`` for exact per-rank resume under DDP; default: this process's
             ``capture_rng_state()`` only.
         copies: file names beside ``path`` (``best.pt``, ``epoch_0007.pt``) that get the same state. They are
@@ -143,22 +143,19 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, optimizer: tor
     key of ``config`` / ``extra`` that is not a plain container.
     """
     path = Path(path)
-    model_state = unwrap_model(model).state_dict()
-    _check_finite(model_state, "model tensor", path)
-    ema_state = ema.state_dict() if ema is not None else None
-    if ema_state is not None:
-        _check_finite(ema_state["module"], "EMA tensor", path)
+    clash = sorted(set(parts) & (set(REQUIRED_KEYS) - {"model"} | {"checksum", "copies", "torch_version"}))
+    if "model" not in parts or clash:
+        raise ValueError(f"checkpoint parts must include 'model' and not use the record's keys {clash}")
+    _check_finite(parts["model"], "model tensor", path)
+    if parts.get("ema") is not None:
+        _check_finite(parts["ema"]["module"], "EMA tensor", path)
     if not isinstance(config, dict):
         raise TypeError(f"config is a {type(config).__name__}, expected a plain dict "
                         "(OmegaConf.to_container(cfg, resolve=True))")
     _check_plain(config, "config")
     _check_plain(extra, "extra")
     payload = {
-        "model": model_state,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "ema": ema_state,
+        **parts,
         "epoch": int(epoch),
         "step": int(step),
         "best_metric": None if best_metric is None else float(best_metric),
@@ -251,7 +248,10 @@ def config_differences(saved: Any, current: Any, where: str) -> list[str]:
     return [] if saved == current else [f"{where}: {saved!r} (checkpoint) vs {current!r} (this run)"]
 
 
-def _check_model_fits(ckpt: dict[str, Any], model: nn.Module, path: Path | None, config: dict | None) -> None:
+def check_model_fits(ckpt: dict[str, Any], model: nn.Module, path: Path | None, config: dict | None) -> None:
+    """Raise ``CheckpointError`` when ``ckpt``'s weights do not fit ``model`` (unwrapped): naming ``path``, the first
+    parameter that differs with both shapes, and the ``model`` keys of ``config`` (this run's resolved config) that
+    differ from the checkpoint's."""
     expected, saved = model.state_dict(), ckpt["model"]
     problems = state_mismatches(expected, saved)
     if not problems:
@@ -270,52 +270,18 @@ def _check_model_fits(ckpt: dict[str, Any], model: nn.Module, path: Path | None,
     raise CheckpointError(message + ". Resume with the checkpoint's model settings, or start a new run.")
 
 
-def restore_ema(ckpt: dict[str, Any], ema: ModelEMA, model: nn.Module) -> None:
-    """Load the EMA's average from ``ckpt``; without one saved (a run resumed with EMA switched on), warn and restart
-    the average from ``model``'s weights. Under DDP call it after the EMA is built, i.e. after DDP's broadcast."""
-    if ckpt["ema"] is None:
-        warnings.warn("checkpoint has no EMA state; the EMA restarts from the restored model", stacklevel=3)
-        ema.module.load_state_dict(unwrap_model(model).state_dict())
-    else:
-        ema.load_state_dict(ckpt["ema"])
+def saved_part(ckpt: Mapping[str, Any], name: str) -> Any:
+    """A part's saved state, None when the file has none; format 2 and earlier kept ``adversarial`` in ``extra``."""
+    if name in ckpt:
+        return ckpt[name]
+    return (ckpt.get("extra") or {}).get(name) if name == "adversarial" else None
 
 
-def restore_training_state(ckpt: dict[str, Any], *, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                           scheduler: Any, scaler: Any, ema: ModelEMA | None, rank: int = 0,
-                           path: Path | None = None, config: dict | None = None) -> None:
-    """Load model, optimizer, scheduler, scaler, EMA and this rank's RNG state from ``load_checkpoint``'s dict.
-
-    Build the optimizer and scheduler exactly as for a fresh run first, then call this. Mismatches between
-    what is passed and what was saved:
-
-    - weights that do not fit ``model`` (another width, depth, model): ``CheckpointError`` naming ``path``, the
-      first parameter that differs with both shapes, and the ``model`` keys of ``config`` (this run's resolved
-      config) that differ from the checkpoint's.
-    - ``scaler`` given but none saved (e.g. a bf16 run resumed as fp16): warning, the scaler starts fresh.
-    - ``ema`` given but none saved: warning, the average restarts from the restored model weights.
-    - RNG saved for fewer ranks than ``rank + 1``: warning, this rank keeps its current (seeded) RNG.
-
-    ``epoch``, ``step``, ``best_metric`` and ``wandb_run_id`` are read from ``ckpt`` by the caller.
-    """
-    target = unwrap_model(model)
-    _check_model_fits(ckpt, target, path, config)
-    target.load_state_dict(ckpt["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-    if scheduler is not None:
-        if ckpt["scheduler"] is None:
-            raise CheckpointError("checkpoint has no scheduler state but a scheduler was passed")
-        scheduler.load_state_dict(ckpt["scheduler"])
-    if scaler is not None:
-        if ckpt["scaler"] is None:
-            warnings.warn("checkpoint has no GradScaler state; the scaler starts fresh", stacklevel=2)
-        else:
-            scaler.load_state_dict(ckpt["scaler"])
-    if ema is not None:
-        restore_ema(ckpt, ema, target)
+def restore_rank_rng(ckpt: Mapping[str, Any], rank: int) -> None:
+    """This rank's random streams as saved; a file saved with fewer ranks leaves them as they are, with a warning."""
     states = ckpt["rng_states"]
     if rank < len(states):
         restore_rng_state(states[rank])
     else:
         warnings.warn(f"checkpoint holds RNG states for {len(states)} rank(s); rank {rank} keeps its current RNG "
-                      "(save with rng_states=gather_rng_states() for exact multi-rank resume)", stacklevel=2)
+                      "(save with rng_states=gather_rng_states() for exact multi-rank resume)", stacklevel=3)

@@ -97,10 +97,11 @@ def load_trained_model(path: str | os.PathLike, device: torch.device | str = "cp
         check_model(model, f"checkpoint {path}: model._target_={model_cfg['_target_']}")
     except TypeError as err:
         raise CheckpointError(str(err)) from err
-    use_ema = state["ema"] is not None if weights == "auto" else weights == "ema"
-    if use_ema and state["ema"] is None:
+    ema = state.get("ema")
+    use_ema = ema is not None if weights == "auto" else weights == "ema"
+    if use_ema and ema is None:
         raise CheckpointError(f"checkpoint {path} has no EMA weights (trainer.ema_decay was off); use weights=model")
-    weights_state = state["ema"]["module"] if use_ema else state["model"]
+    weights_state = ema["module"] if use_ema else state["model"]
     _load_weights(model, weights_state, path, model_cfg["_target_"])
     model.to(device).eval()
     extra = state.get("extra") or {}
