@@ -23,6 +23,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout without install
 
 from table_check import (  # noqa: E402  (benchmarks/table_check.py)
     Cell,
+    Pick,
     Row,
     Table,
     at,
@@ -44,8 +45,15 @@ C = Cell  # C(column title, record, field, format): short, the register is long
 SEED1 = "transfer_benchmark_seed1_cpu.json"
 V2 = "transfer_benchmark_v2_cpu.json"
 V2_64 = "transfer_benchmark_v2_64_cpu.json"
-MEAN_CT = ("the mean-training-volume reference (evaluate.py's ref_psnr / ref_ssim, the mean of the first 64 of the "
-           "112 training CTs) is in no committed JSON")
+# the mean-training-CT reference rows (evaluate.py's ref_* metrics), recomputed by benchmarks/mean_volume_reference.py
+MEAN_REF = "mean_volume_reference_cpu.json"
+_MEAN_KEY = "mean of the first 64 of the 112 training CTs"
+
+
+def _mean_ref(name: str) -> tuple[str, Pick]:
+    """A row of mean_volume_reference_cpu.json: the mean CT of one training set scored on one evaluated split."""
+    return MEAN_REF, item("rows", name=name)
+
 
 # the milestone table: README.md and docs/results.md
 _M = "milestones_cpu.json"
@@ -93,13 +101,24 @@ def _milestone_rows(section_link: str) -> tuple[Row, ...]:
             {"main": (_VIEWS, setting(_M4, "data.num_views=2")), "seed1": (SEED1, setting(_M4, "data.num_views=2"))}),
         Row("`benchmark/milestone4 data.num_views=8` (8 views)",
             {"main": (_VIEWS, setting(_M4, "data.num_views=8")), "seed1": (SEED1, setting(_M4, "data.num_views=8"))}),
+        # the mean of data=benchmark's train split on its test split, the real CT as evaluate.py --data
+        # example_ct_demo scores it, and on scanned voxels as --data example_ct_32 does
+        Row(f"{_MEAN_KEY}, for every patient",
+            {"test": _mean_ref("benchmark_test"), "real": _mean_ref("benchmark_real_ct_demo_grid"),
+             "scanned": _mean_ref("benchmark_real_ct_scanned")},
+            cells=(C("test PSNR (dB)", "test", "stats.ref_psnr.mean", "f2"),
+                   C("test SSIM", "test", "stats.ref_ssim.mean", "f4"),
+                   C("real CT PSNR (dB), whole volume, table kept", "real", "stats.ref_psnr.mean", "f2"),
+                   C("real CT SSIM", "real", "stats.ref_ssim.mean", "f3"),
+                   C("real CT PSNR (dB), scanned, table removed, seed 1", "scanned", "stats.ref_scanned_psnr.mean",
+                     "f2")),
+            skip=("params", "wall time")),
     )
 
 
 _MILESTONE_HEADER = ("recipe", "model", "params", "test PSNR (dB)", "test SSIM",
                      "real CT PSNR (dB), whole volume, table kept", "real CT SSIM",
                      "real CT PSNR (dB), scanned, table removed, seed 1", "wall time")
-_MILESTONE_UNSOURCED = {"mean of the first 64 of the 112 training CTs, for every patient": MEAN_CT}
 
 # milestone 4's views table (docs/results.md)
 _DROPOUT = ("data.num_views=8", "data.view_dropout={min_views:2}")
@@ -202,9 +221,9 @@ TABLES: tuple[Table, ...] = (
                                                           "32": (V2, setting("data=benchmark_v2", *overrides))})
                 for overrides in ((_BASE,), (_M4, "data.num_views=2")))),
     Table("README.md", "Results: the phantom benchmark", _MILESTONE_HEADER, _MILESTONE_CELLS,
-          _milestone_rows("its section"), unsourced=_MILESTONE_UNSOURCED),
+          _milestone_rows("its section")),
     Table("docs/results.md", "Phantom benchmark: the milestones compared", _MILESTONE_HEADER, _MILESTONE_CELLS,
-          _milestone_rows("its section"), unsourced=_MILESTONE_UNSOURCED),
+          _milestone_rows("its section")),
     Table("README.md", "Real anatomy as the yardstick",
           ("setting (`data=benchmark_v2`)", "seeds", "phantom test PSNR, scanned (dB)", "real CT PSNR, scanned (dB)",
            "real CT SSIM"),
@@ -258,8 +277,12 @@ TABLES: tuple[Table, ...] = (
              for key, overrides in (("baseline, PA + lateral", (_BASE,)),
                                     ("milestone 4, PA alone (`benchmark/milestone4_pa`)",
                                      ("experiment=benchmark/milestone4_pa",)),
-                                    ("baseline, PA alone (`data.views=[pa]`)", (_BASE, "data.views=[pa]"))))),
-          unsourced={"mean of the first 64 of the 112 training CTs": MEAN_CT}),
+                                    ("baseline, PA alone (`data.views=[pa]`)", (_BASE, "data.views=[pa]")))),
+           # the mean of data=benchmark_v2's train split on the real CT's scanned voxels (--data example_ct_32)
+           Row(_MEAN_KEY, {"ref": _mean_ref("benchmark_v2_real_ct_scanned")},
+               cells=(C("real CT PSNR, scanned, table removed", "ref", "stats.ref_scanned_psnr.mean", "f2"),),
+               skip=("seeds", "phantom test PSNR, scanned", "real CT SSIM",
+                     "Δ real CT PSNR vs milestone 4 at 2 views (paired, 95% interval)")))),
     Table("docs/results.md", "Milestone 4 on the phantom benchmark",
           ("setting", "views: trained / scored", "test PSNR (dB)", "test SSIM", "real CT PSNR (dB)", "real CT SSIM",
            "real CT PSNR (dB), scanned, table removed, seed 1", "wall time"),
@@ -293,8 +316,20 @@ TABLES: tuple[Table, ...] = (
            _views_row("the same, `trainer.max_epochs=30` | 8 / 4", list(_DROPOUT30), list(_DROPOUT30), scored=4,
                       extra=["trainer.checkpoint_every_epochs=30"]),
            _views_row("the same, `trainer.max_epochs=30` | 8 / 8", list(_DROPOUT30), list(_DROPOUT30),
-                      extra=["trainer.checkpoint_every_epochs=30"])),
-          key=2, unsourced={"mean of the first 64 of the 112 training CTs | -": MEAN_CT}),
+                      extra=["trainer.checkpoint_every_epochs=30"]),
+           # the mean of data=benchmark's train split on its test split, the real CT as evaluate.py --data
+           # example_ct_benchmark scores it, and on scanned voxels as --data example_ct_32 does
+           Row(f"{_MEAN_KEY} | -",
+               {"test": _mean_ref("benchmark_test"), "real": _mean_ref("benchmark_real_ct_benchmark_grid"),
+                "scanned": _mean_ref("benchmark_real_ct_scanned")},
+               cells=(C("test PSNR (dB)", "test", "stats.ref_psnr.mean", "f2"),
+                      C("test SSIM", "test", "stats.ref_ssim.mean", "f3"),
+                      C("real CT PSNR (dB)", "real", "stats.ref_psnr.mean", "f2"),
+                      C("real CT SSIM", "real", "stats.ref_ssim.mean", "f3"),
+                      C("real CT PSNR (dB), scanned, table removed, seed 1", "scanned",
+                        "stats.ref_scanned_psnr.mean", "f2")),
+               skip=("wall time",))),
+          key=2),
     Table("docs/results.md", "Ablations: the source design's claims, measured",
           ("key (`ablation=` option)", "what replaces the part",
            "parameters at the benchmark's size (2,676,150 as designed)"),
