@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from x2ct.data.phantom.assembly import generate_chest_phantom
+from x2ct.data.phantom import generate_chest_phantom
 from x2ct.losses import ReconstructionLoss
 from x2ct.losses.perceptual import PerceptualLoss
 from x2ct.losses.registry import build_loss_component

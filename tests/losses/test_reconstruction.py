@@ -1,8 +1,7 @@
 import pytest
 import torch
-from torch import nn
 
-from x2ct.losses import LOSS_COMPONENTS, ReconstructionLoss, register_loss_component
+from x2ct.losses import LOSS_COMPONENTS, LossComponent, ReconstructionLoss, register_loss_component
 from x2ct.models import Reconstruction
 
 
@@ -12,7 +11,7 @@ def with_mean_pred():
     saved = dict(LOSS_COMPONENTS)
 
     @register_loss_component("mean_pred")
-    class MeanPred(nn.Module):
+    class MeanPred(LossComponent):
         def forward(self, pred, target):
             return pred.mean()
 

@@ -2,7 +2,13 @@ import pytest
 import torch
 from torch import nn
 
-from x2ct.losses import LOSS_COMPONENTS, ReconstructionLoss, build_loss_component, register_loss_component
+from x2ct.losses import (
+    LOSS_COMPONENTS,
+    LossComponent,
+    ReconstructionLoss,
+    build_loss_component,
+    register_loss_component,
+)
 from x2ct.losses.l1 import L1Loss
 from x2ct.models import Reconstruction
 
@@ -21,7 +27,7 @@ def test_l1_is_registered_on_import():
 
 def test_a_registered_component_is_usable_by_name_with_its_arguments(scratch_registry):
     @register_loss_component("scaled_l2")
-    class ScaledL2(nn.Module):
+    class ScaledL2(LossComponent):
         def __init__(self, scale: float = 1.0) -> None:
             super().__init__()
             self.scale = scale
@@ -37,7 +43,13 @@ def test_a_registered_component_is_usable_by_name_with_its_arguments(scratch_reg
 
 def test_registering_a_taken_name_fails(scratch_registry):
     with pytest.raises(ValueError, match=r"'l1' is already registered by L1Loss"):
-        register_loss_component("l1")(type("OtherL1", (nn.Module,), {}))
+        register_loss_component("l1")(type("OtherL1", (LossComponent,), {}))
+
+
+def test_a_component_that_declares_no_inputs_is_refused_naming_the_base(scratch_registry):
+    with pytest.raises(TypeError, match=r"'plain': Plain must subclass x2ct\.losses\.LossComponent"):
+        register_loss_component("plain")(type("Plain", (nn.Module,), {}))
+    assert "plain" not in LOSS_COMPONENTS
 
 
 def test_unknown_component_lists_the_known_ones():

@@ -5,6 +5,7 @@ Importing this package registers every built-in component: add a new component m
 
 from x2ct.losses import deep_supervision, edge, frequency, l1, perceptual, projection, ssim  # noqa: F401  (register components)
 from x2ct.losses.reconstruction import ReconstructionLoss
-from x2ct.losses.registry import LOSS_COMPONENTS, build_loss_component, register_loss_component
+from x2ct.losses.registry import LOSS_COMPONENTS, LossComponent, build_loss_component, register_loss_component
 
-__all__ = ["LOSS_COMPONENTS", "ReconstructionLoss", "build_loss_component", "register_loss_component"]
+__all__ = ["LOSS_COMPONENTS", "LossComponent", "ReconstructionLoss", "build_loss_component",
+           "register_loss_component"]

@@ -10,14 +10,14 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from x2ct.losses.registry import register_loss_component
+from x2ct.losses.registry import LossComponent, register_loss_component
 from x2ct.ops.patches import crop_patches
 
 
 @register_loss_component("deep_supervision")
-class DeepSupervisionLoss(nn.Module):
+class DeepSupervisionLoss(LossComponent):
     """``sum_i w_i L1(aux_i, area(target, size_i)) / sum_i w_i`` over the auxiliary outputs of a model.
 
     ``forward(aux_outputs, target)``: ``aux_outputs`` the list a model returns under ``"deep_supervision"``,

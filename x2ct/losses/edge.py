@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from x2ct.losses.registry import register_loss_component
+from x2ct.losses.registry import LossComponent, register_loss_component
 
 SOBEL_DERIVATIVE = (-0.5, 0.0, 0.5)  # central difference [-1, 0, 1] / 2
 SOBEL_SMOOTHING = (0.25, 0.5, 0.25)  # [1, 2, 1] / 4
@@ -37,7 +37,7 @@ def sobel_magnitude(volume: Tensor, eps: float, kernels: Tensor | None = None) -
 
 
 @register_loss_component("edge")
-class SobelEdgeLoss(nn.Module):
+class SobelEdgeLoss(LossComponent):
     """``mean(|sobel_magnitude(pred) - sobel_magnitude(target)|)`` for ``(B, 1, D, H, W)`` volumes.
 
     Args:

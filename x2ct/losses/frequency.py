@@ -7,9 +7,9 @@ frequencies weighted up, makes missing detail cost directly (focal-frequency-sty
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from x2ct.losses.registry import register_loss_component
+from x2ct.losses.registry import LossComponent, register_loss_component
 
 
 def frequency_weights(shape: tuple[int, int, int], alpha: float, dtype: torch.dtype = torch.float32,
@@ -36,7 +36,7 @@ def frequency_weights(shape: tuple[int, int, int], alpha: float, dtype: torch.dt
 
 
 @register_loss_component("frequency")
-class FrequencyLoss(nn.Module):
+class FrequencyLoss(LossComponent):
     """Weighted mean over frequencies of ``| |F pred| - |F target| |`` for ``(B, 1, D, H, W)`` volumes.
 
     ``F`` is the 3D DFT over (D, H, W) with ``norm="ortho"`` (so a perturbation's spectral energy equals its voxel

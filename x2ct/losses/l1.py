@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from x2ct.losses.registry import register_loss_component
+from x2ct.losses.registry import LossComponent, register_loss_component
 
 
 @register_loss_component("l1")
-class L1Loss(nn.Module):
+class L1Loss(LossComponent):
     """``mean(|pred - target|)`` over all elements; ``pred`` and ``target`` of the same shape, e.g. ``(B, 1, D, H, W)``.
 
     Robust to outliers and sharper than L2 for intensity regression, the usual voxel term of CT reconstruction.

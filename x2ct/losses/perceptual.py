@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from x2ct.losses.registry import register_loss_component
+from x2ct.losses.registry import LossComponent, register_loss_component
 from x2ct.losses.vgg import IMAGENET_MEAN, IMAGENET_STD, VGG16Features
 
 MIN_SLICE_SIZE = 4  # two 2x2 max pools before relu3_3
@@ -20,7 +20,7 @@ FEATURE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @register_loss_component("perceptual")
-class PerceptualLoss(nn.Module):
+class PerceptualLoss(LossComponent):
     """Mean L1 distance between VGG16 features of matching slices of ``pred`` and ``target`` ``(B, 1, D, H, W)``.
 
     Args:

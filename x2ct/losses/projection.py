@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from x2ct.data.input_spec import InputSpec
-from x2ct.losses.registry import register_loss_component
+from x2ct.losses.registry import LossComponent, register_loss_component
 from x2ct.physics.geometry import ProjectionGeometry
 from x2ct.physics.projector import BACKENDS, Backend
 from x2ct.physics.radiograph import to_intensity
@@ -75,7 +75,7 @@ DISTANCES = {"l1": l1_distance, "ncc": ncc_distance}
 
 
 @register_loss_component("projection")
-class ProjectionConsistencyLoss(nn.Module):
+class ProjectionConsistencyLoss(LossComponent):
     """``metric(DRRs of pred at the input angles, input views)`` [+ ``novel_weight * metric`` at novel angles].
 
     Args:

@@ -54,7 +54,7 @@ class ReconstructionLoss(nn.Module):
         self.components = nn.ModuleDict(
             {name: build_loss_component(name, **component_kwargs.get(name, {}),
                                         **({"input_spec": input_spec} if input_spec is not None
-                                           and getattr(LOSS_COMPONENTS[name], "uses_views", False) else {}))
+                                           and LOSS_COMPONENTS[name].uses_views else {}))
              for name in self.weights})
 
     def forward(self, pred: Reconstruction, target: Tensor, volume_only: bool = False,
@@ -80,14 +80,14 @@ class ReconstructionLoss(nn.Module):
             volume = torch.where(volume_scanned.to(volume.device), volume, volume_target.to(volume.dtype))
         parts = {}
         for name, component in self.components.items():
-            if getattr(component, "uses_deep_supervision", False):
+            if component.uses_deep_supervision:
                 if volume_only:
                     continue
                 if not auxiliary:
                     raise ValueError(f"loss component {name!r} has weight {self.weights[name]} but the model returns "
                                      "no deep-supervision outputs; set loss.weights." + name + "=0 for this model")
                 parts[name] = component(auxiliary, target, regions=pred.deep_supervision_regions, scanned=scanned)
-            elif getattr(component, "uses_views", False):
+            elif component.uses_views:
                 if views is None or angles_deg is None:
                     raise ValueError(f"loss component {name!r} compares the prediction with the input views: pass "
                                      "views= and angles_deg=")

@@ -7,14 +7,14 @@ Training on the quantity that validation reports keeps the two consistent; the f
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from x2ct.losses.registry import register_loss_component
+from x2ct.losses.registry import LossComponent, register_loss_component
 from x2ct.ops.metrics import ssim3d
 
 
 @register_loss_component("ssim")
-class SSIMLoss(nn.Module):
+class SSIMLoss(LossComponent):
     """``1 - mean_b ssim3d(pred_b, target_b)`` for ``(B, 1, D, H, W)`` volumes; 0 for identical volumes.
 
     Args:
