@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         processed = "" if args.view_processing == "none" else f"; views through the {args.view_processing} chain"
         print(f"{len(result.rows)} patients: PSNR {s['psnr']['mean']:.2f} +- {s['psnr']['std']:.2f} dB, "
               f"SSIM {s['ssim']['mean']:.4f} +- {s['ssim']['std']:.4f}, MAE {s['mae_hu']['mean']:.1f} HU "
-              f"(true 3D; X2CT-GAN protocol PSNR {s['x2ct_gan_psnr_3d']['mean']:.2f} dB)"
+              f"(true 3D; X2CT-GAN metrics' PSNR {s['x2ct_gan_psnr_3d']['mean']:.2f} dB)"
               f"{processed}\n"
               f"report: {result.out_dir / 'report.md'}")
     return 0
