@@ -33,6 +33,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from a checkout without installing x2ct
     sys.path.insert(0, str(REPO_ROOT))
 
+import torch  # noqa: E402
+
 from x2ct import provenance  # noqa: E402
 from x2ct.atomic_io import write_json_atomic, write_text_atomic  # noqa: E402
 
@@ -74,7 +76,7 @@ def data_root(name: str) -> Path:
     return ensure_dataset(compose_config("train", [f"data={name}"]).data)
 
 
-def reference_volume(train_root: Path, size: list[int]):
+def reference_volume(train_root: Path, size: list[int]) -> tuple[torch.Tensor, int, int]:
     """The mean CT of ``train_root``'s train split as ``evaluate.py`` scores it (``_reference_volume``)."""
     from x2ct.data.dataset import PatientDRRDataset
     from x2ct.data.reference import mean_volume, mean_volume_patients
@@ -86,6 +88,7 @@ def reference_volume(train_root: Path, size: list[int]):
 
 
 def score(row: Reference) -> dict:
+    """One row: the mean volume of ``row.train_data`` scored on every patient of ``row.eval_data``'s split."""
     import numpy as np
     import torch
 
@@ -114,12 +117,14 @@ def score(row: Reference) -> dict:
 
 
 def cell(stat: dict, decimals: int) -> str:
+    """``mean +- std`` over the patients, or the one patient's value."""
     if stat["n"] < 2:
         return f"{stat['mean']:.{decimals}f}"
     return f"{stat['mean']:.{decimals}f} +- {stat['std']:.{decimals}f}"
 
 
 def table(report: dict) -> str:
+    """The rows as a Markdown table (printed, and in the .md file)."""
     lines = ["| row | mean of | scored on | patients | ref_psnr | ref_ssim | ref_scanned_psnr | ref_scanned_ssim |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
@@ -132,6 +137,7 @@ def table(report: dict) -> str:
 
 
 def markdown(report: dict) -> str:
+    """The .md file: what ran where, then the table."""
     return "\n".join([
         "# The mean-training-CT reference (evaluate.py's ref_* metrics)", "",
         f"`{report['command']}`, {report['generated']}, {report['seconds']:.0f} s; {provenance.describe(report)}.",

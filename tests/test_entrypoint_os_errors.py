@@ -28,7 +28,7 @@ import verify as verify_cli
 from tests.engine.test_train import tiny_train_overrides
 from tests.helpers import TINY_OVERRIDES
 from tests.os_faults import fill_disk_on_rename, refuse_listing, refuse_reading, refuse_writes
-from x2ct.engine.launch import register_resolvers
+from x2ct.config_files import register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ["under_a_file", "read_only", "full_disk"]

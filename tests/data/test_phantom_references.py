@@ -21,7 +21,7 @@ def test_every_range_is_read_with_its_citation_expanded():
     assert -850.0 in REFERENCES["lung_hu"] and -700.0 not in REFERENCES["lung_hu"]
 
 
-def test_the_wheel_ships_the_table():
+def test_the_package_data_names_the_table():
     """A non-editable install has the table only if setuptools' package-data names it."""
     tomllib = pytest.importorskip("tomllib")
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())

@@ -286,6 +286,11 @@ def test_the_config_type_picks_the_version():
     assert v1.metadata["generator"] == "x2ct.data.phantom.generate_chest_phantom" and "choices" not in v1.metadata
     assert generate_chest_phantom(0, shape=(16, 16, 16)).metadata == v1.metadata  # no config: v1's defaults
 
+    class Flat(PhantomV2Config):  # a user's own config type: the version of its closest base
+        pass
+
+    assert generate_chest_phantom(0, shape=(16, 16, 16), config=Flat()).metadata["generator"] == "v2"
+
 
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match=r"PhantomConfig \(v1\) or a PhantomV2Config \(v2\), got dict"):

@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 
 from tests.engine.test_train import tiny_cfg
 from tests.helpers import compose_config
+from x2ct.config_files import register_resolvers
 from x2ct.engine import trainer
 from x2ct.engine.build import match_deep_supervision
-from x2ct.engine.launch import register_resolvers
 from x2ct.engine.metrics_log import read_metrics
 from x2ct.models import count_parameters
 

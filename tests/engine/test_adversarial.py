@@ -126,7 +126,7 @@ def test_resuming_a_plain_run_with_adversarial_training_is_refused(tiny_dataset,
 
     run_dir = tmp_path / "run"
     run(tiny_cfg(tiny_dataset, tmp_path), run_dir)
-    with pytest.raises(CheckpointError, match="no discriminator state"):
+    with pytest.raises(CheckpointError, match="no adversarial state, but this run has one: resume it with adversarial"):
         run(tiny_cfg(tiny_dataset, tmp_path, *ADV, "trainer.max_epochs=3", "resume=auto"), run_dir)
 
 

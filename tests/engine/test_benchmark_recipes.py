@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import compose_config
-from x2ct.engine.launch import register_resolvers
+from x2ct.config_files import register_resolvers
 
 RECIPES = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "experiments" / "benchmark").glob("*.yaml")
                  if p.stem != "common")

@@ -14,9 +14,9 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.helpers import compose_config
+from x2ct.config_files import register_resolvers
 from x2ct.engine.checkpoint import state_checksum
 from x2ct.engine.config_schema import check_overrides, validate_train_config, with_current_keys
-from x2ct.engine.launch import register_resolvers
 from x2ct.engine.trained_model import load_trained_model
 from x2ct.engine.trainer import train
 

@@ -16,7 +16,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from tests.helpers import compose_config
-from x2ct.engine.launch import register_resolvers
+from x2ct.config_files import register_resolvers
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 REFERENCE = Path(__file__).with_name("data_configs.json")

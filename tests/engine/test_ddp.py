@@ -21,7 +21,7 @@ import torch
 import torch.multiprocessing as mp
 
 from tests.helpers import TINY_OVERRIDES, compose_config
-from x2ct.engine.launch import register_resolvers
+from x2ct.config_files import register_resolvers
 from x2ct.engine.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]

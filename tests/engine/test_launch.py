@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.engine.test_train import tiny_train_overrides
-from x2ct.engine.launch import run_dir
+from x2ct.config_files import run_dir
 from x2ct.engine.metrics_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]

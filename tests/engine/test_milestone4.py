@@ -12,9 +12,9 @@ import torch
 
 from tests.engine.test_train import tiny_train_overrides
 from tests.helpers import TINY_OVERRIDES, compose_config
+from x2ct.config_files import register_resolvers
 from x2ct.engine.data import make_loaders
 from x2ct.engine.distributed import DistInfo
-from x2ct.engine.launch import register_resolvers
 from x2ct.engine.metrics_log import read_metrics
 from x2ct.engine.trainer import build_run, train
 from x2ct.evaluation.evaluator import EvaluationSettings, evaluate

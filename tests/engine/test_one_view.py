@@ -14,8 +14,8 @@ import torch
 from tests.engine.test_ddp import TINY_MODELS
 from tests.engine.test_train import tiny_train_overrides
 from tests.helpers import compose_config
+from x2ct.config_files import register_resolvers
 from x2ct.engine.distributed import DistInfo
-from x2ct.engine.launch import register_resolvers
 from x2ct.engine.metrics_log import read_metrics
 from x2ct.engine.trained_model import load_trained_model
 from x2ct.engine.trainer import build_run, train

@@ -14,9 +14,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tests.helpers import TINY_OVERRIDES, assert_same_state, compose_config
+from x2ct.config_files import register_resolvers
 from x2ct.engine.checkpoint import CheckpointError, state_checksum
 from x2ct.engine.config_schema import validate_train_config
-from x2ct.engine.launch import register_resolvers
 from x2ct.engine.metrics_log import read_metrics
 from x2ct.engine.trainer import NonFiniteLossError, train
 from x2ct.models import Reconstruction, ReconstructionModel, count_parameters
@@ -172,6 +172,24 @@ def test_every_experiment_composes_and_trains_on_tiny_settings(experiment, tiny_
                                    *tiny_train_overrides(tiny_dataset, tmp_path, "trainer.max_epochs=1")])
     validate_train_config(cfg)
     assert run(cfg, tmp_path / "run") > 0
+
+
+def test_a_run_resumed_with_ema_switched_on_scores_an_earlier_best_without_one(tiny_run, tiny_dataset, tmp_path):
+    """The resumed epochs do not beat the best score (set out of reach here), so best.pt stays the one saved
+    without an EMA: the test split scores its model weights."""
+    from x2ct.engine.checkpoint import load_checkpoint, state_checksum
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run, run_dir)
+    for path in (run_dir / "checkpoints").glob("*.pt"):
+        state = torch.load(path, weights_only=True)
+        state["best_metric"] = 1.0e9
+        torch.save(state | {"checksum": state_checksum(state)}, path)
+    with pytest.warns(UserWarning, match="no EMA state"):
+        run(tiny_cfg(tiny_dataset, tmp_path, "trainer.max_epochs=3", "trainer.ema_decay=0.5", "resume=auto"), run_dir)
+    assert load_checkpoint(run_dir / "checkpoints" / "best.pt")["ema"] is None  # the earlier best, kept
+    scored = json.loads((run_dir / "test_metrics.json").read_text())
+    assert scored["checkpoint"].endswith("best.pt") and math.isfinite(scored["psnr"])
 
 
 def test_accumulation_and_ema_change_what_a_step_is_and_what_is_saved(tiny_dataset, tmp_path):

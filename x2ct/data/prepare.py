@@ -293,7 +293,7 @@ def _load(task: PatientTask, source: SourceConfig) -> tuple[CTVolume, dict, np.n
     if task.seed is not None:
         config_type, _ = GENERATORS[source.generator]
         ct, labels = generate_chest_phantom(task.seed, shape=tuple(source.shape), spacing_mm=tuple(source.spacing_mm),
-                                            config=config_type(**source.phantom), with_labels=True)
+                                            config=config_type(**(source.phantom or {})), with_labels=True)
         record = {"kind": "phantom", "seed": task.seed, "generator": f"x2ct {x2ct.__version__}",
                   "generator_version": source.generator, "shape": list(source.shape),
                   "spacing_mm": list(source.spacing_mm)}

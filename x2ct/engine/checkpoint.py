@@ -143,9 +143,11 @@ def save_checkpoint(path: str | os.PathLike, parts: Mapping[str, Any], *, epoch:
     key of ``config`` / ``extra`` that is not a plain container.
     """
     path = Path(path)
+    if "model" not in parts:
+        raise ValueError(f"checkpoint {path}: the parts lack 'model' (got {sorted(parts)})")
     clash = sorted(set(parts) & (set(REQUIRED_KEYS) - {"model"} | {"checksum", "copies", "torch_version"}))
-    if "model" not in parts or clash:
-        raise ValueError(f"checkpoint parts must include 'model' and not use the record's keys {clash}")
+    if clash:
+        raise ValueError(f"checkpoint {path}: parts named {clash} would overwrite the record's own keys")
     _check_finite(parts["model"], "model tensor", path)
     if parts.get("ema") is not None:
         _check_finite(parts["ema"]["module"], "EMA tensor", path)
@@ -154,6 +156,8 @@ def save_checkpoint(path: str | os.PathLike, parts: Mapping[str, Any], *, epoch:
                         "(OmegaConf.to_container(cfg, resolve=True))")
     _check_plain(config, "config")
     _check_plain(extra, "extra")
+    for name, state in parts.items():
+        _check_plain(state, name)
     payload = {
         **parts,
         "epoch": int(epoch),
@@ -277,11 +281,12 @@ def saved_part(ckpt: Mapping[str, Any], name: str) -> Any:
     return (ckpt.get("extra") or {}).get(name) if name == "adversarial" else None
 
 
-def restore_rank_rng(ckpt: Mapping[str, Any], rank: int) -> None:
-    """This rank's random streams as saved; a file saved with fewer ranks leaves them as they are, with a warning."""
+def restore_rank_rng(ckpt: Mapping[str, Any], rank: int, stacklevel: int = 2) -> None:
+    """This rank's random streams as saved; a file saved with fewer ranks leaves them as they are, with a warning
+    (``stacklevel`` as ``warnings.warn``'s, counted from the caller of this function)."""
     states = ckpt["rng_states"]
     if rank < len(states):
         restore_rng_state(states[rank])
     else:
         warnings.warn(f"checkpoint holds RNG states for {len(states)} rank(s); rank {rank} keeps its current RNG "
-                      "(save with rng_states=gather_rng_states() for exact multi-rank resume)", stacklevel=3)
+                      "(save with rng_states=gather_rng_states() for exact multi-rank resume)", stacklevel=stacklevel)

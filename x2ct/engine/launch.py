@@ -19,48 +19,18 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from x2ct import config_files
+# the config's resolvers (``${x2ct.run_stamp:}``, ``${x2ct.run_dir:...}``) live with the config files; the launch
+# sets the stamp they read
+from x2ct.config_files import RUN_STAMP_ENV, STAMP_FORMAT, register_resolvers
 from x2ct.folder_lock import FolderInUseError
 from x2ct.os_errors import check_writable_dir, report_error, report_os_error
 
-RUN_STAMP_ENV = "X2CT_RUN_STAMP"
-STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S"
 MULTIRUN_FLAGS = ("-m", "--multirun")
-
-
-def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
-    """A config of the repository's ``conf/`` composed as the entrypoints compose it, outside a Hydra app (the
-    benchmarks and checks that build what ``train.py`` builds); Hydra's global state is left clean."""
-    register_resolvers()
-    return config_files.compose_config(config_name, overrides)
-
-
-def register_resolvers() -> None:
-    """``${x2ct.run_stamp:}`` and ``${x2ct.run_dir:output_dir,run_name,resume}`` (idempotent)."""
-    OmegaConf.register_new_resolver("x2ct.run_stamp", run_stamp, use_cache=True, replace=True)
-    OmegaConf.register_new_resolver("x2ct.run_dir", run_dir, replace=True)
-
-
-def run_stamp() -> str:
-    """The launch's timestamp: set once per launch (shared by all ranks), else now."""
-    return os.environ.get(RUN_STAMP_ENV) or datetime.now().strftime(STAMP_FORMAT)
-
-
-def run_dir(output_dir: str, run_name: str, resume: str | None = None) -> str:
-    """The run folder: the resumed run's own folder when ``resume`` names one (or a checkpoint inside one)."""
-    if resume not in (None, "", "auto"):
-        path = Path(resume)
-        if path.is_dir():
-            return str(path)
-        if path.parent.name == "checkpoints":
-            return str(path.parent.parent)
-    return str(Path(output_dir) / "runs" / run_name)
 
 
 def prepare_launch(argv: list[str], environ: os._Environ | dict = os.environ) -> list[str]:

@@ -162,27 +162,31 @@ def _hydra_output_dir() -> Path:
 def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> float:
     run = build_run(cfg, dist, run_dir)
     metrics = _start_logging(run, log)
-    logger = log.wandb
-    reference = validation_metrics(run.model, run.val_loader, run.device, run.precision,
-                                   constant=run.reference_volume, limit=cfg.trainer.limit_val_batches)
-    if dist.is_main:
-        if run.resume_from is None:  # a resumed run has this record already
-            metrics.log(step=run.step, epoch=run.start_epoch, split="val_mean_volume", **reference)
-        logger.summary({"val/psnr_mean_volume": reference["psnr"], "val/ssim_mean_volume": reference["ssim"]})
+    try:
+        logger = log.wandb
+        reference = validation_metrics(run.model, run.val_loader, run.device, run.precision,
+                                       constant=run.reference_volume, limit=cfg.trainer.limit_val_batches)
+        if dist.is_main:
+            if run.resume_from is None:  # a resumed run has this record already
+                metrics.log(step=run.step, epoch=run.start_epoch, split="val_mean_volume", **reference)
+            logger.summary({"val/psnr_mean_volume": reference["psnr"], "val/ssim_mean_volume": reference["ssim"]})
 
-    val: dict[str, float] = {}
-    for epoch in range(run.start_epoch, cfg.trainer.max_epochs):
-        train_epoch(run, epoch, metrics, logger, val)
-        val, improved = validate(run, epoch, metrics, logger, reference) or (val, False)
-        save_checkpoints(run, epoch, improved, logger)
+        val: dict[str, float] = {}
+        for epoch in range(run.start_epoch, cfg.trainer.max_epochs):
+            train_epoch(run, epoch, metrics, logger, val)
+            val, improved = validate(run, epoch, metrics, logger, reference) or (val, False)
+            save_checkpoints(run, epoch, improved, logger)
 
-    if cfg.test_after_training and run.test_loader is not None:
-        score_best_on_test(run, metrics, logger)
-    if dist.is_main:
-        logger.summary({"best_val_psnr": run.best_psnr})
-        print(f"done: best val PSNR {run.best_psnr:.2f} dB. Results in {run_dir} (metrics.jsonl, checkpoints/, "
-              f"config_resolved.yaml{', test_metrics.json' if run.test_loader is not None else ''})", flush=True)
-    return run.best_psnr
+        if cfg.test_after_training and run.test_loader is not None:
+            score_best_on_test(run, metrics, logger)
+        if dist.is_main:
+            logger.summary({"best_val_psnr": run.best_psnr})
+            print(f"done: best val PSNR {run.best_psnr:.2f} dB. Results in {run_dir} (metrics.jsonl, checkpoints/, "
+                  f"config_resolved.yaml{', test_metrics.json' if run.test_loader is not None else ''})", flush=True)
+        return run.best_psnr
+    finally:
+        if metrics is not None:  # rank 0's file, kept open for the run
+            metrics.close()
 
 
 # ------------------------------------------------------------------------------------------------------- build
@@ -378,8 +382,12 @@ def score_best_on_test(run: Run, metrics: MetricsLog | None, logger) -> None:
     scored = best_path if best_path.exists() else None  # none when no validation score was finite
     if scored is not None:
         state = ckpt.load_checkpoint(best_path, map_location=run.device)
-        target = run.ema if run.ema else run.model
-        target.load_state_dict(state["ema"] if run.ema else state["model"])
+        if not run.ema:
+            run.model.load_state_dict(state["model"])
+        elif state.get("ema") is not None:
+            run.ema.load_state_dict(state["ema"])
+        else:  # a best.pt saved before a resume switched the EMA on: its own weights are the best there are
+            run.ema.module.load_state_dict(state["model"])
     result = validation_metrics(run.eval_model, run.test_loader, run.device, run.precision, run.criterion)
     if run.dist.is_main:
         metrics.log(step=run.step, epoch=run.cfg.trainer.max_epochs - 1, split="test", **result)

@@ -33,11 +33,18 @@ class Stateful(Protocol):
 @dataclass(frozen=True)
 class Part:
     """One part of the run under its checkpoint name; ``value`` None where this run has no such part.
-    ``if_missing``: what to do when a checkpoint lacks it (given the file's path), None to refuse the file."""
+    ``if_missing``: what to do when a checkpoint lacks it (given the file's path and the warnings' stacklevel),
+    None to refuse the file."""
 
     name: str
     value: Stateful | None
-    if_missing: Callable[[Path | None], None] | None = None
+    if_missing: Callable[[Path | None, int], None] | None = None
+
+
+# why a file without a part cannot resume a run that has it: what to do instead
+_WITHOUT = {"adversarial": "resume it with adversarial=none",
+            "scheduler": "resume it with the scheduler it was saved with",
+            "optimizer": "it holds weights only; start a new run from them instead"}
 
 
 class _Weights:
@@ -80,10 +87,11 @@ class TrainingState:
         """Every part's state by name, None for the parts this run has not."""
         return {part.name: None if part.value is None else part.value.state_dict() for part in self.parts()}
 
-    def load_state_dict(self, state: dict[str, Any], *, path: Path | None = None, config: dict | None = None) -> None:
+    def load_state_dict(self, state: dict[str, Any], *, path: Path | None = None, config: dict | None = None,
+                        stacklevel: int = 2) -> None:
         """Restore every part this run has from a checkpoint's dict. Weights that do not fit the model are refused
         naming ``path`` and the ``model`` keys of ``config`` that differ from the file's; a part the file lacks is
-        refused, or started afresh where its ``if_missing`` says how."""
+        refused, or started afresh where its ``if_missing`` says how (warnings at ``stacklevel`` from the caller)."""
         ckpt.check_model_fits(state, unwrap_model(self.model), path, config)
         for part in self.parts():
             if part.value is None:
@@ -92,10 +100,10 @@ class TrainingState:
             if saved is not None:
                 part.value.load_state_dict(saved)
             elif part.if_missing is not None:
-                part.if_missing(path)
+                part.if_missing(path, stacklevel + 1)
             else:
                 raise ckpt.CheckpointError(f"checkpoint {path or '(unnamed)'} has no {part.name} state, but this "
-                                           f"run has one: {_WITHOUT.get(part.name, 'resume with its settings')}")
+                                           f"run has one: {_WITHOUT.get(part.name, 'resume it with its settings')}")
 
     def save(self, path: Path, *, epoch: int, step: int, best_metric: float | None, config: dict,
              wandb_run_id: str | None = None, extra: dict | None = None,
@@ -109,20 +117,14 @@ class TrainingState:
              config: dict | None = None) -> None:
         """``load_state_dict``, then this rank's random streams. Call it once the run is built (DDP, compile and the
         EMA too): every rank reads the same file, so the weights agree without DDP's broadcast."""
-        self.load_state_dict(state, path=path, config=config)
-        ckpt.restore_rank_rng(state, rank)
+        self.load_state_dict(state, path=path, config=config, stacklevel=3)
+        ckpt.restore_rank_rng(state, rank, stacklevel=3)
 
-    def _fresh_scaler(self, path: Path | None) -> None:
+    def _fresh_scaler(self, path: Path | None, stacklevel: int) -> None:
         warnings.warn(f"checkpoint {path or '(unnamed)'} has no GradScaler state; the scaler starts fresh",
-                      stacklevel=4)
+                      stacklevel=stacklevel)
 
-    def _restart_ema(self, path: Path | None) -> None:
+    def _restart_ema(self, path: Path | None, stacklevel: int) -> None:
         warnings.warn(f"checkpoint {path or '(unnamed)'} has no EMA state; the EMA restarts from the restored model",
-                      stacklevel=4)
+                      stacklevel=stacklevel)
         self.ema.module.load_state_dict(unwrap_model(self.model).state_dict())
-
-
-# how to resume a file that lacks a part this run has
-_WITHOUT = {"adversarial": "it has no discriminator state; resume it with adversarial=none",
-            "scheduler": "resume it with the scheduler it was saved with",
-            "optimizer": "it holds weights only; start a new run from them instead"}

@@ -223,10 +223,9 @@ def prepared_data_root(name: str) -> Path:
     """The root of data config ``conf/data/<name>.yaml``, prepared (by rank 0) if it does not exist yet."""
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
-    from x2ct.config_files import CONF_DIR
+    from x2ct.config_files import CONF_DIR, compose_config
     from x2ct.data.ensure import ensure_dataset
     from x2ct.engine.distributed import run_on_main_then_wait
-    from x2ct.engine.launch import compose_config
 
     try:
         cfg = compose_config("train", [f"data={name}"])

@@ -7,6 +7,7 @@ Both versions take the same arguments and differ only in their config type (``Ph
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -17,8 +18,8 @@ from x2ct.data.phantom.partial_volume import Grid, checked_seed_and_grid
 from x2ct.data.phantom.v2.assembly import render_chest_v2
 from x2ct.data.phantom.v2.config import PhantomV2Config
 
-# version name (data.prepare's ``generator``) -> its config type and painter
-GENERATORS: dict[str, tuple[type[PhantomConfig], Callable[[int, Grid, PhantomConfig], tuple[CTVolume, np.ndarray]]]]
+# version name (data.prepare's ``generator``) -> its config type and painter (which takes that config type)
+GENERATORS: dict[str, tuple[type[PhantomConfig], Callable[[int, Grid, Any], tuple[CTVolume, np.ndarray]]]]
 GENERATORS = {"v1": (PhantomConfig, render_chest), "v2": (PhantomV2Config, render_chest_v2)}
 
 
@@ -45,7 +46,9 @@ def generate_chest_phantom(
         ``origin`` moved); see ``render_chest`` and ``render_chest_v2`` for each version's metadata.
     """
     config = PhantomConfig() if config is None else config
-    render = next((render for kind, render in GENERATORS.values() if type(config) is kind), None)
+    # the most derived config type that fits: a PhantomV2Config (or a subclass of it) is a PhantomConfig too
+    fits = [(kind, render) for kind, render in GENERATORS.values() if isinstance(config, kind)]
+    render = max(fits, key=lambda fit: len(fit[0].__mro__))[1] if fits else None
     if render is None:
         raise ValueError("generate_chest_phantom: config must be a PhantomConfig (v1) or a PhantomV2Config (v2), "
                          f"got {type(config).__name__}")
