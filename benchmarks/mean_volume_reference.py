@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import sys
 import time
@@ -76,13 +77,15 @@ def data_root(name: str) -> Path:
     return ensure_dataset(compose_config("train", [f"data={name}"]).data)
 
 
-def reference_volume(train_root: Path, size: list[int]) -> tuple[torch.Tensor, int, int]:
-    """The mean CT of ``train_root``'s train split as ``evaluate.py`` scores it (``_reference_volume``)."""
+@functools.cache
+def reference_volume(train_root: Path, size: tuple[int, ...]) -> tuple[torch.Tensor, int, int]:
+    """The mean CT of ``train_root``'s train split as ``evaluate.py`` scores it (``_reference_volume``); computed
+    once per training set (four rows share ``benchmark``'s)."""
     from x2ct.data.dataset import PatientDRRDataset
     from x2ct.data.reference import mean_volume, mean_volume_patients
 
     train = PatientDRRDataset(train_root, "train")
-    if not len(train) or train.manifest["ct"]["size"] != size:
+    if not len(train) or tuple(train.manifest["ct"]["size"]) != size:
         raise ValueError(f"{train_root}: no train split of CT size {size} to average")
     return mean_volume(train)[0].double(), mean_volume_patients(train), len(train)
 
@@ -90,7 +93,6 @@ def reference_volume(train_root: Path, size: list[int]) -> tuple[torch.Tensor, i
 def score(row: Reference) -> dict:
     """One row: the mean volume of ``row.train_data`` scored on every patient of ``row.eval_data``'s split."""
     import numpy as np
-    import torch
 
     from x2ct.data.dataset import PatientDRRDataset
     from x2ct.data.preprocess import AIR_HU
@@ -100,7 +102,7 @@ def score(row: Reference) -> dict:
 
     train_root, eval_root = data_root(row.train_data), data_root(row.eval_data)
     dataset = PatientDRRDataset(eval_root, row.split)
-    reference, averaged, train_patients = reference_volume(train_root, dataset.manifest["ct"]["size"])
+    reference, averaged, train_patients = reference_volume(train_root, tuple(dataset.manifest["ct"]["size"]))
     hu_window = tuple(float(v) for v in dataset.hu_window)
     patients = []
     for index, pid in enumerate(dataset.patient_ids):

@@ -114,11 +114,13 @@ class Run:
 
 
 class _RunLogger:
-    """Holds the W&B logger so ``train`` can finish it whatever happens (NullLogger until rank 0 creates one)."""
+    """Holds what rank 0 writes to for the whole run (W&B, run_info.json, metrics.jsonl) so ``train`` can close each
+    whatever happens (NullLogger and None until rank 0 opens them)."""
 
     def __init__(self) -> None:
         self.wandb: WandbLogger | NullLogger = NullLogger()
         self.run_info: RunInfo | None = None
+        self.metrics: MetricsLog | None = None
 
 
 def train(cfg: DictConfig, run_dir: str | Path | None = None) -> float:
@@ -140,6 +142,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> float:
         exit_code = 0
         return best
     finally:
+        if log.metrics is not None:
+            log.metrics.close()
         if log.run_info is not None:
             log.run_info.close("finished" if exit_code == 0 else "failed")
         log.wandb.finish(exit_code=exit_code)
@@ -162,31 +166,27 @@ def _hydra_output_dir() -> Path:
 def _train(cfg: DictConfig, dist: DistInfo, run_dir: Path, log: _RunLogger) -> float:
     run = build_run(cfg, dist, run_dir)
     metrics = _start_logging(run, log)
-    try:
-        logger = log.wandb
-        reference = validation_metrics(run.model, run.val_loader, run.device, run.precision,
-                                       constant=run.reference_volume, limit=cfg.trainer.limit_val_batches)
-        if dist.is_main:
-            if run.resume_from is None:  # a resumed run has this record already
-                metrics.log(step=run.step, epoch=run.start_epoch, split="val_mean_volume", **reference)
-            logger.summary({"val/psnr_mean_volume": reference["psnr"], "val/ssim_mean_volume": reference["ssim"]})
+    logger = log.wandb
+    reference = validation_metrics(run.model, run.val_loader, run.device, run.precision,
+                                   constant=run.reference_volume, limit=cfg.trainer.limit_val_batches)
+    if dist.is_main:
+        if run.resume_from is None:  # a resumed run has this record already
+            metrics.log(step=run.step, epoch=run.start_epoch, split="val_mean_volume", **reference)
+        logger.summary({"val/psnr_mean_volume": reference["psnr"], "val/ssim_mean_volume": reference["ssim"]})
 
-        val: dict[str, float] = {}
-        for epoch in range(run.start_epoch, cfg.trainer.max_epochs):
-            train_epoch(run, epoch, metrics, logger, val)
-            val, improved = validate(run, epoch, metrics, logger, reference) or (val, False)
-            save_checkpoints(run, epoch, improved, logger)
+    val: dict[str, float] = {}
+    for epoch in range(run.start_epoch, cfg.trainer.max_epochs):
+        train_epoch(run, epoch, metrics, logger, val)
+        val, improved = validate(run, epoch, metrics, logger, reference) or (val, False)
+        save_checkpoints(run, epoch, improved, logger)
 
-        if cfg.test_after_training and run.test_loader is not None:
-            score_best_on_test(run, metrics, logger)
-        if dist.is_main:
-            logger.summary({"best_val_psnr": run.best_psnr})
-            print(f"done: best val PSNR {run.best_psnr:.2f} dB. Results in {run_dir} (metrics.jsonl, checkpoints/, "
-                  f"config_resolved.yaml{', test_metrics.json' if run.test_loader is not None else ''})", flush=True)
-        return run.best_psnr
-    finally:
-        if metrics is not None:  # rank 0's file, kept open for the run
-            metrics.close()
+    if cfg.test_after_training and run.test_loader is not None:
+        score_best_on_test(run, metrics, logger)
+    if dist.is_main:
+        logger.summary({"best_val_psnr": run.best_psnr})
+        print(f"done: best val PSNR {run.best_psnr:.2f} dB. Results in {run_dir} (metrics.jsonl, checkpoints/, "
+              f"config_resolved.yaml{', test_metrics.json' if run.test_loader is not None else ''})", flush=True)
+    return run.best_psnr
 
 
 # ------------------------------------------------------------------------------------------------------- build
@@ -268,8 +268,8 @@ def _start_logging(run: Run, log: _RunLogger) -> MetricsLog | None:
     cfg, run_dir = run.cfg, run.run_dir
     # a fresh start drops the records of an attempt killed before its first checkpoint; a resumed one those logged
     # after its checkpoint, and the test scores, which come after the last checkpoint and are scored again
-    metrics = (MetricsLog(run_dir / "metrics.jsonl", truncate_after_step=run.step, drop_splits=("test",))
-               if run.resume_from else MetricsLog(run_dir / "metrics.jsonl", fresh=True))
+    metrics = log.metrics = (MetricsLog(run_dir / "metrics.jsonl", truncate_after_step=run.step, drop_splits=("test",))
+                             if run.resume_from else MetricsLog(run_dir / "metrics.jsonl", fresh=True))
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(run.config_dict))
     log.run_info = RunInfo(run_dir, model=cfg.model._target_, parameters=run.n_params, device=str(run.device),
